@@ -1,0 +1,380 @@
+//! Turning a byte stream into frames: [`parse_frame`] for one buffer, and the
+//! incremental [`Decoder`] for a stream that arrives in arbitrary pieces.
+//!
+//! Every check that can be made early is: the length is judged from its four
+//! bytes alone, before any body arrives, and version, type and flags as soon
+//! as their byte is there. Nothing is ever allocated for a declared length up
+//! front, so a peer that announces 4 GiB costs nothing.
+
+use std::fmt;
+
+use crate::error_code::ErrorCode;
+use crate::frame::{Flags, Frame, HEADER_LEN, LENGTH_PREFIX, MIN_LENGTH, MessageType, VERSION};
+
+/// Why a byte stream is not a valid frame stream. Each is fatal for the
+/// connection that sent it: after it, frame boundaries can't be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// `length` is below 3, so there is no room for version, type and flags.
+    TooShort { length: u32 },
+    /// `length` is above the receiver's maximum.
+    TooLarge { length: u32, max: u32 },
+    /// The version byte is not 1.
+    UnsupportedVersion { version: u8 },
+    /// The type byte names no message type.
+    UnknownType { kind: u8 },
+    /// Reserved flag bits are set, or JSON and BINARY together.
+    BadFlags { flags: u8 },
+}
+
+impl DecodeError {
+    /// The wire error code a server answers this with.
+    pub const fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::TooShort { .. }
+            | DecodeError::TooLarge { .. }
+            | DecodeError::BadFlags { .. } => ErrorCode::InvalidFrame,
+            DecodeError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
+            DecodeError::UnknownType { .. } => ErrorCode::UnknownMessageType,
+        }
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            DecodeError::TooShort { length } => write!(
+                f,
+                "frame length {length} is below the minimum of 3; the length counts version, type and flags too"
+            ),
+            DecodeError::TooLarge { length, max } => write!(
+                f,
+                "frame length {length} exceeds the maximum of {max} bytes; send smaller frames"
+            ),
+            DecodeError::UnsupportedVersion { version } => write!(
+                f,
+                "protocol version {version} is not supported; this server speaks version {VERSION}"
+            ),
+            DecodeError::UnknownType { kind } => write!(
+                f,
+                "message type {kind} is unknown; version 1 defines types 1 to 6"
+            ),
+            DecodeError::BadFlags { flags } => write!(
+                f,
+                "flags 0x{flags:02x} are invalid; bits 2-7 are reserved and JSON (0x01) excludes BINARY (0x02)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Parses the first frame of `buf`.
+///
+/// Returns `Ok(None)` while more bytes are needed, `Ok(Some((frame, n)))` when
+/// the frame is complete and took `n` bytes, and an error as soon as the bytes
+/// present prove the stream invalid. `max_length` bounds the `length` field.
+pub fn parse_frame(buf: &[u8], max_length: u32) -> Result<Option<(Frame<'_>, usize)>, DecodeError> {
+    let Some(prefix) = buf.first_chunk::<LENGTH_PREFIX>() else {
+        return Ok(None);
+    };
+    let length = u32::from_be_bytes(*prefix);
+    if length < MIN_LENGTH {
+        return Err(DecodeError::TooShort { length });
+    }
+    if length > max_length {
+        return Err(DecodeError::TooLarge {
+            length,
+            max: max_length,
+        });
+    }
+    if let Some(&version) = buf.get(4)
+        && version != VERSION
+    {
+        return Err(DecodeError::UnsupportedVersion { version });
+    }
+    let kind = match buf.get(5) {
+        None => return Ok(None),
+        Some(&byte) => MessageType::from_u8(byte).ok_or(DecodeError::UnknownType { kind: byte })?,
+    };
+    let flags = match buf.get(6) {
+        None => return Ok(None),
+        Some(&byte) => Flags::from_bits(byte).ok_or(DecodeError::BadFlags { flags: byte })?,
+    };
+    let total = LENGTH_PREFIX + length as usize;
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let frame = Frame {
+        kind,
+        flags,
+        payload: &buf[HEADER_LEN..total],
+    };
+    Ok(Some((frame, total)))
+}
+
+/// The smallest read buffer offered.
+const MIN_READ: usize = 4 * 1024;
+/// The largest read buffer offered beyond what a pending frame needs.
+const MAX_READ: usize = 64 * 1024;
+
+/// An incremental frame decoder for one direction of one connection.
+///
+/// Feed it bytes in any split, either by copying ([`Decoder::feed`]) or by
+/// reading straight into its buffer ([`Decoder::read_buf`] then
+/// [`Decoder::commit`]), and take frames with [`Decoder::next_frame`] until it
+/// returns `Ok(None)`. It holds at most one maximum frame plus one read, and
+/// once it has reported an error it reports that error forever.
+#[derive(Debug)]
+pub struct Decoder {
+    /// Bytes received; `buf[start..end]` are not yet consumed.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// How much to offer the next read; grows while reads fill it.
+    read_size: usize,
+    max_length: u32,
+    failed: Option<DecodeError>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new(crate::frame::DEFAULT_MAX_FRAME)
+    }
+}
+
+impl Decoder {
+    /// A decoder that refuses frames whose `length` exceeds `max_length`.
+    pub fn new(max_length: u32) -> Decoder {
+        Decoder {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            read_size: MIN_READ,
+            max_length,
+            failed: None,
+        }
+    }
+
+    /// The largest `length` this decoder accepts.
+    pub fn max_length(&self) -> u32 {
+        self.max_length
+    }
+
+    /// Bytes received but not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Bytes of memory the decoder holds.
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Frees the buffer if nothing is pending, so an idle connection costs
+    /// nothing; the next read allocates again.
+    pub fn release_if_empty(&mut self) {
+        if self.start == self.end {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+            self.read_size = MIN_READ;
+        }
+    }
+
+    /// Copies `bytes` in. Take the frames out before feeding more, or the
+    /// decoder holds them all.
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let space = self.read_buf();
+            let n = space.len().min(bytes.len());
+            space[..n].copy_from_slice(&bytes[..n]);
+            self.commit(n);
+            bytes = &bytes[n..];
+        }
+    }
+
+    /// Free space to read into; pass the count read to [`Decoder::commit`].
+    ///
+    /// Never empty. Its size adapts: small while reads are small, larger while
+    /// they fill it, and at least what the pending frame still lacks (up to
+    /// the maximum frame).
+    pub fn read_buf(&mut self) -> &mut [u8] {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        let pending_total = match self.buf.get(self.start..self.end) {
+            Some(pending) if pending.len() >= LENGTH_PREFIX => {
+                let length = u32::from_be_bytes([pending[0], pending[1], pending[2], pending[3]]);
+                LENGTH_PREFIX + length.min(self.max_length) as usize
+            }
+            _ => 0,
+        };
+        let lacking = pending_total.saturating_sub(self.end - self.start);
+        let want = lacking.max(self.read_size);
+        if self.buf.len() - self.end < want {
+            // Move the pending bytes to the front before growing.
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.buf.len() - self.end < want {
+                self.buf.resize(self.end + want, 0);
+            }
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Records that `n` bytes were written at the front of [`Decoder::read_buf`].
+    pub fn commit(&mut self, n: usize) {
+        let offered = self.buf.len() - self.end;
+        let n = n.min(offered);
+        if n == offered && self.read_size < MAX_READ {
+            self.read_size *= 2;
+        }
+        self.end += n;
+    }
+
+    /// The next complete frame, `Ok(None)` if more bytes are needed, or the
+    /// error that makes the rest of the stream meaningless.
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, DecodeError> {
+        if let Some(error) = self.failed {
+            return Err(error);
+        }
+        let parsed = parse_frame(&self.buf[self.start..self.end], self.max_length);
+        match parsed {
+            Err(error) => {
+                self.failed = Some(error);
+                Err(error)
+            }
+            Ok(None) => Ok(None),
+            Ok(Some((frame, consumed))) => {
+                let (kind, flags) = (frame.kind, frame.flags);
+                let begin = self.start;
+                self.start += consumed;
+                Ok(Some(Frame {
+                    kind,
+                    flags,
+                    payload: &self.buf[begin + HEADER_LEN..begin + consumed],
+                }))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame_bytes(kind: MessageType, flags: Flags, payload: &[u8]) -> Vec<u8> {
+        Frame::new(kind, flags, payload).to_vec().unwrap()
+    }
+
+    #[test]
+    fn every_prefix_of_a_valid_frame_is_partial() {
+        let bytes = frame_bytes(
+            MessageType::Message,
+            Flags::JSON,
+            br#"{"room":"a","content":1}"#,
+        );
+        for cut in 0..bytes.len() {
+            assert_eq!(
+                parse_frame(&bytes[..cut], 1024),
+                Ok(None),
+                "prefix of {cut} bytes"
+            );
+        }
+        let (frame, used) = parse_frame(&bytes, 1024).unwrap().unwrap();
+        assert_eq!(used, bytes.len());
+        assert_eq!(frame.payload, br#"{"room":"a","content":1}"#);
+    }
+
+    #[test]
+    fn length_is_judged_before_the_body_arrives() {
+        assert_eq!(
+            parse_frame(&[0, 0, 0, 2], 100),
+            Err(DecodeError::TooShort { length: 2 })
+        );
+        assert_eq!(
+            parse_frame(&[0, 0, 0, 101], 100),
+            Err(DecodeError::TooLarge {
+                length: 101,
+                max: 100
+            })
+        );
+        assert_eq!(parse_frame(&[0, 0, 0, 100], 100), Ok(None));
+    }
+
+    #[test]
+    fn header_bytes_are_checked_as_they_arrive() {
+        assert_eq!(
+            parse_frame(&[0, 0, 0, 9, 2], 100),
+            Err(DecodeError::UnsupportedVersion { version: 2 })
+        );
+        assert_eq!(
+            parse_frame(&[0, 0, 0, 9, 1, 7], 100),
+            Err(DecodeError::UnknownType { kind: 7 })
+        );
+        assert_eq!(
+            parse_frame(&[0, 0, 0, 9, 1, 4, 0x04], 100),
+            Err(DecodeError::BadFlags { flags: 4 })
+        );
+    }
+
+    #[test]
+    fn decoder_yields_frames_fed_one_byte_at_a_time() {
+        let mut stream = frame_bytes(MessageType::Hello, Flags::JSON, b"{}");
+        stream.extend(frame_bytes(MessageType::Heartbeat, Flags::NONE, b""));
+        let mut decoder = Decoder::new(1024);
+        let mut kinds = Vec::new();
+        for byte in &stream {
+            decoder.feed(std::slice::from_ref(byte));
+            while let Some(frame) = decoder.next_frame().unwrap() {
+                kinds.push(frame.kind);
+            }
+        }
+        assert_eq!(kinds, [MessageType::Hello, MessageType::Heartbeat]);
+        assert_eq!(decoder.buffered(), 0);
+    }
+
+    #[test]
+    fn decoder_does_not_allocate_for_a_declared_length() {
+        let mut decoder = Decoder::new(u32::MAX);
+        decoder.feed(&[0xff, 0xff, 0xff, 0xf0, 1, 4, 1]);
+        assert_eq!(decoder.next_frame(), Ok(None));
+        assert!(decoder.capacity() < 64 * 1024);
+    }
+
+    #[test]
+    fn decoder_buffer_stays_below_one_frame_plus_one_read() {
+        let max = 256 * 1024;
+        let frame = frame_bytes(
+            MessageType::Message,
+            Flags::BINARY,
+            &vec![7u8; max as usize - 3],
+        );
+        let mut decoder = Decoder::new(max);
+        for chunk in frame.chunks(1000) {
+            decoder.feed(chunk);
+            assert!(decoder.capacity() <= frame.len() + MAX_READ);
+        }
+        assert_eq!(
+            decoder.next_frame().unwrap().unwrap().payload.len(),
+            max as usize - 3
+        );
+    }
+
+    #[test]
+    fn decoder_errors_stick() {
+        let mut decoder = Decoder::new(1024);
+        decoder.feed(&[0, 0, 0, 1]);
+        assert!(decoder.next_frame().is_err());
+        decoder.feed(&frame_bytes(MessageType::Hello, Flags::JSON, b"{}"));
+        assert_eq!(
+            decoder.next_frame(),
+            Err(DecodeError::TooShort { length: 1 })
+        );
+    }
+}

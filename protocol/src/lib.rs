@@ -1,0 +1,33 @@
+//! The Relay v1 wire protocol, sans-IO: no sockets, no clock, no threads.
+//!
+//! - [`frame`]: the frame layout, message types, flags, and encoding into a
+//!   caller's buffer.
+//! - [`decoder`]: [`parse_frame`] for one buffer and the incremental
+//!   [`Decoder`] for a stream split anywhere.
+//! - [`payload`]: the typed JSON payloads of every message in both directions,
+//!   room-name rules and the BINARY message layouts.
+//! - [`request`]: a client frame read into a [`Request`], with every payload
+//!   rule applied and the error code to answer a bad one with.
+//! - [`error_code`]: the ERROR codes and their wire names.
+//!
+//! SPEC.md at the repository root is the contract this crate implements; its
+//! hex examples are test vectors checked against this code.
+
+pub mod decoder;
+pub mod error_code;
+pub mod frame;
+pub mod payload;
+pub mod request;
+
+pub use decoder::{DecodeError, Decoder, parse_frame};
+pub use error_code::ErrorCode;
+pub use frame::{
+    DEFAULT_MAX_FRAME, EncodeError, Flags, Frame, FrameStart, HEADER_LEN, LENGTH_PREFIX,
+    MIN_LENGTH, MessageType, VERSION, abort_frame, begin_frame, encode, end_frame,
+};
+pub use payload::{
+    BinaryDelivery, BinaryLayoutError, BinaryPublish, Delivery, ErrorPayload, Hello, HelloReply,
+    MAX_ROOM_LEN, MemberChange, MemberEvent, Publish, RoomError, RoomReply, RoomRequest,
+    ServerMessage, Stats, validate_room,
+};
+pub use request::{Content, MAX_USER_ID_LEN, Request, RequestError};

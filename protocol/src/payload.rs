@@ -1,0 +1,381 @@
+//! The typed payloads of every message, in both directions, and the layout of
+//! BINARY messages.
+//!
+//! JSON field names are camelCase on the wire. Unknown fields are ignored, so
+//! either side may add fields without breaking the other.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error_code::ErrorCode;
+
+/// Client → server HELLO. Every field is optional; an empty payload is `{}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hello {
+    /// A display name, shown to other members as `user`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_version: Option<String>,
+    /// Whether the client wants its own MESSAGEs delivered back to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub echo: bool,
+}
+
+/// Server → client answer to HELLO.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HelloReply {
+    /// Always `"connected"` (kept for clients of the original implementation).
+    pub status: String,
+    /// The server's name for this connection; other members see it as `from`.
+    pub connection_id: String,
+    pub server_version: String,
+    /// The largest `length` field the server accepts, and the largest it sends.
+    pub max_frame_size: u32,
+    /// A connection that sends no complete frame for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// The server's counters when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<Stats>,
+}
+
+/// The server's counters, as carried in every HELLO answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Stats {
+    /// Connections open now (the asking one included).
+    pub connections: u64,
+    pub connections_total: u64,
+    /// Rooms that have at least one member now.
+    pub rooms: u64,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Connections cut off with SLOW_CONSUMER since start.
+    pub slow_consumers: u64,
+    /// ERROR frames sent, by code.
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// Client → server JOIN_ROOM and LEAVE_ROOM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomRequest<'a> {
+    #[serde(borrow)]
+    pub room: Cow<'a, str>,
+}
+
+/// Server → client answer to JOIN_ROOM (`status` "joined") and LEAVE_ROOM
+/// (`status` "left").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomReply {
+    pub status: String,
+    /// The trimmed room name.
+    pub room: String,
+    /// Members of the room after the change.
+    #[serde(default)]
+    pub members: u64,
+}
+
+/// Client → server MESSAGE with the JSON flag.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Publish<'a> {
+    #[serde(borrow)]
+    pub room: Cow<'a, str>,
+    /// `None` only when the key is absent; JSON `null` is `Some`.
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub content: Option<&'a RawValue>,
+}
+
+/// Server → client MESSAGE with the JSON flag: a message another member (or,
+/// with echo, this client) published. Has no `type` key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Delivery<'a> {
+    #[serde(borrow)]
+    pub room: Cow<'a, str>,
+    /// The publisher's `connectionId`.
+    #[serde(borrow)]
+    pub from: Cow<'a, str>,
+    /// The publisher's HELLO `userId`, when it gave one.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub content: &'a RawValue,
+    /// Server time of relay, in milliseconds since the Unix epoch.
+    pub timestamp: u64,
+}
+
+/// Whether a member arrived or went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberChange {
+    #[serde(rename = "userJoined")]
+    Joined,
+    #[serde(rename = "userLeft")]
+    Left,
+}
+
+/// Server → client MESSAGE with the JSON flag and a `type` key: another member
+/// joined or left (a disconnect counts as leaving).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberEvent {
+    #[serde(rename = "type")]
+    pub change: MemberChange,
+    pub room: String,
+    pub connection_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    pub timestamp: u64,
+}
+
+/// Server → client ERROR.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorPayload {
+    pub code: ErrorCode,
+    pub message: String,
+    pub fatal: bool,
+}
+
+impl ErrorPayload {
+    /// An error whose fatality is the code's.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorPayload {
+        ErrorPayload {
+            code,
+            message: message.into(),
+            fatal: code.is_fatal(),
+        }
+    }
+}
+
+/// A server → client MESSAGE payload with the JSON flag, told apart by its
+/// `type` key.
+#[derive(Debug, Clone)]
+pub enum ServerMessage<'a> {
+    Delivery(Delivery<'a>),
+    Member(MemberEvent),
+}
+
+impl<'a> ServerMessage<'a> {
+    /// Parses a MESSAGE payload sent by a server.
+    pub fn parse(payload: &'a [u8]) -> Result<ServerMessage<'a>, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Probe<'b> {
+            #[serde(rename = "type", borrow, default)]
+            kind: Option<Cow<'b, str>>,
+        }
+        let probe: Probe<'_> = serde_json::from_slice(payload)?;
+        if probe.kind.is_some() {
+            serde_json::from_slice(payload).map(ServerMessage::Member)
+        } else {
+            serde_json::from_slice(payload).map(ServerMessage::Delivery)
+        }
+    }
+}
+
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
+/// The longest room name, in bytes of UTF-8, after trimming.
+pub const MAX_ROOM_LEN: usize = 64;
+
+/// Why a room name is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomError {
+    Empty,
+    TooLong { len: usize },
+    ControlCharacter,
+}
+
+impl fmt::Display for RoomError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RoomError::Empty => f.write_str("room name is empty; use 1 to 64 bytes"),
+            RoomError::TooLong { len } => write!(
+                f,
+                "room name is {len} bytes long; use at most {MAX_ROOM_LEN}"
+            ),
+            RoomError::ControlCharacter => {
+                f.write_str("room name contains a control character; use printable text")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RoomError {}
+
+/// The room a name means: the name with surrounding white space trimmed,
+/// 1 to 64 bytes, without control characters (Unicode category Cc).
+pub fn validate_room(name: &str) -> Result<&str, RoomError> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() {
+        return Err(RoomError::Empty);
+    }
+    if trimmed.len() > MAX_ROOM_LEN {
+        return Err(RoomError::TooLong { len: trimmed.len() });
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(RoomError::ControlCharacter);
+    }
+    Ok(trimmed)
+}
+
+/// A BINARY payload that does not follow its layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryLayoutError {
+    /// The payload ends inside a length-prefixed field.
+    Truncated,
+    /// A name field is not UTF-8.
+    NotUtf8,
+    /// A name is longer than its one-byte length can say.
+    NameTooLong,
+}
+
+impl fmt::Display for BinaryLayoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BinaryLayoutError::Truncated => {
+                "binary message is truncated; it must start with a room length byte and the room name"
+            }
+            BinaryLayoutError::NotUtf8 => "binary message room name is not UTF-8",
+            BinaryLayoutError::NameTooLong => "a name in a binary message is longer than 255 bytes",
+        })
+    }
+}
+
+impl std::error::Error for BinaryLayoutError {}
+
+fn take_name(bytes: &[u8]) -> Result<(&str, &[u8]), BinaryLayoutError> {
+    let (&len, rest) = bytes.split_first().ok_or(BinaryLayoutError::Truncated)?;
+    if rest.len() < len as usize {
+        return Err(BinaryLayoutError::Truncated);
+    }
+    let (name, rest) = rest.split_at(len as usize);
+    let name = std::str::from_utf8(name).map_err(|_| BinaryLayoutError::NotUtf8)?;
+    Ok((name, rest))
+}
+
+fn put_name(out: &mut Vec<u8>, name: &str) -> Result<(), BinaryLayoutError> {
+    let len = u8::try_from(name.len()).map_err(|_| BinaryLayoutError::NameTooLong)?;
+    out.push(len);
+    out.extend_from_slice(name.as_bytes());
+    Ok(())
+}
+
+/// A client's BINARY MESSAGE payload: `| room_len u8 | room | body |`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BinaryPublish<'a> {
+    pub room: &'a str,
+    pub body: &'a [u8],
+}
+
+impl<'a> BinaryPublish<'a> {
+    pub fn parse(payload: &'a [u8]) -> Result<BinaryPublish<'a>, BinaryLayoutError> {
+        let (room, body) = take_name(payload)?;
+        Ok(BinaryPublish { room, body })
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), BinaryLayoutError> {
+        put_name(out, self.room)?;
+        out.extend_from_slice(self.body);
+        Ok(())
+    }
+}
+
+/// A server's BINARY MESSAGE payload:
+/// `| room_len u8 | room | from_len u8 | from | body |`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BinaryDelivery<'a> {
+    pub room: &'a str,
+    /// The publisher's `connectionId`.
+    pub from: &'a str,
+    pub body: &'a [u8],
+}
+
+impl<'a> BinaryDelivery<'a> {
+    pub fn parse(payload: &'a [u8]) -> Result<BinaryDelivery<'a>, BinaryLayoutError> {
+        let (room, rest) = take_name(payload)?;
+        let (from, body) = take_name(rest)?;
+        Ok(BinaryDelivery { room, from, body })
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), BinaryLayoutError> {
+        put_name(out, self.room)?;
+        put_name(out, self.from)?;
+        out.extend_from_slice(self.body);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_tells_null_content_from_missing_content() {
+        let with_null: Publish<'_> =
+            serde_json::from_str(r#"{"room":"a","content":null}"#).unwrap();
+        assert_eq!(with_null.content.map(RawValue::get), Some("null"));
+        let missing: Publish<'_> = serde_json::from_str(r#"{"room":"a"}"#).unwrap();
+        assert!(missing.content.is_none());
+    }
+
+    #[test]
+    fn rooms_are_trimmed_and_checked() {
+        assert_eq!(validate_room("  physics \t"), Ok("physics"));
+        assert_eq!(validate_room("   "), Err(RoomError::Empty));
+        assert_eq!(validate_room(&"x".repeat(64)), Ok(&*"x".repeat(64)));
+        assert_eq!(
+            validate_room(&"x".repeat(65)),
+            Err(RoomError::TooLong { len: 65 })
+        );
+        assert_eq!(validate_room("a\u{7f}b"), Err(RoomError::ControlCharacter));
+        assert_eq!(validate_room("a\u{85}b"), Err(RoomError::ControlCharacter));
+        assert_eq!(validate_room("Café ☕"), Ok("Café ☕"));
+    }
+
+    #[test]
+    fn server_messages_are_told_apart_by_type() {
+        let delivery = br#"{"room":"a","from":"c1","content":{"x":1},"timestamp":5}"#;
+        match ServerMessage::parse(delivery).unwrap() {
+            ServerMessage::Delivery(d) => assert_eq!(d.content.get(), r#"{"x":1}"#),
+            other => panic!("expected a delivery, got {other:?}"),
+        }
+        let event = br#"{"type":"userLeft","room":"a","connectionId":"c2","timestamp":5}"#;
+        match ServerMessage::parse(event).unwrap() {
+            ServerMessage::Member(e) => assert_eq!(e.change, MemberChange::Left),
+            other => panic!("expected a member event, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn binary_layouts_round_trip() {
+        let mut out = Vec::new();
+        BinaryDelivery {
+            room: "r",
+            from: "c9",
+            body: &[0, 255, 10],
+        }
+        .encode(&mut out)
+        .unwrap();
+        assert_eq!(out, [1, b'r', 2, b'c', b'9', 0, 255, 10]);
+        let parsed = BinaryDelivery::parse(&out).unwrap();
+        assert_eq!(parsed.body, &[0, 255, 10]);
+        assert_eq!(
+            BinaryPublish::parse(&[5, b'a']),
+            Err(BinaryLayoutError::Truncated)
+        );
+        assert_eq!(BinaryPublish::parse(&[]), Err(BinaryLayoutError::Truncated));
+    }
+}
