@@ -1,0 +1,557 @@
+//! The blocking [`Client`]: one TCP connection to a relay.
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use protocol::{
+    BinaryPublish, Flags, Hello, HelloReply, MessageType, Stats, abort_frame, begin_frame,
+    end_frame, validate_room,
+};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::error::{ClientError, DisconnectReason};
+use crate::event::{Event, RoomAck};
+use crate::reader::{self, Shared};
+
+/// How a [`Client`] connects and buffers.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long to wait for the TCP connection (per resolved address).
+    pub connect_timeout: Duration,
+    /// The largest frame `length` accepted from the server. Larger than the
+    /// protocol default (1 MiB) because a server may be configured with a
+    /// larger `--max-frame`; the decoder never allocates for a declared length.
+    pub max_frame: u32,
+    /// Events the reader thread may hold before it stops reading the socket.
+    pub event_capacity: usize,
+    /// Give up a write that makes no progress for this long (`None`: wait).
+    pub write_timeout: Option<Duration>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            connect_timeout: Duration::from_secs(5),
+            max_frame: 16 * 1024 * 1024,
+            event_capacity: 4096,
+            write_timeout: None,
+        }
+    }
+}
+
+/// The write half: the socket and a buffer reused for encoding.
+#[derive(Debug)]
+struct Writer {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// A blocking connection to a Relay server.
+///
+/// Sending and receiving are independent: every method takes `&self` and
+/// `Client` is `Send + Sync`, so one thread may send (`join`, `send_text`, ...)
+/// while another reads events (`recv`, `recv_timeout`), e.g. with
+/// [`std::thread::scope`] or an `Arc<Client>`. A reader thread owned by the
+/// client decodes the socket into [`Event`]s.
+///
+/// The `*_and_wait` helpers, [`Client::hello`], [`Client::stats`] and
+/// [`Client::wait_for`] read events until the awaited one arrives; the events
+/// they pass over are kept, in order, and returned by the next `recv` calls.
+/// Don't use them while another thread is reading events.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let t = Duration::from_secs(5);
+/// let client = client::Client::connect("127.0.0.1:4000")?;
+/// client.hello_as(Some("alice"), false, t)?;
+/// client.join_and_wait("physics", t)?;
+/// client.send_text("physics", "hello")?;
+/// while let Some(event) = client.recv() {
+///     println!("{event:?}");
+/// }
+/// # Ok::<(), client::ClientError>(())
+/// ```
+#[derive(Debug)]
+pub struct Client {
+    writer: Mutex<Writer>,
+    events: Receiver<Event>,
+    /// Events read by a wait helper that were not the one it waited for.
+    pending: Mutex<VecDeque<Event>>,
+    shared: Arc<Shared>,
+    next_seq: AtomicU64,
+    local_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    reader: Option<JoinHandle<()>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The version this library announces in HELLO.
+pub const CLIENT_VERSION: &str = concat!("relay-client/", env!("CARGO_PKG_VERSION"));
+
+impl Client {
+    /// Connects to `addr` (e.g. `"127.0.0.1:4000"`, `("localhost", 4000)` or a
+    /// `SocketAddr`) with [`Options::default`]. No HELLO is sent yet.
+    pub fn connect(addr: impl ToSocketAddrs) -> Result<Client, ClientError> {
+        Client::connect_with(addr, &Options::default())
+    }
+
+    /// Connects to `addr` with the given options.
+    pub fn connect_with(
+        addr: impl ToSocketAddrs,
+        options: &Options,
+    ) -> Result<Client, ClientError> {
+        let addrs = addr
+            .to_socket_addrs()
+            .map_err(|source| ClientError::Connect {
+                addr: "the server address".into(),
+                source,
+            })?;
+        Client::connect_addrs(addrs, "the server address", options)
+    }
+
+    /// Connects to `host` and `port`; errors name them.
+    pub fn connect_host(host: &str, port: u16, options: &Options) -> Result<Client, ClientError> {
+        let label = format!("{host}:{port}");
+        let addrs = (host, port)
+            .to_socket_addrs()
+            .map_err(|source| ClientError::Connect {
+                addr: label.clone(),
+                source,
+            })?;
+        Client::connect_addrs(addrs, &label, options)
+    }
+
+    fn connect_addrs(
+        addrs: impl Iterator<Item = SocketAddr>,
+        label: &str,
+        options: &Options,
+    ) -> Result<Client, ClientError> {
+        let mut last = None;
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, options.connect_timeout) {
+                Ok(stream) => return Client::from_stream(stream, options),
+                Err(error) => {
+                    last = Some(match error.kind() {
+                        io::ErrorKind::ConnectionRefused => ClientError::ConnectionRefused { addr },
+                        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                            ClientError::ConnectTimeout {
+                                addr,
+                                after: options.connect_timeout,
+                            }
+                        }
+                        _ => ClientError::Connect {
+                            addr: addr.to_string(),
+                            source: error,
+                        },
+                    });
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Connect {
+            addr: label.to_owned(),
+            source: io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address"),
+        }))
+    }
+
+    /// Wraps an already connected stream (no HELLO is sent yet).
+    pub fn from_stream(stream: TcpStream, options: &Options) -> Result<Client, ClientError> {
+        stream.set_nodelay(true).map_err(ClientError::Io)?;
+        stream
+            .set_write_timeout(options.write_timeout)
+            .map_err(ClientError::Io)?;
+        let local_addr = stream.local_addr().map_err(ClientError::Io)?;
+        let peer_addr = stream.peer_addr().map_err(ClientError::Io)?;
+        let read_half = stream.try_clone().map_err(ClientError::Io)?;
+        let (sender, events) = crossbeam_channel::bounded(options.event_capacity.max(1));
+        let shared = Arc::new(Shared::new());
+        let reader = reader::spawn(read_half, options.max_frame, sender, Arc::clone(&shared))
+            .map_err(ClientError::Io)?;
+        Ok(Client {
+            writer: Mutex::new(Writer {
+                stream,
+                buf: Vec::with_capacity(4096),
+            }),
+            events,
+            pending: Mutex::new(VecDeque::new()),
+            shared,
+            next_seq: AtomicU64::new(1),
+            local_addr,
+            peer_addr,
+            reader: Some(reader),
+        })
+    }
+
+    /// This side's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The server's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn disconnect_reason(&self) -> Option<DisconnectReason> {
+        self.shared.reason()
+    }
+
+    /// Whether the connection is still up, as far as the reader thread knows.
+    pub fn is_connected(&self) -> bool {
+        self.shared.reason().is_none()
+    }
+
+    // ---- sending -------------------------------------------------------
+
+    /// Encodes one frame with `payload` writing its payload, and sends it.
+    fn send_with(
+        &self,
+        kind: MessageType,
+        flags: Flags,
+        payload: impl FnOnce(&mut Vec<u8>) -> Result<(), ClientError>,
+    ) -> Result<(), ClientError> {
+        if let Some(reason) = self.shared.reason() {
+            return Err(ClientError::Disconnected(reason));
+        }
+        let mut writer = lock(&self.writer);
+        let Writer { stream, buf } = &mut *writer;
+        buf.clear();
+        let start = begin_frame(buf, kind, flags);
+        if let Err(error) = payload(buf) {
+            abort_frame(buf, start);
+            return Err(error);
+        }
+        let max = self.shared.server_max_frame.load(Ordering::Relaxed);
+        let length = end_frame(buf, start).map_err(|_| ClientError::TooLarge {
+            bytes: buf.len(),
+            max,
+        })?;
+        if length > max {
+            return Err(ClientError::TooLarge {
+                bytes: length as usize,
+                max,
+            });
+        }
+        let result = stream.write_all(buf);
+        if buf.capacity() > 256 * 1024 {
+            *buf = Vec::with_capacity(4096);
+        }
+        result.map_err(|error| self.write_error(error))
+    }
+
+    fn write_error(&self, error: io::Error) -> ClientError {
+        match self.shared.reason() {
+            Some(reason) => ClientError::Disconnected(reason),
+            None => ClientError::Io(error),
+        }
+    }
+
+    fn json_frame<T: Serialize + ?Sized>(
+        &self,
+        kind: MessageType,
+        value: &T,
+    ) -> Result<(), ClientError> {
+        self.send_with(kind, Flags::JSON, |buf| {
+            serde_json::to_writer(&mut *buf, value)
+                .map_err(|error| ClientError::Io(io::Error::new(io::ErrorKind::InvalidData, error)))
+        })
+    }
+
+    /// Sends a HELLO without waiting for the answer (an [`Event::Hello`]).
+    pub fn send_hello(&self, hello: &Hello) -> Result<(), ClientError> {
+        self.json_frame(MessageType::Hello, hello)
+    }
+
+    /// Sends a HELLO and waits for the server's answer.
+    pub fn hello(&self, hello: &Hello, timeout: Duration) -> Result<HelloReply, ClientError> {
+        self.send_hello(hello)?;
+        self.wait_for(timeout, "HELLO answer", |event| match event {
+            Event::Hello(reply) => Some(reply.clone()),
+            _ => None,
+        })
+    }
+
+    /// HELLO with a user name (`None`: anonymous) and whether to receive
+    /// copies of this client's own messages; waits for the answer.
+    pub fn hello_as(
+        &self,
+        user: Option<&str>,
+        echo: bool,
+        timeout: Duration,
+    ) -> Result<HelloReply, ClientError> {
+        let hello = Hello {
+            user_id: user.map(str::to_owned),
+            client_version: Some(CLIENT_VERSION.to_owned()),
+            echo,
+        };
+        self.hello(&hello, timeout)
+    }
+
+    /// The server's counters at this moment: sends HELLO again (which an open
+    /// connection may do; its fields are ignored) and reads the answer's stats.
+    pub fn stats(&self, timeout: Duration) -> Result<Stats, ClientError> {
+        let reply = self.hello(&Hello::default(), timeout)?;
+        reply
+            .stats
+            .ok_or_else(|| ClientError::Protocol("its HELLO answer carries no stats".into()))
+    }
+
+    fn room(room: &str) -> Result<&str, ClientError> {
+        validate_room(room).map_err(|reason| ClientError::InvalidRoom {
+            room: room.to_owned(),
+            reason,
+        })
+    }
+
+    /// Sends JOIN_ROOM; the answer arrives as [`Event::Joined`].
+    pub fn join(&self, room: &str) -> Result<(), ClientError> {
+        let room = Client::room(room)?;
+        self.json_frame(
+            MessageType::JoinRoom,
+            &protocol::RoomRequest { room: room.into() },
+        )
+    }
+
+    /// Joins `room` and waits for the answer.
+    pub fn join_and_wait(&self, room: &str, timeout: Duration) -> Result<RoomAck, ClientError> {
+        self.join(room)?;
+        let room = Client::room(room)?;
+        self.wait_for(
+            timeout,
+            &format!("JOIN_ROOM answer for {room:?}"),
+            |event| match event {
+                Event::Joined(ack) if ack.room == room => Some(ack.clone()),
+                _ => None,
+            },
+        )
+    }
+
+    /// Sends LEAVE_ROOM; the answer arrives as [`Event::Left`].
+    pub fn leave(&self, room: &str) -> Result<(), ClientError> {
+        let room = Client::room(room)?;
+        self.json_frame(
+            MessageType::LeaveRoom,
+            &protocol::RoomRequest { room: room.into() },
+        )
+    }
+
+    /// Leaves `room` and waits for the answer.
+    pub fn leave_and_wait(&self, room: &str, timeout: Duration) -> Result<RoomAck, ClientError> {
+        self.leave(room)?;
+        let room = Client::room(room)?;
+        self.wait_for(
+            timeout,
+            &format!("LEAVE_ROOM answer for {room:?}"),
+            |event| match event {
+                Event::Left(ack) if ack.room == room => Some(ack.clone()),
+                _ => None,
+            },
+        )
+    }
+
+    /// Publishes a text message (a JSON string) to `room`.
+    pub fn send_text(&self, room: &str, text: &str) -> Result<(), ClientError> {
+        self.send_json(room, text)
+    }
+
+    /// Publishes any serializable value as the message content.
+    pub fn send_json<T: Serialize + ?Sized>(
+        &self,
+        room: &str,
+        content: &T,
+    ) -> Result<(), ClientError> {
+        #[derive(Serialize)]
+        struct Publish<'a, T: ?Sized> {
+            room: &'a str,
+            content: &'a T,
+        }
+        let room = Client::room(room)?;
+        self.json_frame(MessageType::Message, &Publish { room, content })
+    }
+
+    /// Publishes content given as JSON text, which is relayed byte-exact.
+    pub fn send_raw_json(&self, room: &str, content: &RawValue) -> Result<(), ClientError> {
+        self.send_json(room, content)
+    }
+
+    /// Publishes raw bytes (a BINARY MESSAGE), relayed byte-exact.
+    pub fn send_binary(&self, room: &str, body: &[u8]) -> Result<(), ClientError> {
+        let room = Client::room(room)?;
+        self.send_with(MessageType::Message, Flags::BINARY, |buf| {
+            BinaryPublish { room, body }.encode(buf).map_err(|error| {
+                ClientError::Io(io::Error::new(io::ErrorKind::InvalidInput, error))
+            })
+        })
+    }
+
+    /// Sends a HEARTBEAT and returns its sequence number; the answer arrives
+    /// as [`Event::Heartbeat`] with that number and the round-trip time.
+    pub fn heartbeat(&self) -> Result<u64, ClientError> {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let sent_us = u64::try_from(self.shared.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let payload = reader::heartbeat_payload(seq, sent_us);
+        self.send_with(MessageType::Heartbeat, Flags::JSON, |buf| {
+            buf.extend_from_slice(payload.as_bytes());
+            Ok(())
+        })?;
+        Ok(seq)
+    }
+
+    /// Sends a HEARTBEAT and waits for its answer; returns the round-trip time.
+    ///
+    /// Since the server answers in request order, the answer also proves that
+    /// every earlier request has been handled.
+    pub fn heartbeat_and_wait(&self, timeout: Duration) -> Result<Duration, ClientError> {
+        let sent = Instant::now();
+        let seq = self.heartbeat()?;
+        self.wait_for(timeout, "HEARTBEAT answer", |event| match event {
+            Event::Heartbeat(reply) if reply.seq == Some(seq) => {
+                Some(reply.rtt.unwrap_or_else(|| sent.elapsed()))
+            }
+            _ => None,
+        })
+    }
+
+    /// Writes `bytes` to the socket as they are: no framing, no checks.
+    ///
+    /// For tests and stress tools that send partial, split or malformed frames.
+    pub fn send_raw_bytes(&self, bytes: &[u8]) -> Result<(), ClientError> {
+        let mut writer = lock(&self.writer);
+        writer
+            .stream
+            .write_all(bytes)
+            .map_err(|error| self.write_error(error))
+    }
+
+    // ---- receiving -----------------------------------------------------
+
+    /// The next event, blocking; `None` once [`Event::Disconnected`] has been
+    /// returned.
+    pub fn recv(&self) -> Option<Event> {
+        if let Some(event) = lock(&self.pending).pop_front() {
+            return Some(event);
+        }
+        self.events.recv().ok()
+    }
+
+    /// The next event, waiting at most `timeout`.
+    ///
+    /// Fails with [`ClientError::Timeout`] when nothing arrives in time, and
+    /// with [`ClientError::Disconnected`] after the last event was returned.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Event, ClientError> {
+        if let Some(event) = lock(&self.pending).pop_front() {
+            return Ok(event);
+        }
+        match self.events.recv_timeout(timeout) {
+            Ok(event) => Ok(event),
+            Err(RecvTimeoutError::Timeout) => Err(ClientError::Timeout {
+                waiting_for: "event".into(),
+                after: timeout,
+            }),
+            Err(RecvTimeoutError::Disconnected) => Err(self.gone()),
+        }
+    }
+
+    /// The next event if one is ready.
+    pub fn try_recv(&self) -> Option<Event> {
+        if let Some(event) = lock(&self.pending).pop_front() {
+            return Some(event);
+        }
+        self.events.try_recv().ok()
+    }
+
+    fn gone(&self) -> ClientError {
+        ClientError::Disconnected(self.shared.reason().unwrap_or(DisconnectReason::Closed))
+    }
+
+    /// Reads events until `pick` returns `Some` for one, and returns that.
+    ///
+    /// Events `pick` passes over are kept for the next `recv`. An ERROR that
+    /// `pick` does not take ends the wait with [`ClientError::Server`]: the
+    /// server answers in request order, so it belongs to the awaited request
+    /// or to an earlier one nobody waited for. The end of the connection ends
+    /// it with [`ClientError::Disconnected`], and the deadline with
+    /// [`ClientError::Timeout`] naming `waiting_for`.
+    pub fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        waiting_for: &str,
+        mut pick: impl FnMut(&Event) -> Option<T>,
+    ) -> Result<T, ClientError> {
+        let deadline = Instant::now() + timeout;
+        let mut pending = lock(&self.pending);
+        for index in 0..pending.len() {
+            if let Some(found) = pick(&pending[index]) {
+                pending.remove(index);
+                return Ok(found);
+            }
+        }
+        if let Some(Event::Disconnected(reason)) = pending.back() {
+            return Err(ClientError::Disconnected(reason.clone()));
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let event = match self.events.recv_timeout(left) {
+                Ok(event) => event,
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(ClientError::Timeout {
+                        waiting_for: waiting_for.to_owned(),
+                        after: timeout,
+                    });
+                }
+                Err(RecvTimeoutError::Disconnected) => return Err(self.gone()),
+            };
+            if let Some(found) = pick(&event) {
+                return Ok(found);
+            }
+            match event {
+                Event::Error(error) => return Err(ClientError::Server(error)),
+                Event::Disconnected(reason) => {
+                    pending.push_back(Event::Disconnected(reason.clone()));
+                    return Err(ClientError::Disconnected(reason));
+                }
+                other => pending.push_back(other),
+            }
+        }
+    }
+
+    // ---- closing -------------------------------------------------------
+
+    /// Shuts the connection down in both directions. Events already read stay
+    /// readable; the last one is [`Event::Disconnected`] with
+    /// [`DisconnectReason::Closed`] (unless the server had closed it first).
+    pub fn shutdown(&self) {
+        self.shared
+            .closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = lock(&self.writer).stream.shutdown(Shutdown::Both);
+    }
+
+    /// Shuts the connection down and waits for the reader thread to end.
+    pub fn close(mut self) {
+        self.shutdown();
+        // The reader may be blocked handing over an event: drain so it can end.
+        while self.events.recv().is_ok() {}
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // The reader thread sees the socket close (or the channel's receiver
+        // gone) and ends on its own.
+        self.shutdown();
+    }
+}

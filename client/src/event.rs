@@ -1,0 +1,128 @@
+//! What a server sends, as typed, owned events.
+
+use std::time::Duration;
+
+use protocol::{HelloReply, MemberChange};
+use serde_json::value::RawValue;
+
+use crate::error::{DisconnectReason, ServerError};
+
+/// One thing the server said (or the end of the conversation).
+///
+/// Events arrive in the order the server sent them: replies in the order of
+/// this client's requests, interleaved in order with deliveries and member
+/// events. [`Event::Disconnected`] is always the last one.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The answer to HELLO (also to a HELLO sent again, with fresh stats).
+    Hello(HelloReply),
+    /// The answer to JOIN_ROOM.
+    Joined(RoomAck),
+    /// The answer to LEAVE_ROOM (also when this client was not a member).
+    Left(RoomAck),
+    /// A message published in a room this client is in.
+    Message(Message),
+    /// Another member joined or left a room this client is in.
+    Member(MemberEvent),
+    /// The answer to a HEARTBEAT.
+    Heartbeat(HeartbeatReply),
+    /// An ERROR frame. A fatal one is followed by [`Event::Disconnected`].
+    Error(ServerError),
+    /// The connection is over; no event follows.
+    Disconnected(DisconnectReason),
+}
+
+/// The answer to a JOIN_ROOM or LEAVE_ROOM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomAck {
+    /// The room, as the server names it (trimmed).
+    pub room: String,
+    /// Members of the room after the change.
+    pub members: u64,
+}
+
+/// A message relayed by the server.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub room: String,
+    /// The publisher's connection id (e.g. `c17`).
+    pub from: String,
+    /// The publisher's user name, when it gave one in its HELLO. Binary
+    /// deliveries never carry it.
+    pub user: Option<String>,
+    pub body: Body,
+    /// Server time of relay in milliseconds since the Unix epoch. Binary
+    /// deliveries carry none.
+    pub timestamp: Option<u64>,
+}
+
+impl Message {
+    /// Who sent it, for display: the user name, else the connection id.
+    pub fn sender(&self) -> &str {
+        self.user.as_deref().unwrap_or(&self.from)
+    }
+}
+
+/// The content of a message.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// A JSON value, exactly as the publisher wrote it.
+    Json(Box<RawValue>),
+    /// Raw bytes, exactly as the publisher sent them.
+    Binary(Vec<u8>),
+}
+
+impl Body {
+    /// The string, when the content is a JSON string.
+    pub fn as_text(&self) -> Option<String> {
+        match self {
+            Body::Json(raw) => serde_json::from_str::<String>(raw.get()).ok(),
+            Body::Binary(_) => None,
+        }
+    }
+
+    /// The JSON text, when the content is JSON.
+    pub fn as_json(&self) -> Option<&str> {
+        match self {
+            Body::Json(raw) => Some(raw.get()),
+            Body::Binary(_) => None,
+        }
+    }
+
+    /// The bytes, when the content is binary.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Body::Json(_) => None,
+            Body::Binary(bytes) => Some(bytes),
+        }
+    }
+}
+
+/// Another member arrived in or left a room (a disconnect counts as leaving).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberEvent {
+    pub change: MemberChange,
+    pub room: String,
+    pub connection_id: String,
+    /// The member's user name, when it gave one.
+    pub user: Option<String>,
+    /// Server time in milliseconds since the Unix epoch.
+    pub timestamp: u64,
+}
+
+impl MemberEvent {
+    /// Who it is, for display: the user name, else the connection id.
+    pub fn who(&self) -> &str {
+        self.user.as_deref().unwrap_or(&self.connection_id)
+    }
+}
+
+/// The answer to a HEARTBEAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatReply {
+    /// The number [`crate::Client::heartbeat`] returned for the request, or
+    /// `None` if the payload was not one this client wrote.
+    pub seq: Option<u64>,
+    /// Time from sending the HEARTBEAT to reading its answer, when known.
+    pub rtt: Option<Duration>,
+}

@@ -1,0 +1,233 @@
+//! The reader thread: reads the socket, decodes frames with the protocol
+//! crate's [`Decoder`], turns each into an owned [`Event`] and hands it over a
+//! bounded channel.
+//!
+//! The channel is bounded on purpose: a program that stops taking events stops
+//! this thread, which stops reading, so TCP pushes back on the server instead
+//! of this process buffering without limit. The server then treats this client
+//! as the slow consumer it is.
+
+use std::io::{self, Read};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use protocol::{
+    BinaryDelivery, DecodeError, Decoder, ErrorPayload, Frame, HelloReply, MessageType, RoomReply,
+    ServerMessage,
+};
+use serde::Deserialize;
+
+use crate::error::{DisconnectReason, ServerError};
+use crate::event::{Body, Event, HeartbeatReply, MemberEvent, Message, RoomAck};
+
+/// State the reader thread shares with the [`crate::Client`] handle.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Heartbeat payloads carry microseconds since this instant, so the reply
+    /// alone tells the round-trip time.
+    pub epoch: Instant,
+    /// Set once, by the reader thread, when the connection ends.
+    pub reason: Mutex<Option<DisconnectReason>>,
+    /// Set by the handle before it shuts the socket down, so the read error
+    /// that follows is reported as a local close.
+    pub closing: AtomicBool,
+    /// The largest frame the server accepts, from its HELLO answer.
+    pub server_max_frame: AtomicU32,
+}
+
+impl Shared {
+    pub fn new() -> Shared {
+        Shared {
+            epoch: Instant::now(),
+            reason: Mutex::new(None),
+            closing: AtomicBool::new(false),
+            server_max_frame: AtomicU32::new(protocol::DEFAULT_MAX_FRAME),
+        }
+    }
+
+    pub fn reason(&self) -> Option<DisconnectReason> {
+        self.reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_reason(&self, reason: DisconnectReason) {
+        let mut slot = self.reason.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.get_or_insert(reason);
+    }
+}
+
+/// The HEARTBEAT payload this client sends: a sequence number and the send
+/// time, so the echo tells which request it answers and how long it took.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HeartbeatPayload {
+    seq: u64,
+    sent_us: u64,
+}
+
+pub(crate) fn heartbeat_payload(seq: u64, sent_us: u64) -> String {
+    format!(r#"{{"seq":{seq},"sentUs":{sent_us}}}"#)
+}
+
+/// Starts the reader thread for `stream`.
+pub(crate) fn spawn(
+    stream: TcpStream,
+    max_frame: u32,
+    events: Sender<Event>,
+    shared: Arc<Shared>,
+) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name("relay-client-reader".into())
+        .stack_size(256 * 1024)
+        .spawn(move || run(stream, Decoder::new(max_frame), &events, &shared))
+}
+
+fn run(mut stream: TcpStream, mut decoder: Decoder, events: &Sender<Event>, shared: &Shared) {
+    // The last fatal ERROR read: the server closes right after it, and that
+    // close is reported with it.
+    let mut fatal: Option<ServerError> = None;
+    let reason = 'conn: loop {
+        let read = stream.read(decoder.read_buf());
+        let n = match read {
+            Ok(0) => {
+                break match fatal.take() {
+                    Some(error) => DisconnectReason::ServerError(error),
+                    None if shared.closing.load(Ordering::SeqCst) => DisconnectReason::Closed,
+                    None => DisconnectReason::ClosedByServer,
+                };
+            }
+            Ok(n) => n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => {
+                break match fatal.take() {
+                    Some(fatal) => DisconnectReason::ServerError(fatal),
+                    None if shared.closing.load(Ordering::SeqCst) => DisconnectReason::Closed,
+                    None => DisconnectReason::io(&error),
+                };
+            }
+        };
+        decoder.commit(n);
+        loop {
+            let event = match decoder.next_frame() {
+                Ok(None) => break,
+                Ok(Some(frame)) => match to_event(frame, shared) {
+                    Ok(event) => event,
+                    Err(violation) => break 'conn DisconnectReason::ProtocolViolation(violation),
+                },
+                Err(error) => break 'conn DisconnectReason::ProtocolViolation(describe(error)),
+            };
+            if let Event::Error(error) = &event
+                && error.fatal
+            {
+                fatal = Some(error.clone());
+            }
+            if events.send(event).is_err() {
+                // The handle is gone: nobody wants the rest.
+                let _ = stream.shutdown(Shutdown::Both);
+                return;
+            }
+        }
+    };
+    if matches!(reason, DisconnectReason::ProtocolViolation(_)) {
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+    shared.set_reason(reason.clone());
+    let _ = events.send(Event::Disconnected(reason));
+}
+
+fn describe(error: DecodeError) -> String {
+    match error {
+        DecodeError::TooLarge { length, max } => format!(
+            "it sent a frame of length {length}, above this client's limit of {max} bytes (raise Options::max_frame)"
+        ),
+        other => format!("bad frame: {other}"),
+    }
+}
+
+fn json<'a, T: Deserialize<'a>>(frame: &Frame<'a>) -> Result<T, String> {
+    serde_json::from_slice(frame.payload).map_err(|error| {
+        format!(
+            "its {} frame has an invalid payload ({error}): {}",
+            frame.kind,
+            String::from_utf8_lossy(&frame.payload[..frame.payload.len().min(200)])
+        )
+    })
+}
+
+/// Reads one server frame into an event; `Err` describes a protocol violation.
+fn to_event(frame: Frame<'_>, shared: &Shared) -> Result<Event, String> {
+    Ok(match frame.kind {
+        MessageType::Hello => {
+            let reply: HelloReply = json(&frame)?;
+            shared
+                .server_max_frame
+                .store(reply.max_frame_size, Ordering::Relaxed);
+            Event::Hello(reply)
+        }
+        MessageType::JoinRoom => {
+            let reply: RoomReply = json(&frame)?;
+            Event::Joined(RoomAck {
+                room: reply.room,
+                members: reply.members,
+            })
+        }
+        MessageType::LeaveRoom => {
+            let reply: RoomReply = json(&frame)?;
+            Event::Left(RoomAck {
+                room: reply.room,
+                members: reply.members,
+            })
+        }
+        MessageType::Message if frame.flags.is_binary() => {
+            let delivery = BinaryDelivery::parse(frame.payload)
+                .map_err(|error| format!("its binary MESSAGE is malformed: {error}"))?;
+            Event::Message(Message {
+                room: delivery.room.to_owned(),
+                from: delivery.from.to_owned(),
+                user: None,
+                body: Body::Binary(delivery.body.to_vec()),
+                timestamp: None,
+            })
+        }
+        MessageType::Message => match ServerMessage::parse(frame.payload) {
+            Ok(ServerMessage::Delivery(delivery)) => Event::Message(Message {
+                room: delivery.room.into_owned(),
+                from: delivery.from.into_owned(),
+                user: delivery.user.map(|user| user.into_owned()),
+                body: Body::Json(delivery.content.to_owned()),
+                timestamp: Some(delivery.timestamp),
+            }),
+            Ok(ServerMessage::Member(event)) => Event::Member(MemberEvent {
+                change: event.change,
+                room: event.room,
+                connection_id: event.connection_id,
+                user: event.user,
+                timestamp: event.timestamp,
+            }),
+            Err(error) => {
+                return Err(format!(
+                    "its MESSAGE frame has an invalid payload ({error}): {}",
+                    String::from_utf8_lossy(&frame.payload[..frame.payload.len().min(200)])
+                ));
+            }
+        },
+        MessageType::Heartbeat => {
+            let ours = serde_json::from_slice::<HeartbeatPayload>(frame.payload).ok();
+            let now_us = u64::try_from(shared.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+            Event::Heartbeat(HeartbeatReply {
+                seq: ours.as_ref().map(|p| p.seq),
+                rtt: ours.map(|p| Duration::from_micros(now_us.saturating_sub(p.sent_us))),
+            })
+        }
+        MessageType::Error => {
+            let payload: ErrorPayload = json(&frame)?;
+            Event::Error(payload.into())
+        }
+    })
+}
