@@ -13,6 +13,9 @@
 //! SPEC.md at the repository root is the contract this crate implements; its
 //! hex examples are test vectors checked against this code.
 
+// Unit tests may unwrap: a panic there is a test failure with a backtrace.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod decoder;
 pub mod error_code;
 pub mod frame;

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
 use crate::error_code::ErrorCode;
@@ -98,16 +99,39 @@ fn room(kind: MessageType, name: Cow<'_, str>) -> Result<Cow<'_, str>, RequestEr
     })
 }
 
+/// Reads a JSON payload that must be an object into `T`.
+///
+/// serde's derived structs also accept a JSON array of the fields in order
+/// (`["test"]` as `{"room":"test"}`); the protocol does not, so anything but an
+/// object is refused here: `PARSE_ERROR` if it is not JSON at all, else
+/// `INVALID_PAYLOAD`.
+fn from_json_object<'a, T: Deserialize<'a>>(
+    kind: MessageType,
+    payload: &'a [u8],
+) -> Result<T, RequestError> {
+    let first = payload
+        .iter()
+        .find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(&b'{') {
+        from_json::<IgnoredAny>(kind, payload)?;
+        return Err(RequestError::new(
+            ErrorCode::InvalidPayload,
+            format!("{kind} payload must be a JSON object"),
+        ));
+    }
+    from_json(kind, payload)
+}
+
 fn object_payload<'a, T: Deserialize<'a>>(frame: &Frame<'a>) -> Result<T, RequestError> {
     if frame.flags.is_json() {
-        from_json(frame.kind, frame.payload)
+        from_json_object(frame.kind, frame.payload)
     } else if frame.flags.is_binary() {
         Err(RequestError::new(
             ErrorCode::InvalidPayload,
             format!("{} takes a JSON payload, not BINARY", frame.kind),
         ))
     } else if frame.payload.is_empty() && frame.kind == MessageType::Hello {
-        from_json(frame.kind, b"{}")
+        from_json_object(frame.kind, b"{}")
     } else {
         Err(RequestError::new(
             ErrorCode::InvalidPayload,
@@ -234,6 +258,41 @@ mod tests {
             code(parse_json(MessageType::Message, r#"{"room":"a"} x"#)),
             ErrorCode::ParseError
         );
+    }
+
+    #[test]
+    fn arrays_are_not_objects() {
+        // serde would read these as the struct's fields in order.
+        for (kind, payload) in [
+            (MessageType::Hello, r#"["alice","v1",true]"#),
+            (MessageType::Hello, "[]"),
+            (MessageType::JoinRoom, r#"["test"]"#),
+            (MessageType::LeaveRoom, r#" ["test"] "#),
+            (MessageType::Message, r#"["test",{"a":1}]"#),
+            (MessageType::Message, "\"text\""),
+            (MessageType::Message, "null"),
+        ] {
+            assert_eq!(
+                code(parse_json(kind, payload)),
+                ErrorCode::InvalidPayload,
+                "{kind} {payload}"
+            );
+        }
+        for (kind, payload) in [
+            (MessageType::JoinRoom, r#"["test""#),
+            (MessageType::Hello, ""),
+            (MessageType::Hello, " "),
+        ] {
+            assert_eq!(
+                code(parse_json(kind, payload)),
+                ErrorCode::ParseError,
+                "{kind} {payload:?}"
+            );
+        }
+        match parse_json(MessageType::JoinRoom, " \r\n\t{\"room\":\"test\"}").unwrap() {
+            Request::Join(room) => assert_eq!(room, "test"),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]
