@@ -1,103 +1,40 @@
-//! Relay server library. (API surface first; implementation in progress.)
+//! The Relay server: a thread-per-connection TCP relay of messages between
+//! clients in named rooms, speaking the protocol of SPEC.md.
+//!
+//! - [`server`]: the accept loop, the registry of connections, shutdown, and
+//!   the public [`Server`] / [`RunningServer`] API.
+//! - [`connection`]: a connection's reader thread (decode, handle, queue).
+//! - [`writer`]: a connection's writer thread (coalesced, vectored writes).
+//! - [`peer`]: the shared half of a connection: its bounded outbound queue,
+//!   backpressure and slow-consumer verdicts, close reasons.
+//! - [`outbox`]: gathering a read's frames into shared batches.
+//! - [`rooms`]: the room registry and broadcast.
+//! - [`state`]: the connection state machine.
+//! - [`counters`], [`limits`], [`thread`], [`config`]: counters, system
+//!   limits, small-stack threads, settings.
+//!
+//! ```no_run
+//! let config = server::Config { addr: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+//! let running = server::Server::bind(config)?.spawn()?;
+//! println!("listening on {}", running.local_addr());
+//! running.shutdown();
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
-use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+pub mod config;
+pub mod connection;
+pub mod counters;
+pub mod limits;
+pub mod logger;
+pub mod outbox;
+pub mod peer;
+pub mod rooms;
+pub mod server;
+pub mod state;
+pub mod thread;
+pub mod writer;
 
-/// Server settings; `Config::default()` is what `cargo run -p server` uses.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub addr: SocketAddr,
-    pub max_connections: usize,
-    pub max_frame: u32,
-    pub idle_timeout: Duration,
-    pub write_timeout: Duration,
-    pub stall_timeout: Duration,
-    pub max_rooms_per_connection: usize,
-    pub queue_items: usize,
-    pub queue_bytes: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            addr: SocketAddr::from(([127, 0, 0, 1], 4000)),
-            max_connections: 10_000,
-            max_frame: protocol::DEFAULT_MAX_FRAME,
-            idle_timeout: Duration::from_secs(60),
-            write_timeout: Duration::from_secs(30),
-            stall_timeout: Duration::from_millis(250),
-            max_rooms_per_connection: 1000,
-            queue_items: 64,
-            queue_bytes: 4 << 20,
-        }
-    }
-}
-
-/// A bound server, not yet running.
-#[derive(Debug)]
-pub struct Server {}
-
-/// A server running on a background thread. Dropping it shuts it down.
-#[derive(Debug)]
-pub struct RunningServer {}
-
-/// Stops a server from anywhere.
-#[derive(Debug, Clone)]
-pub struct ShutdownHandle {}
-
-/// Live counters.
-#[derive(Debug, Default)]
-pub struct Counters {}
-
-impl Counters {
-    pub fn snapshot(&self) -> protocol::Stats {
-        todo!()
-    }
-}
-
-impl Server {
-    pub fn bind(_config: Config) -> io::Result<Server> {
-        todo!()
-    }
-    pub fn local_addr(&self) -> SocketAddr {
-        todo!()
-    }
-    pub fn counters(&self) -> Arc<Counters> {
-        todo!()
-    }
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
-        todo!()
-    }
-    /// Serves until shut down; returns once every connection is closed.
-    pub fn run(self) -> io::Result<()> {
-        todo!()
-    }
-    /// Runs the server on a background thread.
-    pub fn spawn(self) -> io::Result<RunningServer> {
-        todo!()
-    }
-}
-
-impl RunningServer {
-    pub fn local_addr(&self) -> SocketAddr {
-        todo!()
-    }
-    pub fn counters(&self) -> Arc<Counters> {
-        todo!()
-    }
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
-        todo!()
-    }
-    /// Stops the server and waits until it has finished.
-    pub fn shutdown(self) {
-        todo!()
-    }
-}
-
-impl ShutdownHandle {
-    pub fn shutdown(&self) {
-        todo!()
-    }
-}
+pub use config::Config;
+pub use counters::Counters;
+pub use server::{RunningServer, Server, ShutdownHandle};
+pub use state::ConnState;

@@ -1,1 +1,146 @@
-fn main() {}
+//! `cargo run -p server`: the relay as a program. Flags, logging and signals
+//! live here; everything else is the library.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Relay: a TCP message relay with rooms (protocol: SPEC.md).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on; use 0.0.0.0:4000 to accept other machines.
+    #[arg(long, env = "RELAY_ADDR", default_value = "127.0.0.1:4000")]
+    addr: SocketAddr,
+    /// Connections beyond this are refused with SERVER_FULL.
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Largest frame accepted, in bytes (the frame's length field).
+    #[arg(long, env = "RELAY_MAX_FRAME", default_value_t = protocol::DEFAULT_MAX_FRAME)]
+    max_frame: u32,
+    /// Seconds without a complete frame before IDLE_TIMEOUT.
+    #[arg(long, env = "RELAY_IDLE_TIMEOUT", default_value_t = 60.0)]
+    idle_timeout: f64,
+    /// Seconds a write may make no progress before the connection is abandoned.
+    #[arg(long, env = "RELAY_WRITE_TIMEOUT", default_value_t = 30.0)]
+    write_timeout: f64,
+    /// Milliseconds a publisher waits for a member with a full queue before
+    /// cutting it off with SLOW_CONSUMER.
+    #[arg(long, env = "RELAY_STALL_TIMEOUT_MS", default_value_t = 500)]
+    stall_timeout_ms: u64,
+    /// Rooms one connection may be in at once.
+    #[arg(long, env = "RELAY_MAX_ROOMS", default_value_t = 1000)]
+    max_rooms: usize,
+    /// Bytes a connection's outbound queue may hold.
+    #[arg(long, env = "RELAY_QUEUE_BYTES", default_value_t = 4 << 20)]
+    queue_bytes: usize,
+    /// Entries (batches of frames) a connection's outbound queue may hold.
+    #[arg(long, env = "RELAY_QUEUE_FRAMES", default_value_t = 64)]
+    queue_frames: usize,
+    /// Log every frame and state transition (also RELAY_DEBUG=1).
+    #[arg(long)]
+    debug: bool,
+}
+
+fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("--{flag} must be a positive number of seconds, not {value}"))
+}
+
+fn config(args: &Args) -> Result<server::Config, String> {
+    if args.max_frame < protocol::MIN_LENGTH {
+        return Err(format!(
+            "--max-frame must be at least {}",
+            protocol::MIN_LENGTH
+        ));
+    }
+    Ok(server::Config {
+        addr: args.addr,
+        max_connections: args.max_connections,
+        max_frame: args.max_frame,
+        idle_timeout: seconds(args.idle_timeout, "idle-timeout")?,
+        write_timeout: seconds(args.write_timeout, "write-timeout")?,
+        stall_timeout: Duration::from_millis(args.stall_timeout_ms),
+        max_rooms_per_connection: args.max_rooms,
+        queue_items: args.queue_frames,
+        queue_bytes: args.queue_bytes,
+    })
+}
+
+/// Blocks SIGINT and SIGTERM in every thread and returns a thread-safe way
+/// to wait for them, so a signal becomes an ordinary shutdown call.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: the set is initialised by sigemptyset before use; masking
+    // signals has no memory effects.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> i32 {
+    let mut signal = 0;
+    // SAFETY: `set` is a valid signal set; sigwait writes `signal`.
+    unsafe { libc::sigwait(set, &mut signal) };
+    signal
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let debug = args.debug || std::env::var("RELAY_DEBUG").is_ok_and(|v| v == "1" || v == "true");
+    server::logger::init(debug);
+    let config = match config(&args) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("relay: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    // Before any thread exists, so every thread inherits the mask.
+    let signals = block_signals();
+    let server = match server::Server::bind(config) {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!(
+                "relay: cannot listen on {}: {error}; is another server using it?",
+                args.addr
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let handle = server.shutdown_handle();
+    let spawned = std::thread::Builder::new()
+        .name("relay-signals".into())
+        .spawn(move || {
+            let signal = wait_for_signal(&signals);
+            log::info!("signal {signal} received; shutting down (again to exit at once)");
+            handle.shutdown();
+            wait_for_signal(&signals);
+            std::process::exit(130);
+        });
+    if let Err(error) = spawned {
+        eprintln!("relay: cannot start the signal thread: {error}");
+        return ExitCode::FAILURE;
+    }
+    println!("listening on {}", server.local_addr());
+    log::info!(
+        "accepting up to {} connections, frames up to {} bytes",
+        server.max_connections(),
+        args.max_frame
+    );
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("relay: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

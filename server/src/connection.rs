@@ -1,0 +1,521 @@
+//! A connection's reader thread: reads, decodes with the protocol crate's
+//! `Decoder`, handles each request, and queues what it produces.
+//!
+//! The reader owns everything about the connection that only it changes (its
+//! rooms, its name, its decoder), so none of that needs a lock. It is also
+//! the only thread that removes the connection from rooms, which makes room
+//! cleanup happen exactly once however the connection ends.
+
+use std::collections::HashSet;
+use std::io::{ErrorKind, Read};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use protocol::{
+    BinaryDelivery, Content, Decoder, ErrorCode, ErrorPayload, Flags, Frame, HelloReply,
+    MemberChange, MemberEvent, MessageType, Request, RoomReply, begin_frame, end_frame,
+};
+use serde::Serialize;
+
+use crate::outbox::{Outbox, Target};
+use crate::peer::{Batch, CloseReason, Peer};
+use crate::server::Shared;
+use crate::state::ConnState;
+
+/// How long a reader keeps draining input after a fatal error, so the close
+/// does not turn into a reset that could destroy the ERROR frame in flight.
+const LINGER: Duration = Duration::from_secs(2);
+/// Reads smaller than this leave the decoder's buffer freed when it empties.
+const SMALL_READ: usize = 2048;
+
+/// Why the reader stopped serving.
+#[derive(Debug)]
+enum Stop {
+    /// End of stream or a reset from the client.
+    PeerClosed,
+    /// Another thread closed the connection (slow consumer, shutdown, write failure).
+    External,
+    /// A fatal protocol error, already queued for the client.
+    Fatal,
+}
+
+/// What the reader knows about its connection.
+struct Session {
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    /// `c{id}`.
+    connection_id: String,
+    user: Option<String>,
+    echo: bool,
+    /// `"from":"c7","user":"ann"` — the part of every delivery that names the
+    /// publisher, escaped once at HELLO.
+    publisher_json: Vec<u8>,
+    rooms: HashSet<Arc<str>>,
+    outbox: Outbox,
+    /// Milliseconds since the Unix epoch at the last read.
+    now_ms: u64,
+    bytes_in: u64,
+}
+
+pub(crate) fn run_reader(shared: Arc<Shared>, peer: Arc<Peer>) {
+    let connection_id = format!("c{}", peer.id);
+    let mut session = Session {
+        publisher_json: Vec::new(),
+        shared,
+        peer,
+        connection_id,
+        user: None,
+        echo: false,
+        rooms: HashSet::new(),
+        outbox: Outbox::default(),
+        now_ms: 0,
+        bytes_in: 0,
+    };
+    let stop = session.serve();
+    session.leave_all_rooms();
+    match stop {
+        Stop::PeerClosed => {
+            session.peer.close(CloseReason::PeerClosed);
+        }
+        Stop::External => {}
+        Stop::Fatal => session.linger(),
+    }
+    session.peer.bytes_in.store(session.bytes_in, Relaxed);
+    crate::server::thread_finished(&session.shared, &session.peer);
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Appends `n` in decimal.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends `s` as a JSON string.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a str to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+impl Session {
+    fn config(&self) -> &crate::Config {
+        &self.shared.config
+    }
+
+    fn serve(&mut self) -> Stop {
+        let idle = self.config().idle_timeout;
+        let mut decoder = Decoder::new(self.config().max_frame);
+        let mut last_frame = Instant::now();
+        let mut timeout_set = idle;
+        if self.peer.stream.set_read_timeout(Some(idle)).is_err() {
+            return Stop::PeerClosed;
+        }
+        loop {
+            if self.peer.is_closing() {
+                return Stop::External;
+            }
+            // The idle clock runs from the last complete frame, so a partial
+            // frame trickling in does not keep a connection alive.
+            let left = idle.saturating_sub(last_frame.elapsed());
+            if left.is_zero() {
+                return self.fatal(
+                    ErrorCode::IdleTimeout,
+                    format!(
+                        "no complete frame for {} s; send HEARTBEAT frames to stay connected",
+                        idle.as_secs_f64()
+                    ),
+                );
+            }
+            let wanted = if decoder.buffered() == 0 { idle } else { left };
+            if wanted.abs_diff(timeout_set) > Duration::from_millis(5) {
+                if self
+                    .peer
+                    .stream
+                    .set_read_timeout(Some(wanted.max(Duration::from_millis(1))))
+                    .is_err()
+                {
+                    return Stop::PeerClosed;
+                }
+                timeout_set = wanted;
+            }
+            let n = match (&self.peer.stream).read(decoder.read_buf()) {
+                Ok(0) => return Stop::PeerClosed,
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    continue;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::debug!("{}: read failed: {e}", self.connection_id);
+                    return Stop::PeerClosed;
+                }
+            };
+            decoder.commit(n);
+            self.bytes_in += n as u64;
+            self.shared.counters.bytes_in.fetch_add(n as u64, Relaxed);
+            self.now_ms = unix_ms();
+            self.outbox.hint = n + n / 2 + 256;
+            let mut frames = 0u64;
+            let stop = loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => {
+                        frames += 1;
+                        if let Some(stop) = self.handle(&frame) {
+                            break Some(stop);
+                        }
+                    }
+                    Ok(None) => break None,
+                    Err(error) => break Some(self.fatal(error.code(), error.to_string())),
+                }
+            };
+            if frames > 0 {
+                last_frame = Instant::now();
+                self.shared.counters.frames_in.fetch_add(frames, Relaxed);
+            }
+            if let Some(stop) = stop {
+                return stop;
+            }
+            self.flush();
+            if n < SMALL_READ {
+                decoder.release_if_empty();
+            }
+        }
+    }
+
+    /// Handles one frame; `Some` ends the connection.
+    fn handle(&mut self, frame: &Frame<'_>) -> Option<Stop> {
+        if log::log_enabled!(log::Level::Debug) {
+            log::debug!(
+                "{} → {} v1 flags={:?} payload={}B",
+                self.connection_id,
+                frame.kind,
+                frame.flags,
+                frame.payload.len()
+            );
+        }
+        let request = Request::parse(frame);
+        let state = self.peer.state.get();
+        if state == ConnState::Init && frame.kind != MessageType::Hello {
+            return Some(match request {
+                Err(error) if error.code == ErrorCode::ParseError => {
+                    self.fatal(error.code, error.message)
+                }
+                _ => self.fatal(
+                    ErrorCode::HelloRequired,
+                    format!("{} before HELLO; send HELLO first", frame.kind),
+                ),
+            });
+        }
+        let request = match request {
+            Ok(request) => request,
+            Err(error) if error.code.is_fatal() => {
+                return Some(self.fatal(error.code, error.message));
+            }
+            Err(error) => {
+                self.reply_error(error.code, &error.message);
+                return None;
+            }
+        };
+        match request {
+            Request::Hello(hello) => {
+                if state == ConnState::Init {
+                    if self.peer.state.advance(ConnState::Open).is_err() {
+                        return Some(Stop::External);
+                    }
+                    log::debug!("{}: INIT → OPEN", self.connection_id);
+                    self.set_identity(hello.user_id, hello.echo);
+                }
+                let reply = HelloReply {
+                    status: "connected".to_owned(),
+                    connection_id: self.connection_id.clone(),
+                    server_version: env!("CARGO_PKG_VERSION").to_owned(),
+                    max_frame_size: self.config().max_frame,
+                    idle_timeout_ms: self.config().idle_timeout.as_millis() as u64,
+                    stats: Some(self.shared.counters.snapshot()),
+                };
+                self.reply(MessageType::Hello, &reply);
+            }
+            Request::Join(room) => self.join(&room),
+            Request::Leave(room) => self.leave(&room),
+            Request::Publish { room, content } => self.publish(&room, content),
+            Request::Heartbeat { flags, payload } => {
+                self.to(Target::Myself);
+                let start = begin_frame(&mut self.outbox.buf, MessageType::Heartbeat, flags);
+                self.outbox.buf.extend_from_slice(payload);
+                self.finish_frame(start);
+            }
+            Request::ClientError => {
+                log::debug!("{}: ERROR frame from client ignored", self.connection_id);
+            }
+        }
+        None
+    }
+
+    fn set_identity(&mut self, user: Option<String>, echo: bool) {
+        self.echo = echo;
+        self.publisher_json.clear();
+        self.publisher_json.extend_from_slice(b"\"from\":");
+        push_json_str(&mut self.publisher_json, &self.connection_id);
+        if let Some(user) = &user {
+            self.publisher_json.extend_from_slice(b",\"user\":");
+            push_json_str(&mut self.publisher_json, user);
+        }
+        self.user = user;
+    }
+
+    fn join(&mut self, room: &str) {
+        let member = self.rooms.contains(room);
+        if !member && self.rooms.len() >= self.config().max_rooms_per_connection {
+            let message = format!(
+                "JOIN_ROOM {room:?}: already in {} rooms, the most one connection may join; leave one first",
+                self.rooms.len()
+            );
+            self.reply_error(ErrorCode::InvalidRoom, &message);
+            return;
+        }
+        self.flush();
+        let joined = self
+            .shared
+            .rooms
+            .join(room, &self.peer, &self.shared.counters);
+        if joined.new {
+            self.rooms.insert(Arc::clone(&joined.name));
+            log::debug!(
+                "{} joined {room:?} ({} members)",
+                self.connection_id,
+                joined.members
+            );
+        }
+        let reply = RoomReply {
+            status: "joined".to_owned(),
+            room: room.to_owned(),
+            members: joined.members as u64,
+        };
+        self.reply(MessageType::JoinRoom, &reply);
+        if joined.new && joined.members > 1 {
+            self.member_event(joined.name, MemberChange::Joined);
+        }
+    }
+
+    fn leave(&mut self, room: &str) {
+        self.flush();
+        let (members, name) = match self.rooms.take(room) {
+            Some(name) => (
+                self.shared
+                    .rooms
+                    .leave(room, self.peer.id, &self.shared.counters),
+                Some(name),
+            ),
+            None => (self.shared.rooms.members(room), None),
+        };
+        let reply = RoomReply {
+            status: "left".to_owned(),
+            room: room.to_owned(),
+            members: members as u64,
+        };
+        self.reply(MessageType::LeaveRoom, &reply);
+        if let Some(name) = name
+            && members > 0
+        {
+            self.member_event(name, MemberChange::Left);
+        }
+    }
+
+    /// Tells the other members of `room` that this connection came or went.
+    fn member_event(&mut self, room: Arc<str>, change: MemberChange) {
+        let event = MemberEvent {
+            change,
+            room: room.to_string(),
+            connection_id: self.connection_id.clone(),
+            user: self.user.clone(),
+            timestamp: self.now_ms,
+        };
+        self.to(Target::Room {
+            name: room,
+            include_self: false,
+        });
+        let start = begin_frame(&mut self.outbox.buf, MessageType::Message, Flags::JSON);
+        let _ = serde_json::to_writer(&mut self.outbox.buf, &event);
+        self.finish_frame(start);
+        self.flush();
+    }
+
+    fn leave_all_rooms(&mut self) {
+        self.flush();
+        let rooms: Vec<Arc<str>> = self.rooms.drain().collect();
+        for room in rooms {
+            let left = self
+                .shared
+                .rooms
+                .leave(&room, self.peer.id, &self.shared.counters);
+            if left > 0 {
+                self.member_event(room, MemberChange::Left);
+            }
+        }
+    }
+
+    fn publish(&mut self, room: &str, content: Content<'_>) {
+        let target_is_room = matches!(&self.outbox.target, Target::Room { name, include_self } if **name == *room && *include_self == self.echo);
+        let name = if target_is_room && self.outbox.frames > 0 {
+            None
+        } else {
+            match self.rooms.get(room) {
+                Some(name) => Some(Arc::clone(name)),
+                None => {
+                    let message = format!(
+                        "MESSAGE to {room:?}, which you have not joined; send JOIN_ROOM first"
+                    );
+                    self.reply_error(ErrorCode::NotInRoom, &message);
+                    return;
+                }
+            }
+        };
+        if let Some(name) = name {
+            self.to(Target::Room {
+                name,
+                include_self: self.echo,
+            });
+        }
+        let buf = &mut self.outbox.buf;
+        let mark = buf.len();
+        match content {
+            Content::Json(raw) => {
+                let start = begin_frame(buf, MessageType::Message, Flags::JSON);
+                buf.extend_from_slice(b"{\"room\":");
+                push_json_str(buf, room);
+                buf.push(b',');
+                buf.extend_from_slice(&self.publisher_json);
+                buf.extend_from_slice(b",\"content\":");
+                buf.extend_from_slice(raw.get().as_bytes());
+                buf.extend_from_slice(b",\"timestamp\":");
+                push_u64(buf, self.now_ms);
+                buf.push(b'}');
+                let _ = end_frame(buf, start);
+            }
+            Content::Binary(body) => {
+                let start = begin_frame(buf, MessageType::Message, Flags::BINARY);
+                let delivery = BinaryDelivery {
+                    room,
+                    from: &self.connection_id,
+                    body,
+                };
+                let _ = delivery.encode(buf);
+                let _ = end_frame(buf, start);
+            }
+        }
+        let length = buf.len() - mark - protocol::LENGTH_PREFIX;
+        if length > self.shared.config.max_frame as usize {
+            buf.truncate(mark);
+            let message = format!(
+                "MESSAGE would be {length} bytes once relayed, over the {} byte maximum; send smaller content",
+                self.shared.config.max_frame
+            );
+            self.reply_error(ErrorCode::InvalidPayload, &message);
+            return;
+        }
+        self.outbox.frames += 1;
+    }
+
+    /// Makes the outbox gather for `target`, flushing what it held for another.
+    fn to(&mut self, target: Target) {
+        if !self.outbox.is_for(&target) {
+            self.flush();
+        }
+        self.outbox.start(target);
+    }
+
+    fn finish_frame(&mut self, start: protocol::FrameStart) {
+        match end_frame(&mut self.outbox.buf, start) {
+            Ok(_) => self.outbox.frames += 1,
+            Err(error) => log::error!("{}: frame not encoded: {error}", self.connection_id),
+        }
+    }
+
+    fn reply<T: Serialize>(&mut self, kind: MessageType, value: &T) {
+        self.to(Target::Myself);
+        let start = begin_frame(&mut self.outbox.buf, kind, Flags::JSON);
+        let _ = serde_json::to_writer(&mut self.outbox.buf, value);
+        self.finish_frame(start);
+    }
+
+    fn reply_error(&mut self, code: ErrorCode, message: &str) {
+        log::debug!("{}: error {code}: {message}", self.connection_id);
+        self.shared.counters.error_sent(code);
+        self.reply(MessageType::Error, &ErrorPayload::new(code, message));
+    }
+
+    /// Queues what the outbox gathered.
+    fn flush(&mut self) {
+        let Some((target, batch)) = self.outbox.take() else {
+            return;
+        };
+        let config = &self.shared.config;
+        match target {
+            Target::Nowhere => {}
+            Target::Myself => {
+                self.peer
+                    .push_or_cut(&batch, config.stall_timeout, &self.shared.counters);
+            }
+            Target::Room { name, include_self } => {
+                let skip = (!include_self).then_some(self.peer.id);
+                self.shared.rooms.broadcast(
+                    &name,
+                    &batch,
+                    skip,
+                    config.stall_timeout,
+                    &self.shared.counters,
+                );
+            }
+        }
+    }
+
+    /// Queues a fatal ERROR after everything already produced, and closes.
+    fn fatal(&mut self, code: ErrorCode, message: String) -> Stop {
+        log::info!("{}: closing: {code}: {message}", self.connection_id);
+        self.flush();
+        self.shared.counters.error_sent(code);
+        let mut bytes = Vec::new();
+        let start = begin_frame(&mut bytes, MessageType::Error, Flags::JSON);
+        let _ = serde_json::to_writer(&mut bytes, &ErrorPayload::new(code, message));
+        let _ = end_frame(&mut bytes, start);
+        let batch = Arc::new(Batch { bytes, frames: 1 });
+        // The client may be slow to read; give it the write timeout.
+        let deadline = Instant::now() + self.shared.config.write_timeout;
+        let _ = self.peer.push_until(&batch, deadline);
+        self.peer.close(CloseReason::Fatal);
+        Stop::Fatal
+    }
+
+    /// Reads and discards input for a while after a fatal error, so the
+    /// client sees our FIN after the ERROR instead of a reset.
+    fn linger(&self) {
+        let deadline = Instant::now() + LINGER;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0usize;
+        while drained < 4 * self.shared.config.max_frame as usize {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.peer.stream.set_read_timeout(Some(left)).is_err() {
+                return;
+            }
+            match (&self.peer.stream).read(&mut sink) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => drained += n,
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Server-wide counters: atomics written on the hot path, read as a
+//! [`protocol::Stats`] snapshot by HELLO answers, the library API and shutdown.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use protocol::{ErrorCode, Stats};
+
+/// Live counters. Each is independent; a snapshot is not one atomic instant.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub(crate) connections: AtomicU64,
+    pub(crate) connections_total: AtomicU64,
+    pub(crate) rooms: AtomicU64,
+    pub(crate) frames_in: AtomicU64,
+    pub(crate) frames_out: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) slow_consumers: AtomicU64,
+    /// ERROR frames sent, indexed like [`ErrorCode::ALL`].
+    errors: [AtomicU64; ErrorCode::ALL.len()],
+}
+
+impl Counters {
+    pub(crate) fn error_sent(&self, code: ErrorCode) {
+        if let Some(index) = ErrorCode::ALL.iter().position(|&c| c == code) {
+            self.errors[index].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// ERROR frames sent with `code` so far.
+    pub fn errors_sent(&self, code: ErrorCode) -> u64 {
+        ErrorCode::ALL
+            .iter()
+            .position(|&c| c == code)
+            .map_or(0, |index| self.errors[index].load(Relaxed))
+    }
+
+    /// Connections open now.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Relaxed)
+    }
+
+    /// Rooms with at least one member now.
+    pub fn rooms(&self) -> u64 {
+        self.rooms.load(Relaxed)
+    }
+
+    /// Connections cut off as slow consumers so far.
+    pub fn slow_consumers(&self) -> u64 {
+        self.slow_consumers.load(Relaxed)
+    }
+
+    /// All counters, as HELLO answers carry them.
+    pub fn snapshot(&self) -> Stats {
+        let errors: BTreeMap<String, u64> = ErrorCode::ALL
+            .iter()
+            .zip(&self.errors)
+            .map(|(code, count)| (code.as_str().to_owned(), count.load(Relaxed)))
+            .filter(|&(_, count)| count > 0)
+            .collect();
+        Stats {
+            connections: self.connections.load(Relaxed),
+            connections_total: self.connections_total.load(Relaxed),
+            rooms: self.rooms.load(Relaxed),
+            frames_in: self.frames_in.load(Relaxed),
+            frames_out: self.frames_out.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            slow_consumers: self.slow_consumers.load(Relaxed),
+            errors,
+        }
+    }
+}

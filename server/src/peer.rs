@@ -1,0 +1,301 @@
+//! A connection as the rest of the server sees it: its bounded outbound queue
+//! (what broadcasters push into), its state, and why it is closing.
+//!
+//! The queue is a bounded `crossbeam_channel` of shared byte batches, bounded
+//! both in entries and in bytes. A push never blocks while a lock is held:
+//! [`Peer::try_push`] is what runs under the room lock, and only after the
+//! lock is released does a publisher wait (up to the stall bound) with
+//! [`Peer::push_until`] for a member whose queue was full.
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
+use protocol::ErrorCode;
+
+use crate::counters::Counters;
+use crate::state::{ConnState, StateCell};
+
+/// Encoded frames ready to write: one or more whole frames, shared by every
+/// member they go to.
+#[derive(Debug)]
+pub struct Batch {
+    pub bytes: Vec<u8>,
+    /// How many frames `bytes` holds.
+    pub frames: u32,
+}
+
+/// A queue entry: frames to write, or `None` to wake the writer so it looks
+/// at the close reason.
+pub type Outgoing = Option<Arc<Batch>>;
+
+/// Why a connection ends. The first reason recorded wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CloseReason {
+    /// The client closed or reset its side.
+    PeerClosed = 1,
+    /// The reader found a fatal error and queued its ERROR frame itself.
+    Fatal = 2,
+    /// Fell behind: flush what is queued, then SLOW_CONSUMER.
+    SlowConsumer = 3,
+    /// The server is stopping: flush, then SHUTTING_DOWN.
+    ShuttingDown = 4,
+    /// A write made no progress for the write timeout, or failed.
+    WriteFailed = 5,
+}
+
+impl CloseReason {
+    fn from_u8(value: u8) -> Option<CloseReason> {
+        Some(match value {
+            1 => CloseReason::PeerClosed,
+            2 => CloseReason::Fatal,
+            3 => CloseReason::SlowConsumer,
+            4 => CloseReason::ShuttingDown,
+            5 => CloseReason::WriteFailed,
+            _ => return None,
+        })
+    }
+
+    /// The ERROR the writer sends last for this reason, if any.
+    pub fn final_error(self) -> Option<(ErrorCode, &'static str)> {
+        match self {
+            CloseReason::SlowConsumer => Some((
+                ErrorCode::SlowConsumer,
+                "you fell too far behind your rooms and were disconnected; read faster or join fewer busy rooms",
+            )),
+            CloseReason::ShuttingDown => Some((
+                ErrorCode::ShuttingDown,
+                "the server is shutting down; reconnect later",
+            )),
+            _ => None,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "closed by client",
+            CloseReason::Fatal => "fatal protocol error",
+            CloseReason::SlowConsumer => "slow consumer",
+            CloseReason::ShuttingDown => "server shutdown",
+            CloseReason::WriteFailed => "write failed or timed out",
+        }
+    }
+}
+
+/// Why a push did not go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// No room now (entries or bytes); the caller may wait.
+    Full,
+    /// The connection is closing; drop the frames for it.
+    Closed,
+}
+
+/// Limits of one outbound queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub items: usize,
+    pub bytes: usize,
+}
+
+/// The shared half of a connection.
+#[derive(Debug)]
+pub struct Peer {
+    /// Server-unique number; the connectionId is `c{id}`.
+    pub id: u64,
+    pub addr: SocketAddr,
+    /// Shared by the reader and the writer: one file descriptor a connection.
+    pub stream: TcpStream,
+    pub state: StateCell,
+    /// Reader and writer threads still running; the last one out closes.
+    pub threads_left: AtomicU8,
+    /// Totals, stored by each thread as it ends, for the disconnect log.
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    tx: Sender<Outgoing>,
+    /// Bytes pushed and not yet written; bounded by `max_bytes`.
+    queued_bytes: AtomicUsize,
+    max_bytes: usize,
+    reason: AtomicU8,
+}
+
+impl Peer {
+    pub fn new(
+        id: u64,
+        addr: SocketAddr,
+        stream: TcpStream,
+        limits: QueueLimits,
+    ) -> (Arc<Peer>, Receiver<Outgoing>) {
+        let (tx, rx) = crossbeam_channel::bounded(limits.items.max(2));
+        let peer = Peer {
+            id,
+            addr,
+            stream,
+            state: StateCell::default(),
+            threads_left: AtomicU8::new(2),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            tx,
+            queued_bytes: AtomicUsize::new(0),
+            max_bytes: limits.bytes,
+            reason: AtomicU8::new(0),
+        };
+        (Arc::new(peer), rx)
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        CloseReason::from_u8(self.reason.load(Ordering::Acquire))
+    }
+
+    /// Whether frames pushed now may still be written.
+    pub fn is_closing(&self) -> bool {
+        self.reason.load(Ordering::Acquire) != 0
+    }
+
+    /// Records why the connection ends (first reason wins), moves it to
+    /// CLOSING and wakes its writer. Returns whether this call decided it.
+    pub fn close(&self, reason: CloseReason) -> bool {
+        let won = self
+            .reason
+            .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if won {
+            let _ = self.state.advance(ConnState::Closing);
+            // If the queue is full the writer is busy and sees the reason
+            // once it has drained; otherwise this wakes it.
+            let _ = self.tx.try_send(None);
+        }
+        won
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Acquire)
+    }
+
+    /// Reserves queue bytes for `len`; one batch is always allowed into an
+    /// empty queue so a frame larger than the bound still goes through.
+    fn reserve(&self, len: usize) -> bool {
+        let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        if before > 0 && before + len > self.max_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        if before + len > self.max_bytes / 2 && before <= self.max_bytes / 2 {
+            self.enter_draining();
+        }
+        true
+    }
+
+    fn enter_draining(&self) {
+        if self
+            .state
+            .advance_from(ConnState::Open, ConnState::Draining)
+        {
+            log::debug!(
+                "c{}: OPEN → DRAINING ({} bytes queued)",
+                self.id,
+                self.queued_bytes()
+            );
+        }
+    }
+
+    /// Counts bytes the writer adds on its own (the final ERROR).
+    pub fn reserve_unbounded(&self, len: usize) {
+        self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+    }
+
+    /// Called by the writer after writing `len` bytes.
+    pub fn written(&self, len: usize) {
+        let after = self.queued_bytes.fetch_sub(len, Ordering::AcqRel) - len;
+        if after < self.max_bytes / 4
+            && self.state.get() == ConnState::Draining
+            && self
+                .state
+                .advance_from(ConnState::Draining, ConnState::Open)
+        {
+            log::debug!("c{}: DRAINING → OPEN ({after} bytes queued)", self.id);
+        }
+    }
+
+    /// Pushes without waiting.
+    pub fn try_push(&self, batch: &Arc<Batch>) -> Result<(), PushError> {
+        if self.is_closing() {
+            return Err(PushError::Closed);
+        }
+        let len = batch.bytes.len();
+        if !self.reserve(len) {
+            return Err(PushError::Full);
+        }
+        match self.tx.try_send(Some(Arc::clone(batch))) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                Err(PushError::Full)
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                Err(PushError::Closed)
+            }
+        }
+    }
+
+    /// Pushes, waiting for room until `deadline`. `Full` means the queue
+    /// stayed full: the caller decides whether that makes a slow consumer.
+    pub fn push_until(&self, batch: &Arc<Batch>, deadline: Instant) -> Result<(), PushError> {
+        let len = batch.bytes.len();
+        loop {
+            if self.is_closing() {
+                return Err(PushError::Closed);
+            }
+            let now = Instant::now();
+            if self.reserve(len) {
+                let left = deadline.saturating_duration_since(now);
+                return match self.tx.send_timeout(Some(Arc::clone(batch)), left) {
+                    Ok(()) => Ok(()),
+                    Err(SendTimeoutError::Timeout(_)) => {
+                        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                        Err(PushError::Full)
+                    }
+                    Err(SendTimeoutError::Disconnected(_)) => {
+                        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                        Err(PushError::Closed)
+                    }
+                };
+            }
+            if now >= deadline {
+                return Err(PushError::Full);
+            }
+            // Over the byte bound with entries to spare: the writer frees
+            // bytes as it writes; look again shortly.
+            std::thread::sleep((deadline - now).min(Duration::from_millis(1)));
+        }
+    }
+
+    /// Pushes with the publisher's backpressure rule: wait up to the stall
+    /// bound, then cut the member off as a slow consumer.
+    pub fn push_or_cut(&self, batch: &Arc<Batch>, stall: Duration, counters: &Counters) {
+        match self.try_push(batch) {
+            Ok(()) | Err(PushError::Closed) => {}
+            Err(PushError::Full) => {
+                if self.push_until(batch, Instant::now() + stall) == Err(PushError::Full) {
+                    self.cut_slow(counters);
+                }
+            }
+        }
+    }
+
+    /// Cuts the connection off as a slow consumer (once).
+    pub fn cut_slow(&self, counters: &Counters) {
+        if self.close(CloseReason::SlowConsumer) {
+            counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "c{}: slow consumer detected ({} bytes queued); flushing and disconnecting",
+                self.id,
+                self.queued_bytes()
+            );
+        }
+    }
+}

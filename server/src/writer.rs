@@ -1,0 +1,175 @@
+//! A connection's writer thread: the only thread that writes to its socket.
+//!
+//! It blocks for the first queued batch, takes every other batch already
+//! queued, and writes them all with one vectored write, so one system call
+//! carries as many frames as are waiting. When the connection is closing it
+//! first writes everything that was queued, then the final ERROR (if the
+//! reason has one), then closes its side.
+
+use std::io::{self, ErrorKind, IoSlice, Write};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use protocol::{ErrorPayload, Flags, MessageType, begin_frame, end_frame, parse_frame};
+
+use crate::peer::{Batch, CloseReason, Outgoing, Peer};
+use crate::server::Shared;
+
+/// Batches written per system call at most (IOV_MAX is 1024).
+const MAX_SLICES: usize = 64;
+
+pub(crate) fn run_writer(shared: Arc<Shared>, peer: Arc<Peer>, rx: Receiver<Outgoing>) {
+    let mut writer = Writer {
+        shared,
+        peer,
+        pending: Vec::new(),
+        bytes_out: 0,
+    };
+    let reason = writer.serve(&rx);
+    writer.finish(reason);
+    writer.peer.bytes_out.store(writer.bytes_out, Relaxed);
+    crate::server::thread_finished(&writer.shared, &writer.peer);
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    /// Batches taken from the queue, not yet written.
+    pending: Vec<Arc<Batch>>,
+    bytes_out: u64,
+}
+
+impl Writer {
+    /// Writes until the connection closes; returns why.
+    fn serve(&mut self, rx: &Receiver<Outgoing>) -> CloseReason {
+        loop {
+            match rx.recv() {
+                Ok(Some(batch)) => self.pending.push(batch),
+                Ok(None) => {}
+                Err(_) => return CloseReason::PeerClosed,
+            }
+            while self.pending.len() < MAX_SLICES {
+                match rx.try_recv() {
+                    Ok(Some(batch)) => self.pending.push(batch),
+                    Ok(None) => {}
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            if let Err(error) = self.write_pending() {
+                log::info!("c{}: write failed: {error}", self.peer.id);
+                self.peer.close(CloseReason::WriteFailed);
+                return CloseReason::WriteFailed;
+            }
+            if rx.is_empty()
+                && let Some(reason) = self.peer.close_reason()
+            {
+                return reason;
+            }
+        }
+    }
+
+    fn write_pending(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if log::log_enabled!(log::Level::Debug) {
+            self.log_frames();
+        }
+        let total: usize = self.pending.iter().map(|b| b.bytes.len()).sum();
+        let frames: u64 = self.pending.iter().map(|b| u64::from(b.frames)).sum();
+        let result = {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            for (slice, batch) in slices.iter_mut().zip(&self.pending) {
+                *slice = IoSlice::new(&batch.bytes);
+            }
+            write_all_vectored(&self.peer.stream, &mut slices[..self.pending.len()])
+        };
+        self.pending.clear();
+        self.peer.written(total);
+        if result.is_ok() {
+            self.bytes_out += total as u64;
+            self.shared
+                .counters
+                .bytes_out
+                .fetch_add(total as u64, Relaxed);
+            self.shared.counters.frames_out.fetch_add(frames, Relaxed);
+        }
+        result
+    }
+
+    fn log_frames(&self) {
+        for batch in &self.pending {
+            let mut rest = &batch.bytes[..];
+            while let Ok(Some((frame, used))) = parse_frame(rest, u32::MAX) {
+                log::debug!(
+                    "c{} ← {} v1 flags={:?} payload={}B",
+                    self.peer.id,
+                    frame.kind,
+                    frame.flags,
+                    frame.payload.len()
+                );
+                rest = &rest[used..];
+            }
+        }
+    }
+
+    /// Ends the connection's output for `reason`.
+    fn finish(&mut self, reason: CloseReason) {
+        let peer = Arc::clone(&self.peer);
+        let stream = &peer.stream;
+        match reason {
+            CloseReason::WriteFailed => {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+            CloseReason::PeerClosed | CloseReason::Fatal => {
+                let _ = stream.shutdown(Shutdown::Write);
+            }
+            CloseReason::SlowConsumer | CloseReason::ShuttingDown => {
+                if let Some((code, message)) = reason.final_error() {
+                    let mut bytes = Vec::new();
+                    let start = begin_frame(&mut bytes, MessageType::Error, Flags::JSON);
+                    let _ = serde_json::to_writer(&mut bytes, &ErrorPayload::new(code, message));
+                    let _ = end_frame(&mut bytes, start);
+                    self.pending.push(Arc::new(Batch { bytes, frames: 1 }));
+                    self.peer.reserve_unbounded(self.pending[0].bytes.len());
+                    if self.write_pending().is_ok() {
+                        self.shared.counters.error_sent(code);
+                    }
+                }
+                // Our side is done; also wake the reader, which may be
+                // blocked on a client that sends nothing.
+                let _ = stream.shutdown(Shutdown::Write);
+                let _ = stream.shutdown(Shutdown::Read);
+            }
+        }
+    }
+}
+
+/// Writes every byte of `slices`, in as few calls as the kernel allows.
+fn write_all_vectored(
+    mut stream: &std::net::TcpStream,
+    mut slices: &mut [IoSlice<'_>],
+) -> io::Result<()> {
+    while !slices.is_empty() {
+        match stream.write_vectored(slices) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    ErrorKind::WriteZero,
+                    "socket accepted no bytes",
+                ));
+            }
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(io::Error::new(
+                    ErrorKind::TimedOut,
+                    "no progress for the write timeout; the client stopped reading",
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
