@@ -112,7 +112,7 @@ impl Client {
     ) -> Result<Client, ClientError> {
         let addrs = addr
             .to_socket_addrs()
-            .map_err(|source| ClientError::Connect {
+            .map_err(|source| ClientError::Resolve {
                 addr: "the server address".into(),
                 source,
             })?;
@@ -124,7 +124,7 @@ impl Client {
         let label = format!("{host}:{port}");
         let addrs = (host, port)
             .to_socket_addrs()
-            .map_err(|source| ClientError::Connect {
+            .map_err(|source| ClientError::Resolve {
                 addr: label.clone(),
                 source,
             })?;

@@ -96,7 +96,9 @@ pub enum ClientError {
     ConnectionRefused { addr: SocketAddr },
     /// Connecting took longer than the connect timeout.
     ConnectTimeout { addr: SocketAddr, after: Duration },
-    /// The address could not be resolved, or connecting failed otherwise.
+    /// The host name could not be resolved.
+    Resolve { addr: String, source: io::Error },
+    /// Connecting failed otherwise.
     Connect { addr: String, source: io::Error },
     /// The server answered with an ERROR frame.
     Server(ServerError),
@@ -140,6 +142,9 @@ impl fmt::Display for ClientError {
                 "cannot connect to {addr}: no answer within {}; check the host, port and firewall",
                 human(*after)
             ),
+            ClientError::Resolve { addr, source } => {
+                write!(f, "cannot resolve {addr}: {source}; check the host name")
+            }
             ClientError::Connect { addr, source } => {
                 write!(f, "cannot connect to {addr}: {source}")
             }
@@ -168,7 +173,9 @@ impl fmt::Display for ClientError {
 impl std::error::Error for ClientError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ClientError::Connect { source, .. } => Some(source),
+            ClientError::Connect { source, .. } | ClientError::Resolve { source, .. } => {
+                Some(source)
+            }
             ClientError::Io(error) => Some(error),
             ClientError::Server(error) => Some(error),
             _ => None,

@@ -1,0 +1,107 @@
+//! The Relay chat CLI, built on the `client` library.
+//!
+//! - [`args`]: the command line (clap).
+//! - [`command`]: a typed line read into a [`command::Command`].
+//! - [`session`]: rooms, the current room, what each command does, and the
+//!   thread that prints incoming events.
+//! - [`interactive`]: the rustyline front end (prompt, history, completion,
+//!   messages printed above the prompt).
+//! - [`piped`]: the front end for scripts (standard input not a terminal).
+//! - [`format`], [`out`]: how lines look and where they go.
+//! - [`complete`], [`history`]: tab completion and the history file.
+
+pub mod args;
+pub mod command;
+pub mod complete;
+pub mod format;
+pub mod history;
+pub mod interactive;
+pub mod out;
+pub mod piped;
+pub mod session;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use client::{Client, Options};
+
+use self::format::Style;
+use self::out::Out;
+use self::session::{Flow, Session};
+
+/// Connects, says HELLO, runs the front end that fits standard input, and
+/// returns the exit code: 0 after `quit`, Ctrl-D or the end of piped input, 1
+/// when the connection was lost. Errors before the session starts are
+/// returned for `main` to print.
+pub fn run(args: &args::Args) -> Result<ExitCode, String> {
+    let timeout = args.timeout();
+    let options = Options {
+        connect_timeout: timeout,
+        ..Options::default()
+    };
+    let client =
+        Client::connect_host(&args.host, args.port, &options).map_err(|e| e.to_string())?;
+    let name = args.user_name();
+    let hello = client
+        .hello_as(Some(&name), args.echo, timeout)
+        .map_err(|error| format!("{}:{}: {error}", args.host, args.port))?;
+    let client = Arc::new(client);
+    let style = Style::detect();
+    let interactive = std::io::stdin().is_terminal();
+    let rooms = Arc::new(Mutex::new(Vec::new()));
+
+    let mut editor = None;
+    let out = if interactive {
+        let mut rl = interactive::editor(Arc::clone(&rooms)).map_err(|e| e.to_string())?;
+        let printer = rl
+            .create_external_printer()
+            .map_err(|e| format!("cannot set up the terminal: {e}"))?;
+        editor = Some(rl);
+        Out::printer(Box::new(printer))
+    } else {
+        Out::stdout()
+    };
+    let out = Arc::new(out);
+    let (reply_sender, replies) = crossbeam_channel::unbounded();
+    let events = session::spawn_events(
+        Arc::clone(&client),
+        Arc::clone(&out),
+        style,
+        reply_sender,
+        interactive,
+    )
+    .map_err(|e| format!("cannot start a thread: {e}"))?;
+    let mut session = Session {
+        client: Arc::clone(&client),
+        replies,
+        rooms,
+        current: None,
+        out,
+        style,
+        timeout,
+        history: history::path(),
+    };
+    let mut greeting = format!(
+        "connected to {}:{} as {} ({})",
+        args.host,
+        args.port,
+        format::clean(&name),
+        hello.connection_id
+    );
+    if interactive {
+        greeting.push_str("; type help for commands");
+    }
+    session.out.line(&session.style.notice(&greeting));
+
+    let flow = match editor {
+        Some(rl) => interactive::run(&mut session, rl),
+        None => piped::run(&mut session),
+    };
+    client.shutdown();
+    let _ = events.join();
+    Ok(match flow {
+        Flow::Lost => ExitCode::FAILURE,
+        Flow::Continue | Flow::Quit => ExitCode::SUCCESS,
+    })
+}
