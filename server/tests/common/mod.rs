@@ -162,6 +162,22 @@ impl Raw {
         frame
     }
 
+    /// The next frame of `kind`, skipping room traffic (MESSAGE frames).
+    pub fn expect_after_messages(&mut self, kind: MessageType) -> Owned {
+        loop {
+            let frame = self.recv();
+            if frame.kind != MessageType::Message || kind == MessageType::Message {
+                assert_eq!(
+                    frame.kind,
+                    kind,
+                    "{}",
+                    String::from_utf8_lossy(&frame.payload)
+                );
+                return frame;
+            }
+        }
+    }
+
     /// The next frame must be an ERROR with `code`; returns its payload.
     pub fn expect_error(&mut self, code: &str) -> ErrorPayload {
         let error = self.recv().error();

@@ -1,0 +1,191 @@
+//! Connection lifecycle: idle timeout, connection limit, abrupt disconnects
+//! and room cleanup, graceful shutdown.
+
+mod common;
+
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use common::*;
+use protocol::{Flags, MessageType};
+use serde_json::json;
+
+/// Closes with a reset (RST) instead of a FIN.
+fn reset(client: Raw) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads `linger` for its size; the fd is open.
+    let rc = unsafe {
+        libc::setsockopt(
+            client.stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    drop(client);
+}
+
+#[test]
+fn a_silent_connection_gets_idle_timeout_even_before_hello() {
+    let server = start(server::Config {
+        idle_timeout: Duration::from_millis(500),
+        ..Default::default()
+    });
+    let mut client = Raw::connect(server.local_addr());
+    client.expect_fatal("IDLE_TIMEOUT");
+}
+
+#[test]
+fn a_partial_frame_trickling_in_does_not_reset_the_idle_clock() {
+    let server = start(server::Config {
+        idle_timeout: Duration::from_millis(600),
+        ..Default::default()
+    });
+    let (mut client, _) = Raw::hello(server.local_addr(), json!({}));
+    let mut writer = client.stream.try_clone().unwrap();
+    let trickle = std::thread::spawn(move || {
+        use std::io::Write;
+        // A frame announcing 1000 bytes, sent one byte every 100 ms: without
+        // the rule, it would stay connected for 100 s.
+        let mut bytes = vec![0, 0, 3, 232, 1, 4, 1];
+        bytes.extend(std::iter::repeat_n(b' ', 993));
+        for byte in bytes {
+            if writer.write_all(&[byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    client.expect_fatal("IDLE_TIMEOUT");
+    drop(client);
+    trickle.join().unwrap();
+}
+
+#[test]
+fn heartbeats_keep_a_connection_alive() {
+    let server = start(server::Config {
+        idle_timeout: Duration::from_millis(1500),
+        ..Default::default()
+    });
+    let (mut client, _) = Raw::hello(server.local_addr(), json!({}));
+    for _ in 0..8 {
+        // Pace the client's own sending; the server is never waited on by time.
+        std::thread::sleep(Duration::from_millis(300));
+        client.send_raw(&frame_bytes(MessageType::Heartbeat, Flags::NONE, b""));
+        client.expect(MessageType::Heartbeat);
+    }
+}
+
+#[test]
+fn connections_over_the_limit_get_server_full_and_room_frees_up() {
+    let server = start(server::Config {
+        max_connections: 2,
+        ..Default::default()
+    });
+    let addr = server.local_addr();
+    let (first, _) = Raw::hello(addr, json!({}));
+    let (_second, _) = Raw::hello(addr, json!({}));
+    let mut third = Raw::connect(addr);
+    third.expect_fatal("SERVER_FULL");
+    drop(first);
+    wait_until("a slot to free", || server.counters().connections() < 2);
+    let (mut fourth, _) = Raw::hello(addr, json!({}));
+    assert_eq!(fourth.join("r")["status"], "joined");
+}
+
+#[test]
+fn abrupt_disconnects_leave_rooms_exactly_once() {
+    let server = start_default();
+    let addr = server.local_addr();
+    let (mut observer, _) = Raw::hello(addr, json!({}));
+    observer.join("busy");
+    let (mut publisher, _) = Raw::hello(addr, json!({}));
+    publisher.join("busy");
+    assert_eq!(
+        observer.expect(MessageType::Message).json()["type"],
+        "userJoined"
+    );
+    const CLIENTS: usize = 20;
+    let mut ids = Vec::new();
+    for i in 0..CLIENTS {
+        let (mut client, hello) = Raw::hello(addr, json!({}));
+        client.join("busy");
+        ids.push(hello.connection_id);
+        // Keep the room busy so the writer is writing when the reset lands,
+        // and its reader fails at the same moment.
+        for n in 0..200 {
+            publisher.publish("busy", json!({"i": i, "n": n, "pad": "x".repeat(256)}));
+        }
+        if i % 2 == 0 {
+            reset(client);
+        } else {
+            // A FIN in the middle of a frame.
+            client.send_raw(&[0, 0, 0, 50, 1, 4]);
+            drop(client);
+        }
+    }
+    let mut left = Vec::new();
+    let mut joined = 0;
+    while left.len() < CLIENTS {
+        let value = observer.expect(MessageType::Message).json();
+        match value["type"].as_str() {
+            Some("userLeft") => left.push(value["connectionId"].as_str().unwrap().to_owned()),
+            Some("userJoined") => joined += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(joined, CLIENTS);
+    left.sort();
+    ids.sort();
+    assert_eq!(left, ids, "each disconnect is announced exactly once");
+    drop(publisher);
+    wait_until("only the observer to remain", || {
+        server.counters().connections() == 1
+    });
+    let (mut probe, hello) = Raw::hello(addr, json!({}));
+    let stats = hello.stats.unwrap();
+    assert_eq!((stats.connections, stats.rooms), (2, 1));
+    observer.send_json(MessageType::LeaveRoom, &json!({"room": "busy"}));
+    let left = observer
+        .expect_after_messages(MessageType::LeaveRoom)
+        .json();
+    assert_eq!(left["members"], 0);
+    assert_eq!(probe.stats().rooms, 0);
+}
+
+#[test]
+fn shutdown_tells_everyone_and_closes_every_connection() {
+    let server = start_default();
+    let addr = server.local_addr();
+    let mut fresh = Raw::connect(addr);
+    let (mut member, _) = Raw::hello(addr, json!({}));
+    member.join("r");
+    let (mut other, _) = Raw::hello(addr, json!({}));
+    other.join("r");
+    let counters = server.counters();
+    let stopper = std::thread::spawn(move || server.shutdown());
+    for client in [&mut fresh, &mut member, &mut other] {
+        loop {
+            let frame = client.recv();
+            if frame.kind == MessageType::Error {
+                let error = frame.error();
+                assert_eq!(error.code.as_str(), "SHUTTING_DOWN");
+                assert!(error.fatal);
+                break;
+            }
+        }
+        client.expect_close();
+    }
+    stopper.join().unwrap();
+    assert_eq!(counters.connections(), 0);
+    assert_eq!(counters.rooms(), 0);
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "no longer listening"
+    );
+}
