@@ -1,6 +1,8 @@
 //! Rooms, messages, acks, echo, membership events and order, against a real
 //! server on an ephemeral port.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

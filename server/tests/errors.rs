@@ -1,6 +1,8 @@
 //! Every error case of SPEC.md: fatal ones end with the ERROR then the close,
 //! non-fatal ones leave the connection serving.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

@@ -1,6 +1,8 @@
 //! Connection lifecycle: idle timeout, connection limit, abrupt disconnects
 //! and room cleanup, graceful shutdown.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::os::fd::AsRawFd;

@@ -2,6 +2,8 @@
 //! stall at most, receives everything queued for it then SLOW_CONSUMER, and
 //! never makes anyone else lose a message or the server grow without bound.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
