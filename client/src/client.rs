@@ -201,6 +201,12 @@ impl Client {
         self.peer_addr
     }
 
+    /// The server's name for this connection (`c17`), once a HELLO answer
+    /// has been read; other members see it as `from`.
+    pub fn connection_id(&self) -> Option<String> {
+        lock(&self.shared.connection_id).clone()
+    }
+
     /// Why the connection ended, once it has.
     pub fn disconnect_reason(&self) -> Option<DisconnectReason> {
         self.shared.reason()

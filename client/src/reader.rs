@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub closing: AtomicBool,
     /// The largest frame the server accepts, from its HELLO answer.
     pub server_max_frame: AtomicU32,
+    /// This connection's id, from the server's HELLO answer.
+    pub connection_id: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -46,6 +48,7 @@ impl Shared {
             reason: Mutex::new(None),
             closing: AtomicBool::new(false),
             server_max_frame: AtomicU32::new(protocol::DEFAULT_MAX_FRAME),
+            connection_id: Mutex::new(None),
         }
     }
 
@@ -168,6 +171,10 @@ fn to_event(frame: Frame<'_>, shared: &Shared) -> Result<Event, String> {
             shared
                 .server_max_frame
                 .store(reply.max_frame_size, Ordering::Relaxed);
+            *shared
+                .connection_id
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(reply.connection_id.clone());
             Event::Hello(reply)
         }
         MessageType::JoinRoom => {

@@ -36,10 +36,7 @@ fn two_clients_chat_in_a_room() {
     let server = start_server();
     let alice = login(server.local_addr(), "alice");
     let bob = login(server.local_addr(), "bob");
-    let bob_id = bob
-        .hello_as(Some("bob"), false, WAIT)
-        .expect("hello")
-        .connection_id;
+    let bob_id = bob.connection_id().expect("known after HELLO");
 
     let ack = alice.join_and_wait("physics", WAIT).expect("alice joins");
     assert_eq!((ack.room.as_str(), ack.members), ("physics", 1));

@@ -39,7 +39,7 @@ pub struct Args {
 impl Args {
     /// The name to announce: `--name`, else $USER / $LOGNAME, else `guest-NNNN`.
     pub fn user_name(&self) -> String {
-        if let Some(name) = &self.name {
+        if let Some(name) = self.name.as_ref().filter(|name| !name.trim().is_empty()) {
             return name.clone();
         }
         ["USER", "LOGNAME"]
@@ -47,6 +47,19 @@ impl Args {
             .filter_map(|var| std::env::var(var).ok())
             .find(|name| !name.trim().is_empty())
             .unwrap_or_else(guest_name)
+    }
+
+    /// Checks what the server would refuse, so the error names the flag.
+    pub fn check(&self) -> Result<(), String> {
+        let name = self.user_name();
+        if name.len() > protocol::MAX_USER_ID_LEN {
+            return Err(format!(
+                "--name is {} bytes long; use at most {}",
+                name.len(),
+                protocol::MAX_USER_ID_LEN
+            ));
+        }
+        Ok(())
     }
 
     pub fn timeout(&self) -> Duration {

@@ -71,12 +71,14 @@ pub fn run(session: &mut Session, mut rl: RelayEditor) -> Flow {
             }
         }
     };
+    // Append (merging under a file lock) rather than overwrite, so two CLIs
+    // running at once both keep their lines.
     if let Some(path) = &history {
         let saved = path
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
             .map_err(ReadlineError::Io)
-            .and_then(|()| rl.save_history(path));
+            .and_then(|()| rl.append_history(path));
         if let Err(error) = saved {
             session.out.line(&session.style.error(&format!(
                 "cannot save the history to {}: {error}",

@@ -35,6 +35,7 @@ use self::session::{Flow, Session};
 /// when the connection was lost. Errors before the session starts are
 /// returned for `main` to print.
 pub fn run(args: &args::Args) -> Result<ExitCode, String> {
+    args.check()?;
     let timeout = args.timeout();
     let options = Options {
         connect_timeout: timeout,
@@ -45,7 +46,7 @@ pub fn run(args: &args::Args) -> Result<ExitCode, String> {
     let name = args.user_name();
     let hello = client
         .hello_as(Some(&name), args.echo, timeout)
-        .map_err(|error| format!("{}:{}: {error}", args.host, args.port))?;
+        .map_err(|error| format!("{}:{} refused the login: {error}", args.host, args.port))?;
     let client = Arc::new(client);
     let style = Style::detect();
     let interactive = std::io::stdin().is_terminal();
