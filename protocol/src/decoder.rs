@@ -168,7 +168,7 @@ impl Decoder {
 
     /// Bytes of memory the decoder holds.
     pub fn capacity(&self) -> usize {
-        self.buf.len()
+        self.buf.capacity()
     }
 
     /// Frees the buffer if nothing is pending, so an idle connection costs
@@ -184,47 +184,68 @@ impl Decoder {
 
     /// Copies `bytes` in. Take the frames out before feeding more, or the
     /// decoder holds them all.
-    pub fn feed(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            let space = self.read_buf();
-            let n = space.len().min(bytes.len());
-            space[..n].copy_from_slice(&bytes[..n]);
-            self.commit(n);
-            bytes = &bytes[n..];
+    ///
+    /// The buffer grows at most once per call, to what `bytes` needs, so
+    /// feeding pieces of up to one read keeps the decoder within one maximum
+    /// frame plus one read.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
         }
+        if self.read_buf().len() < bytes.len() {
+            self.ensure_space(bytes.len());
+        }
+        self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.commit(bytes.len());
     }
 
     /// Free space to read into; pass the count read to [`Decoder::commit`].
     ///
     /// Never empty. Its size adapts: small while reads are small, larger while
-    /// they fill it, and at least what the pending frame still lacks (up to
-    /// the maximum frame).
+    /// they fill it, and larger while a big frame is arriving. It grows with
+    /// the bytes that actually arrived, never with the length a frame
+    /// declares: a pending frame is offered at most as much again as has
+    /// already been received of it (at least one read), so a peer that sends
+    /// a header announcing the maximum and then nothing costs one read, not
+    /// one maximum frame.
     pub fn read_buf(&mut self) -> &mut [u8] {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
         }
+        let pending = self.end - self.start;
         let pending_total = match self.buf.get(self.start..self.end) {
-            Some(pending) if pending.len() >= LENGTH_PREFIX => {
-                let length = u32::from_be_bytes([pending[0], pending[1], pending[2], pending[3]]);
+            Some(bytes) if bytes.len() >= LENGTH_PREFIX => {
+                let length = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
                 LENGTH_PREFIX + length.min(self.max_length) as usize
             }
             _ => 0,
         };
-        let lacking = pending_total.saturating_sub(self.end - self.start);
-        let want = lacking.max(self.read_size);
-        if self.buf.len() - self.end < want {
-            // Move the pending bytes to the front before growing.
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            }
-            if self.buf.len() - self.end < want {
-                self.buf.resize(self.end + want, 0);
-            }
-        }
+        let lacking = pending_total.saturating_sub(pending);
+        let want = lacking.min(pending.max(self.read_size)).max(self.read_size);
+        self.ensure_space(want);
         &mut self.buf[self.end..]
+    }
+
+    /// Makes at least `want` bytes free after the pending ones: moves the
+    /// pending bytes to the front if that is not enough, and grows the buffer
+    /// to exactly what is needed if that is not enough either.
+    fn ensure_space(&mut self, want: usize) {
+        if self.buf.len() - self.end >= want {
+            return;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let needed = self.end + want;
+        if self.buf.len() < needed {
+            // Exact, so the buffer never holds more than the bound says
+            // (`resize` alone may double the allocation).
+            self.buf.reserve_exact(needed - self.buf.len());
+            self.buf.resize(needed, 0);
+        }
     }
 
     /// Records that `n` bytes were written at the front of [`Decoder::read_buf`].
@@ -344,7 +365,53 @@ mod tests {
         let mut decoder = Decoder::new(u32::MAX);
         decoder.feed(&[0xff, 0xff, 0xff, 0xf0, 1, 4, 1]);
         assert_eq!(decoder.next_frame(), Ok(None));
-        assert!(decoder.capacity() < 64 * 1024);
+        // The next read is offered one read's worth, not the declared 4 GiB.
+        assert!(decoder.read_buf().len() <= MAX_READ);
+        assert!(decoder.capacity() <= MAX_READ + HEADER_LEN);
+    }
+
+    #[test]
+    fn a_header_alone_does_not_pin_a_maximum_frame() {
+        let mut decoder = Decoder::default();
+        let mut header = crate::frame::DEFAULT_MAX_FRAME.to_be_bytes().to_vec();
+        header.extend_from_slice(&[1, 4, 2]);
+        decoder.feed(&header);
+        assert_eq!(decoder.next_frame(), Ok(None));
+        let offered = decoder.read_buf().len();
+        assert!(
+            offered <= MAX_READ,
+            "offered {offered} bytes for a 7-byte header"
+        );
+        assert!(decoder.capacity() <= MAX_READ + HEADER_LEN);
+    }
+
+    #[test]
+    fn a_large_frame_read_in_full_reads_grows_geometrically() {
+        // A reader that fills every buffer it is offered: the buffer doubles
+        // with what arrived, so a maximum frame needs few reallocations.
+        let max = crate::frame::DEFAULT_MAX_FRAME;
+        let frame = frame_bytes(
+            MessageType::Message,
+            Flags::BINARY,
+            &vec![3u8; max as usize - 3],
+        );
+        let mut decoder = Decoder::new(max);
+        let mut rest = &frame[..];
+        let mut reads = 0;
+        while !rest.is_empty() {
+            let space = decoder.read_buf();
+            let n = space.len().min(rest.len());
+            space[..n].copy_from_slice(&rest[..n]);
+            decoder.commit(n);
+            rest = &rest[n..];
+            reads += 1;
+        }
+        assert!(reads <= 16, "{reads} reads for one maximum frame");
+        assert!(decoder.capacity() <= frame.len() + MAX_READ);
+        assert_eq!(
+            decoder.next_frame().unwrap().unwrap().payload.len(),
+            max as usize - 3
+        );
     }
 
     #[test]
