@@ -120,6 +120,15 @@ impl Live {
         }
     }
 
+    /// Fails if a line containing `needle` appears within `quiet`.
+    fn expect_none(&mut self, needle: &str, quiet: Duration) {
+        let deadline = Instant::now() + quiet;
+        while let Ok(line) = self.lines.recv_deadline(deadline) {
+            assert!(!line.contains(needle), "unexpected line {line:?}");
+            self.seen.push(line);
+        }
+    }
+
     /// Closes standard input and waits for the exit.
     fn finish(mut self) -> (ExitStatus, Vec<String>) {
         drop(self.stdin.take());
@@ -280,6 +289,24 @@ fn a_lost_connection_is_reported_plainly() {
         .read_to_string(&mut err)
         .expect("read stderr");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_quiet_session_outlives_the_idle_timeout() {
+    let server = support::start_server_with(server::Config {
+        idle_timeout: Duration::from_millis(600),
+        ..server::Config::default()
+    });
+    let mut live = Live::start(server.local_addr(), &["--name", "reader"]);
+    live.expect("connected to");
+    live.type_line("join r");
+    live.expect("joined r");
+    // Three idle timeouts without typing: the CLI's heartbeats keep it open.
+    live.expect_none("disconnected", Duration::from_millis(1800));
+    live.type_line("rooms");
+    live.expect("rooms: r (current)");
+    let (status, _) = live.finish();
+    assert!(status.success());
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! - [`piped`]: the front end for scripts (standard input not a terminal).
 //! - [`format`], [`out`]: how lines look and where they go.
 //! - [`complete`], [`history`]: tab completion and the history file.
+//! - [`keepalive`]: heartbeats that keep a quiet session under the idle timeout.
 
 pub mod args;
 pub mod command;
@@ -16,6 +17,7 @@ pub mod complete;
 pub mod format;
 pub mod history;
 pub mod interactive;
+pub mod keepalive;
 pub mod out;
 pub mod piped;
 pub mod session;
@@ -95,10 +97,20 @@ pub fn run(args: &args::Args) -> Result<ExitCode, String> {
     }
     session.out.line(&session.style.notice(&greeting));
 
+    let (stop_keepalive, stop) = crossbeam_channel::bounded::<()>(0);
+    let keepalive = keepalive::spawn(
+        Arc::clone(&client),
+        keepalive::interval(hello.idle_timeout_ms),
+        stop,
+    )
+    .map_err(|e| format!("cannot start a thread: {e}"))?;
+
     let flow = match editor {
         Some(rl) => interactive::run(&mut session, rl),
         None => piped::run(&mut session),
     };
+    drop(stop_keepalive);
+    let _ = keepalive.join();
     client.shutdown();
     let _ = events.join();
     Ok(match flow {
