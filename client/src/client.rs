@@ -81,6 +81,9 @@ struct Writer {
 #[derive(Debug)]
 pub struct Client {
     writer: Mutex<Writer>,
+    /// A handle on the socket outside the writer's lock, so `shutdown` works
+    /// while another thread is blocked in a write the server does not read.
+    control: TcpStream,
     events: Receiver<Event>,
     /// Events read by a wait helper that were not the one it waited for.
     pending: Mutex<VecDeque<Event>>,
@@ -172,6 +175,7 @@ impl Client {
         let local_addr = stream.local_addr().map_err(ClientError::Io)?;
         let peer_addr = stream.peer_addr().map_err(ClientError::Io)?;
         let read_half = stream.try_clone().map_err(ClientError::Io)?;
+        let control = stream.try_clone().map_err(ClientError::Io)?;
         let (sender, events) = crossbeam_channel::bounded(options.event_capacity.max(1));
         let shared = Arc::new(Shared::new());
         let reader = reader::spawn(read_half, options.max_frame, sender, Arc::clone(&shared))
@@ -181,6 +185,7 @@ impl Client {
                 stream,
                 buf: Vec::with_capacity(4096),
             }),
+            control,
             events,
             pending: Mutex::new(VecDeque::new()),
             shared,
@@ -540,7 +545,7 @@ impl Client {
         self.shared
             .closing
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = lock(&self.writer).stream.shutdown(Shutdown::Both);
+        let _ = self.control.shutdown(Shutdown::Both);
     }
 
     /// Shuts the connection down and waits for the reader thread to end.

@@ -460,3 +460,34 @@ fn a_fatal_error_then_close_is_the_disconnect_reason() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn shutdown_unblocks_a_write_the_server_does_not_read() {
+    let (release, hold) = crossbeam_channel::bounded::<()>(0);
+    let addr = fake_server(move |stream| {
+        // Keep the connection open without reading until the test is done.
+        let _ = hold.recv();
+        drop(stream);
+    });
+    let client = Client::connect(addr).expect("connect");
+    let (progress, sent) = crossbeam_channel::unbounded::<usize>();
+    let body = vec![0u8; 64 * 1024];
+    thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            for n in 0.. {
+                if client.send_binary("r", &body).is_err() {
+                    return n;
+                }
+                let _ = progress.send(n);
+            }
+            unreachable!()
+        });
+        // Wait until the writes stop making progress: the socket buffers are
+        // full and the writer is blocked inside write_all, holding its lock.
+        while sent.recv_timeout(Duration::from_millis(300)).is_ok() {}
+        client.shutdown();
+        let written = writer.join().expect("writer thread");
+        assert!(written > 0, "{written}");
+    });
+    let _ = release.send(());
+}

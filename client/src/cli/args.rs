@@ -6,9 +6,10 @@ use clap::Parser;
 
 /// Chat on a Relay server.
 ///
-/// Type `help` once connected for the commands. With a terminal on standard
-/// input it is a line editor with history (kept in $XDG_DATA_HOME/relay/history,
-/// by default ~/.local/share/relay/history) and tab completion; otherwise it
+/// Type `help` once connected for the commands. On a terminal it is a line
+/// editor with history (kept in $XDG_DATA_HOME/relay/history, by default
+/// ~/.local/share/relay/history) and tab completion; otherwise (standard input
+/// or output redirected) it
 /// reads the same commands line by line, prints what arrives, and exits once
 /// the input ends and the server has answered everything sent. Message times
 /// are shown in UTC.

@@ -32,7 +32,7 @@ use self::format::Style;
 use self::out::Out;
 use self::session::{Flow, Session};
 
-/// Connects, says HELLO, runs the front end that fits standard input, and
+/// Connects, says HELLO, runs the front end that fits the terminal, and
 /// returns the exit code: 0 after `quit`, Ctrl-D or the end of piped input, 1
 /// when the connection was lost. Errors before the session starts are
 /// returned for `main` to print.
@@ -51,7 +51,9 @@ pub fn run(args: &args::Args) -> Result<ExitCode, String> {
         .map_err(|error| format!("{}:{} refused the login: {error}", args.host, args.port))?;
     let client = Arc::new(client);
     let style = Style::detect();
-    let interactive = std::io::stdin().is_terminal();
+    // The line editor needs a terminal on both sides; `client | tee log`
+    // reads its input line by line like a script.
+    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let rooms = Arc::new(Mutex::new(Vec::new()));
 
     let mut editor = None;
