@@ -1,0 +1,36 @@
+//! Relay's own proof that it holds: four scenarios, each with a verdict and
+//! figures, run against a server started in-process or at an address.
+//!
+//! - [`fragmentation`]: frames split every which way must be reassembled,
+//!   checked by the server's byte-exact answers.
+//! - [`chaos`]: many clients joining, leaving, publishing, disconnecting
+//!   abruptly, stalling and misbehaving; then an audit of every delivery.
+//! - [`load`]: N clients in rooms publishing at a set rate; throughput,
+//!   latency, memory.
+//! - [`bench`]: the headline figures: fan-out, latency, memory per idle
+//!   connection.
+//!
+//! Building blocks: [`target`] (which server), [`wire`] (a blocking frame
+//! connection with full control of the bytes), [`swarm`] (many non-blocking
+//! clients on a few threads), [`histogram`], [`report`] (verdict, human lines
+//! and the JSON line), [`sys`] (sockets options, limits, /proc).
+//!
+//! Every scenario returns a [`report::Report`]; `main.rs` prints it and exits
+//! non-zero when the verdict fails.
+
+pub mod bench;
+pub mod chaos;
+pub mod error;
+pub mod fragmentation;
+pub mod histogram;
+pub mod load;
+pub mod report;
+pub mod rng;
+pub mod swarm;
+pub mod sys;
+pub mod target;
+pub mod wire;
+
+pub use error::{Error, Result};
+pub use report::Report;
+pub use target::{Target, TargetOptions};

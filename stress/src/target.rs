@@ -1,0 +1,264 @@
+//! The server under test: started in-process on an ephemeral port, spawned as
+//! a child process from the server binary, or reached at an address.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use protocol::Stats;
+
+use crate::error::{Context, Error, Result};
+use crate::sys::ProcStatus;
+
+/// How to reach the server; shared by every scenario's options.
+#[derive(Debug, Clone, Default)]
+pub struct TargetOptions {
+    /// A running server; `None` starts one.
+    pub addr: Option<SocketAddr>,
+    /// With `addr`: the server's pid, to read its memory from /proc.
+    pub server_pid: Option<u32>,
+    /// Settings of an in-process server (its `addr` is replaced by 127.0.0.1:0).
+    pub config: Option<server::Config>,
+}
+
+enum Kind {
+    InProcess(server::RunningServer),
+    Child(ChildServer),
+    Remote { pid: Option<u32> },
+}
+
+/// A server the scenarios talk to.
+pub struct Target {
+    addr: SocketAddr,
+    kind: Kind,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Target({})", self.describe())
+    }
+}
+
+impl Target {
+    /// Connects to `options.addr`, or starts the server in-process.
+    pub fn start(options: &TargetOptions) -> Result<Target> {
+        match options.addr {
+            Some(addr) => Ok(Target::remote(addr, options.server_pid)),
+            None => Target::in_process(options.config.clone().unwrap_or_default()),
+        }
+    }
+
+    /// Starts the server library on 127.0.0.1 with an ephemeral port.
+    pub fn in_process(mut config: server::Config) -> Result<Target> {
+        config.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let running = server::Server::bind(config)
+            .context("starting the in-process server")?
+            .spawn()
+            .context("starting the in-process server")?;
+        Ok(Target {
+            addr: running.local_addr(),
+            kind: Kind::InProcess(running),
+        })
+    }
+
+    /// A server someone else runs.
+    pub fn remote(addr: SocketAddr, pid: Option<u32>) -> Target {
+        Target {
+            addr,
+            kind: Kind::Remote { pid },
+        }
+    }
+
+    /// Spawns the server binary on 127.0.0.1:0 with `args` and waits for its
+    /// `listening on <addr>` line.
+    pub fn child(binary: &Path, args: &[String]) -> Result<Target> {
+        let child = ChildServer::spawn(binary, args)?;
+        Ok(Target {
+            addr: child.addr,
+            kind: Kind::Child(child),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `in-process`, `child process (pid N)` or `remote`.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            Kind::InProcess(_) => format!("in-process server on {}", self.addr),
+            Kind::Child(child) => format!(
+                "server binary {} (pid {}) on {}",
+                child.binary.display(),
+                child.pid(),
+                self.addr
+            ),
+            Kind::Remote { pid: Some(pid) } => format!("server at {} (pid {pid})", self.addr),
+            Kind::Remote { pid: None } => format!("server at {}", self.addr),
+        }
+    }
+
+    /// `in_process`, `child` or `remote`, for the JSON line.
+    pub fn mode(&self) -> &'static str {
+        match self.kind {
+            Kind::InProcess(_) => "in_process",
+            Kind::Child(_) => "child",
+            Kind::Remote { .. } => "remote",
+        }
+    }
+
+    /// The server's counters, asked over the wire (works for every kind).
+    pub fn stats(&self) -> Result<Stats> {
+        crate::wire::server_stats(self.addr)
+    }
+
+    /// The server process's memory, when it can be read: for an in-process
+    /// server this is this whole process, stress clients included.
+    pub fn memory(&self) -> Option<ProcStatus> {
+        match &self.kind {
+            Kind::InProcess(_) => ProcStatus::read(None),
+            Kind::Child(child) => ProcStatus::read(Some(child.pid())),
+            Kind::Remote { pid: Some(pid) } => ProcStatus::read(Some(*pid)),
+            Kind::Remote { pid: None } => None,
+        }
+    }
+
+    /// Whether [`Target::memory`] includes the stress tool's own memory.
+    pub fn memory_includes_client(&self) -> bool {
+        matches!(self.kind, Kind::InProcess(_))
+    }
+
+    /// Memory as JSON: `null` when unknown.
+    pub fn memory_json(&self) -> serde_json::Value {
+        match self.memory() {
+            Some(m) => serde_json::json!({
+                "rss_kib": m.rss_kib,
+                "peak_rss_kib": m.hwm_kib,
+                "threads": m.threads,
+                "includes_stress_client": self.memory_includes_client(),
+            }),
+            None => serde_json::Value::Null,
+        }
+    }
+
+    /// Stops a server this tool started (a remote one is left alone).
+    pub fn stop(self) {
+        match self.kind {
+            Kind::InProcess(running) => running.shutdown(),
+            Kind::Child(child) => child.stop(),
+            Kind::Remote { .. } => {}
+        }
+    }
+}
+
+/// The server binary next to this executable (`target/<profile>/server`).
+pub fn sibling_server_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let mut dir = exe.parent()?.to_path_buf();
+    // Test binaries live in target/<profile>/deps.
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let candidate = dir.join("server");
+    candidate.is_file().then_some(candidate)
+}
+
+/// A server binary run as a child process.
+struct ChildServer {
+    child: Child,
+    addr: SocketAddr,
+    binary: PathBuf,
+    /// The last lines the server wrote to stderr, for error messages.
+    log_tail: Arc<Mutex<Vec<String>>>,
+}
+
+impl ChildServer {
+    fn spawn(binary: &Path, args: &[String]) -> Result<ChildServer> {
+        let mut child = Command::new(binary)
+            .arg("--addr")
+            .arg("127.0.0.1:0")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context(format!("starting {}", binary.display()))?;
+        let log_tail = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Some(stdout) = child.stdout.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                    if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                        let _ = tx.send(addr.trim().to_owned());
+                    }
+                }
+            });
+        }
+        if let Some(stderr) = child.stderr.take() {
+            let tail = Arc::clone(&log_tail);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                    if let Ok(mut tail) = tail.lock() {
+                        if tail.len() >= 20 {
+                            tail.remove(0);
+                        }
+                        tail.push(line);
+                    }
+                }
+            });
+        }
+        let started = Instant::now();
+        let addr = loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(text) => {
+                    break text
+                        .parse::<SocketAddr>()
+                        .context(format!("reading the address from `listening on {text}`"))?;
+                }
+                Err(_) => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        let tail = log_tail.lock().map(|t| t.join("\n")).unwrap_or_default();
+                        return Err(Error::new(format!(
+                            "{} exited with {status} before listening:\n{tail}",
+                            binary.display()
+                        )));
+                    }
+                    if started.elapsed() > Duration::from_secs(10) {
+                        let _ = child.kill();
+                        return Err(Error::new(format!(
+                            "{} printed no `listening on <addr>` line within 10 s",
+                            binary.display()
+                        )));
+                    }
+                }
+            }
+        };
+        Ok(ChildServer {
+            child,
+            addr,
+            binary: binary.to_path_buf(),
+            log_tail,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(mut self) {
+        let _ = crate::sys::terminate(self.pid());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = &self.log_tail;
+    }
+}
