@@ -26,8 +26,8 @@ use crate::state::ConnState;
 /// How long a reader keeps draining input after a fatal error, so the close
 /// does not turn into a reset that could destroy the ERROR frame in flight.
 const LINGER: Duration = Duration::from_secs(2);
-/// Reads smaller than this leave the decoder's buffer freed when it empties.
-const SMALL_READ: usize = 2048;
+/// Silence after which a reader gives back its spare stack and buffer.
+pub(crate) const IDLE_TRIM_AFTER: Duration = Duration::from_secs(1);
 
 /// Why the reader stopped serving.
 #[derive(Debug)]
@@ -85,6 +85,10 @@ pub(crate) fn run_reader(shared: Arc<Shared>, peer: Arc<Peer>) {
     crate::server::thread_finished(&session.shared, &session.peer);
 }
 
+fn is_timeout(error: &std::io::Error) -> bool {
+    matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -121,8 +125,15 @@ impl Session {
         let idle = self.config().idle_timeout;
         let mut decoder = Decoder::new(self.config().max_frame);
         let mut last_frame = Instant::now();
-        let mut timeout_set = idle;
-        if self.peer.stream.set_read_timeout(Some(idle)).is_err() {
+        // Whether the thread has trimmed its stack since it last had input.
+        let mut trimmed = false;
+        let mut timeout_set = IDLE_TRIM_AFTER.min(idle);
+        if self
+            .peer
+            .stream
+            .set_read_timeout(Some(timeout_set))
+            .is_err()
+        {
             return Stop::PeerClosed;
         }
         loop {
@@ -141,7 +152,11 @@ impl Session {
                     ),
                 );
             }
-            let wanted = if decoder.buffered() == 0 { idle } else { left };
+            let wanted = if trimmed {
+                left
+            } else {
+                left.min(IDLE_TRIM_AFTER)
+            };
             if wanted.abs_diff(timeout_set) > Duration::from_millis(5) {
                 if self
                     .peer
@@ -153,10 +168,28 @@ impl Session {
                 }
                 timeout_set = wanted;
             }
+            if trimmed {
+                // Idle: wait for input without holding a read buffer.
+                match self.peer.stream.peek(&mut [0u8; 1]) {
+                    Ok(0) => return Stop::PeerClosed,
+                    Ok(_) => trimmed = false,
+                    Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        log::debug!("{}: read failed: {e}", self.connection_id);
+                        return Stop::PeerClosed;
+                    }
+                }
+                continue;
+            }
             let n = match (&self.peer.stream).read(decoder.read_buf()) {
                 Ok(0) => return Stop::PeerClosed,
                 Ok(n) => n,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Err(e) if is_timeout(&e) => {
+                    // A second without input: give back the read buffer and
+                    // the stack pages this thread is not using.
+                    decoder.release_if_empty();
+                    crate::thread::trim_stack();
+                    trimmed = true;
                     continue;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -191,13 +224,11 @@ impl Session {
                 return stop;
             }
             self.flush();
-            if n < SMALL_READ {
-                decoder.release_if_empty();
-            }
         }
     }
 
     /// Handles one frame; `Some` ends the connection.
+    #[inline(never)]
     fn handle(&mut self, frame: &Frame<'_>) -> Option<Stop> {
         if log::log_enabled!(log::Level::Debug) {
             log::debug!(
@@ -355,6 +386,7 @@ impl Session {
         self.flush();
     }
 
+    #[inline(never)]
     fn leave_all_rooms(&mut self) {
         self.flush();
         let rooms: Vec<Arc<str>> = self.rooms.drain().collect();
@@ -460,6 +492,7 @@ impl Session {
     }
 
     /// Queues what the outbox gathered.
+    #[inline(never)]
     fn flush(&mut self) {
         let Some((target, batch)) = self.outbox.take() else {
             return;
@@ -485,6 +518,7 @@ impl Session {
     }
 
     /// Queues a fatal ERROR after everything already produced, and closes.
+    #[inline(never)]
     fn fatal(&mut self, code: ErrorCode, message: String) -> Stop {
         log::info!("{}: closing: {code}: {message}", self.connection_id);
         self.flush();
@@ -503,6 +537,7 @@ impl Session {
 
     /// Reads and discards input for a while after a fatal error, so the
     /// client sees our FIN after the ERROR instead of a reset.
+    #[inline(never)]
     fn linger(&self) {
         let deadline = Instant::now() + LINGER;
         let mut sink = [0u8; 4096];

@@ -317,9 +317,8 @@ pub(crate) fn thread_finished(shared: &Shared, peer: &Arc<Peer>) {
         return;
     }
     let _ = peer.stream.shutdown(Shutdown::Both);
-    shared.registry.lock().remove(&peer.id);
-    shared.counters.connections.fetch_sub(1, Relaxed);
-    shared.registry_changed.notify_all();
+    // Log before leaving the registry: once it is empty a stopping server
+    // may exit, and this line must not be lost.
     log::info!(
         "c{}: disconnected from {} ({}; {} bytes in, {} bytes out)",
         peer.id,
@@ -328,12 +327,15 @@ pub(crate) fn thread_finished(shared: &Shared, peer: &Arc<Peer>) {
         peer.bytes_in.load(Relaxed),
         peer.bytes_out.load(Relaxed),
     );
+    shared.counters.connections.fetch_sub(1, Relaxed);
+    shared.registry.lock().remove(&peer.id);
+    shared.registry_changed.notify_all();
 }
 
 /// SHUTTING_DOWN to everyone, a bounded flush, then cut what remains.
 fn close_all(shared: &Shared) {
     let peers: Vec<Arc<Peer>> = shared.registry.lock().values().cloned().collect();
-    log::info!("shutting down: closing {} connections", peers.len());
+    log::info!("shutting down: closing {} connection(s)", peers.len());
     for peer in &peers {
         peer.close(CloseReason::ShuttingDown);
     }

@@ -11,7 +11,7 @@ use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use protocol::{ErrorPayload, Flags, MessageType, begin_frame, end_frame, parse_frame};
 
 use crate::peer::{Batch, CloseReason, Outgoing, Peer};
@@ -45,7 +45,15 @@ impl Writer {
     /// Writes until the connection closes; returns why.
     fn serve(&mut self, rx: &Receiver<Outgoing>) -> CloseReason {
         loop {
-            match rx.recv() {
+            let first = match rx.recv_timeout(crate::connection::IDLE_TRIM_AFTER) {
+                Err(RecvTimeoutError::Timeout) => {
+                    // Idle: give back the stack pages this thread is not using.
+                    crate::thread::trim_stack();
+                    rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                }
+                other => other,
+            };
+            match first {
                 Ok(Some(batch)) => self.pending.push(batch),
                 Ok(None) => {}
                 Err(_) => return CloseReason::PeerClosed,
@@ -70,6 +78,7 @@ impl Writer {
         }
     }
 
+    #[inline(never)]
     fn write_pending(&mut self) -> io::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
@@ -116,6 +125,7 @@ impl Writer {
     }
 
     /// Ends the connection's output for `reason`.
+    #[inline(never)]
     fn finish(&mut self, reason: CloseReason) {
         let peer = Arc::clone(&self.peer);
         let stream = &peer.stream;
