@@ -61,26 +61,6 @@ extern "C" fn trampoline(arg: *mut c_void) -> *mut c_void {
     std::ptr::null_mut()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn runs_the_job_and_survives_its_panic() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        spawn(64 * 1024, move || tx.send(7).unwrap()).unwrap();
-        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(10)), Ok(7));
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        spawn(64 * 1024, move || {
-            let _keep = tx;
-            panic!("expected in this test");
-        })
-        .unwrap();
-        // The sender is dropped by the unwinding panic: the channel disconnects.
-        assert!(rx.recv_timeout(std::time::Duration::from_secs(10)).is_err());
-    }
-}
-
 /// Returns the calling thread's unused stack pages to the kernel.
 ///
 /// A connection thread touches a few pages of stack while it handles
@@ -129,4 +109,47 @@ fn page_size() -> usize {
     // SAFETY: sysconf has no memory effects.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     usize::try_from(size).unwrap_or(4096).max(4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_the_job_and_survives_its_panic() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        spawn(64 * 1024, move || tx.send(7).unwrap()).unwrap();
+        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(10)), Ok(7));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        spawn(64 * 1024, move || {
+            let _keep = tx;
+            panic!("expected in this test");
+        })
+        .unwrap();
+        // The sender is dropped by the unwinding panic: the channel disconnects.
+        assert!(rx.recv_timeout(std::time::Duration::from_secs(10)).is_err());
+    }
+
+    #[test]
+    fn trimming_the_stack_keeps_the_thread_working() {
+        fn deep(n: u32) -> u64 {
+            let local = [n as u8; 512];
+            if n == 0 {
+                u64::from(std::hint::black_box(local)[0])
+            } else {
+                deep(n - 1) + u64::from(std::hint::black_box(local)[1])
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        spawn(256 * 1024, move || {
+            let first = deep(100);
+            trim_stack();
+            let second = deep(100);
+            trim_stack();
+            tx.send((first, second)).unwrap();
+        })
+        .unwrap();
+        let (first, second) = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(first, second);
+    }
 }
