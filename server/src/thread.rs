@@ -142,9 +142,9 @@ mod tests {
         }
         let (tx, rx) = std::sync::mpsc::channel();
         spawn(256 * 1024, move || {
-            let first = deep(100);
+            let first = deep(20);
             trim_stack();
-            let second = deep(100);
+            let second = deep(20);
             trim_stack();
             tx.send((first, second)).unwrap();
         })

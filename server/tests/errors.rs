@@ -247,3 +247,31 @@ fn garbage_never_crashes_the_server() {
     let (mut client, _) = Raw::hello(server.local_addr(), json!({}));
     assert_eq!(client.join("alive")["status"], "joined");
 }
+
+#[test]
+fn deeply_nested_json_is_relayed_or_refused_without_crashing() {
+    let server = start_default();
+    let (mut client, _) = Raw::hello(server.local_addr(), json!({"echo": true}));
+    client.join("deep");
+    // Within serde_json's nesting limit: relayed as is.
+    let content = format!("{}{}", "[".repeat(120), "]".repeat(120));
+    let payload = format!("{{\"room\":\"deep\",\"content\":{content}}}");
+    client.send_raw(&frame_bytes(
+        MessageType::Message,
+        Flags::JSON,
+        payload.as_bytes(),
+    ));
+    let delivery = String::from_utf8(client.expect(MessageType::Message).payload).unwrap();
+    assert!(delivery.contains(&content));
+    // Far beyond it: refused as unparseable, and the server lives on.
+    let content = "[".repeat(100_000);
+    let payload = format!("{{\"room\":\"deep\",\"content\":{content}}}");
+    client.send_raw(&frame_bytes(
+        MessageType::Message,
+        Flags::JSON,
+        payload.as_bytes(),
+    ));
+    client.expect_fatal("PARSE_ERROR");
+    let (mut other, _) = Raw::hello(server.local_addr(), json!({}));
+    assert_eq!(other.join("deep")["members"], 1);
+}
