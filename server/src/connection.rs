@@ -486,7 +486,7 @@ impl Session {
     }
 
     fn reply_error(&mut self, code: ErrorCode, message: &str) {
-        log::debug!("{}: error {code}: {message}", self.connection_id);
+        log::info!("{}: error {code}: {message}", self.connection_id);
         self.shared.counters.error_sent(code);
         self.reply(MessageType::Error, &ErrorPayload::new(code, message));
     }

@@ -163,7 +163,9 @@ impl Peer {
             .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if won {
-            let _ = self.state.advance(ConnState::Closing);
+            if let Ok(from) = self.state.advance(ConnState::Closing) {
+                log::debug!("c{}: {from} → CLOSING ({})", self.id, reason.describe());
+            }
             // If the queue is full the writer is busy and sees the reason
             // once it has drained; otherwise this wakes it.
             let _ = self.tx.try_send(None);
