@@ -1,0 +1,27 @@
+//! chaos in a quick form: a dozen clients for three seconds, then the full
+//! audit. Only correctness verdicts, no timing thresholds.
+
+use std::time::Duration;
+
+use stress::chaos;
+
+#[test]
+fn quick_chaos_passes_its_audit() {
+    let options = chaos::Options {
+        clients: 12,
+        duration: Duration::from_secs(3),
+        rooms: 3,
+        quiet: true,
+        ..chaos::Options::default()
+    };
+    let report = chaos::run(&options).expect("scenario ran");
+    assert!(report.passed, "{}", report.render());
+    let json = &report.json;
+    // The run did what chaos is for.
+    assert!(json["published"].as_u64() > Some(0), "{}", report.render());
+    assert!(json["deliveries"].as_u64() > Some(0));
+    assert!(json["malformed_sent"].as_u64() > Some(0));
+    assert!(json["sessions"].as_u64() > Some(12), "nobody reconnected");
+    assert_eq!(json["final_rooms"], 0);
+    assert_eq!(json["final_connections"], 1);
+}
