@@ -135,20 +135,28 @@ pub fn run_on(target: &Target, options: &Options) -> Result<Report> {
     }
     swarm.stop_publishing();
     let publish_seconds = run_started.elapsed().as_secs_f64();
-    // Drain: until deliveries stop growing for a second (at most 20 s).
+    // Drain: until every expected delivery arrived, or nothing arrived for
+    // 15 s (a stuck server), at most 120 s.
     let drain_started = Instant::now();
     let mut last = live.delivered.load(std::sync::atomic::Ordering::Acquire);
-    let mut quiet_since = Instant::now();
-    while quiet_since.elapsed() < Duration::from_secs(1)
-        && drain_started.elapsed() < Duration::from_secs(20)
-    {
-        std::thread::sleep(Duration::from_millis(50));
-        let now = live.delivered.load(std::sync::atomic::Ordering::Acquire);
-        if now != last {
-            last = now;
-            quiet_since = Instant::now();
+    let mut progress_at = Instant::now();
+    loop {
+        let delivered = live.delivered.load(std::sync::atomic::Ordering::Acquire);
+        let expected = live.expected();
+        if delivered >= expected
+            || progress_at.elapsed() > Duration::from_secs(15)
+            || drain_started.elapsed() > Duration::from_secs(120)
+        {
+            break;
         }
+        if delivered != last {
+            last = delivered;
+            progress_at = Instant::now();
+        }
+        progress.tick(|| format!("draining: delivered {delivered} of {expected}"));
+        std::thread::sleep(Duration::from_millis(20));
     }
+    let drain_seconds = drain_started.elapsed().as_secs_f64();
     sample(&mut peak);
     let memory_after = target.memory();
     let totals = swarm.finish();
@@ -268,6 +276,7 @@ pub fn run_on(target: &Target, options: &Options) -> Result<Report> {
             "includes_stress_client": target.memory_includes_client(),
         }),
     );
+    report.set("drain_s", round(drain_seconds, 3));
     report.set("seconds", round(started.elapsed().as_secs_f64(), 3));
     Ok(report)
 }

@@ -186,6 +186,31 @@ pub struct Live {
     pub delivered: AtomicU64,
     /// Clients that reached `expect_per_client`.
     pub done: AtomicUsize,
+    /// Per room: messages sent, and members as the JOIN acks said (largest).
+    room_sent: Vec<AtomicU64>,
+    room_members: Vec<AtomicU64>,
+}
+
+impl Live {
+    fn new(rooms: usize) -> Live {
+        Live {
+            room_sent: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
+            room_members: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
+            ..Live::default()
+        }
+    }
+
+    /// Deliveries the messages sent so far call for (no echo): each goes to
+    /// every other member of its room.
+    pub fn expected(&self) -> u64 {
+        self.room_sent
+            .iter()
+            .zip(&self.room_members)
+            .map(|(sent, members)| {
+                sent.load(Ordering::Acquire) * members.load(Ordering::Acquire).saturating_sub(1)
+            })
+            .sum()
+    }
 }
 
 /// The figures of a finished swarm.
@@ -276,7 +301,7 @@ pub struct Swarm {
 impl Swarm {
     /// Starts the threads; they connect and join at once.
     pub fn start(plan: &Plan) -> io::Result<Swarm> {
-        let live = Arc::new(Live::default());
+        let live = Arc::new(Live::new(plan.rooms()));
         let threads = plan.threads.clamp(1, plan.clients.max(1));
         let handles = (0..threads)
             .map(|t| {
@@ -768,6 +793,7 @@ impl Worker {
                     .unwrap_or(0);
                 let slot = &mut self.totals.members_per_room[c.room];
                 *slot = (*slot).max(members);
+                self.live.room_members[c.room].fetch_max(members, Ordering::AcqRel);
                 c.state = State::Ready;
                 self.connecting = self.connecting.saturating_sub(1);
                 self.live.joined.fetch_add(1, Ordering::AcqRel);
@@ -808,6 +834,7 @@ impl Worker {
                 c.out.extend_from_slice(&c.frame);
                 self.totals.sent += 1;
                 self.totals.sent_per_room[c.room] += 1;
+                self.live.room_sent[c.room].fetch_add(1, Ordering::AcqRel);
                 touched.push(i);
             }
             let mut next = due + self.interval_ns;
