@@ -1398,27 +1398,37 @@ fn outstanding(sessions: &[Arc<Session>]) -> u64 {
     missing
 }
 
-/// A fresh client can still join, publish and get its echo.
+/// Two fresh clients (the `client` crate's blocking client) can still join,
+/// and one's message reaches the other byte-exact.
 fn still_serves(addr: SocketAddr) -> std::result::Result<(), String> {
-    let hello = Hello {
-        echo: true,
-        ..Hello::default()
+    let t = REPLY_TIMEOUT;
+    let open = || -> std::result::Result<client::Client, String> {
+        let c = client::Client::connect(addr).map_err(|e| e.to_string())?;
+        c.hello_as(Some("chaos-after"), false, t)
+            .map_err(|e| e.to_string())?;
+        c.join_and_wait("chaos-after", t)
+            .map_err(|e| e.to_string())?;
+        Ok(c)
     };
-    let (mut conn, _) = Conn::open(addr, &hello).map_err(|e| e.to_string())?;
-    conn.join("chaos-after").map_err(|e| e.to_string())?;
-    conn.send_json(
-        MessageType::Message,
-        &json!({"room": "chaos-after", "content": "still here"}),
-    )
-    .map_err(|e| e.to_string())?;
-    let frame = conn
-        .expect_skipping_messages(MessageType::Message, REPLY_TIMEOUT)
+    let (publisher, subscriber) = (open()?, open()?);
+    let content = json!({"still": "here", "n": [1, 2, 3]});
+    publisher
+        .send_json("chaos-after", &content)
         .map_err(|e| e.to_string())?;
-    if !frame.text().contains("still here") {
-        return Err(format!("unexpected delivery {}", frame.text()));
+    let got = subscriber
+        .wait_for(t, "the message after the chaos", |event| match event {
+            client::Event::Message(m) => Some(m.body.as_json().map(str::to_owned)),
+            _ => None,
+        })
+        .map_err(|e| e.to_string())?;
+    if got.as_deref() != Some(content.to_string().as_str()) {
+        return Err(format!("got {got:?}, sent {content}"));
     }
-    conn.leave("chaos-after").map_err(|e| e.to_string())?;
-    conn.shutdown();
+    for c in [publisher, subscriber] {
+        c.leave_and_wait("chaos-after", t)
+            .map_err(|e| e.to_string())?;
+        c.close();
+    }
     Ok(())
 }
 

@@ -285,14 +285,16 @@ impl Conn {
     }
 }
 
-/// The server's counters now, read through a fresh connection's HELLO answer.
-/// The asking connection is counted in `connections`.
+/// The server's counters now, read through a fresh connection's HELLO answer
+/// (with the `client` crate). The asking connection is counted in
+/// `connections`.
 pub fn server_stats(addr: SocketAddr) -> Result<Stats> {
-    let (conn, reply) = Conn::open(addr, &Hello::default()).context("asking for the stats")?;
-    conn.shutdown();
-    reply.stats.ok_or_else(|| {
-        Error::new("the HELLO answer has no `stats`; the server does not report its counters")
-    })
+    let client = client::Client::connect(addr).context("asking for the stats")?;
+    let stats = client
+        .stats(Duration::from_secs(10))
+        .context("asking for the stats");
+    client.close();
+    stats
 }
 
 /// Polls the server's counters until `done` holds or `timeout` passes;
