@@ -72,15 +72,17 @@ pub(crate) fn run_reader(shared: Arc<Shared>, peer: Arc<Peer>) {
         now_ms: 0,
         bytes_in: 0,
     };
-    let stop = session.serve();
+    session.peer.register_reader(true);
+    let wait_mask = crate::wake::block_in_this_thread();
+    let stop = session.serve(&wait_mask);
     session.leave_all_rooms();
     match stop {
         Stop::PeerClosed => {
             session.peer.close(CloseReason::PeerClosed);
         }
-        Stop::External => {}
-        Stop::Fatal => session.linger(),
+        Stop::External | Stop::Fatal => session.linger(),
     }
+    session.peer.register_reader(false);
     session.peer.bytes_in.store(session.bytes_in, Relaxed);
     crate::server::thread_finished(&session.shared, &session.peer);
 }
@@ -121,7 +123,7 @@ impl Session {
         &self.shared.config
     }
 
-    fn serve(&mut self) -> Stop {
+    fn serve(&mut self, wait_mask: &libc::sigset_t) -> Stop {
         let idle = self.config().idle_timeout;
         let mut decoder = Decoder::new(self.config().max_frame);
         let mut last_frame = Instant::now();
@@ -169,13 +171,13 @@ impl Session {
                 timeout_set = wanted;
             }
             if trimmed {
-                // Idle: wait for input without holding a read buffer.
-                match self.peer.stream.peek(&mut [0u8; 1]) {
-                    Ok(0) => return Stop::PeerClosed,
-                    Ok(_) => trimmed = false,
-                    Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => continue,
+                // Idle: wait for input without holding a read buffer, in a
+                // wait that a close from another thread interrupts.
+                match crate::wake::wait_readable(&self.peer.stream, wanted, wait_mask) {
+                    Ok(ready) => trimmed = !ready,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(e) => {
-                        log::debug!("{}: read failed: {e}", self.connection_id);
+                        log::debug!("{}: wait failed: {e}", self.connection_id);
                         return Stop::PeerClosed;
                     }
                 }
@@ -535,21 +537,40 @@ impl Session {
         Stop::Fatal
     }
 
-    /// Reads and discards input for a while after a fatal error, so the
-    /// client sees our FIN after the ERROR instead of a reset.
-    #[inline(never)]
+    /// Reads and discards input after the connection was closed, until the
+    /// client closes too or the writer has been done for [`LINGER`]: closing
+    /// with unread input would reset the connection and destroy the final
+    /// ERROR and the messages before it, still on their way to the client.
     fn linger(&self) {
-        let deadline = Instant::now() + LINGER;
+        let started = Instant::now();
+        let limit = self.shared.config.write_timeout + LINGER;
+        let mut grace_ends = None;
         let mut sink = [0u8; 4096];
         let mut drained = 0usize;
         while drained < 4 * self.shared.config.max_frame as usize {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.peer.stream.set_read_timeout(Some(left)).is_err() {
+            let now = Instant::now();
+            if self.peer.writer_done() {
+                let ends = *grace_ends.get_or_insert(now + LINGER);
+                if now >= ends {
+                    return;
+                }
+            }
+            if now - started >= limit {
+                return;
+            }
+            if self
+                .peer
+                .stream
+                .set_read_timeout(Some(Duration::from_millis(250)))
+                .is_err()
+            {
                 return;
             }
             match (&self.peer.stream).read(&mut sink) {
-                Ok(0) | Err(_) => return,
+                Ok(0) => return,
                 Ok(n) => drained += n,
+                Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return,
             }
         }
     }

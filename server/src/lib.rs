@@ -10,8 +10,8 @@
 //! - [`outbox`]: gathering a read's frames into shared batches.
 //! - [`rooms`]: the room registry and broadcast.
 //! - [`state`]: the connection state machine.
-//! - [`counters`], [`limits`], [`thread`], [`config`]: counters, system
-//!   limits, small-stack threads, settings.
+//! - [`counters`], [`limits`], [`thread`], [`wake`], [`config`]: counters,
+//!   system limits, small-stack threads, waking a blocked reader, settings.
 //!
 //! ```no_run
 //! let config = server::Config { addr: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
@@ -32,6 +32,7 @@ pub mod rooms;
 pub mod server;
 pub mod state;
 pub mod thread;
+pub mod wake;
 pub mod writer;
 
 pub use config::Config;

@@ -115,6 +115,10 @@ pub struct Peer {
     /// Totals, stored by each thread as it ends, for the disconnect log.
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// The reader thread while it runs, so a close can wake it.
+    reader: parking_lot::Mutex<Option<libc::pthread_t>>,
+    /// Set once the writer has written its last byte.
+    writer_done: std::sync::atomic::AtomicBool,
     tx: Sender<Outgoing>,
     /// Bytes pushed and not yet written; bounded by `max_bytes`.
     queued_bytes: AtomicUsize,
@@ -138,6 +142,8 @@ impl Peer {
             threads_left: AtomicU8::new(2),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            reader: parking_lot::Mutex::new(None),
+            writer_done: std::sync::atomic::AtomicBool::new(false),
             tx,
             queued_bytes: AtomicUsize::new(0),
             max_bytes: limits.bytes,
@@ -169,8 +175,33 @@ impl Peer {
             // If the queue is full the writer is busy and sees the reason
             // once it has drained; otherwise this wakes it.
             let _ = self.tx.try_send(None);
+            self.wake_reader();
         }
         won
+    }
+
+    /// Records the calling thread as this connection's reader (`true`) or
+    /// that it is leaving (`false`).
+    pub fn register_reader(&self, running: bool) {
+        *self.reader.lock() = running.then(crate::wake::current);
+    }
+
+    /// Interrupts the reader if it is waiting for input.
+    fn wake_reader(&self) {
+        // The lock keeps the reader from exiting while it is signalled.
+        if let Some(thread) = *self.reader.lock()
+            && thread != crate::wake::current()
+        {
+            crate::wake::wake(thread);
+        }
+    }
+
+    pub fn set_writer_done(&self) {
+        self.writer_done.store(true, Ordering::Release);
+    }
+
+    pub fn writer_done(&self) -> bool {
+        self.writer_done.load(Ordering::Acquire)
     }
 
     pub fn queued_bytes(&self) -> usize {

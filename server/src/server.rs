@@ -62,6 +62,7 @@ pub struct ShutdownHandle {
 impl Server {
     /// Binds the listening socket and checks system limits.
     pub fn bind(config: Config) -> io::Result<Server> {
+        crate::wake::install_handler();
         let listener = TcpListener::bind(config.addr)?;
         let local_addr = listener.local_addr()?;
         let capacity = crate::limits::check(config.max_connections);

@@ -29,6 +29,7 @@ pub(crate) fn run_writer(shared: Arc<Shared>, peer: Arc<Peer>, rx: Receiver<Outg
     };
     let reason = writer.serve(&rx);
     writer.finish(reason);
+    writer.peer.set_writer_done();
     writer.peer.bytes_out.store(writer.bytes_out, Relaxed);
     crate::server::thread_finished(&writer.shared, &writer.peer);
 }
@@ -148,10 +149,9 @@ impl Writer {
                         self.shared.counters.error_sent(code);
                     }
                 }
-                // Our side is done; also wake the reader, which may be
-                // blocked on a client that sends nothing.
+                // Only our direction: the reader keeps draining input until
+                // the client has had time to read all this (see wake.rs).
                 let _ = stream.shutdown(Shutdown::Write);
-                let _ = stream.shutdown(Shutdown::Read);
             }
         }
     }

@@ -29,7 +29,8 @@ fn a_stalled_member_is_cut_off_after_its_queue_and_the_rest_get_everything() {
         ..Default::default()
     });
     let addr = server.local_addr();
-    let (mut stalled, _) = Raw::hello(addr, json!({}));
+    let (mut stalled, stalled_hello) = Raw::hello(addr, json!({}));
+    let stalled_id = stalled_hello.connection_id;
     stalled.join("firehose");
     let (mut healthy, _) = Raw::hello(addr, json!({}));
     healthy.join("firehose");
@@ -39,9 +40,14 @@ fn a_stalled_member_is_cut_off_after_its_queue_and_the_rest_get_everything() {
 
     let reader = std::thread::spawn(move || {
         let mut next = 0u64;
-        while next < FRAMES {
+        let mut cut_announced = false;
+        // The cut member leaves the room as soon as it is cut, without
+        // waiting for it to send or read anything.
+        while next < FRAMES || !cut_announced {
             let value = healthy.expect(MessageType::Message).json();
             if value.get("type").is_some() {
+                cut_announced |=
+                    value["type"] == "userLeft" && value["connectionId"] == stalled_id.as_str();
                 continue;
             }
             assert_eq!(value["content"]["seq"], next, "healthy member out of order");
@@ -77,9 +83,20 @@ fn a_stalled_member_is_cut_off_after_its_queue_and_the_rest_get_everything() {
         "exactly one member is cut, once"
     );
 
-    // The stalled member now reads: a gap-free prefix, then the verdict.
+    // The stalled member wakes up, sends something (which must not make the
+    // server reset the connection and destroy what is in flight), and reads:
+    // a gap-free prefix, then the verdict, then the close.
+    stalled.send_raw(&frame_bytes(
+        MessageType::Heartbeat,
+        protocol::Flags::NONE,
+        b"",
+    ));
     let mut next = 0u64;
     loop {
+        if next % 256 == 0 {
+            // Read slowly, so much is still in flight when the server is done.
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let frame = stalled.recv();
         if frame.kind == MessageType::Error {
             let error = frame.error();
