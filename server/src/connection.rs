@@ -26,8 +26,9 @@ use crate::state::ConnState;
 /// How long a reader keeps draining input after a fatal error, so the close
 /// does not turn into a reset that could destroy the ERROR frame in flight.
 const LINGER: Duration = Duration::from_secs(2);
-/// Silence after which a reader gives back its spare stack and buffer.
-pub(crate) const IDLE_TRIM_AFTER: Duration = Duration::from_secs(1);
+/// Silence after which a connection thread gives back its spare stack (and
+/// the reader its read buffer).
+pub(crate) const IDLE_TRIM_AFTER: Duration = Duration::from_millis(250);
 
 /// Why the reader stopped serving.
 #[derive(Debug)]
@@ -187,7 +188,7 @@ impl Session {
                 Ok(0) => return Stop::PeerClosed,
                 Ok(n) => n,
                 Err(e) if is_timeout(&e) => {
-                    // A second without input: give back the read buffer and
+                    // Quiet for a while: give back the read buffer and
                     // the stack pages this thread is not using.
                     decoder.release_if_empty();
                     crate::thread::trim_stack();
@@ -541,6 +542,7 @@ impl Session {
     /// client closes too or the writer has been done for [`LINGER`]: closing
     /// with unread input would reset the connection and destroy the final
     /// ERROR and the messages before it, still on their way to the client.
+    #[inline(never)]
     fn linger(&self) {
         let started = Instant::now();
         let limit = self.shared.config.write_timeout + LINGER;

@@ -93,12 +93,6 @@ pub fn trim_stack() {
         }
         let low = (low as usize).next_multiple_of(page);
         let high = sp.saturating_sub(MARGIN) & !(page - 1);
-        if std::env::var_os("RELAY_TRIM_DEBUG").is_some() {
-            eprintln!(
-                "trim low={low:x} size={size} sp={sp:x} high={high:x} top={:x}",
-                low + size
-            );
-        }
         if high > low && sp < low + size {
             libc::madvise(low as *mut c_void, high - low, libc::MADV_DONTNEED);
         }

@@ -484,8 +484,10 @@ fn connections(options: &Options, report: &mut Report) -> Result<Value> {
         crate::wire::wait_for_stats(target.addr(), Duration::from_secs(30), |st| {
             st.connections as usize > n
         })?;
-    // Let the server's threads settle before reading its memory.
-    std::thread::sleep(Duration::from_secs(1));
+    // Measure idle connections: the server gives back the spare stack and
+    // buffers of a connection after a second of silence, so wait until the
+    // last member events of the joins are a few seconds old.
+    std::thread::sleep(Duration::from_secs(3));
     let after = target.memory();
     let totals = swarm.finish();
     let per_conn = match (before, after) {
