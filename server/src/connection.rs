@@ -128,8 +128,9 @@ impl Session {
         let idle = self.config().idle_timeout;
         let mut decoder = Decoder::new(self.config().max_frame);
         let mut last_frame = Instant::now();
-        // Whether the thread has trimmed its stack since it last had input.
+        // Whether the connection is idle: no read buffer, waiting in ppoll.
         let mut trimmed = false;
+        let mut stack = crate::thread::StackTrim::default();
         let mut timeout_set = IDLE_TRIM_AFTER.min(idle);
         if self
             .peer
@@ -155,7 +156,7 @@ impl Session {
                     ),
                 );
             }
-            let wanted = if trimmed {
+            let wanted = if trimmed || !stack.due() {
                 left
             } else {
                 left.min(IDLE_TRIM_AFTER)
@@ -191,7 +192,7 @@ impl Session {
                     // Quiet for a while: give back the read buffer and
                     // the stack pages this thread is not using.
                     decoder.release_if_empty();
-                    crate::thread::trim_stack();
+                    stack.trim();
                     trimmed = true;
                     continue;
                 }

@@ -99,6 +99,32 @@ pub fn trim_stack() {
     }
 }
 
+/// When a thread last trimmed its stack: at most one trim per
+/// [`StackTrim::EVERY`], so a connection that is quiet for a moment between
+/// messages does not pay a system call and page faults for every message,
+/// while an idle one gives its pages back soon after it goes quiet.
+#[derive(Debug, Default)]
+pub struct StackTrim {
+    last: Option<std::time::Instant>,
+}
+
+impl StackTrim {
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// Whether a trim now would be allowed.
+    pub fn due(&self) -> bool {
+        self.last.is_none_or(|last| last.elapsed() >= Self::EVERY)
+    }
+
+    /// Trims if due.
+    pub fn trim(&mut self) {
+        if self.due() {
+            trim_stack();
+            self.last = Some(std::time::Instant::now());
+        }
+    }
+}
+
 fn page_size() -> usize {
     // SAFETY: sysconf has no memory effects.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };

@@ -45,14 +45,19 @@ struct Writer {
 impl Writer {
     /// Writes until the connection closes; returns why.
     fn serve(&mut self, rx: &Receiver<Outgoing>) -> CloseReason {
+        let mut stack = crate::thread::StackTrim::default();
         loop {
-            let first = match rx.recv_timeout(crate::connection::IDLE_TRIM_AFTER) {
-                Err(RecvTimeoutError::Timeout) => {
-                    // Idle: give back the stack pages this thread is not using.
-                    crate::thread::trim_stack();
-                    rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            let first = if stack.due() {
+                match rx.recv_timeout(crate::connection::IDLE_TRIM_AFTER) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        // Idle: give back the stack pages this thread is not using.
+                        stack.trim();
+                        rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                    }
+                    other => other,
                 }
-                other => other,
+            } else {
+                rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
             };
             match first {
                 Ok(Some(batch)) => self.pending.push(batch),
