@@ -71,17 +71,27 @@ pub const MAX_USER_ID_LEN: usize = 128;
 
 /// Reads a JSON payload into `T`, telling bad JSON (`PARSE_ERROR`) from good
 /// JSON of the wrong shape (`INVALID_PAYLOAD`).
+///
+/// serde stops at the first problem it meets, so a shape error early in the
+/// text (`{"room":5 garbage`) can hide a syntax error later on; a payload
+/// that is not valid JSON as a whole is always `PARSE_ERROR`.
 fn from_json<'a, T: Deserialize<'a>>(
     kind: MessageType,
     payload: &'a [u8],
 ) -> Result<T, RequestError> {
     serde_json::from_slice(payload).map_err(|error| {
-        if error.is_data() {
+        let syntax_error = if error.is_data() {
+            serde_json::from_slice::<serde::de::IgnoredAny>(payload).err()
+        } else {
+            None
+        };
+        if error.is_data() && syntax_error.is_none() {
             RequestError::new(
                 ErrorCode::InvalidPayload,
                 format!("{kind} payload is not what it should be: {error}"),
             )
         } else {
+            let error = syntax_error.unwrap_or(error);
             RequestError::new(
                 ErrorCode::ParseError,
                 format!("{kind} payload is not valid JSON: {error}"),
@@ -257,6 +267,29 @@ mod tests {
         assert_eq!(
             code(parse_json(MessageType::Message, r#"{"room":"a"} x"#)),
             ErrorCode::ParseError
+        );
+        // A shape error met first must not hide broken JSON further on.
+        for broken in [
+            r#"{"room":5 garbage"#,
+            r#"{"room":"a","room":"b""#,
+            r#"{"room":[1,"#,
+        ] {
+            assert_eq!(
+                code(parse_json(MessageType::JoinRoom, broken)),
+                ErrorCode::ParseError,
+                "{broken}"
+            );
+        }
+        assert_eq!(
+            code(parse_json(MessageType::Hello, r#"{"userId":5,"#)),
+            ErrorCode::ParseError
+        );
+        assert_eq!(
+            code(parse_json(
+                MessageType::JoinRoom,
+                r#"{"room":"a","room":"b"}"#
+            )),
+            ErrorCode::InvalidPayload
         );
     }
 

@@ -75,7 +75,18 @@ pub(crate) fn run_reader(shared: Arc<Shared>, peer: Arc<Peer>) {
     };
     session.peer.register_reader(true);
     let wait_mask = crate::wake::block_in_this_thread();
-    let stop = session.serve(&wait_mask);
+    let stop = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.serve(&wait_mask)))
+        .unwrap_or_else(|_| {
+            // A bug, not the client's doing: still close the connection
+            // properly, so its rooms and counters stay right.
+            log::error!(
+                "c{}: reader panicked; closing the connection",
+                session.peer.id
+            );
+            session.shared.counters.thread_panics.fetch_add(1, Relaxed);
+            session.peer.close(CloseReason::Fatal);
+            Stop::External
+        });
     session.leave_all_rooms();
     match stop {
         Stop::PeerClosed => {
@@ -156,7 +167,9 @@ impl Session {
                     ),
                 );
             }
-            let wanted = if trimmed || !stack.due() {
+            // Never block in read() for long: a close from another thread
+            // is only seen between reads or inside the idle wait below.
+            let wanted = if trimmed {
                 left
             } else {
                 left.min(IDLE_TRIM_AFTER)
@@ -211,7 +224,13 @@ impl Session {
             let stop = loop {
                 match decoder.next_frame() {
                     Ok(Some(frame)) => {
+                        if self.peer.is_closing() {
+                            // Closed by another thread mid-read: nothing more
+                            // from this client is served.
+                            break Some(Stop::External);
+                        }
                         frames += 1;
+                        self.shared.counters.frames_in.fetch_add(1, Relaxed);
                         if let Some(stop) = self.handle(&frame) {
                             break Some(stop);
                         }
@@ -222,7 +241,6 @@ impl Session {
             };
             if frames > 0 {
                 last_frame = Instant::now();
-                self.shared.counters.frames_in.fetch_add(frames, Relaxed);
             }
             if let Some(stop) = stop {
                 return stop;
@@ -526,7 +544,6 @@ impl Session {
     fn fatal(&mut self, code: ErrorCode, message: String) -> Stop {
         log::info!("{}: closing: {code}: {message}", self.connection_id);
         self.flush();
-        self.shared.counters.error_sent(code);
         let mut bytes = Vec::new();
         let start = begin_frame(&mut bytes, MessageType::Error, Flags::JSON);
         let _ = serde_json::to_writer(&mut bytes, &ErrorPayload::new(code, message));
@@ -534,7 +551,9 @@ impl Session {
         let batch = Arc::new(Batch { bytes, frames: 1 });
         // The client may be slow to read; give it the write timeout.
         let deadline = Instant::now() + self.shared.config.write_timeout;
-        let _ = self.peer.push_until(&batch, deadline);
+        if self.peer.push_until(&batch, deadline).is_ok() {
+            self.shared.counters.error_sent(code);
+        }
         self.peer.close(CloseReason::Fatal);
         Stop::Fatal
     }

@@ -17,6 +17,9 @@ pub struct Counters {
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     pub(crate) slow_consumers: AtomicU64,
+    /// Connection threads that panicked (a bug; each one's connection was
+    /// still closed cleanly). Not on the wire.
+    pub(crate) thread_panics: AtomicU64,
     /// ERROR frames sent, indexed like [`ErrorCode::ALL`].
     errors: [AtomicU64; ErrorCode::ALL.len()],
 }
@@ -49,6 +52,11 @@ impl Counters {
     /// Connections cut off as slow consumers so far.
     pub fn slow_consumers(&self) -> u64 {
         self.slow_consumers.load(Relaxed)
+    }
+
+    /// Connection threads that panicked so far; anything but 0 is a bug.
+    pub fn thread_panics(&self) -> u64 {
+        self.thread_panics.load(Relaxed)
     }
 
     /// All counters, as HELLO answers carry them.

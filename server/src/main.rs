@@ -44,18 +44,32 @@ struct Args {
     debug: bool,
 }
 
+/// The longest timeout accepted: a day. Longer ones overflow clock
+/// arithmetic on some platforms and are never what anyone means.
+const MAX_SECONDS: f64 = 86_400.0;
+/// The smallest `--max-frame`: every answer the server sends (a HELLO answer
+/// with its counters, an ERROR with its message) must fit in it.
+const MIN_MAX_FRAME: u32 = 1024;
+
 fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value)
         .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("--{flag} must be a positive number of seconds, not {value}"))
+        .filter(|d| !d.is_zero() && value <= MAX_SECONDS)
+        .ok_or_else(|| {
+            format!("--{flag} must be a number of seconds above 0 and at most {MAX_SECONDS}, not {value}")
+        })
 }
 
 fn config(args: &Args) -> Result<server::Config, String> {
-    if args.max_frame < protocol::MIN_LENGTH {
+    if args.max_frame < MIN_MAX_FRAME {
         return Err(format!(
-            "--max-frame must be at least {}",
-            protocol::MIN_LENGTH
+            "--max-frame must be at least {MIN_MAX_FRAME} bytes, so that every answer fits in a frame"
+        ));
+    }
+    if args.stall_timeout_ms > (MAX_SECONDS * 1000.0) as u64 {
+        return Err(format!(
+            "--stall-timeout-ms must be at most {} ms",
+            MAX_SECONDS * 1000.0
         ));
     }
     Ok(server::Config {

@@ -225,10 +225,14 @@ fn error_frame(code: ErrorCode, message: &str) -> Vec<u8> {
 /// Turns a connection away with SERVER_FULL, without a thread.
 fn reject(shared: &Shared, mut stream: TcpStream, addr: SocketAddr, why: &str) {
     log::warn!("rejecting {addr}: {why}");
-    shared.counters.error_sent(ErrorCode::ServerFull);
     let message = format!("{why}; try again later");
     let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
-    let _ = stream.write_all(&error_frame(ErrorCode::ServerFull, &message));
+    if stream
+        .write_all(&error_frame(ErrorCode::ServerFull, &message))
+        .is_ok()
+    {
+        shared.counters.error_sent(ErrorCode::ServerFull);
+    }
     let _ = stream.shutdown(Shutdown::Write);
     // Take what the client already sent, so closing does not reset the
     // connection before it reads the error.
@@ -317,6 +321,7 @@ pub(crate) fn thread_finished(shared: &Shared, peer: &Arc<Peer>) {
         log::error!("c{}: {error}", peer.id);
         return;
     }
+    log::debug!("c{}: CLOSING → CLOSED", peer.id);
     let _ = peer.stream.shutdown(Shutdown::Both);
     // Log before leaving the registry: once it is empty a stopping server
     // may exit, and this line must not be lost.

@@ -27,7 +27,16 @@ pub(crate) fn run_writer(shared: Arc<Shared>, peer: Arc<Peer>, rx: Receiver<Outg
         pending: Vec::new(),
         bytes_out: 0,
     };
-    let reason = writer.serve(&rx);
+    let reason = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.serve(&rx)))
+        .unwrap_or_else(|_| {
+            log::error!(
+                "c{}: writer panicked; closing the connection",
+                writer.peer.id
+            );
+            writer.shared.counters.thread_panics.fetch_add(1, Relaxed);
+            writer.peer.close(CloseReason::WriteFailed);
+            CloseReason::WriteFailed
+        });
     writer.finish(reason);
     writer.peer.set_writer_done();
     writer.peer.bytes_out.store(writer.bytes_out, Relaxed);

@@ -244,6 +244,11 @@ fn garbage_never_crashes_the_server() {
         client.send_raw(&bytes);
         while client.next().is_some() {}
     }
+    // Every garbage connection was closed properly, none by a crash.
+    wait_until("the garbage connections to close", || {
+        server.counters().connections() == 0
+    });
+    assert_eq!(server.counters().thread_panics(), 0);
     let (mut client, _) = Raw::hello(server.local_addr(), json!({}));
     assert_eq!(client.join("alive")["status"], "joined");
 }

@@ -191,3 +191,58 @@ fn shutdown_tells_everyone_and_closes_every_connection() {
         "no longer listening"
     );
 }
+
+#[test]
+fn a_member_cut_off_while_quiet_leaves_its_rooms_at_once() {
+    let server = start(server::Config {
+        stall_timeout: Duration::from_millis(200),
+        ..Default::default()
+    });
+    let addr = server.local_addr();
+    let (mut observer, _) = Raw::hello(addr, json!({}));
+    observer.join("flood");
+    let (mut stuck, stuck_hello) = Raw::hello(addr, json!({}));
+    stuck.join("flood");
+    let (mut publisher, _) = Raw::hello(addr, json!({}));
+    publisher.join("flood");
+    // The stuck member goes quiet for a moment (its reader goes idle), says
+    // one more thing, and then never reads again.
+    std::thread::sleep(Duration::from_millis(400));
+    stuck.send_raw(&frame_bytes(MessageType::Heartbeat, Flags::NONE, b""));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut batch = Vec::new();
+            while batch.len() < 64 * 1024 {
+                batch.extend(json_frame(
+                    MessageType::Message,
+                    &json!({"room": "flood", "content": "x".repeat(1000)}),
+                ));
+            }
+            // Bounded: 2 GB at most, far more than the queues and buffers hold.
+            for _ in 0..30_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                publisher.send_raw(&batch);
+            }
+        })
+    };
+    loop {
+        let value = observer.expect(MessageType::Message).json();
+        if value["type"] == "userLeft" {
+            assert_eq!(value["connectionId"], stuck_hello.connection_id.as_str());
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Keep reading so the publisher is never the one held up.
+    let drain = std::thread::spawn(move || while observer.next().is_some() {});
+    flood.join().unwrap();
+    assert_eq!(server.counters().slow_consumers(), 1);
+    drop(stuck);
+    server.shutdown();
+    drain.join().unwrap();
+}
