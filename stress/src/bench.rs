@@ -464,9 +464,12 @@ fn connections(options: &Options, report: &mut Report) -> Result<Value> {
         n,
         target.describe()
     ));
-    // Warm up: one connection in and out, so lazily made structures exist.
+    // Warm up: one connection in and out, so lazily made structures exist;
+    // measure once the server has closed it again.
     let _ = target.stats();
-    std::thread::sleep(Duration::from_millis(200));
+    crate::wire::wait_for_stats(target.addr(), Duration::from_secs(30), |st| {
+        st.connections <= 1
+    })?;
     let before = target.memory();
     let mut plan = Plan::new(target.addr(), n, options.idle_room_size, "bench-idle-");
     plan.threads = options.threads;
@@ -485,8 +488,8 @@ fn connections(options: &Options, report: &mut Report) -> Result<Value> {
             st.connections as usize > n
         })?;
     // Measure idle connections: the server gives back the spare stack and
-    // buffers of a connection after a second of silence, so wait until the
-    // last member events of the joins are a few seconds old.
+    // buffers of a connection after a quarter second of silence, so wait
+    // until the last member events of the joins are a few seconds old.
     std::thread::sleep(Duration::from_secs(3));
     let after = target.memory();
     let totals = swarm.finish();

@@ -308,9 +308,10 @@ impl Swarm {
                 let plan = plan.clone();
                 let live = Arc::clone(&live);
                 let mine: Vec<usize> = (t..plan.clients).step_by(threads).collect();
+                let worker = Worker::new(plan, live, mine)?;
                 thread::Builder::new()
                     .name(format!("swarm-{t}"))
-                    .spawn(move || Worker::new(plan, live, mine).run())
+                    .spawn(move || worker.run())
             })
             .collect::<io::Result<Vec<_>>>()?;
         Ok(Swarm {
@@ -414,7 +415,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(plan: Plan, live: Arc<Live>, mine: Vec<usize>) -> Worker {
+    fn new(plan: Plan, live: Arc<Live>, mine: Vec<usize>) -> io::Result<Worker> {
         let rooms = plan.rooms();
         let positions = plan.positions.max(1);
         let clients: Vec<Client> = mine
@@ -456,12 +457,12 @@ impl Worker {
             members_per_room: vec![0; rooms],
             ..Totals::default()
         };
-        Worker {
+        Ok(Worker {
             waiting: (0..clients.len()).collect(),
             buf: vec![0; plan.read_buffer.max(64 * 1024)],
             plan,
             live,
-            poll: Poll::new().unwrap_or_else(|e| panic!("mio poll: {e}")),
+            poll: Poll::new()?,
             clients,
             connecting: 0,
             failed: 0,
@@ -469,7 +470,7 @@ impl Worker {
             schedule: BinaryHeap::new(),
             scheduled: false,
             interval_ns,
-        }
+        })
     }
 
     fn run(mut self) -> Totals {
