@@ -113,6 +113,20 @@ fn abrupt_disconnects_leave_rooms_exactly_once() {
         "userJoined"
     );
     const CLIENTS: usize = 20;
+    // The observer reads throughout, as a healthy member does.
+    let watcher = std::thread::spawn(move || {
+        let mut left = Vec::new();
+        let mut joined = 0;
+        while left.len() < CLIENTS {
+            let value = observer.expect(MessageType::Message).json();
+            match value["type"].as_str() {
+                Some("userLeft") => left.push(value["connectionId"].as_str().unwrap().to_owned()),
+                Some("userJoined") => joined += 1,
+                _ => {}
+            }
+        }
+        (observer, left, joined)
+    });
     let mut ids = Vec::new();
     for i in 0..CLIENTS {
         let (mut client, hello) = Raw::hello(addr, json!({}));
@@ -131,16 +145,7 @@ fn abrupt_disconnects_leave_rooms_exactly_once() {
             drop(client);
         }
     }
-    let mut left = Vec::new();
-    let mut joined = 0;
-    while left.len() < CLIENTS {
-        let value = observer.expect(MessageType::Message).json();
-        match value["type"].as_str() {
-            Some("userLeft") => left.push(value["connectionId"].as_str().unwrap().to_owned()),
-            Some("userJoined") => joined += 1,
-            _ => {}
-        }
-    }
+    let (mut observer, mut left, joined) = watcher.join().unwrap();
     assert_eq!(joined, CLIENTS);
     left.sort();
     ids.sort();
