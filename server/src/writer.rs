@@ -103,15 +103,23 @@ impl Writer {
         }
         let total: usize = self.pending.iter().map(|b| b.bytes.len()).sum();
         let frames: u64 = self.pending.iter().map(|b| u64::from(b.frames)).sum();
+        // Queue room is given back as the client reads, not once the whole
+        // write is done: a member reading slowly but steadily makes room for
+        // its publishers all along, so it is never mistaken for a stuck one.
+        let mut released = 0;
         let result = {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             for (slice, batch) in slices.iter_mut().zip(&self.pending) {
                 *slice = IoSlice::new(&batch.bytes);
             }
-            write_all_vectored(&self.peer.stream, &mut slices[..self.pending.len()])
+            let peer = &self.peer;
+            write_all_vectored(&peer.stream, &mut slices[..self.pending.len()], |n| {
+                peer.written(n);
+                released += n;
+            })
         };
         self.pending.clear();
-        self.peer.written(total);
+        self.peer.written(total - released);
         if result.is_ok() {
             self.bytes_out += total as u64;
             self.shared
@@ -171,10 +179,12 @@ impl Writer {
     }
 }
 
-/// Writes every byte of `slices`, in as few calls as the kernel allows.
+/// Writes every byte of `slices`, in as few calls as the kernel allows,
+/// reporting each call's progress.
 fn write_all_vectored(
     mut stream: &std::net::TcpStream,
     mut slices: &mut [IoSlice<'_>],
+    mut progress: impl FnMut(usize),
 ) -> io::Result<()> {
     while !slices.is_empty() {
         match stream.write_vectored(slices) {
@@ -184,7 +194,10 @@ fn write_all_vectored(
                     "socket accepted no bytes",
                 ));
             }
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Ok(n) => {
+                progress(n);
+                IoSlice::advance_slices(&mut slices, n);
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 return Err(io::Error::new(

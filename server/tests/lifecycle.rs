@@ -199,10 +199,7 @@ fn shutdown_tells_everyone_and_closes_every_connection() {
 
 #[test]
 fn a_member_cut_off_while_quiet_leaves_its_rooms_at_once() {
-    let server = start(server::Config {
-        stall_timeout: Duration::from_millis(200),
-        ..Default::default()
-    });
+    let server = start_default();
     let addr = server.local_addr();
     let (mut observer, _) = Raw::hello(addr, json!({}));
     observer.join("flood");
