@@ -47,9 +47,9 @@ struct Args {
 /// The longest timeout accepted: a day. Longer ones overflow clock
 /// arithmetic on some platforms and are never what anyone means.
 const MAX_SECONDS: f64 = 86_400.0;
-/// The smallest `--max-frame`: every answer the server sends (a HELLO answer
-/// with its counters, an ERROR with its message) must fit in it.
-const MIN_MAX_FRAME: u32 = 1024;
+/// Below this `--max-frame`, the server's own answers (a HELLO answer with
+/// its counters, an ERROR with its message) may not fit in a frame.
+const SMALL_MAX_FRAME: u32 = 1024;
 
 fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value)
@@ -61,10 +61,17 @@ fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
 }
 
 fn config(args: &Args) -> Result<server::Config, String> {
-    if args.max_frame < MIN_MAX_FRAME {
+    if args.max_frame < protocol::MIN_LENGTH {
         return Err(format!(
-            "--max-frame must be at least {MIN_MAX_FRAME} bytes, so that every answer fits in a frame"
+            "--max-frame must be at least {} (a frame's version, type and flags)",
+            protocol::MIN_LENGTH
         ));
+    }
+    if args.max_frame < SMALL_MAX_FRAME {
+        log::warn!(
+            "--max-frame {} is below {SMALL_MAX_FRAME}: deliveries respect it, but HELLO answers and ERRORs may be longer",
+            args.max_frame
+        );
     }
     if args.stall_timeout_ms > (MAX_SECONDS * 1000.0) as u64 {
         return Err(format!(

@@ -57,7 +57,7 @@ fn sigterm_stops_the_server_gracefully() {
 #[test]
 fn bad_flags_are_refused_with_a_reason() {
     let output = Command::new(env!("CARGO_BIN_EXE_server"))
-        .args(["--addr", "127.0.0.1:0", "--max-frame", "10"])
+        .args(["--addr", "127.0.0.1:0", "--max-frame", "2"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
