@@ -544,11 +544,7 @@ impl Session {
     fn fatal(&mut self, code: ErrorCode, message: String) -> Stop {
         log::info!("{}: closing: {code}: {message}", self.connection_id);
         self.flush();
-        let mut bytes = Vec::new();
-        let start = begin_frame(&mut bytes, MessageType::Error, Flags::JSON);
-        let _ = serde_json::to_writer(&mut bytes, &ErrorPayload::new(code, message));
-        let _ = end_frame(&mut bytes, start);
-        let batch = Arc::new(Batch { bytes, frames: 1 });
+        let batch = Arc::new(Batch::error(code, &message));
         // The client may be slow to read; give it the write timeout.
         let deadline = Instant::now() + self.shared.config.write_timeout;
         if self.peer.push_until(&batch, deadline).is_ok() {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
-use protocol::ErrorCode;
+use protocol::{ErrorCode, ErrorPayload, Flags, MessageType, begin_frame, end_frame};
 
 use crate::counters::Counters;
 use crate::state::{ConnState, StateCell};
@@ -25,6 +25,18 @@ pub struct Batch {
     pub bytes: Vec<u8>,
     /// How many frames `bytes` holds.
     pub frames: u32,
+}
+
+impl Batch {
+    /// One ERROR frame, as a batch of its own.
+    pub fn error(code: ErrorCode, message: &str) -> Batch {
+        let mut bytes = Vec::new();
+        let start = begin_frame(&mut bytes, MessageType::Error, Flags::JSON);
+        // Serialising a struct of strings into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut bytes, &ErrorPayload::new(code, message));
+        let _ = end_frame(&mut bytes, start);
+        Batch { bytes, frames: 1 }
+    }
 }
 
 /// A queue entry: frames to write, or `None` to wake the writer so it looks

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use protocol::{ErrorCode, ErrorPayload, Flags, MessageType, begin_frame, end_frame};
+use protocol::ErrorCode;
 
 use crate::config::Config;
 use crate::counters::Counters;
@@ -215,11 +215,7 @@ impl ShutdownHandle {
 }
 
 fn error_frame(code: ErrorCode, message: &str) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    let start = begin_frame(&mut bytes, MessageType::Error, Flags::JSON);
-    let _ = serde_json::to_writer(&mut bytes, &ErrorPayload::new(code, message));
-    let _ = end_frame(&mut bytes, start);
-    bytes
+    crate::peer::Batch::error(code, message).bytes
 }
 
 /// Turns a connection away with SERVER_FULL, without a thread.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
-use protocol::{ErrorPayload, Flags, MessageType, begin_frame, end_frame, parse_frame};
+use protocol::parse_frame;
 
 use crate::peer::{Batch, CloseReason, Outgoing, Peer};
 use crate::server::Shared;
@@ -161,11 +161,7 @@ impl Writer {
             }
             CloseReason::SlowConsumer | CloseReason::ShuttingDown => {
                 if let Some((code, message)) = reason.final_error() {
-                    let mut bytes = Vec::new();
-                    let start = begin_frame(&mut bytes, MessageType::Error, Flags::JSON);
-                    let _ = serde_json::to_writer(&mut bytes, &ErrorPayload::new(code, message));
-                    let _ = end_frame(&mut bytes, start);
-                    self.pending.push(Arc::new(Batch { bytes, frames: 1 }));
+                    self.pending.push(Arc::new(Batch::error(code, message)));
                     self.peer.reserve_unbounded(self.pending[0].bytes.len());
                     if self.write_pending().is_ok() {
                         self.shared.counters.error_sent(code);
