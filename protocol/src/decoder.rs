@@ -224,7 +224,11 @@ impl Decoder {
         let lacking = pending_total.saturating_sub(pending);
         let want = lacking.min(pending.max(self.read_size)).max(self.read_size);
         self.ensure_space(want);
-        &mut self.buf[self.end..]
+        // Offer no more than wanted even if the buffer is larger (it grew
+        // for an earlier big frame): one read never brings in more than one
+        // frame's remainder or one read's worth.
+        let end = self.end + want;
+        &mut self.buf[self.end..end]
     }
 
     /// Makes at least `want` bytes free after the pending ones: moves the

@@ -19,13 +19,13 @@ use protocol::{
 use serde::Serialize;
 
 use crate::outbox::{Outbox, Target};
-use crate::peer::{Batch, CloseReason, Peer};
+use crate::peer::{CloseReason, Peer};
 use crate::server::Shared;
 use crate::state::ConnState;
 
-/// How long a reader keeps draining input after a fatal error, so the close
-/// does not turn into a reset that could destroy the ERROR frame in flight.
-const LINGER: Duration = Duration::from_secs(2);
+/// How often a closing connection looks at how much the client still has to
+/// receive.
+const LINGER_POLL: Duration = Duration::from_millis(50);
 /// Silence after which a connection thread gives back its spare stack (and
 /// the reader its read buffer).
 pub(crate) const IDLE_TRIM_AFTER: Duration = Duration::from_millis(250);
@@ -73,7 +73,7 @@ pub(crate) fn run_reader(shared: Arc<Shared>, peer: Arc<Peer>) {
         now_ms: 0,
         bytes_in: 0,
     };
-    session.peer.register_reader(true);
+    let _exit = crate::server::ThreadExit::reader(&session.shared, &session.peer);
     let wait_mask = crate::wake::block_in_this_thread();
     let stop = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.serve(&wait_mask)))
         .unwrap_or_else(|_| {
@@ -94,9 +94,16 @@ pub(crate) fn run_reader(shared: Arc<Shared>, peer: Arc<Peer>) {
         }
         Stop::External | Stop::Fatal => session.linger(),
     }
-    session.peer.register_reader(false);
     session.peer.bytes_in.store(session.bytes_in, Relaxed);
-    crate::server::thread_finished(&session.shared, &session.peer);
+}
+
+/// Bytes sent but not yet acknowledged by the client (`SIOCOUTQ`).
+fn unsent_bytes(stream: &std::net::TcpStream) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let mut unsent: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int for a TCP socket.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut unsent) };
+    (rc == 0).then_some(usize::try_from(unsent).unwrap_or(0))
 }
 
 fn is_timeout(error: &std::io::Error) -> bool {
@@ -311,6 +318,7 @@ impl Session {
                 let start = begin_frame(&mut self.outbox.buf, MessageType::Heartbeat, flags);
                 self.outbox.buf.extend_from_slice(payload);
                 self.finish_frame(start);
+                self.flush_if_large();
             }
             Request::ClientError => {
                 log::debug!("{}: ERROR frame from client ignored", self.connection_id);
@@ -483,6 +491,16 @@ impl Session {
             return;
         }
         self.outbox.frames += 1;
+        self.flush_if_large();
+    }
+
+    /// Flushes once the batch passes a size that keeps it well inside one
+    /// member's queue, however much a single read expands when relayed.
+    fn flush_if_large(&mut self) {
+        let cap = (self.shared.config.queue_bytes / 8).max(64 * 1024);
+        if self.outbox.buf.len() >= cap {
+            self.flush();
+        }
     }
 
     /// Makes the outbox gather for `target`, flushing what it held for another.
@@ -508,7 +526,8 @@ impl Session {
     }
 
     fn reply_error(&mut self, code: ErrorCode, message: &str) {
-        log::info!("{}: error {code}: {message}", self.connection_id);
+        // Debug only: a client can cause these as fast as it can send.
+        log::debug!("{}: error {code}: {message}", self.connection_id);
         self.shared.counters.error_sent(code);
         self.reply(MessageType::Error, &ErrorPayload::new(code, message));
     }
@@ -544,49 +563,55 @@ impl Session {
     fn fatal(&mut self, code: ErrorCode, message: String) -> Stop {
         log::info!("{}: closing: {code}: {message}", self.connection_id);
         self.flush();
-        let batch = Arc::new(Batch::error(code, &message));
-        // The client may be slow to read; give it the write timeout.
-        let deadline = Instant::now() + self.shared.config.write_timeout;
-        if self.peer.push_until(&batch, deadline).is_ok() {
-            self.shared.counters.error_sent(code);
-        }
-        self.peer.close(CloseReason::Fatal);
+        // The writer sends it after everything already queued.
+        self.peer.close_fatal(code, &message);
         Stop::Fatal
     }
 
     /// Reads and discards input after the connection was closed, until the
-    /// client closes too or the writer has been done for [`LINGER`]: closing
-    /// with unread input would reset the connection and destroy the final
-    /// ERROR and the messages before it, still on their way to the client.
+    /// client has received everything we sent, or closes its side, or stops
+    /// making progress for the write timeout.
+    ///
+    /// Closing a socket that has unread input, or that receives input after
+    /// the close, makes the kernel reset the connection and throw away what
+    /// is still in its send buffer: the end of the backlog and the final
+    /// ERROR. So the socket is only closed once that buffer is empty
+    /// (`SIOCOUTQ`), and input is read until then.
     #[inline(never)]
     fn linger(&self) {
-        let started = Instant::now();
-        let limit = self.shared.config.write_timeout + LINGER;
-        let mut grace_ends = None;
+        let write_timeout = self.shared.config.write_timeout;
         let mut sink = [0u8; 4096];
-        let mut drained = 0usize;
-        while drained < 4 * self.shared.config.max_frame as usize {
+        let mut unsent = usize::MAX;
+        let mut progress_at = Instant::now();
+        loop {
             let now = Instant::now();
             if self.peer.writer_done() {
-                let ends = *grace_ends.get_or_insert(now + LINGER);
-                if now >= ends {
+                let left = unsent_bytes(&self.peer.stream).unwrap_or(0);
+                if left == 0 {
                     return;
                 }
+                if left < unsent {
+                    unsent = left;
+                    progress_at = now;
+                }
+            } else {
+                // The writer has its own write timeout.
+                progress_at = now;
             }
-            if now - started >= limit {
+            if now - progress_at >= write_timeout {
                 return;
             }
             if self
                 .peer
                 .stream
-                .set_read_timeout(Some(Duration::from_millis(250)))
+                .set_read_timeout(Some(LINGER_POLL))
                 .is_err()
             {
                 return;
             }
             match (&self.peer.stream).read(&mut sink) {
                 Ok(0) => return,
-                Ok(n) => drained += n,
+                Ok(_) => {}
                 Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return,
             }

@@ -131,6 +131,9 @@ pub struct Peer {
     reader: parking_lot::Mutex<Option<libc::pthread_t>>,
     /// Set once the writer has written its last byte.
     writer_done: std::sync::atomic::AtomicBool,
+    /// The ERROR a fatal close from the reader ends with; written by the
+    /// writer after everything queued, so it is always the last frame.
+    final_error: std::sync::OnceLock<(ErrorCode, Arc<Batch>)>,
     tx: Sender<Outgoing>,
     /// Bytes pushed and not yet written; bounded by `max_bytes`.
     queued_bytes: AtomicUsize,
@@ -156,6 +159,7 @@ impl Peer {
             bytes_out: AtomicU64::new(0),
             reader: parking_lot::Mutex::new(None),
             writer_done: std::sync::atomic::AtomicBool::new(false),
+            final_error: std::sync::OnceLock::new(),
             tx,
             queued_bytes: AtomicUsize::new(0),
             max_bytes: limits.bytes,
@@ -190,6 +194,23 @@ impl Peer {
             self.wake_reader();
         }
         won
+    }
+
+    /// Closes for a fatal protocol error whose ERROR frame is `error`.
+    ///
+    /// The frame is recorded before the close, and the close stops every
+    /// later push, so nothing can be queued behind it. Returns whether this
+    /// call decided the close (otherwise another reason's ERROR is sent).
+    pub fn close_fatal(&self, code: ErrorCode, message: &str) -> bool {
+        let _ = self
+            .final_error
+            .set((code, Arc::new(Batch::error(code, message))));
+        self.close(CloseReason::Fatal)
+    }
+
+    /// The ERROR recorded by [`Peer::close_fatal`].
+    pub fn final_error(&self) -> Option<(ErrorCode, Arc<Batch>)> {
+        self.final_error.get().cloned()
     }
 
     /// Records the calling thread as this connection's reader (`true`) or

@@ -65,6 +65,7 @@ impl Rooms {
         };
         map.insert(Arc::clone(&name), entry);
         counters.rooms.fetch_add(1, Ordering::Relaxed);
+        drop(map);
         log::info!("room {room:?} created");
         Joined {
             name,
@@ -85,6 +86,7 @@ impl Rooms {
         if left == 0 {
             map.remove(room);
             counters.rooms.fetch_sub(1, Ordering::Relaxed);
+            drop(map);
             log::info!("room {room:?} deleted");
         }
         left

@@ -110,6 +110,7 @@ impl Server {
     /// was cut after the shutdown flush bound).
     pub fn run(self) -> io::Result<()> {
         let next_id = AtomicU64::new(1);
+        let mut last_warning: Option<Instant> = None;
         while !self.shared.shutting_down.load(Ordering::Acquire) {
             match self.listener.accept() {
                 Ok((stream, addr)) => {
@@ -121,8 +122,12 @@ impl Server {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
                     // Out of file descriptors, most likely: back off briefly
-                    // instead of spinning; connections closing will free some.
-                    log::warn!("accept failed: {error}");
+                    // instead of spinning; connections closing will free
+                    // some. Warn at most once a second.
+                    if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                        log::warn!("accept failed: {error}; retrying");
+                        last_warning = Some(Instant::now());
+                    }
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
@@ -302,6 +307,54 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, id: u64) {
         let _ = peer.try_push(&batch);
         peer.close(CloseReason::Fatal);
         thread_finished(shared, &peer);
+    }
+}
+
+/// A connection thread's last steps, run when it returns and also when it
+/// unwinds from a panic (a bug), so the connection still reaches CLOSED and
+/// leaves the registry and the counters right.
+pub(crate) struct ThreadExit {
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    reader: bool,
+}
+
+impl ThreadExit {
+    pub(crate) fn reader(shared: &Arc<Shared>, peer: &Arc<Peer>) -> ThreadExit {
+        peer.register_reader(true);
+        ThreadExit {
+            shared: Arc::clone(shared),
+            peer: Arc::clone(peer),
+            reader: true,
+        }
+    }
+
+    pub(crate) fn writer(shared: &Arc<Shared>, peer: &Arc<Peer>) -> ThreadExit {
+        ThreadExit {
+            shared: Arc::clone(shared),
+            peer: Arc::clone(peer),
+            reader: false,
+        }
+    }
+}
+
+impl Drop for ThreadExit {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            log::error!(
+                "c{}: connection thread panicked; closing the connection",
+                self.peer.id
+            );
+            self.shared.counters.thread_panics.fetch_add(1, Relaxed);
+            self.peer.close(CloseReason::WriteFailed);
+            let _ = self.peer.stream.shutdown(Shutdown::Both);
+        }
+        if self.reader {
+            self.peer.register_reader(false);
+        } else {
+            self.peer.set_writer_done();
+        }
+        thread_finished(&self.shared, &self.peer);
     }
 }
 

@@ -27,6 +27,7 @@ pub(crate) fn run_writer(shared: Arc<Shared>, peer: Arc<Peer>, rx: Receiver<Outg
         pending: Vec::new(),
         bytes_out: 0,
     };
+    let _exit = crate::server::ThreadExit::writer(&writer.shared, &writer.peer);
     let reason = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.serve(&rx)))
         .unwrap_or_else(|_| {
             log::error!(
@@ -38,9 +39,7 @@ pub(crate) fn run_writer(shared: Arc<Shared>, peer: Arc<Peer>, rx: Receiver<Outg
             CloseReason::WriteFailed
         });
     writer.finish(reason);
-    writer.peer.set_writer_done();
     writer.peer.bytes_out.store(writer.bytes_out, Relaxed);
-    crate::server::thread_finished(&writer.shared, &writer.peer);
 }
 
 struct Writer {
@@ -156,19 +155,23 @@ impl Writer {
             CloseReason::WriteFailed => {
                 let _ = stream.shutdown(Shutdown::Both);
             }
-            CloseReason::PeerClosed | CloseReason::Fatal => {
+            CloseReason::PeerClosed => {
                 let _ = stream.shutdown(Shutdown::Write);
             }
-            CloseReason::SlowConsumer | CloseReason::ShuttingDown => {
-                if let Some((code, message)) = reason.final_error() {
-                    self.pending.push(Arc::new(Batch::error(code, message)));
-                    self.peer.reserve_unbounded(self.pending[0].bytes.len());
+            CloseReason::Fatal | CloseReason::SlowConsumer | CloseReason::ShuttingDown => {
+                let last = match reason.final_error() {
+                    Some((code, message)) => Some((code, Arc::new(Batch::error(code, message)))),
+                    None => peer.final_error(),
+                };
+                if let Some((code, batch)) = last {
+                    self.peer.reserve_unbounded(batch.bytes.len());
+                    self.pending.push(batch);
                     if self.write_pending().is_ok() {
                         self.shared.counters.error_sent(code);
                     }
                 }
                 // Only our direction: the reader keeps draining input until
-                // the client has had time to read all this (see wake.rs).
+                // the client has read all this (see Session::linger).
                 let _ = stream.shutdown(Shutdown::Write);
             }
         }

@@ -280,3 +280,62 @@ fn deeply_nested_json_is_relayed_or_refused_without_crashing() {
     let (mut other, _) = Raw::hello(server.local_addr(), json!({}));
     assert_eq!(other.join("deep")["members"], 1);
 }
+
+#[test]
+fn a_fatal_error_is_the_last_frame_even_while_publishers_wait_on_the_queue() {
+    // A member whose tiny queue is full, with publishers waiting on it, sends
+    // a bad frame: nothing may be queued behind its ERROR.
+    for _ in 0..3 {
+        let server = start(server::Config {
+            stall_timeout: std::time::Duration::from_secs(10),
+            queue_items: 2,
+            ..Default::default()
+        });
+        let addr = server.local_addr();
+        let (mut member, _) = Raw::hello(addr, json!({}));
+        member.join("r");
+        let publishers: Vec<_> = (0..4)
+            .map(|_| {
+                let (mut publisher, _) = Raw::hello(addr, json!({}));
+                publisher.join("r");
+                let mut drain = publisher.stream.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    let mut sink = vec![0u8; 65536];
+                    while matches!(std::io::Read::read(&mut drain, &mut sink), Ok(n) if n > 0) {}
+                });
+                std::thread::spawn(move || {
+                    let big = "x".repeat(32 * 1024);
+                    for n in 0..200 {
+                        let bytes = json_frame(
+                            MessageType::Message,
+                            &json!({"room": "r", "content": [n, big]}),
+                        );
+                        if std::io::Write::write_all(&mut publisher.stream, &bytes).is_err() {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        // Pace the member: let the publishers get going before it errs.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        member.send_raw(&[0, 0, 0, 3, 2, 5, 0]);
+        let mut error = None;
+        while let Some(frame) = member.next() {
+            assert!(
+                error.is_none(),
+                "a {} frame came after the fatal ERROR",
+                frame.kind
+            );
+            if frame.kind == MessageType::Error {
+                error = Some(frame.error());
+            }
+        }
+        let error = error.expect("the member got its ERROR");
+        assert_eq!(error.code.as_str(), "UNSUPPORTED_VERSION");
+        drop(member);
+        for publisher in publishers {
+            publisher.join().unwrap();
+        }
+    }
+}

@@ -248,3 +248,71 @@ fn a_member_cut_off_while_quiet_leaves_its_rooms_at_once() {
     server.shutdown();
     drain.join().unwrap();
 }
+
+#[test]
+fn a_slow_consumer_that_keeps_talking_still_gets_its_backlog_and_verdict() {
+    use std::io::{Read, Write};
+    let server = start(server::Config {
+        stall_timeout: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let addr = server.local_addr();
+    let (mut member, _) = Raw::hello(addr, json!({}));
+    member.join("r");
+    let (mut publisher, _) = Raw::hello(addr, json!({}));
+    publisher.join("r");
+    let mut publisher_input = publisher.stream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut sink = vec![0u8; 65536];
+        while matches!(publisher_input.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    let flood = std::thread::spawn(move || {
+        let big = "x".repeat(32 * 1024);
+        for n in 0..800 {
+            let bytes = json_frame(
+                MessageType::Message,
+                &json!({"room": "r", "content": [n, big]}),
+            );
+            if publisher.stream.write_all(&bytes).is_err() {
+                break;
+            }
+        }
+        publisher
+    });
+    // The member falls behind until it is cut off...
+    wait_until("the member to be cut off", || {
+        server.counters().slow_consumers() == 1
+    });
+    // ...then reads its backlog slowly while sending HEARTBEATs, as a
+    // client should: the server must not reset the connection on it.
+    let mut talker = member.stream.try_clone().unwrap();
+    let heartbeats = std::thread::spawn(move || {
+        let frame = frame_bytes(MessageType::Heartbeat, Flags::NONE, b"");
+        while talker.write_all(&frame).is_ok() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let mut next = 0u64;
+    let verdict = loop {
+        let frame = member.recv();
+        match frame.kind {
+            MessageType::Message => {
+                let value = frame.json();
+                if value.get("type").is_none() {
+                    assert_eq!(value["content"][0], next, "gap in the backlog");
+                    next += 1;
+                    // About 3 MB/s: the backlog takes seconds to read, so
+                    // much is still in flight when the server is done.
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            MessageType::Heartbeat => {}
+            _ => break frame.error(),
+        }
+    };
+    assert_eq!(verdict.code.as_str(), "SLOW_CONSUMER");
+    member.expect_close();
+    drop(member);
+    heartbeats.join().unwrap();
+    drop(flood.join().unwrap());
+}
