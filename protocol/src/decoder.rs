@@ -115,8 +115,10 @@ pub fn parse_frame(buf: &[u8], max_length: u32) -> Result<Option<(Frame<'_>, usi
 
 /// The smallest read buffer offered.
 const MIN_READ: usize = 4 * 1024;
-/// The largest read buffer offered beyond what a pending frame needs.
-const MAX_READ: usize = 64 * 1024;
+/// The largest read buffer offered beyond what a pending frame needs: "one
+/// read" in the decoder's memory bound. Large enough that a busy publisher's
+/// frames arrive in few reads (a server relays each read as one batch).
+pub const MAX_READ: usize = 256 * 1024;
 
 /// An incremental frame decoder for one direction of one connection.
 ///
@@ -133,6 +135,8 @@ pub struct Decoder {
     end: usize,
     /// How much to offer the next read; grows while reads fill it.
     read_size: usize,
+    /// How much the last [`Decoder::read_buf`] offered.
+    offered: usize,
     max_length: u32,
     failed: Option<DecodeError>,
 }
@@ -151,6 +155,7 @@ impl Decoder {
             start: 0,
             end: 0,
             read_size: MIN_READ,
+            offered: 0,
             max_length,
             failed: None,
         }
@@ -227,6 +232,7 @@ impl Decoder {
         // Offer no more than wanted even if the buffer is larger (it grew
         // for an earlier big frame): one read never brings in more than one
         // frame's remainder or one read's worth.
+        self.offered = want;
         let end = self.end + want;
         &mut self.buf[self.end..end]
     }
@@ -254,9 +260,9 @@ impl Decoder {
 
     /// Records that `n` bytes were written at the front of [`Decoder::read_buf`].
     pub fn commit(&mut self, n: usize) {
-        let offered = self.buf.len() - self.end;
-        let n = n.min(offered);
-        if n == offered && self.read_size < MAX_READ {
+        let n = n.min(self.buf.len() - self.end);
+        // A read that filled what was offered may have had more waiting.
+        if n >= self.offered && self.read_size < MAX_READ {
             self.read_size *= 2;
         }
         self.end += n;
@@ -447,5 +453,34 @@ mod tests {
             decoder.next_frame(),
             Err(DecodeError::TooShort { length: 1 })
         );
+    }
+
+    #[test]
+    fn reads_that_fill_the_offer_grow_it_to_the_maximum() {
+        let mut decoder = Decoder::new(u32::MAX);
+        // One big frame first, so the buffer is larger than a read.
+        let big = frame_bytes(
+            MessageType::Heartbeat,
+            Flags::BINARY,
+            &vec![1u8; 300 * 1024],
+        );
+        decoder.feed(&big);
+        assert!(decoder.next_frame().unwrap().is_some());
+        let mut offered = Vec::new();
+        for _ in 0..8 {
+            let space = decoder.read_buf();
+            offered.push(space.len());
+            let n = space.len();
+            space.fill(0xff);
+            decoder.commit(n);
+            // Discard what was "read": it is not a valid stream.
+            decoder = Decoder {
+                failed: None,
+                start: decoder.end,
+                ..decoder
+            };
+        }
+        assert!(offered.windows(2).all(|w| w[1] >= w[0]), "{offered:?}");
+        assert_eq!(*offered.last().unwrap(), MAX_READ, "{offered:?}");
     }
 }

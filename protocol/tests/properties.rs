@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 type Decoded = (MessageType, Flags, Vec<u8>);
 
 /// The most the decoder may hold beyond one maximum frame: one read.
-const ONE_READ: usize = 64 * 1024;
+const ONE_READ: usize = protocol::decoder::MAX_READ;
 
 /// The decoder's memory bound for a maximum `length` of `max`: one whole
 /// frame on the wire (4 + max bytes) plus one read.

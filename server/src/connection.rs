@@ -57,6 +57,8 @@ struct Session {
     /// Milliseconds since the Unix epoch at the last read.
     now_ms: u64,
     bytes_in: u64,
+    /// Frames of the current read not yet added to the shared counter.
+    frames_uncounted: u64,
 }
 
 pub(crate) fn run_reader(shared: Arc<Shared>, peer: Arc<Peer>) {
@@ -72,6 +74,7 @@ pub(crate) fn run_reader(shared: Arc<Shared>, peer: Arc<Peer>) {
         outbox: Outbox::default(),
         now_ms: 0,
         bytes_in: 0,
+        frames_uncounted: 0,
     };
     let _exit = crate::server::ThreadExit::reader(&session.shared, &session.peer);
     let wait_mask = crate::wake::block_in_this_thread();
@@ -138,6 +141,13 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
 }
 
 impl Session {
+    fn count_frames_in(&mut self) {
+        let frames = std::mem::take(&mut self.frames_uncounted);
+        if frames > 0 {
+            self.shared.counters.frames_in.fetch_add(frames, Relaxed);
+        }
+    }
+
     fn config(&self) -> &crate::Config {
         &self.shared.config
     }
@@ -237,7 +247,7 @@ impl Session {
                             break Some(Stop::External);
                         }
                         frames += 1;
-                        self.shared.counters.frames_in.fetch_add(1, Relaxed);
+                        self.frames_uncounted += 1;
                         if let Some(stop) = self.handle(&frame) {
                             break Some(stop);
                         }
@@ -249,6 +259,8 @@ impl Session {
             if frames > 0 {
                 last_frame = Instant::now();
             }
+            // One shared-counter update per read, not per frame.
+            self.count_frames_in();
             if let Some(stop) = stop {
                 return stop;
             }
@@ -306,7 +318,11 @@ impl Session {
                     server_version: env!("CARGO_PKG_VERSION").to_owned(),
                     max_frame_size: self.config().max_frame,
                     idle_timeout_ms: self.config().idle_timeout.as_millis() as u64,
-                    stats: Some(self.shared.counters.snapshot()),
+                    stats: {
+                        // Include this HELLO and the frames before it.
+                        self.count_frames_in();
+                        Some(self.shared.counters.snapshot())
+                    },
                 };
                 self.reply(MessageType::Hello, &reply);
             }

@@ -6,16 +6,31 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use protocol::{ErrorCode, Stats};
 
+/// A counter on a cache line of its own: readers update the inbound ones and
+/// writers the outbound ones, and sharing a line would make every update of
+/// one side stall the other.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Padded(pub(crate) AtomicU64);
+
+impl std::ops::Deref for Padded {
+    type Target = AtomicU64;
+
+    fn deref(&self) -> &AtomicU64 {
+        &self.0
+    }
+}
+
 /// Live counters. Each is independent; a snapshot is not one atomic instant.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub(crate) connections: AtomicU64,
     pub(crate) connections_total: AtomicU64,
     pub(crate) rooms: AtomicU64,
-    pub(crate) frames_in: AtomicU64,
-    pub(crate) frames_out: AtomicU64,
-    pub(crate) bytes_in: AtomicU64,
-    pub(crate) bytes_out: AtomicU64,
+    pub(crate) frames_in: Padded,
+    pub(crate) bytes_in: Padded,
+    pub(crate) frames_out: Padded,
+    pub(crate) bytes_out: Padded,
     pub(crate) slow_consumers: AtomicU64,
     /// Connection threads that panicked (a bug; each one's connection was
     /// still closed cleanly). Not on the wire.

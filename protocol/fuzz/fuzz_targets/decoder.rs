@@ -16,7 +16,7 @@ use protocol::{
 };
 
 const MAXIMA: [u32; 5] = [3, 16, 300, 70_000, protocol::DEFAULT_MAX_FRAME];
-const ONE_READ: usize = 64 * 1024;
+const ONE_READ: usize = protocol::decoder::MAX_READ;
 
 type Decoded = (MessageType, Flags, Vec<u8>);
 
