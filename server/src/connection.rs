@@ -579,6 +579,9 @@ impl Session {
     fn fatal(&mut self, code: ErrorCode, message: String) -> Stop {
         log::info!("{}: closing: {code}: {message}", self.connection_id);
         self.flush();
+        // Out of every room before the client can see the ERROR, so a client
+        // that reconnects at once never finds its old self still a member.
+        self.leave_all_rooms();
         // The writer sends it after everything already queued.
         self.peer.close_fatal(code, &message);
         Stop::Fatal

@@ -106,9 +106,10 @@ impl Raw {
         self.send_raw(&bytes);
     }
 
+    /// Joins `room`; room traffic that arrives before the answer is skipped.
     pub fn join(&mut self, room: &str) -> Value {
         self.send_json(MessageType::JoinRoom, &json!({ "room": room }));
-        self.expect(MessageType::JoinRoom).json()
+        self.expect_after_messages(MessageType::JoinRoom).json()
     }
 
     pub fn leave(&mut self, room: &str) -> Value {
