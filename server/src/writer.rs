@@ -28,16 +28,9 @@ pub(crate) fn run_writer(shared: Arc<Shared>, peer: Arc<Peer>, rx: Receiver<Outg
         bytes_out: 0,
     };
     let _exit = crate::server::ThreadExit::writer(&writer.shared, &writer.peer);
-    let reason = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.serve(&rx)))
-        .unwrap_or_else(|_| {
-            log::error!(
-                "c{}: writer panicked; closing the connection",
-                writer.peer.id
-            );
-            writer.shared.counters.thread_panics.fetch_add(1, Relaxed);
-            writer.peer.close(CloseReason::WriteFailed);
-            CloseReason::WriteFailed
-        });
+    // A panic (a bug) unwinds through `_exit`, which still closes the
+    // connection properly.
+    let reason = writer.serve(&rx);
     writer.finish(reason);
     writer.peer.bytes_out.store(writer.bytes_out, Relaxed);
 }
