@@ -324,13 +324,15 @@ impl Client {
         })
     }
 
+    /// Sends JOIN_ROOM or LEAVE_ROOM for a checked room name.
+    fn room_request(&self, kind: MessageType, room: &str) -> Result<(), ClientError> {
+        let room = Client::room(room)?;
+        self.json_frame(kind, &protocol::RoomRequest { room: room.into() })
+    }
+
     /// Sends JOIN_ROOM; the answer arrives as [`Event::Joined`].
     pub fn join(&self, room: &str) -> Result<(), ClientError> {
-        let room = Client::room(room)?;
-        self.json_frame(
-            MessageType::JoinRoom,
-            &protocol::RoomRequest { room: room.into() },
-        )
+        self.room_request(MessageType::JoinRoom, room)
     }
 
     /// Joins `room` and waits for the answer.
@@ -349,11 +351,7 @@ impl Client {
 
     /// Sends LEAVE_ROOM; the answer arrives as [`Event::Left`].
     pub fn leave(&self, room: &str) -> Result<(), ClientError> {
-        let room = Client::room(room)?;
-        self.json_frame(
-            MessageType::LeaveRoom,
-            &protocol::RoomRequest { room: room.into() },
-        )
+        self.room_request(MessageType::LeaveRoom, room)
     }
 
     /// Leaves `room` and waits for the answer.

@@ -391,14 +391,9 @@ impl Session {
 
     fn leave(&mut self, room: &str) {
         self.flush();
-        let (members, name) = match self.rooms.take(room) {
-            Some(name) => (
-                self.shared
-                    .rooms
-                    .leave(room, self.peer.id, &self.shared.counters),
-                Some(name),
-            ),
-            None => (self.shared.rooms.members(room), None),
+        let members = match self.rooms.take(room) {
+            Some(name) => self.depart(name),
+            None => self.shared.rooms.members(room),
         };
         let reply = RoomReply {
             status: "left".to_owned(),
@@ -406,11 +401,19 @@ impl Session {
             members: members as u64,
         };
         self.reply(MessageType::LeaveRoom, &reply);
-        if let Some(name) = name
-            && members > 0
-        {
-            self.member_event(name, MemberChange::Left);
+    }
+
+    /// Takes this connection out of the registry's `room` (already removed
+    /// from `self.rooms`) and tells whoever remains; returns how many do.
+    fn depart(&mut self, room: Arc<str>) -> usize {
+        let left = self
+            .shared
+            .rooms
+            .leave(&room, self.peer.id, &self.shared.counters);
+        if left > 0 {
+            self.member_event(room, MemberChange::Left);
         }
+        left
     }
 
     /// Tells the other members of `room` that this connection came or went.
@@ -437,13 +440,7 @@ impl Session {
         self.flush();
         let rooms: Vec<Arc<str>> = self.rooms.drain().collect();
         for room in rooms {
-            let left = self
-                .shared
-                .rooms
-                .leave(&room, self.peer.id, &self.shared.counters);
-            if left > 0 {
-                self.member_event(room, MemberChange::Left);
-            }
+            self.depart(room);
         }
     }
 

@@ -295,17 +295,28 @@ impl Peer {
         if !self.reserve(len) {
             return Err(PushError::Full);
         }
-        match self.tx.try_send(Some(Arc::clone(batch))) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
-                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                Err(PushError::Full)
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                Err(PushError::Closed)
-            }
+        self.send_reserved(batch, None)
+    }
+
+    /// Sends a batch whose bytes are reserved, without waiting or waiting up
+    /// to `wait`; gives the reservation back if it does not go in.
+    fn send_reserved(&self, batch: &Arc<Batch>, wait: Option<Duration>) -> Result<(), PushError> {
+        let item = Some(Arc::clone(batch));
+        let result = match wait {
+            None => self.tx.try_send(item).map_err(|e| match e {
+                TrySendError::Full(_) => PushError::Full,
+                TrySendError::Disconnected(_) => PushError::Closed,
+            }),
+            Some(wait) => self.tx.send_timeout(item, wait).map_err(|e| match e {
+                SendTimeoutError::Timeout(_) => PushError::Full,
+                SendTimeoutError::Disconnected(_) => PushError::Closed,
+            }),
+        };
+        if result.is_err() {
+            self.queued_bytes
+                .fetch_sub(batch.bytes.len(), Ordering::AcqRel);
         }
+        result
     }
 
     /// Pushes, waiting for room until `deadline`. `Full` means the queue
@@ -318,18 +329,7 @@ impl Peer {
             }
             let now = Instant::now();
             if self.reserve(len) {
-                let left = deadline.saturating_duration_since(now);
-                return match self.tx.send_timeout(Some(Arc::clone(batch)), left) {
-                    Ok(()) => Ok(()),
-                    Err(SendTimeoutError::Timeout(_)) => {
-                        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                        Err(PushError::Full)
-                    }
-                    Err(SendTimeoutError::Disconnected(_)) => {
-                        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                        Err(PushError::Closed)
-                    }
-                };
+                return self.send_reserved(batch, Some(deadline.saturating_duration_since(now)));
             }
             if now >= deadline {
                 return Err(PushError::Full);

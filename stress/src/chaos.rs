@@ -258,6 +258,18 @@ impl Session {
     fn lock(&self) -> MutexGuard<'_, SessionState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Waits for a change until `left` passes.
+    fn wait<'a>(
+        &self,
+        state: MutexGuard<'a, SessionState>,
+        left: Duration,
+    ) -> MutexGuard<'a, SessionState> {
+        self.changed
+            .wait_timeout(state, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+    }
 }
 
 /// Counters shown in progress lines and the report.
@@ -574,12 +586,7 @@ impl Live {
             if left.is_zero() {
                 return false;
             }
-            state = self
-                .session
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            state = self.session.wait(state, left);
         }
         true
     }
@@ -612,12 +619,7 @@ impl Live {
                 ));
                 return Err(Broken::Failed);
             }
-            state = self
-                .session
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            state = self.session.wait(state, left);
         }
     }
 
