@@ -13,7 +13,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use support::{WAIT, start_server};
 
 fn cli(addr: SocketAddr, extra: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_client"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_relay"));
     command
         .arg(addr.ip().to_string())
         .arg(addr.port().to_string())

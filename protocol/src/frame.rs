@@ -11,6 +11,8 @@
 
 use std::fmt;
 
+use serde::Serialize;
+
 /// The only protocol version this crate speaks.
 pub const VERSION: u8 = 1;
 /// Bytes of the `length` prefix.
@@ -143,6 +145,9 @@ pub struct Frame<'a> {
 pub enum EncodeError {
     /// The payload does not fit the 32-bit length field.
     TooLarge { payload_len: usize },
+    /// A value given to [`encode_json`] has no JSON form (a map with
+    /// non-string keys, or a `Serialize` impl that fails).
+    NotJson,
 }
 
 impl fmt::Display for EncodeError {
@@ -152,6 +157,9 @@ impl fmt::Display for EncodeError {
                 f,
                 "payload of {payload_len} bytes does not fit a frame; split it into smaller messages"
             ),
+            EncodeError::NotJson => {
+                f.write_str("the payload has no JSON form; use string keys and plain values")
+            }
         }
     }
 }
@@ -232,6 +240,26 @@ pub fn abort_frame(out: &mut Vec<u8>, start: FrameStart) {
     out.truncate(start.0);
 }
 
+/// Appends one frame of `kind` whose payload is `value` as JSON, and returns
+/// its length field.
+///
+/// This is the one place a JSON frame is written: the server's answers and
+/// ERRORs, the clients' requests and the test tools all come through here, so
+/// the header and the JSON flag cannot disagree between them. On error
+/// nothing is left in `out`.
+pub fn encode_json(
+    out: &mut Vec<u8>,
+    kind: MessageType,
+    value: &impl Serialize,
+) -> Result<u32, EncodeError> {
+    let start = begin_frame(out, kind, Flags::JSON);
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        abort_frame(out, start);
+        return Err(EncodeError::NotJson);
+    }
+    end_frame(out, start)
+}
+
 /// Appends a frame with the given parts to `out`.
 pub fn encode(
     out: &mut Vec<u8>,
@@ -253,6 +281,32 @@ mod tests {
             .unwrap();
         assert_eq!(&bytes[..7], &[0, 0, 0, 18, 1, 2, 1]);
         assert_eq!(&bytes[7..], br#"{"room":"test"}"#);
+    }
+
+    #[test]
+    fn json_frames_carry_the_json_flag_and_their_length() {
+        let mut out = vec![0xAA];
+        let length = encode_json(
+            &mut out,
+            MessageType::JoinRoom,
+            &serde_json::json!({"room": "test"}),
+        )
+        .unwrap();
+        assert_eq!(length, 18);
+        assert_eq!(&out[..8], &[0xAA, 0, 0, 0, 18, 1, 2, 1]);
+        assert_eq!(&out[8..], br#"{"room":"test"}"#);
+    }
+
+    #[test]
+    fn a_value_without_json_form_leaves_nothing_behind() {
+        let mut map = std::collections::HashMap::new();
+        map.insert(vec![1u8], 1);
+        let mut out = vec![7];
+        assert_eq!(
+            encode_json(&mut out, MessageType::Message, &map),
+            Err(EncodeError::NotJson)
+        );
+        assert_eq!(out, [7]);
     }
 
     #[test]

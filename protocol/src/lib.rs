@@ -26,11 +26,11 @@ pub use decoder::{DecodeError, Decoder, parse_frame};
 pub use error_code::ErrorCode;
 pub use frame::{
     DEFAULT_MAX_FRAME, EncodeError, Flags, Frame, FrameStart, HEADER_LEN, LENGTH_PREFIX,
-    MIN_LENGTH, MessageType, VERSION, abort_frame, begin_frame, encode, end_frame,
+    MIN_LENGTH, MessageType, VERSION, abort_frame, begin_frame, encode, encode_json, end_frame,
 };
 pub use payload::{
     BinaryDelivery, BinaryLayoutError, BinaryPublish, Delivery, ErrorPayload, Hello, HelloReply,
-    MAX_ROOM_LEN, MemberChange, MemberEvent, Publish, RoomError, RoomReply, RoomRequest,
-    ServerMessage, Stats, validate_room,
+    JsonDelivery, MAX_ROOM_LEN, MemberChange, MemberEvent, Publish, PublisherJson, RoomError,
+    RoomReply, RoomRequest, ServerMessage, Stats, validate_room,
 };
 pub use request::{Content, MAX_USER_ID_LEN, Request, RequestError};

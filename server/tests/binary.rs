@@ -14,7 +14,7 @@ use serde_json::json;
 
 #[test]
 fn sigterm_stops_the_server_gracefully() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relay-server"))
         .args(["--addr", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -56,7 +56,7 @@ fn sigterm_stops_the_server_gracefully() {
 
 #[test]
 fn bad_flags_are_refused_with_a_reason() {
-    let output = Command::new(env!("CARGO_BIN_EXE_server"))
+    let output = Command::new(env!("CARGO_BIN_EXE_relay-server"))
         .args(["--addr", "127.0.0.1:0", "--max-frame", "2"])
         .output()
         .unwrap();

@@ -17,7 +17,7 @@ fn every_fragmentation_case_passes() {
 #[test]
 fn the_binary_reports_on_a_server_given_by_address() {
     let target = Target::in_process(server::Config::default()).expect("server starts");
-    let output = Command::new(env!("CARGO_BIN_EXE_stress"))
+    let output = Command::new(env!("CARGO_BIN_EXE_relay-stress"))
         .args([
             "--addr",
             &target.addr().to_string(),
@@ -53,7 +53,7 @@ fn a_failing_verdict_exits_non_zero() {
             drop(stream);
         }
     });
-    let output = Command::new(env!("CARGO_BIN_EXE_stress"))
+    let output = Command::new(env!("CARGO_BIN_EXE_relay-stress"))
         .args(["--addr", &addr.to_string(), "fragmentation"])
         .output()
         .expect("stress runs");
