@@ -1,9 +1,18 @@
-//! Server settings.
+//! Server settings, and the one place they are checked and corrected.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Server settings; `Config::default()` is what `cargo run -p server` uses.
+/// The longest timeout accepted: a day. Longer ones overflow clock
+/// arithmetic on some platforms and are never what anyone means.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+/// Below this `max_frame`, the server's own answers (a HELLO answer with
+/// its counters, an ERROR with its message) may not fit in a frame.
+const SMALL_MAX_FRAME: u32 = 1024;
+
+/// Server settings; `Config::default()` is what `relay-server` uses with no
+/// flags. [`Server::bind`](crate::Server::bind) validates them.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where to listen. Port 0 picks a free port (see `Server::local_addr`).
@@ -22,10 +31,10 @@ pub struct Config {
     /// Rooms one connection may be in at once.
     pub max_rooms_per_connection: usize,
     /// Entries in a connection's outbound queue (each entry is one batch of
-    /// frames); every entry costs 16 bytes up front.
+    /// frames); every entry costs 16 bytes up front. At least 2.
     pub queue_items: usize,
-    /// Bytes a connection's outbound queue may hold (at least two maximum
-    /// frames).
+    /// Bytes a connection's outbound queue may hold; raised to two maximum
+    /// frames if set lower, so a frame of the maximum size always fits.
     pub queue_bytes: usize,
 }
 
@@ -42,5 +51,122 @@ impl Default for Config {
             queue_items: 64,
             queue_bytes: 4 << 20,
         }
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The command-line flag that sets it.
+    pub flag: &'static str,
+    /// What is wrong and what would do.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "--{} {}", self.flag, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Checks every setting and applies the corrections the server relies
+    /// on; returns the settings the server will run with. Warnings (legal
+    /// but risky values) are logged.
+    pub fn validate(mut self) -> Result<Config, ConfigError> {
+        if self.max_frame < protocol::MIN_LENGTH {
+            return Err(ConfigError {
+                flag: "max-frame",
+                problem: format!(
+                    "must be at least {} (a frame's version, type and flags)",
+                    protocol::MIN_LENGTH
+                ),
+            });
+        }
+        if self.max_frame < SMALL_MAX_FRAME {
+            log::warn!(
+                "--max-frame {} is below {SMALL_MAX_FRAME}: deliveries respect it, but HELLO answers and ERRORs may be longer",
+                self.max_frame
+            );
+        }
+        for (flag, value) in [
+            ("idle-timeout", self.idle_timeout),
+            ("write-timeout", self.write_timeout),
+        ] {
+            if value.is_zero() || value > MAX_TIMEOUT {
+                return Err(ConfigError {
+                    flag,
+                    problem: format!(
+                        "must be above 0 and at most {} seconds, not {}",
+                        MAX_TIMEOUT.as_secs(),
+                        value.as_secs_f64()
+                    ),
+                });
+            }
+        }
+        if self.stall_timeout > MAX_TIMEOUT {
+            return Err(ConfigError {
+                flag: "stall-timeout-ms",
+                problem: format!("must be at most {} ms", MAX_TIMEOUT.as_millis()),
+            });
+        }
+        // A bounded channel of fewer than 2 entries could not hold a batch
+        // and the writer's wake-up together.
+        self.queue_items = self.queue_items.max(2);
+        self.queue_bytes = self.queue_bytes.max(2 * self.max_frame as usize);
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_unchanged() {
+        let config = Config::default().validate().unwrap();
+        assert_eq!(config.queue_items, 64);
+        assert_eq!(config.queue_bytes, 4 << 20);
+    }
+
+    #[test]
+    fn a_queue_too_small_for_two_frames_is_raised() {
+        let config = Config {
+            queue_items: 0,
+            queue_bytes: 10,
+            max_frame: 5000,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(config.queue_items, 2);
+        assert_eq!(config.queue_bytes, 10_000);
+    }
+
+    #[test]
+    fn impossible_values_name_their_flag() {
+        let zero = Config {
+            idle_timeout: Duration::ZERO,
+            ..Config::default()
+        };
+        assert_eq!(zero.validate().unwrap_err().flag, "idle-timeout");
+        let tiny = Config {
+            max_frame: 2,
+            ..Config::default()
+        };
+        let error = tiny.validate().unwrap_err();
+        assert_eq!(error.flag, "max-frame");
+        assert!(
+            error
+                .to_string()
+                .starts_with("--max-frame must be at least 3")
+        );
+        let long = Config {
+            stall_timeout: MAX_TIMEOUT * 2,
+            ..Config::default()
+        };
+        assert_eq!(long.validate().unwrap_err().flag, "stall-timeout-ms");
     }
 }

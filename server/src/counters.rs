@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use protocol::{ErrorCode, Stats};
 
+use crate::conn::CloseReason;
+
 /// A counter on a cache line of its own: readers update the inbound ones and
 /// writers the outbound ones, and sharing a line would make every update of
 /// one side stall the other.
@@ -37,6 +39,8 @@ pub struct Counters {
     pub(crate) thread_panics: AtomicU64,
     /// ERROR frames sent, indexed like [`ErrorCode::ALL`].
     errors: [AtomicU64; ErrorCode::ALL.len()],
+    /// Connections closed, by kind of close reason. Not on the wire.
+    closes: [AtomicU64; CloseReason::KINDS],
 }
 
 impl Counters {
@@ -44,6 +48,20 @@ impl Counters {
         if let Some(index) = ErrorCode::ALL.iter().position(|&c| c == code) {
             self.errors[index].fetch_add(1, Relaxed);
         }
+    }
+
+    pub(crate) fn closed(&self, reason: CloseReason) {
+        self.closes[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Connections closed so far, by why they closed (`client_closed`,
+    /// `slow_consumer`, ...), every kind listed.
+    pub fn closes(&self) -> Vec<(&'static str, u64)> {
+        CloseReason::NAMES
+            .iter()
+            .zip(&self.closes)
+            .map(|(&name, count)| (name, count.load(Relaxed)))
+            .collect()
     }
 
     /// ERROR frames sent with `code` so far.

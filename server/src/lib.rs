@@ -1,17 +1,25 @@
 //! The Relay server: a thread-per-connection TCP relay of messages between
 //! clients in named rooms, speaking the protocol of SPEC.md.
 //!
-//! - [`server`]: the accept loop, the registry of connections, shutdown, and
-//!   the public [`Server`] / [`RunningServer`] API.
-//! - [`connection`]: a connection's reader thread (decode, handle, queue).
-//! - [`writer`]: a connection's writer thread (coalesced, vectored writes).
-//! - [`peer`]: the shared half of a connection: its bounded outbound queue,
-//!   backpressure and slow-consumer verdicts, close reasons.
-//! - [`outbox`]: gathering a read's frames into shared batches.
-//! - [`rooms`]: the room registry and broadcast.
-//! - [`state`]: the connection state machine.
-//! - [`counters`], [`limits`], [`thread`], [`wake`], [`config`]: counters,
-//!   system limits, small-stack threads, waking a blocked reader, settings.
+//! The modules follow a message through the server:
+//!
+//! ```text
+//! socket → conn::transport → conn::reader → conn::session → rooms → conn::outbound → conn::writer → socket
+//! ```
+//!
+//! - [`server`](Server): the accept loop, admission and shutdown.
+//! - `conn/`: one connection: the transport seam, its reader thread, the
+//!   request handling (`session`, no socket), the bounded outbound queue
+//!   with the deliver-or-cut rule, its writer thread, the state machine, the
+//!   typed close reason and the one teardown.
+//! - `rooms`: which connections are in which room; broadcast.
+//! - `shared`: what all connection threads share (settings, rooms,
+//!   counters, the registry of live connections).
+//! - [`config`](Config): settings, validated in one place.
+//! - [`counters`](Counters): the counters HELLO answers carry.
+//! - `sys/`: every `unsafe` block and OS specific (threads, the reader
+//!   wake-up, limits, socket ioctls, signals); the rest of the crate denies
+//!   `unsafe`.
 //!
 //! ```no_run
 //! let config = server::Config { addr: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
@@ -21,21 +29,20 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-pub mod config;
-pub mod connection;
-pub mod counters;
-pub mod limits;
-pub mod logger;
-pub mod outbox;
-pub mod peer;
-pub mod rooms;
-pub mod server;
-pub mod state;
-pub mod thread;
-pub mod wake;
-pub mod writer;
+#![deny(unsafe_code)]
+// Unit tests may unwrap: a panic there is a test failure with a backtrace.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub use config::Config;
+mod config;
+mod conn;
+mod counters;
+mod rooms;
+mod server;
+mod shared;
+mod sys;
+
+pub use config::{Config, ConfigError, MAX_TIMEOUT};
+pub use conn::{CloseReason, ConnState};
 pub use counters::Counters;
 pub use server::{RunningServer, Server, ShutdownHandle};
-pub use state::ConnState;
+pub use sys::signals::{Signal, Signals};

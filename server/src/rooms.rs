@@ -1,24 +1,24 @@
 //! The room registry: which connections are in which room.
 //!
 //! One `RwLock<HashMap<room, members>>`. Broadcasts take the read lock and only
-//! `try_push` under it (no I/O, no waiting); joins and leaves take the write
-//! lock briefly. A publisher that finds a member's queue full waits for it
-//! after the lock is released, with one deadline for the whole broadcast.
+//! offer under it (no I/O, no waiting); joins and leaves take the write lock
+//! briefly. A publisher that finds a member's queue full waits for it after
+//! the lock is released, by the outbound queue's one deliver-or-cut rule.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::RwLock;
 
+use crate::conn::{Batch, Outbound, Stalled};
 use crate::counters::Counters;
-use crate::peer::{Batch, Peer, PushError};
 
 struct Room {
     /// The same `Arc` as the map key, handed to members for their own lists.
     name: Arc<str>,
-    members: Vec<Arc<Peer>>,
+    members: Vec<Arc<Outbound>>,
 }
 
 impl std::fmt::Debug for Room {
@@ -28,29 +28,29 @@ impl std::fmt::Debug for Room {
 }
 
 #[derive(Debug, Default)]
-pub struct Rooms {
+pub(crate) struct Rooms {
     map: RwLock<HashMap<Arc<str>, Room>>,
 }
 
 /// The outcome of a join.
 #[derive(Debug)]
-pub struct Joined {
+pub(crate) struct Joined {
     /// The registry's shared name for the room.
-    pub name: Arc<str>,
+    pub(crate) name: Arc<str>,
     /// Members after the join.
-    pub members: usize,
+    pub(crate) members: usize,
     /// False if the connection was already a member.
-    pub new: bool,
+    pub(crate) new: bool,
 }
 
 impl Rooms {
     /// Adds `peer` to `room`, creating the room if needed.
-    pub fn join(&self, room: &str, peer: &Arc<Peer>, counters: &Counters) -> Joined {
+    pub(crate) fn join(&self, room: &str, member: &Arc<Outbound>, counters: &Counters) -> Joined {
         let mut map = self.map.write();
         if let Some(entry) = map.get_mut(room) {
-            let new = !entry.members.iter().any(|m| m.id == peer.id);
+            let new = !entry.members.iter().any(|m| m.id() == member.id());
             if new {
-                entry.members.push(Arc::clone(peer));
+                entry.members.push(Arc::clone(member));
             }
             return Joined {
                 name: Arc::clone(&entry.name),
@@ -61,7 +61,7 @@ impl Rooms {
         let name: Arc<str> = Arc::from(room);
         let entry = Room {
             name: Arc::clone(&name),
-            members: vec![Arc::clone(peer)],
+            members: vec![Arc::clone(member)],
         };
         map.insert(Arc::clone(&name), entry);
         counters.rooms.fetch_add(1, Ordering::Relaxed);
@@ -76,12 +76,12 @@ impl Rooms {
 
     /// Removes connection `id` from `room`; deletes the room when it empties.
     /// Returns the members left.
-    pub fn leave(&self, room: &str, id: u64, counters: &Counters) -> usize {
+    pub(crate) fn leave(&self, room: &str, id: u64, counters: &Counters) -> usize {
         let mut map = self.map.write();
         let Some(entry) = map.get_mut(room) else {
             return 0;
         };
-        entry.members.retain(|m| m.id != id);
+        entry.members.retain(|m| m.id() != id);
         let left = entry.members.len();
         if left == 0 {
             map.remove(room);
@@ -93,7 +93,7 @@ impl Rooms {
     }
 
     /// Members of `room` now.
-    pub fn members(&self, room: &str) -> usize {
+    pub(crate) fn members(&self, room: &str) -> usize {
         self.map
             .read()
             .get(room)
@@ -102,12 +102,10 @@ impl Rooms {
 
     /// Queues `batch` for every member of `room` but `skip`.
     ///
-    /// Members with room in their queue get it at once, under the read lock.
-    /// The others are waited for after the lock is dropped, all against one
-    /// deadline `stall` from now; a member still full then is cut off as a
-    /// slow consumer. So a publisher is held up at most `stall` per broadcast,
-    /// and only when someone is not keeping up.
-    pub fn broadcast(
+    /// Members with room in their queue get it at once, under the read lock;
+    /// the others are settled after the lock is dropped (see
+    /// [`Stalled::settle`]).
+    pub(crate) fn broadcast(
         &self,
         room: &str,
         batch: &Arc<Batch>,
@@ -115,29 +113,80 @@ impl Rooms {
         stall: Duration,
         counters: &Counters,
     ) {
-        let mut stalled: Vec<Arc<Peer>> = Vec::new();
+        let mut stalled = Stalled::default();
         {
             let map = self.map.read();
             let Some(entry) = map.get(room) else {
                 return;
             };
             for member in &entry.members {
-                if Some(member.id) == skip {
-                    continue;
-                }
-                if member.try_push(batch) == Err(PushError::Full) {
-                    stalled.push(Arc::clone(member));
+                if Some(member.id()) != skip {
+                    member.offer(batch, &mut stalled);
                 }
             }
         }
-        if stalled.is_empty() {
-            return;
+        stalled.settle(batch, stall, counters);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::QueueLimits;
+    use crate::sys::alloc_count::allocations_in;
+
+    #[test]
+    fn broadcasting_to_a_hundred_members_allocates_nothing() {
+        let counters = Counters::default();
+        let rooms = Rooms::default();
+        let limits = QueueLimits {
+            items: 64,
+            bytes: 1 << 20,
+        };
+        let members: Vec<_> = (0..100).map(|id| Outbound::new(id, limits)).collect();
+        for (member, _) in &members {
+            rooms.join("room", member, &counters);
         }
-        let deadline = Instant::now() + stall;
-        for member in stalled {
-            if member.push_until(batch, deadline) == Err(PushError::Full) {
-                member.cut_slow(counters);
+        let batch = Arc::new(Batch {
+            bytes: vec![0u8; 4096],
+            frames: 30,
+        });
+        let allocations = allocations_in(|| {
+            for _ in 0..10 {
+                let stall = Duration::from_millis(10);
+                rooms.broadcast("room", &batch, Some(0), stall, &counters);
             }
-        }
+        });
+        assert_eq!(
+            allocations, 0,
+            "10 broadcasts to 100 members allocated {allocations} times"
+        );
+        // Every member but the skipped one has ten references to the same bytes.
+        assert_eq!(Arc::strong_count(&batch), 1 + 99 * 10);
+        assert_eq!(members[0].1.len(), 0);
+        assert!(members[1..].iter().all(|(_, rx)| rx.len() == 10));
+    }
+
+    #[test]
+    fn a_room_lives_while_it_has_members() {
+        let counters = Counters::default();
+        let rooms = Rooms::default();
+        let limits = QueueLimits {
+            items: 4,
+            bytes: 1000,
+        };
+        let (a, _) = Outbound::new(1, limits);
+        let (b, _) = Outbound::new(2, limits);
+        assert!(rooms.join("r", &a, &counters).new);
+        assert_eq!(rooms.join("r", &b, &counters).members, 2);
+        assert!(
+            !rooms.join("r", &b, &counters).new,
+            "joining twice is one membership"
+        );
+        assert_eq!(counters.rooms(), 1);
+        assert_eq!(rooms.leave("r", 1, &counters), 1);
+        assert_eq!(rooms.leave("r", 2, &counters), 0);
+        assert_eq!(counters.rooms(), 0);
+        assert_eq!(rooms.members("r"), 0);
     }
 }

@@ -93,7 +93,7 @@ fn a_stalled_member_is_cut_off_after_its_queue_and_the_rest_get_everything() {
     ));
     let mut next = 0u64;
     loop {
-        if next % 256 == 0 {
+        if next.is_multiple_of(256) {
             // Read slowly, so much is still in flight when the server is done.
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -1,5 +1,7 @@
-//! `cargo run -p server`: the relay as a program. Flags, logging and signals
-//! live here; everything else is the library.
+//! `relay-server`: the relay as a program. Flags, logging and signals live
+//! here; everything else is the library.
+
+mod logger;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -44,42 +46,15 @@ struct Args {
     debug: bool,
 }
 
-/// The longest timeout accepted: a day. Longer ones overflow clock
-/// arithmetic on some platforms and are never what anyone means.
-const MAX_SECONDS: f64 = 86_400.0;
-/// Below this `--max-frame`, the server's own answers (a HELLO answer with
-/// its counters, an ERROR with its message) may not fit in a frame.
-const SMALL_MAX_FRAME: u32 = 1024;
-
+/// Seconds from the command line; the range is checked by
+/// `Config::validate`, this only refuses what is not a duration at all.
 fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value)
-        .ok()
-        .filter(|d| !d.is_zero() && value <= MAX_SECONDS)
-        .ok_or_else(|| {
-            format!("--{flag} must be a number of seconds above 0 and at most {MAX_SECONDS}, not {value}")
-        })
+        .map_err(|_| format!("--{flag} must be a number of seconds above 0, not {value}"))
 }
 
 fn config(args: &Args) -> Result<server::Config, String> {
-    if args.max_frame < protocol::MIN_LENGTH {
-        return Err(format!(
-            "--max-frame must be at least {} (a frame's version, type and flags)",
-            protocol::MIN_LENGTH
-        ));
-    }
-    if args.max_frame < SMALL_MAX_FRAME {
-        log::warn!(
-            "--max-frame {} is below {SMALL_MAX_FRAME}: deliveries respect it, but HELLO answers and ERRORs may be longer",
-            args.max_frame
-        );
-    }
-    if args.stall_timeout_ms > (MAX_SECONDS * 1000.0) as u64 {
-        return Err(format!(
-            "--stall-timeout-ms must be at most {} ms",
-            MAX_SECONDS * 1000.0
-        ));
-    }
-    Ok(server::Config {
+    let config = server::Config {
         addr: args.addr,
         max_connections: args.max_connections,
         max_frame: args.max_frame,
@@ -89,35 +64,14 @@ fn config(args: &Args) -> Result<server::Config, String> {
         max_rooms_per_connection: args.max_rooms,
         queue_items: args.queue_frames,
         queue_bytes: args.queue_bytes,
-    })
-}
-
-/// Blocks SIGINT and SIGTERM in every thread and returns a thread-safe way
-/// to wait for them, so a signal becomes an ordinary shutdown call.
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: the set is initialised by sigemptyset before use; masking
-    // signals has no memory effects.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
-fn wait_for_signal(set: &libc::sigset_t) -> i32 {
-    let mut signal = 0;
-    // SAFETY: `set` is a valid signal set; sigwait writes `signal`.
-    unsafe { libc::sigwait(set, &mut signal) };
-    signal
+    };
+    config.validate().map_err(|error| error.to_string())
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let debug = args.debug || std::env::var("RELAY_DEBUG").is_ok_and(|v| v == "1" || v == "true");
-    server::logger::init(debug);
+    logger::init(debug);
     let config = match config(&args) {
         Ok(config) => config,
         Err(error) => {
@@ -126,7 +80,7 @@ fn main() -> ExitCode {
         }
     };
     // Before any thread exists, so every thread inherits the mask.
-    let signals = block_signals();
+    let signals = server::Signals::block();
     let server = match server::Server::bind(config) {
         Ok(server) => server,
         Err(error) => {
@@ -141,10 +95,13 @@ fn main() -> ExitCode {
     let spawned = std::thread::Builder::new()
         .name("relay-signals".into())
         .spawn(move || {
-            let signal = wait_for_signal(&signals);
-            log::info!("signal {signal} received; shutting down (again to exit at once)");
+            let signal = signals.wait();
+            log::info!(
+                "signal {} received; shutting down (again to exit at once)",
+                signal.number()
+            );
             handle.shutdown();
-            wait_for_signal(&signals);
+            signals.wait();
             std::process::exit(130);
         });
     if let Err(error) = spawned {

@@ -12,50 +12,66 @@ use std::ffi::c_void;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-type Job = Box<dyn FnOnce() + Send + 'static>;
-
 /// Memory-map areas one thread from [`spawn`] takes.
-pub const MAP_AREAS_PER_THREAD: usize = 2;
+pub(crate) const MAP_AREAS_PER_THREAD: usize = 2;
 
-/// Starts a detached thread with a stack of `stack_size` bytes.
+/// Work for a thread from [`spawn`]. A type of its own rather than a
+/// closure, so that when no thread can be made the caller gets back the
+/// parts it holds.
+pub(crate) trait Job: Send + 'static {
+    fn run(self);
+}
+
+/// A closure as a [`Job`].
+#[derive(Debug)]
+pub(crate) struct Closure<F>(pub(crate) F);
+
+impl<F: FnOnce() + Send + 'static> Job for Closure<F> {
+    fn run(self) {
+        (self.0)();
+    }
+}
+
+/// Starts a detached thread with a stack of `stack_size` bytes that runs
+/// `job`.
 ///
-/// Errors (thread or memory limits) are returned, never aborted on. A panic
-/// inside `job` is caught and logged: it ends that thread only.
-pub fn spawn(stack_size: usize, job: impl FnOnce() + Send + 'static) -> io::Result<()> {
-    let job: Box<Job> = Box::new(Box::new(job));
-    let arg = Box::into_raw(job).cast::<c_void>();
+/// When no thread can be made (thread or memory limits), the error comes
+/// back with `job` untouched, so the caller can still use what it holds
+/// (the connection's write half, to say SERVER_FULL). A panic inside `job`
+/// is caught and logged: it ends that thread only.
+pub(crate) fn spawn<F: Job>(stack_size: usize, job: F) -> Result<(), (io::Error, F)> {
+    let arg = Box::into_raw(Box::new(job)).cast::<c_void>();
     // SAFETY: `attr` is initialised before use and destroyed after; `arg` is
-    // a leaked `Box<Job>` that exactly one of `trampoline` or the error path
-    // below takes back.
+    // a leaked `Box<F>` that exactly one of `trampoline::<F>` or the error
+    // path below takes back.
     unsafe {
         let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-        let rc = libc::pthread_attr_init(&mut attr);
-        if rc != 0 {
-            drop(Box::from_raw(arg.cast::<Job>()));
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        let stack_size = stack_size.max(libc::PTHREAD_STACK_MIN);
-        let mut rc = libc::pthread_attr_setstacksize(&mut attr, stack_size);
+        let mut rc = libc::pthread_attr_init(&mut attr);
         if rc == 0 {
-            rc = libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+            let stack_size = stack_size.max(libc::PTHREAD_STACK_MIN);
+            rc = libc::pthread_attr_setstacksize(&mut attr, stack_size);
+            if rc == 0 {
+                rc = libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+            }
+            if rc == 0 {
+                let mut thread: libc::pthread_t = std::mem::zeroed();
+                rc = libc::pthread_create(&mut thread, &attr, trampoline::<F>, arg);
+            }
+            libc::pthread_attr_destroy(&mut attr);
         }
-        if rc == 0 {
-            let mut thread: libc::pthread_t = std::mem::zeroed();
-            rc = libc::pthread_create(&mut thread, &attr, trampoline, arg);
-        }
-        libc::pthread_attr_destroy(&mut attr);
         if rc != 0 {
-            drop(Box::from_raw(arg.cast::<Job>()));
-            return Err(io::Error::from_raw_os_error(rc));
+            let job = *Box::from_raw(arg.cast::<F>());
+            return Err((io::Error::from_raw_os_error(rc), job));
         }
     }
     Ok(())
 }
 
-extern "C" fn trampoline(arg: *mut c_void) -> *mut c_void {
-    // SAFETY: `arg` came from `Box::into_raw` in `spawn` and is taken once.
-    let job = unsafe { Box::from_raw(arg.cast::<Job>()) };
-    if catch_unwind(AssertUnwindSafe(job)).is_err() {
+extern "C" fn trampoline<F: Job>(arg: *mut c_void) -> *mut c_void {
+    // SAFETY: `arg` came from `Box::into_raw` of a `Box<F>` in `spawn`, and
+    // is taken once.
+    let job = unsafe { Box::from_raw(arg.cast::<F>()) };
+    if catch_unwind(AssertUnwindSafe(move || job.run())).is_err() {
         log::error!("a connection thread panicked; that connection was dropped (this is a bug)");
     }
     std::ptr::null_mut()
@@ -70,7 +86,7 @@ extern "C" fn trampoline(arg: *mut c_void) -> *mut c_void {
 /// memory of ten thousand idle connections close to what they really use.
 /// Pages below the current frame hold nothing live; if touched again they
 /// come back zeroed, which is all a stack needs.
-pub fn trim_stack() {
+pub(crate) fn trim_stack() {
     /// Kept below the current frame, for the calls trimming itself makes.
     const MARGIN: usize = 2 * 1024;
     let page = page_size();
@@ -104,20 +120,20 @@ pub fn trim_stack() {
 /// messages does not pay a system call and page faults for every message,
 /// while an idle one gives its pages back soon after it goes quiet.
 #[derive(Debug, Default)]
-pub struct StackTrim {
+pub(crate) struct StackTrim {
     last: Option<std::time::Instant>,
 }
 
 impl StackTrim {
-    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+    pub(crate) const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
     /// Whether a trim now would be allowed.
-    pub fn due(&self) -> bool {
+    pub(crate) fn due(&self) -> bool {
         self.last.is_none_or(|last| last.elapsed() >= Self::EVERY)
     }
 
     /// Trims if due.
-    pub fn trim(&mut self) {
+    pub(crate) fn trim(&mut self) {
         if self.due() {
             trim_stack();
             self.last = Some(std::time::Instant::now());
@@ -138,13 +154,19 @@ mod tests {
     #[test]
     fn runs_the_job_and_survives_its_panic() {
         let (tx, rx) = std::sync::mpsc::channel();
-        spawn(64 * 1024, move || tx.send(7).unwrap()).unwrap();
+        spawn(64 * 1024, Closure(move || tx.send(7).unwrap()))
+            .map_err(|(e, _)| e)
+            .unwrap();
         assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(10)), Ok(7));
         let (tx, rx) = std::sync::mpsc::channel::<()>();
-        spawn(64 * 1024, move || {
-            let _keep = tx;
-            panic!("expected in this test");
-        })
+        spawn(
+            64 * 1024,
+            Closure(move || {
+                let _keep = tx;
+                panic!("expected in this test");
+            }),
+        )
+        .map_err(|(e, _)| e)
         .unwrap();
         // The sender is dropped by the unwinding panic: the channel disconnects.
         assert!(rx.recv_timeout(std::time::Duration::from_secs(10)).is_err());
@@ -161,13 +183,17 @@ mod tests {
             }
         }
         let (tx, rx) = std::sync::mpsc::channel();
-        spawn(256 * 1024, move || {
-            let first = deep(20);
-            trim_stack();
-            let second = deep(20);
-            trim_stack();
-            tx.send((first, second)).unwrap();
-        })
+        spawn(
+            256 * 1024,
+            Closure(move || {
+                let first = deep(20);
+                trim_stack();
+                let second = deep(20);
+                trim_stack();
+                tx.send((first, second)).unwrap();
+            }),
+        )
+        .map_err(|(e, _)| e)
         .unwrap();
         let (first, second) = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
         assert_eq!(first, second);

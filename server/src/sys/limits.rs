@@ -9,7 +9,7 @@
 
 use std::fs;
 
-use crate::thread::MAP_AREAS_PER_THREAD;
+use super::thread::MAP_AREAS_PER_THREAD;
 
 /// Resources kept back for everything that is not a connection.
 const RESERVE_FDS: u64 = 64;
@@ -18,10 +18,10 @@ const RESERVE_MAP_AREAS: u64 = 1024;
 
 /// How many connections the system allows, and why not more.
 #[derive(Debug, Clone)]
-pub struct Capacity {
-    pub connections: usize,
+pub(crate) struct Capacity {
+    pub(crate) connections: usize,
     /// One sentence per limit that is below the configured maximum.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 fn read_number(path: &str) -> Option<u64> {
@@ -76,7 +76,7 @@ fn system_threads() -> u64 {
 }
 
 /// Checks the limits against `wanted` connections.
-pub fn check(wanted: usize) -> Capacity {
+pub(crate) fn check(wanted: usize) -> Capacity {
     let wanted64 = wanted as u64;
     let mut connections = wanted64;
     let mut warnings = Vec::new();

@@ -9,11 +9,11 @@
 
 use std::sync::Arc;
 
-use crate::peer::Batch;
+use super::outbound::Batch;
 
 /// Where the frames being gathered go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// Nothing gathered yet.
     Nowhere,
     /// Replies to this connection.
@@ -23,12 +23,12 @@ pub enum Target {
 }
 
 #[derive(Debug)]
-pub struct Outbox {
-    pub target: Target,
-    pub buf: Vec<u8>,
-    pub frames: u32,
+pub(crate) struct Outbox {
+    pub(crate) target: Target,
+    pub(crate) buf: Vec<u8>,
+    pub(crate) frames: u32,
     /// Capacity to reserve for a new batch (from the size of the last read).
-    pub hint: usize,
+    pub(crate) hint: usize,
 }
 
 impl Default for Outbox {
@@ -44,12 +44,12 @@ impl Default for Outbox {
 
 impl Outbox {
     /// True if frames for `target` can be appended without a flush.
-    pub fn is_for(&self, target: &Target) -> bool {
+    pub(crate) fn is_for(&self, target: &Target) -> bool {
         self.frames == 0 || self.target == *target
     }
 
     /// Takes the gathered frames, leaving the outbox empty.
-    pub fn take(&mut self) -> Option<(Target, Arc<Batch>)> {
+    pub(crate) fn take(&mut self) -> Option<(Target, Arc<Batch>)> {
         if self.frames == 0 {
             self.buf.clear();
             return None;
@@ -64,7 +64,7 @@ impl Outbox {
 
     /// Readies the buffer for frames to `target`; the caller flushed first if
     /// [`Outbox::is_for`] was false.
-    pub fn start(&mut self, target: Target) {
+    pub(crate) fn start(&mut self, target: Target) {
         if self.frames == 0 {
             self.target = target;
             if self.buf.capacity() == 0 {

@@ -1,0 +1,482 @@
+//! A connection's outbound side: the bounded queue that rooms and the
+//! connection's own reader push into, its byte accounting, and the verdict
+//! that ends the connection's output. No socket is involved, so all of it
+//! is tested in memory below.
+//!
+//! The queue is a bounded `crossbeam_channel` of shared byte batches,
+//! bounded both in entries and in bytes. A push never waits while a lock is
+//! held: [`Outbound::offer`] is what runs under the room lock, and only after
+//! the lock is released does a publisher wait for the members whose queue
+//! was full, with [`Stalled::settle`]. That pair is the one deliver-or-cut
+//! rule: wait for them all against one deadline, the stall bound, then cut
+//! off whoever is still full as a slow consumer. A publisher is therefore
+//! held up at most the stall bound per delivery, and only when a member is
+//! not keeping up.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
+use protocol::{ErrorCode, ErrorPayload, MessageType, encode_json};
+
+use super::close::CloseReason;
+use super::state::{ConnState, StateCell};
+use crate::counters::Counters;
+use crate::sys::wake::Wakeable;
+
+/// Encoded frames ready to write: one or more whole frames, shared by every
+/// member they go to.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) bytes: Vec<u8>,
+    /// How many frames `bytes` holds.
+    pub(crate) frames: u32,
+}
+
+impl Batch {
+    /// One ERROR frame, as a batch of its own.
+    pub(crate) fn error(code: ErrorCode, message: &str) -> Batch {
+        let mut bytes = Vec::new();
+        // An ErrorPayload is strings and a bool: it always has a JSON form.
+        let _ = encode_json(
+            &mut bytes,
+            MessageType::Error,
+            &ErrorPayload::new(code, message),
+        );
+        Batch { bytes, frames: 1 }
+    }
+}
+
+/// A queue entry: frames to write, or `None` to wake the writer so it looks
+/// at the close reason.
+pub(crate) type Outgoing = Option<Arc<Batch>>;
+
+/// Why a push did not go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// No room now (entries or bytes); the caller may wait.
+    Full,
+    /// The connection is closing; drop the frames for it.
+    Closed,
+}
+
+/// Limits of one outbound queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueLimits {
+    pub(crate) items: usize,
+    pub(crate) bytes: usize,
+}
+
+/// The sending side of one connection's queue, and its fate.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    /// Server-unique number; the connectionId is `c{id}`.
+    id: u64,
+    tx: Sender<Outgoing>,
+    /// Bytes pushed and not yet written; bounded by `max_bytes`.
+    queued_bytes: AtomicUsize,
+    max_bytes: usize,
+    /// INIT → OPEN ⟷ DRAINING → CLOSING → CLOSED; DRAINING follows the
+    /// queue's fill, which is why the state lives beside the queue.
+    state: StateCell,
+    /// Why the connection ends; set once, and every push after it fails.
+    reason: OnceLock<CloseReason>,
+    /// The ERROR a fatal close from the reader ends with; recorded before
+    /// the close so the writer sends it after everything queued, last.
+    final_error: OnceLock<Arc<Batch>>,
+    /// The reader, so a close decided on another thread interrupts its wait.
+    reader: Wakeable,
+}
+
+impl Outbound {
+    /// A queue for connection `id`, and the receiver its writer takes from.
+    pub(crate) fn new(id: u64, limits: QueueLimits) -> (Arc<Outbound>, Receiver<Outgoing>) {
+        let (tx, rx) = crossbeam_channel::bounded(limits.items);
+        let outbound = Outbound {
+            id,
+            tx,
+            queued_bytes: AtomicUsize::new(0),
+            max_bytes: limits.bytes,
+            state: StateCell::default(),
+            reason: OnceLock::new(),
+            final_error: OnceLock::new(),
+            reader: Wakeable::default(),
+        };
+        (Arc::new(outbound), rx)
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn state(&self) -> &StateCell {
+        &self.state
+    }
+
+    /// The reader's registration, for interrupting its waits.
+    pub(crate) fn reader(&self) -> &Wakeable {
+        &self.reader
+    }
+
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        self.reason.get().copied()
+    }
+
+    /// Whether frames pushed now may still be written.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.reason.get().is_some()
+    }
+
+    /// Records why the connection ends (first reason wins), moves it to
+    /// CLOSING, and wakes its writer and its reader. Returns whether this
+    /// call decided it.
+    pub(crate) fn close(&self, reason: CloseReason) -> bool {
+        if self.reason.set(reason).is_err() {
+            return false;
+        }
+        if let Ok(from) = self.state.advance(ConnState::Closing) {
+            log::debug!("c{}: {from} → CLOSING ({reason})", self.id);
+        }
+        // If the queue is full the writer is busy and sees the reason once
+        // it has drained; otherwise this wakes it.
+        let _ = self.tx.try_send(None);
+        self.reader.wake();
+        true
+    }
+
+    /// Closes for a fatal error whose ERROR says `message`, sent after
+    /// everything already queued. Returns whether this call decided the
+    /// close (otherwise the earlier reason's ERROR, if any, is sent).
+    pub(crate) fn close_with_error(&self, code: ErrorCode, message: &str) -> bool {
+        if self.is_closing() {
+            return false;
+        }
+        let _ = self.final_error.set(Arc::new(Batch::error(code, message)));
+        self.close(CloseReason::for_fatal(code))
+    }
+
+    /// The ERROR the writer sends last, if the close reason has one.
+    pub(crate) fn final_error(&self) -> Option<Arc<Batch>> {
+        let reason = self.close_reason()?;
+        let code = reason.code()?;
+        // A reason decided elsewhere has its own words, even if the reader
+        // raced it and recorded an ERROR of its own.
+        match reason.standard_message() {
+            Some(message) => Some(Arc::new(Batch::error(code, message))),
+            None => self.final_error.get().cloned(),
+        }
+    }
+
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Acquire)
+    }
+
+    /// Reserves queue bytes for `len`; one batch is always allowed into an
+    /// empty queue so a frame larger than the bound still goes through.
+    fn reserve(&self, len: usize) -> bool {
+        let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        if before > 0 && before + len > self.max_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        if before + len > self.max_bytes / 2
+            && before <= self.max_bytes / 2
+            && self
+                .state
+                .advance_from(ConnState::Open, ConnState::Draining)
+        {
+            log::debug!(
+                "c{}: OPEN → DRAINING ({} bytes queued)",
+                self.id,
+                before + len
+            );
+        }
+        true
+    }
+
+    /// Counts bytes the writer adds on its own (the final ERROR).
+    pub(crate) fn reserve_unbounded(&self, len: usize) {
+        self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+    }
+
+    /// Called by the writer after writing `len` bytes, as each partial write
+    /// completes, so a member reading slowly but steadily makes room for its
+    /// publishers all along and is never taken for a stuck one.
+    pub(crate) fn written(&self, len: usize) {
+        let after = self.queued_bytes.fetch_sub(len, Ordering::AcqRel) - len;
+        if after < self.max_bytes / 4
+            && self.state.get() == ConnState::Draining
+            && self
+                .state
+                .advance_from(ConnState::Draining, ConnState::Open)
+        {
+            log::debug!("c{}: DRAINING → OPEN ({after} bytes queued)", self.id);
+        }
+    }
+
+    /// Pushes without waiting.
+    pub(crate) fn try_push(&self, batch: &Arc<Batch>) -> Result<(), PushError> {
+        if self.is_closing() {
+            return Err(PushError::Closed);
+        }
+        if !self.reserve(batch.bytes.len()) {
+            return Err(PushError::Full);
+        }
+        self.send_reserved(batch, None)
+    }
+
+    /// Sends a batch whose bytes are reserved, without waiting or waiting up
+    /// to `wait`; gives the reservation back if it does not go in.
+    fn send_reserved(&self, batch: &Arc<Batch>, wait: Option<Duration>) -> Result<(), PushError> {
+        let item = Some(Arc::clone(batch));
+        let result = match wait {
+            None => self.tx.try_send(item).map_err(|e| match e {
+                TrySendError::Full(_) => PushError::Full,
+                TrySendError::Disconnected(_) => PushError::Closed,
+            }),
+            Some(wait) => self.tx.send_timeout(item, wait).map_err(|e| match e {
+                SendTimeoutError::Timeout(_) => PushError::Full,
+                SendTimeoutError::Disconnected(_) => PushError::Closed,
+            }),
+        };
+        if result.is_err() {
+            self.queued_bytes
+                .fetch_sub(batch.bytes.len(), Ordering::AcqRel);
+        }
+        result
+    }
+
+    /// Pushes, waiting for room until `deadline`. `Full` means the queue
+    /// stayed full.
+    fn push_until(&self, batch: &Arc<Batch>, deadline: Instant) -> Result<(), PushError> {
+        let len = batch.bytes.len();
+        loop {
+            if self.is_closing() {
+                return Err(PushError::Closed);
+            }
+            let now = Instant::now();
+            if self.reserve(len) {
+                return self.send_reserved(batch, Some(deadline.saturating_duration_since(now)));
+            }
+            if now >= deadline {
+                return Err(PushError::Full);
+            }
+            // Over the byte bound with entries to spare: the writer frees
+            // bytes as it writes; look again shortly.
+            std::thread::sleep((deadline - now).min(Duration::from_millis(1)));
+        }
+    }
+
+    /// Pushes without waiting; a member whose queue is full goes into
+    /// `stalled`, to be waited for (once the caller holds no lock) by
+    /// [`Stalled::settle`].
+    pub(crate) fn offer(self: &Arc<Self>, batch: &Arc<Batch>, stalled: &mut Stalled) {
+        if self.try_push(batch) == Err(PushError::Full) {
+            stalled.0.push(Arc::clone(self));
+        }
+    }
+
+    /// Cuts the connection off as a slow consumer (once).
+    fn cut_slow(&self, counters: &Counters) {
+        let queued_bytes = self.queued_bytes();
+        if self.close(CloseReason::SlowConsumer { queued_bytes }) {
+            counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Members whose queue was full when a batch was offered. Empty (and not
+/// allocated) on the fast path.
+#[derive(Debug, Default)]
+pub(crate) struct Stalled(Vec<Arc<Outbound>>);
+
+impl Stalled {
+    /// Waits for every stalled member against one deadline, `stall` from
+    /// now, and cuts off whoever is still full then as a slow consumer.
+    pub(crate) fn settle(self, batch: &Arc<Batch>, stall: Duration, counters: &Counters) {
+        if self.0.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + stall;
+        for member in self.0 {
+            if member.push_until(batch, deadline) == Err(PushError::Full) {
+                member.cut_slow(counters);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(len: usize) -> Arc<Batch> {
+        Arc::new(Batch {
+            bytes: vec![0; len],
+            frames: 1,
+        })
+    }
+
+    fn open(limits: QueueLimits) -> (Arc<Outbound>, Receiver<Outgoing>) {
+        let (outbound, rx) = Outbound::new(7, limits);
+        outbound.state().advance(ConnState::Open).unwrap();
+        (outbound, rx)
+    }
+
+    /// What the writer does with an entry: take it, report it written.
+    fn write_one(outbound: &Outbound, rx: &Receiver<Outgoing>) -> Option<usize> {
+        let batch = rx.try_recv().ok()??;
+        outbound.written(batch.bytes.len());
+        Some(batch.bytes.len())
+    }
+
+    const SMALL: QueueLimits = QueueLimits {
+        items: 4,
+        bytes: 1000,
+    };
+
+    #[test]
+    fn a_full_queue_refuses_on_entries_and_on_bytes() {
+        let (outbound, _rx) = open(SMALL);
+        for _ in 0..4 {
+            outbound.try_push(&batch(10)).unwrap();
+        }
+        assert_eq!(outbound.try_push(&batch(10)), Err(PushError::Full));
+        assert_eq!(
+            outbound.queued_bytes(),
+            40,
+            "a refused push reserves nothing"
+        );
+
+        let (outbound, _rx) = open(SMALL);
+        outbound.try_push(&batch(600)).unwrap();
+        assert_eq!(outbound.try_push(&batch(600)), Err(PushError::Full));
+        assert_eq!(outbound.queued_bytes(), 600);
+    }
+
+    #[test]
+    fn one_oversized_batch_still_fits_an_empty_queue() {
+        let (outbound, rx) = open(SMALL);
+        outbound.try_push(&batch(5000)).unwrap();
+        assert_eq!(outbound.try_push(&batch(1)), Err(PushError::Full));
+        assert_eq!(write_one(&outbound, &rx), Some(5000));
+        outbound.try_push(&batch(1)).unwrap();
+    }
+
+    #[test]
+    fn filling_past_half_drains_and_emptying_below_a_quarter_reopens() {
+        let (outbound, rx) = open(SMALL);
+        outbound.try_push(&batch(400)).unwrap();
+        assert_eq!(outbound.state().get(), ConnState::Open);
+        outbound.try_push(&batch(200)).unwrap();
+        assert_eq!(outbound.state().get(), ConnState::Draining);
+        write_one(&outbound, &rx);
+        assert_eq!(outbound.state().get(), ConnState::Open, "200 of 1000 left");
+    }
+
+    #[test]
+    fn partial_writes_give_room_back_as_they_complete() {
+        let (outbound, rx) = open(SMALL);
+        outbound.try_push(&batch(900)).unwrap();
+        assert_eq!(outbound.try_push(&batch(300)), Err(PushError::Full));
+        let taken = rx.try_recv().unwrap().unwrap();
+        // The writer has written 700 of the 900 bytes so far.
+        outbound.written(700);
+        outbound.try_push(&batch(300)).unwrap();
+        outbound.written(taken.bytes.len() - 700);
+        assert_eq!(outbound.queued_bytes(), 300);
+    }
+
+    #[test]
+    fn a_member_that_stays_full_past_the_stall_bound_is_cut_off() {
+        let counters = Counters::default();
+        let (stuck, _stuck_rx) = open(QueueLimits {
+            items: 1,
+            bytes: 1000,
+        });
+        let (healthy, healthy_rx) = open(SMALL);
+        stuck.try_push(&batch(10)).unwrap();
+        let delivery = batch(10);
+        let mut stalled = Stalled::default();
+        stuck.offer(&delivery, &mut stalled);
+        healthy.offer(&delivery, &mut stalled);
+        let started = Instant::now();
+        stalled.settle(&delivery, Duration::from_millis(30), &counters);
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        assert_eq!(
+            stuck.close_reason(),
+            Some(CloseReason::SlowConsumer { queued_bytes: 10 })
+        );
+        assert_eq!(stuck.state().get(), ConnState::Closing);
+        assert_eq!(counters.slow_consumers(), 1);
+        assert_eq!(healthy.close_reason(), None);
+        assert_eq!(write_one(&healthy, &healthy_rx), Some(10));
+        // Cut off: nothing more is queued for it.
+        assert_eq!(stuck.try_push(&batch(1)), Err(PushError::Closed));
+    }
+
+    #[test]
+    fn a_member_that_makes_room_within_the_stall_bound_gets_the_batch() {
+        let counters = Counters::default();
+        let (slow, rx) = open(QueueLimits {
+            items: 1,
+            bytes: 1000,
+        });
+        slow.try_push(&batch(10)).unwrap();
+        let delivery = batch(20);
+        let mut stalled = Stalled::default();
+        slow.offer(&delivery, &mut stalled);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                // The writer gets to it while the publisher waits.
+                let first = rx.recv().unwrap().unwrap();
+                slow.written(first.bytes.len());
+            });
+            stalled.settle(&delivery, Duration::from_secs(30), &counters);
+        });
+        assert_eq!(slow.close_reason(), None);
+        assert_eq!(write_one(&slow, &rx), Some(20));
+        assert_eq!(counters.slow_consumers(), 0);
+    }
+
+    #[test]
+    fn the_fatal_error_is_last_and_the_first_reason_wins() {
+        let (outbound, rx) = open(SMALL);
+        outbound.try_push(&batch(10)).unwrap();
+        assert!(outbound.close_with_error(ErrorCode::ParseError, "bad JSON"));
+        assert_eq!(outbound.try_push(&batch(10)), Err(PushError::Closed));
+        assert!(!outbound.close(CloseReason::Shutdown));
+        assert!(!outbound.close_with_error(ErrorCode::InvalidFrame, "late"));
+        assert_eq!(
+            outbound.close_reason(),
+            Some(CloseReason::Protocol(ErrorCode::ParseError))
+        );
+        // Queued: the delivery, then the writer's wake-up; nothing behind.
+        assert_eq!(write_one(&outbound, &rx), Some(10));
+        assert!(matches!(rx.try_recv(), Ok(None)));
+        assert!(rx.try_recv().is_err());
+        let last = outbound.final_error().unwrap();
+        let (frame, _) = protocol::parse_frame(&last.bytes, u32::MAX)
+            .unwrap()
+            .unwrap();
+        let error: ErrorPayload = serde_json::from_slice(frame.payload).unwrap();
+        assert_eq!(error, ErrorPayload::new(ErrorCode::ParseError, "bad JSON"));
+    }
+
+    #[test]
+    fn closes_decided_elsewhere_end_with_their_standard_error() {
+        let (outbound, _rx) = open(SMALL);
+        outbound.close(CloseReason::Shutdown);
+        let last = outbound.final_error().unwrap();
+        let (frame, _) = protocol::parse_frame(&last.bytes, u32::MAX)
+            .unwrap()
+            .unwrap();
+        let error: ErrorPayload = serde_json::from_slice(frame.payload).unwrap();
+        assert_eq!(error.code, ErrorCode::ShuttingDown);
+
+        let (outbound, _rx) = open(SMALL);
+        outbound.close(CloseReason::ClientClosed);
+        assert!(outbound.final_error().is_none());
+    }
+}

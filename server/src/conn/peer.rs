@@ -1,0 +1,61 @@
+//! A connection as the server's registry sees it: its outbound side, where
+//! it comes from, how to cut it, and what its two threads report as they
+//! end.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+
+use super::outbound::Outbound;
+use super::transport::Cut;
+
+#[derive(Debug)]
+pub(crate) struct Peer {
+    pub(crate) outbound: Arc<Outbound>,
+    pub(crate) addr: SocketAddr,
+    cut: Box<dyn Cut>,
+    /// Reader and writer threads still running; the last one out closes.
+    threads_left: AtomicU8,
+    /// Totals, stored by each thread as it ends, for the disconnect log.
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    /// Set once the writer has written its last byte, so the reader knows
+    /// when to stop lingering.
+    writer_done: AtomicBool,
+}
+
+impl Peer {
+    pub(crate) fn new(outbound: Arc<Outbound>, addr: SocketAddr, cut: Box<dyn Cut>) -> Peer {
+        Peer {
+            outbound,
+            addr,
+            cut,
+            threads_left: AtomicU8::new(2),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            writer_done: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.outbound.id()
+    }
+
+    /// Ends the connection in both directions at once.
+    pub(crate) fn cut(&self) {
+        self.cut.cut();
+    }
+
+    /// Records that one of the two threads has ended; true for the last.
+    pub(crate) fn thread_ended(&self) -> bool {
+        self.threads_left.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    pub(crate) fn set_writer_done(&self) {
+        self.writer_done.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn writer_done(&self) -> bool {
+        self.writer_done.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,221 @@
+//! A connection's reader thread: the I/O loop around the session. It reads,
+//! decodes with the protocol crate's `Decoder`, hands each frame to the
+//! [`Session`], keeps the idle clock, gives memory back while the client is
+//! quiet, and lingers after a close until the client has everything.
+
+use std::io::ErrorKind;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use protocol::{Decoder, ErrorCode};
+
+use super::close::CloseReason;
+use super::peer::Peer;
+use super::session::{Served, Session};
+use super::teardown::{Role, ThreadExit, thread_panicked};
+use super::transport::{ReadHalf, is_timeout};
+use crate::shared::Shared;
+use crate::sys::thread::StackTrim;
+use crate::sys::wake::WaitMask;
+
+/// How often a closing connection looks at how much the client still has to
+/// receive.
+const LINGER_POLL: Duration = Duration::from_millis(50);
+/// Silence after which a connection thread gives back its spare stack (and
+/// the reader its read buffer).
+pub(crate) const IDLE_TRIM_AFTER: Duration = Duration::from_millis(250);
+
+/// How the loop ended: the client ended it, or the session stopped
+/// (a fatal error, or a close decided on another thread).
+enum Ended {
+    Client(CloseReason),
+    Session,
+}
+
+pub(crate) fn run<R: ReadHalf>(shared: Arc<Shared>, peer: Arc<Peer>, mut read: R) {
+    let _exit = ThreadExit::new(&shared, &peer, Role::Reader);
+    let mut session = Session::new(Arc::clone(&shared), Arc::clone(&peer.outbound));
+    let mut bytes_in = 0;
+    let ended = peer.outbound.reader().run_registered(|mask| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            serve(&shared, &peer, &mut session, &mut read, mask, &mut bytes_in)
+        }))
+        .unwrap_or_else(|_| {
+            // A bug, not the client's doing: still close the connection
+            // properly, so its rooms and counters stay right.
+            thread_panicked(&shared, &peer);
+            Ended::Session
+        })
+    });
+    session.leave_all_rooms();
+    match ended {
+        Ended::Client(reason) => {
+            peer.outbound.close(reason);
+        }
+        Ended::Session => linger(&shared, &peer, &mut read),
+    }
+    peer.bytes_in.store(bytes_in, Relaxed);
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Why reading failed, as a close reason.
+fn read_failed(connection_id: &str, error: &std::io::Error) -> Ended {
+    log::debug!("{connection_id}: read failed: {error}");
+    Ended::Client(CloseReason::ClientReset)
+}
+
+fn serve<R: ReadHalf>(
+    shared: &Shared,
+    peer: &Peer,
+    session: &mut Session,
+    read: &mut R,
+    mask: &WaitMask,
+    bytes_in: &mut u64,
+) -> Ended {
+    let idle = shared.config.idle_timeout;
+    let mut decoder = Decoder::new(shared.config.max_frame);
+    let mut last_frame = Instant::now();
+    // Whether the connection is idle: no read buffer, waiting in ppoll.
+    let mut trimmed = false;
+    let mut stack = StackTrim::default();
+    let mut timeout_set = IDLE_TRIM_AFTER.min(idle);
+    if let Err(error) = read.set_read_timeout(timeout_set) {
+        return read_failed(session.connection_id(), &error);
+    }
+    loop {
+        if peer.outbound.is_closing() {
+            return Ended::Session;
+        }
+        // The idle clock runs from the last complete frame, so a partial
+        // frame trickling in does not keep a connection alive.
+        let left = idle.saturating_sub(last_frame.elapsed());
+        if left.is_zero() {
+            let message = format!(
+                "no complete frame for {} s; send HEARTBEAT frames to stay connected",
+                idle.as_secs_f64()
+            );
+            let _ = session.fatal(ErrorCode::IdleTimeout, &message);
+            return Ended::Session;
+        }
+        // Never block in read() for long: a close from another thread is
+        // only seen between reads or inside the idle wait below.
+        let wanted = if trimmed {
+            left
+        } else {
+            left.min(IDLE_TRIM_AFTER)
+        };
+        if wanted.abs_diff(timeout_set) > Duration::from_millis(5) {
+            if let Err(error) = read.set_read_timeout(wanted.max(Duration::from_millis(1))) {
+                return read_failed(session.connection_id(), &error);
+            }
+            timeout_set = wanted;
+        }
+        if trimmed {
+            // Idle: wait for input without holding a read buffer, in a wait
+            // that a close from another thread interrupts.
+            match read.wait_readable(wanted, mask) {
+                Ok(ready) => trimmed = !ready,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return read_failed(session.connection_id(), &e),
+            }
+            continue;
+        }
+        let n = match read.read(decoder.read_buf()) {
+            Ok(0) => return Ended::Client(CloseReason::ClientClosed),
+            Ok(n) => n,
+            Err(e) if is_timeout(&e) => {
+                // Quiet for a while: give back the read buffer and the
+                // stack pages this thread is not using.
+                decoder.release_if_empty();
+                stack.trim();
+                trimmed = true;
+                continue;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return read_failed(session.connection_id(), &e),
+        };
+        decoder.commit(n);
+        *bytes_in += n as u64;
+        shared.counters.bytes_in.fetch_add(n as u64, Relaxed);
+        session.begin_read(n, unix_ms());
+        let (served, frames) = handle_frames(session, &mut decoder);
+        if frames > 0 {
+            last_frame = Instant::now();
+        }
+        if served.is_break() {
+            session.count_frames_in();
+            return Ended::Session;
+        }
+        session.end_read();
+    }
+}
+
+/// Hands every complete frame of the decoder to the session; returns how
+/// that went and how many frames there were.
+fn handle_frames(session: &mut Session, decoder: &mut Decoder) -> (Served, u64) {
+    let mut frames = 0;
+    loop {
+        match decoder.next_frame() {
+            Ok(Some(frame)) => {
+                frames += 1;
+                if session.handle(&frame).is_break() {
+                    return (ControlFlow::Break(()), frames);
+                }
+            }
+            Ok(None) => return (ControlFlow::Continue(()), frames),
+            Err(error) => return (session.fatal(error.code(), &error.to_string()), frames),
+        }
+    }
+}
+
+/// Reads and discards input after the connection was closed, until the
+/// client has received everything we sent, or closes its side, or stops
+/// making progress for the write timeout.
+///
+/// Closing a socket that has unread input, or that receives input after the
+/// close, makes the kernel reset the connection and throw away what is still
+/// in its send buffer: the end of the backlog and the final ERROR. So the
+/// socket is only closed once that buffer is empty, and input is read until
+/// then. Kept out of line so its buffer is not on the blocking frame.
+#[inline(never)]
+fn linger<R: ReadHalf>(shared: &Shared, peer: &Peer, read: &mut R) {
+    let write_timeout = shared.config.write_timeout;
+    let mut sink = [0u8; 4096];
+    let mut unsent = usize::MAX;
+    let mut progress_at = Instant::now();
+    loop {
+        let now = Instant::now();
+        if peer.writer_done() {
+            let left = read.unsent_bytes().unwrap_or(0);
+            if left == 0 {
+                return;
+            }
+            if left < unsent {
+                unsent = left;
+                progress_at = now;
+            }
+        } else {
+            // The writer has its own write timeout.
+            progress_at = now;
+        }
+        if now - progress_at >= write_timeout {
+            return;
+        }
+        if read.set_read_timeout(LINGER_POLL).is_err() {
+            return;
+        }
+        match read.read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}

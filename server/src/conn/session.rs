@@ -1,0 +1,654 @@
+//! A connection's requests, handled: HELLO, JOIN_ROOM, LEAVE_ROOM, MESSAGE
+//! and HEARTBEAT in, answers and deliveries out. No socket and no clock: the
+//! reader hands it each decoded frame and the time of the read, so tests
+//! (and a fuzz target) drive it entirely in memory.
+//!
+//! The session owns everything about the connection that only it changes
+//! (its rooms, its name), so none of that needs a lock. It is also the only
+//! code that takes the connection out of rooms, which makes room cleanup
+//! happen exactly once however the connection ends.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use protocol::{
+    BinaryDelivery, Content, ErrorCode, ErrorPayload, Flags, Frame, HelloReply, JsonDelivery,
+    MemberChange, MemberEvent, MessageType, PublisherJson, Request, RoomReply, begin_frame,
+    encode_json, end_frame,
+};
+use serde::Serialize;
+
+use super::gather::{Outbox, Target};
+use super::outbound::{Outbound, Stalled};
+use super::state::ConnState;
+use crate::shared::Shared;
+
+/// `Break` when the connection stops being served: a fatal error was
+/// queued, or another thread closed it.
+pub(crate) type Served = ControlFlow<()>;
+
+/// What the server knows about one client.
+pub(crate) struct Session {
+    shared: Arc<Shared>,
+    outbound: Arc<Outbound>,
+    /// `c{id}`.
+    connection_id: String,
+    user: Option<String>,
+    echo: bool,
+    /// The publisher part of every delivery, escaped once at HELLO.
+    publisher: PublisherJson,
+    rooms: HashSet<Arc<str>>,
+    outbox: Outbox,
+    /// Milliseconds since the Unix epoch at the last read.
+    now_ms: u64,
+    /// Frames handled and not yet added to the shared counter (one update
+    /// per read, not per frame).
+    frames_uncounted: u64,
+}
+
+impl Session {
+    pub(crate) fn new(shared: Arc<Shared>, outbound: Arc<Outbound>) -> Session {
+        let connection_id = format!("c{}", outbound.id());
+        Session {
+            shared,
+            outbound,
+            connection_id,
+            user: None,
+            echo: false,
+            publisher: PublisherJson::default(),
+            rooms: HashSet::new(),
+            outbox: Outbox::default(),
+            now_ms: 0,
+            frames_uncounted: 0,
+        }
+    }
+
+    pub(crate) fn connection_id(&self) -> &str {
+        &self.connection_id
+    }
+
+    /// Starts a read of `len` bytes at `now_ms`: deliveries are stamped with
+    /// it, and the batch it gathers is sized from it.
+    pub(crate) fn begin_read(&mut self, len: usize, now_ms: u64) {
+        self.now_ms = now_ms;
+        self.outbox.hint = len + len / 2 + 256;
+    }
+
+    /// Ends a read: queues what it gathered and counts its frames.
+    pub(crate) fn end_read(&mut self) {
+        self.count_frames_in();
+        self.flush();
+    }
+
+    pub(crate) fn count_frames_in(&mut self) {
+        let frames = std::mem::take(&mut self.frames_uncounted);
+        if frames > 0 {
+            self.shared.counters.frames_in.fetch_add(frames, Relaxed);
+        }
+    }
+
+    fn config(&self) -> &crate::Config {
+        &self.shared.config
+    }
+
+    /// Handles one frame.
+    ///
+    /// Kept out of line (like the other big handlers) so its large stack
+    /// frame is not part of the reader's frame that blocks in `read`: the
+    /// reader gives idle stack pages back, and only pages below the blocked
+    /// frame can go.
+    #[inline(never)]
+    pub(crate) fn handle(&mut self, frame: &Frame<'_>) -> Served {
+        if self.outbound.is_closing() {
+            // Closed by another thread mid-read: nothing more from this
+            // client is served.
+            return ControlFlow::Break(());
+        }
+        self.frames_uncounted += 1;
+        if log::log_enabled!(log::Level::Debug) {
+            log::debug!(
+                "{} → {} v1 flags={:?} payload={}B",
+                self.connection_id,
+                frame.kind,
+                frame.flags,
+                frame.payload.len()
+            );
+        }
+        let request = Request::parse(frame);
+        let state = self.outbound.state().get();
+        if state == ConnState::Init && frame.kind != MessageType::Hello {
+            return match request {
+                Err(error) if error.code == ErrorCode::ParseError => {
+                    self.fatal(error.code, &error.message)
+                }
+                _ => self.fatal(
+                    ErrorCode::HelloRequired,
+                    &format!("{} before HELLO; send HELLO first", frame.kind),
+                ),
+            };
+        }
+        let request = match request {
+            Ok(request) => request,
+            Err(error) if error.code.is_fatal() => {
+                return self.fatal(error.code, &error.message);
+            }
+            Err(error) => {
+                self.reply_error(error.code, &error.message);
+                return ControlFlow::Continue(());
+            }
+        };
+        match request {
+            Request::Hello(hello) => {
+                if state == ConnState::Init {
+                    if self.outbound.state().advance(ConnState::Open).is_err() {
+                        return ControlFlow::Break(());
+                    }
+                    log::debug!("{}: INIT → OPEN", self.connection_id);
+                    self.set_identity(hello.user_id, hello.echo);
+                }
+                let reply = HelloReply {
+                    status: "connected".to_owned(),
+                    connection_id: self.connection_id.clone(),
+                    server_version: env!("CARGO_PKG_VERSION").to_owned(),
+                    max_frame_size: self.config().max_frame,
+                    idle_timeout_ms: self.config().idle_timeout.as_millis() as u64,
+                    stats: {
+                        // Include this HELLO and the frames before it.
+                        self.count_frames_in();
+                        Some(self.shared.counters.snapshot())
+                    },
+                };
+                self.reply(MessageType::Hello, &reply);
+            }
+            Request::Join(room) => self.join(&room),
+            Request::Leave(room) => self.leave(&room),
+            Request::Publish { room, content } => self.publish(&room, content),
+            Request::Heartbeat { flags, payload } => {
+                self.to(Target::Myself);
+                let start = begin_frame(&mut self.outbox.buf, MessageType::Heartbeat, flags);
+                self.outbox.buf.extend_from_slice(payload);
+                self.finish_frame(start);
+                self.flush_if_large();
+            }
+            Request::ClientError => {
+                log::debug!("{}: ERROR frame from client ignored", self.connection_id);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn set_identity(&mut self, user: Option<String>, echo: bool) {
+        self.echo = echo;
+        self.publisher = PublisherJson::new(&self.connection_id, user.as_deref());
+        self.user = user;
+    }
+
+    fn join(&mut self, room: &str) {
+        let member = self.rooms.contains(room);
+        if !member && self.rooms.len() >= self.config().max_rooms_per_connection {
+            let message = format!(
+                "JOIN_ROOM {room:?}: already in {} rooms, the most one connection may join; leave one first",
+                self.rooms.len()
+            );
+            self.reply_error(ErrorCode::InvalidRoom, &message);
+            return;
+        }
+        self.flush();
+        let joined = self
+            .shared
+            .rooms
+            .join(room, &self.outbound, &self.shared.counters);
+        if joined.new {
+            self.rooms.insert(Arc::clone(&joined.name));
+            log::debug!(
+                "{} joined {room:?} ({} members)",
+                self.connection_id,
+                joined.members
+            );
+        }
+        let reply = RoomReply {
+            status: "joined".to_owned(),
+            room: room.to_owned(),
+            members: joined.members as u64,
+        };
+        self.reply(MessageType::JoinRoom, &reply);
+        if joined.new && joined.members > 1 {
+            self.member_event(joined.name, MemberChange::Joined);
+        }
+    }
+
+    fn leave(&mut self, room: &str) {
+        self.flush();
+        let members = match self.rooms.take(room) {
+            Some(name) => self.depart(name),
+            None => self.shared.rooms.members(room),
+        };
+        let reply = RoomReply {
+            status: "left".to_owned(),
+            room: room.to_owned(),
+            members: members as u64,
+        };
+        self.reply(MessageType::LeaveRoom, &reply);
+    }
+
+    /// Takes this connection out of the registry's `room` (already removed
+    /// from `self.rooms`) and tells whoever remains; returns how many do.
+    fn depart(&mut self, room: Arc<str>) -> usize {
+        let left = self
+            .shared
+            .rooms
+            .leave(&room, self.outbound.id(), &self.shared.counters);
+        if left > 0 {
+            self.member_event(room, MemberChange::Left);
+        }
+        left
+    }
+
+    /// Tells the other members of `room` that this connection came or went.
+    fn member_event(&mut self, room: Arc<str>, change: MemberChange) {
+        let event = MemberEvent {
+            change,
+            room: room.to_string(),
+            connection_id: self.connection_id.clone(),
+            user: self.user.clone(),
+            timestamp: self.now_ms,
+        };
+        self.to(Target::Room {
+            name: room,
+            include_self: false,
+        });
+        self.push_json(MessageType::Message, &event);
+        self.flush();
+    }
+
+    /// Takes the connection out of every room it is in, telling the other
+    /// members; run once, whichever way the connection ends.
+    #[inline(never)]
+    pub(crate) fn leave_all_rooms(&mut self) {
+        self.flush();
+        let rooms: Vec<Arc<str>> = self.rooms.drain().collect();
+        for room in rooms {
+            self.depart(room);
+        }
+    }
+
+    fn publish(&mut self, room: &str, content: Content<'_>) {
+        let target_is_room = matches!(&self.outbox.target, Target::Room { name, include_self } if **name == *room && *include_self == self.echo);
+        let name = if target_is_room && self.outbox.frames > 0 {
+            None
+        } else {
+            match self.rooms.get(room) {
+                Some(name) => Some(Arc::clone(name)),
+                None => {
+                    let message = format!(
+                        "MESSAGE to {room:?}, which you have not joined; send JOIN_ROOM first"
+                    );
+                    self.reply_error(ErrorCode::NotInRoom, &message);
+                    return;
+                }
+            }
+        };
+        if let Some(name) = name {
+            self.to(Target::Room {
+                name,
+                include_self: self.echo,
+            });
+        }
+        let buf = &mut self.outbox.buf;
+        let mark = buf.len();
+        match content {
+            Content::Json(content) => {
+                let start = begin_frame(buf, MessageType::Message, Flags::JSON);
+                let delivery = JsonDelivery {
+                    room,
+                    publisher: &self.publisher,
+                    content,
+                    timestamp: self.now_ms,
+                };
+                delivery.encode(buf);
+                let _ = end_frame(buf, start);
+            }
+            Content::Binary(body) => {
+                let start = begin_frame(buf, MessageType::Message, Flags::BINARY);
+                let delivery = BinaryDelivery {
+                    room,
+                    from: &self.connection_id,
+                    body,
+                };
+                let _ = delivery.encode(buf);
+                let _ = end_frame(buf, start);
+            }
+        }
+        let length = buf.len() - mark - protocol::LENGTH_PREFIX;
+        if length > self.shared.config.max_frame as usize {
+            buf.truncate(mark);
+            let message = format!(
+                "MESSAGE would be {length} bytes once relayed, over the {} byte maximum; send smaller content",
+                self.shared.config.max_frame
+            );
+            self.reply_error(ErrorCode::InvalidPayload, &message);
+            return;
+        }
+        self.outbox.frames += 1;
+        self.flush_if_large();
+    }
+
+    /// Flushes once the batch passes a size that keeps it well inside one
+    /// member's queue, however much a single read expands when relayed.
+    fn flush_if_large(&mut self) {
+        let cap = (self.shared.config.queue_bytes / 8).max(64 * 1024);
+        if self.outbox.buf.len() >= cap {
+            self.flush();
+        }
+    }
+
+    /// Makes the outbox gather for `target`, flushing what it held for another.
+    fn to(&mut self, target: Target) {
+        if !self.outbox.is_for(&target) {
+            self.flush();
+        }
+        self.outbox.start(target);
+    }
+
+    fn finish_frame(&mut self, start: protocol::FrameStart) {
+        match end_frame(&mut self.outbox.buf, start) {
+            Ok(_) => self.outbox.frames += 1,
+            Err(error) => log::error!("{}: frame not encoded: {error}", self.connection_id),
+        }
+    }
+
+    /// Adds a JSON frame to the batch being gathered.
+    fn push_json(&mut self, kind: MessageType, value: &impl Serialize) {
+        match encode_json(&mut self.outbox.buf, kind, value) {
+            Ok(_) => self.outbox.frames += 1,
+            Err(error) => log::error!("{}: frame not encoded: {error}", self.connection_id),
+        }
+    }
+
+    fn reply(&mut self, kind: MessageType, value: &impl Serialize) {
+        self.to(Target::Myself);
+        self.push_json(kind, value);
+    }
+
+    fn reply_error(&mut self, code: ErrorCode, message: &str) {
+        // Debug only: a client can cause these as fast as it can send.
+        log::debug!("{}: error {code}: {message}", self.connection_id);
+        self.shared.counters.error_sent(code);
+        self.reply(MessageType::Error, &ErrorPayload::new(code, message));
+    }
+
+    /// Queues what the outbox gathered.
+    #[inline(never)]
+    pub(crate) fn flush(&mut self) {
+        let Some((target, batch)) = self.outbox.take() else {
+            return;
+        };
+        let config = &self.shared.config;
+        match target {
+            Target::Nowhere => {}
+            Target::Myself => {
+                let mut stalled = Stalled::default();
+                self.outbound.offer(&batch, &mut stalled);
+                stalled.settle(&batch, config.stall_timeout, &self.shared.counters);
+            }
+            Target::Room { name, include_self } => {
+                let skip = (!include_self).then_some(self.outbound.id());
+                self.shared.rooms.broadcast(
+                    &name,
+                    &batch,
+                    skip,
+                    config.stall_timeout,
+                    &self.shared.counters,
+                );
+            }
+        }
+    }
+
+    /// Queues a fatal ERROR after everything already produced, and closes.
+    #[inline(never)]
+    pub(crate) fn fatal(&mut self, code: ErrorCode, message: &str) -> Served {
+        log::info!("{}: closing: {code}: {message}", self.connection_id);
+        self.flush();
+        // Out of every room before the client can see the ERROR, so a client
+        // that reconnects at once never finds its old self still a member.
+        self.leave_all_rooms();
+        // The writer sends it after everything already queued.
+        self.outbound.close_with_error(code, message);
+        ControlFlow::Break(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crossbeam_channel::Receiver;
+    use protocol::{ErrorPayload, parse_frame};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::conn::CloseReason;
+    use crate::conn::outbound::{Outgoing, QueueLimits};
+
+    fn shared(config: crate::Config) -> Arc<Shared> {
+        let config = config.validate().unwrap();
+        let addr = "127.0.0.1:0".parse().unwrap();
+        Arc::new(Shared::new(config, 100, addr))
+    }
+
+    /// A session driven as the reader drives it, minus the socket.
+    struct Client {
+        session: Session,
+        outbound: Arc<Outbound>,
+        rx: Receiver<Outgoing>,
+    }
+
+    impl Client {
+        fn new(shared: &Arc<Shared>, id: u64) -> Client {
+            let limits = QueueLimits {
+                items: 64,
+                bytes: 1 << 20,
+            };
+            let (outbound, rx) = Outbound::new(id, limits);
+            let session = Session::new(Arc::clone(shared), Arc::clone(&outbound));
+            Client {
+                session,
+                outbound,
+                rx,
+            }
+        }
+
+        /// One read holding `bytes`.
+        fn read(&mut self, bytes: &[u8]) -> Served {
+            self.session.begin_read(bytes.len(), 1_700_000_000_000);
+            let mut rest = bytes;
+            while let Some((frame, used)) = parse_frame(rest, u32::MAX).unwrap() {
+                if self.session.handle(&frame).is_break() {
+                    return ControlFlow::Break(());
+                }
+                rest = &rest[used..];
+            }
+            self.session.end_read();
+            ControlFlow::Continue(())
+        }
+
+        fn send(&mut self, kind: MessageType, value: Value) -> Served {
+            let mut bytes = Vec::new();
+            encode_json(&mut bytes, kind, &value).unwrap();
+            self.read(&bytes)
+        }
+
+        /// Sends a request that must not end the connection.
+        fn ok(&mut self, kind: MessageType, value: Value) {
+            assert!(self.send(kind, value).is_continue(), "the connection ended");
+        }
+
+        fn hello(shared: &Arc<Shared>, id: u64, hello: Value) -> Client {
+            let mut client = Client::new(shared, id);
+            assert!(client.send(MessageType::Hello, hello).is_continue());
+            let answers = client.received();
+            assert_eq!(answers[0].0, MessageType::Hello);
+            client
+        }
+
+        /// Every frame queued for this client so far, decoded.
+        fn received(&self) -> Vec<(MessageType, Value)> {
+            let mut frames = Vec::new();
+            while let Ok(entry) = self.rx.try_recv() {
+                let Some(batch) = entry else { continue };
+                self.outbound.written(batch.bytes.len());
+                let mut rest = &batch.bytes[..];
+                while let Some((frame, used)) = parse_frame(rest, u32::MAX).unwrap() {
+                    frames.push((frame.kind, serde_json::from_slice(frame.payload).unwrap()));
+                    rest = &rest[used..];
+                }
+            }
+            frames
+        }
+
+        /// The fatal ERROR the writer would send last.
+        fn final_error(&self) -> ErrorPayload {
+            let batch = self.outbound.final_error().expect("a final ERROR");
+            let (frame, _) = parse_frame(&batch.bytes, u32::MAX).unwrap().unwrap();
+            serde_json::from_slice(frame.payload).unwrap()
+        }
+    }
+
+    #[test]
+    fn hello_then_join_are_answered_in_order() {
+        let shared = shared(crate::Config::default());
+        let mut ann = Client::new(&shared, 1);
+        let mut bytes = Vec::new();
+        encode_json(&mut bytes, MessageType::Hello, &json!({"userId": "ann"})).unwrap();
+        encode_json(&mut bytes, MessageType::JoinRoom, &json!({"room": "r"})).unwrap();
+        assert!(ann.read(&bytes).is_continue());
+        let answers = ann.received();
+        assert_eq!(answers.len(), 2);
+        assert_eq!(answers[0].0, MessageType::Hello);
+        assert_eq!(answers[0].1["connectionId"], "c1");
+        assert_eq!(answers[0].1["maxFrameSize"], protocol::DEFAULT_MAX_FRAME);
+        assert_eq!(answers[1].0, MessageType::JoinRoom);
+        assert_eq!(
+            answers[1].1,
+            json!({"status": "joined", "room": "r", "members": 1})
+        );
+        assert_eq!(ann.outbound.state().get(), ConnState::Open);
+    }
+
+    #[test]
+    fn a_request_before_hello_closes_with_hello_required() {
+        let shared = shared(crate::Config::default());
+        let mut client = Client::new(&shared, 1);
+        assert!(
+            client
+                .send(MessageType::JoinRoom, json!({"room": "r"}))
+                .is_break()
+        );
+        assert_eq!(
+            client.outbound.close_reason(),
+            Some(CloseReason::Protocol(ErrorCode::HelloRequired))
+        );
+        assert_eq!(client.final_error().code, ErrorCode::HelloRequired);
+        assert_eq!(shared.rooms.members("r"), 0);
+    }
+
+    #[test]
+    fn a_message_reaches_the_other_members_once() {
+        let shared = shared(crate::Config::default());
+        let mut ann = Client::hello(&shared, 1, json!({"userId": "ann"}));
+        let mut bob = Client::hello(&shared, 2, json!({}));
+        ann.ok(MessageType::JoinRoom, json!({"room": "r"}));
+        bob.ok(MessageType::JoinRoom, json!({"room": "r"}));
+        ann.received();
+        bob.received();
+        let content = json!({"text": "hi", "n": [1, 2]});
+        ann.ok(
+            MessageType::Message,
+            json!({"room": "r", "content": content}),
+        );
+        assert_eq!(ann.received(), [], "no echo unless asked for");
+        let delivered = bob.received();
+        assert_eq!(
+            delivered,
+            [(
+                MessageType::Message,
+                json!({"room": "r", "from": "c1", "user": "ann", "content": content, "timestamp": 1_700_000_000_000u64})
+            )]
+        );
+    }
+
+    #[test]
+    fn echo_includes_the_publisher() {
+        let shared = shared(crate::Config::default());
+        let mut ann = Client::hello(&shared, 1, json!({"echo": true}));
+        ann.ok(MessageType::JoinRoom, json!({"room": "r"}));
+        ann.received();
+        ann.ok(MessageType::Message, json!({"room": "r", "content": 5}));
+        let echoed = ann.received();
+        assert_eq!(echoed.len(), 1);
+        assert_eq!(echoed[0].1["content"], 5);
+    }
+
+    #[test]
+    fn a_message_to_a_room_not_joined_is_refused_and_the_connection_stays() {
+        let shared = shared(crate::Config::default());
+        let mut ann = Client::hello(&shared, 1, json!({}));
+        let served = ann.send(
+            MessageType::Message,
+            json!({"room": "elsewhere", "content": 1}),
+        );
+        assert!(served.is_continue());
+        let answers = ann.received();
+        assert_eq!(answers[0].0, MessageType::Error);
+        assert_eq!(answers[0].1["code"], "NOT_IN_ROOM");
+        assert_eq!(answers[0].1["fatal"], false);
+        assert!(!ann.outbound.is_closing());
+    }
+
+    #[test]
+    fn a_fatal_error_leaves_every_room_before_the_error_is_sent() {
+        let shared = shared(crate::Config::default());
+        let mut ann = Client::hello(&shared, 1, json!({"userId": "ann"}));
+        let mut bob = Client::hello(&shared, 2, json!({}));
+        ann.ok(MessageType::JoinRoom, json!({"room": "r"}));
+        bob.ok(MessageType::JoinRoom, json!({"room": "r"}));
+        ann.received();
+        bob.received();
+        let mut garbage = Vec::new();
+        protocol::encode(
+            &mut garbage,
+            MessageType::Message,
+            protocol::Flags::JSON,
+            b"{nope",
+        )
+        .unwrap();
+        assert!(ann.read(&garbage).is_break());
+        assert_eq!(ann.final_error().code, ErrorCode::ParseError);
+        assert_eq!(shared.rooms.members("r"), 1);
+        let told = bob.received();
+        assert_eq!(told.len(), 1);
+        assert_eq!(told[0].1["type"], "userLeft");
+        assert_eq!(told[0].1["connectionId"], "c1");
+    }
+
+    #[test]
+    fn a_delivery_that_would_exceed_the_frame_limit_is_refused() {
+        let shared = shared(crate::Config {
+            max_frame: 1024,
+            ..crate::Config::default()
+        });
+        let mut ann = Client::hello(&shared, 1, json!({}));
+        ann.ok(MessageType::JoinRoom, json!({"room": "r"}));
+        ann.received();
+        // Fits as a request, but not once the server adds from and timestamp.
+        let content = "x".repeat(1024 - 40);
+        ann.ok(
+            MessageType::Message,
+            json!({"room": "r", "content": content}),
+        );
+        let answers = ann.received();
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].1["code"], "INVALID_PAYLOAD");
+        assert!(!ann.outbound.is_closing());
+    }
+}

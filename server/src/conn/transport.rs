@@ -1,0 +1,173 @@
+//! The seam between a connection and its bytes: a read half owned by the
+//! reader thread, a write half owned by the writer thread, and a [`Cut`]
+//! that any thread may use to end the connection at once.
+//!
+//! Plain TCP is the one implementation today; TLS and WebSocket will be two
+//! more. Session logic never names a socket type, and only the write half
+//! can write, so the writer stays the one owner of the byte order.
+
+use std::fmt::Debug;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::sys::socket::unsent_bytes;
+use crate::sys::wake::{WaitMask, wait_readable};
+
+/// A connection's bytes, before they are handed to its two threads.
+pub(crate) trait Transport: Send + 'static {
+    type Read: ReadHalf;
+    type Write: WriteHalf;
+
+    fn split(self) -> (Self::Read, Self::Write, Box<dyn Cut>);
+}
+
+/// What the reader thread may do with the connection.
+pub(crate) trait ReadHalf: Send + 'static {
+    /// Reads what has arrived, waiting at most the read timeout; a timeout
+    /// is `WouldBlock` or `TimedOut`.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// How long [`ReadHalf::read`] may wait.
+    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()>;
+
+    /// Waits until input is ready (`true`), `timeout` passes (`false`), or
+    /// the thread is woken (`Interrupted`), without holding a read buffer.
+    fn wait_readable(&mut self, timeout: Duration, mask: &WaitMask) -> io::Result<bool>;
+
+    /// Bytes sent to the client that it has not yet acknowledged, so a
+    /// closing connection knows when its last ERROR has arrived.
+    fn unsent_bytes(&self) -> Option<usize>;
+}
+
+/// What the writer thread may do with the connection.
+pub(crate) trait WriteHalf: Send + 'static {
+    /// Writes some of `bufs`, waiting at most the write timeout; a timeout
+    /// is `WouldBlock` or `TimedOut`.
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+
+    /// Ends the server's direction; the client reads the end of stream after
+    /// everything written.
+    fn close_write(&mut self);
+}
+
+/// Ends the connection in both directions from any thread: for a
+/// connection that will not finish on its own (a shutdown's flush bound
+/// passed, a panicking thread).
+pub(crate) trait Cut: Send + Sync + Debug {
+    fn cut(&self);
+}
+
+/// Plain TCP. Both halves share the one socket (one file descriptor per
+/// connection: the limits check counts on it); the types decide who may do
+/// what with it.
+#[derive(Debug)]
+pub(crate) struct Tcp(TcpStream);
+
+impl Tcp {
+    /// Readies an accepted socket: Nagle off (relayed frames go out at once;
+    /// the writer already batches), and the write timeout.
+    pub(crate) fn new(stream: TcpStream, write_timeout: Duration) -> io::Result<Tcp> {
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(write_timeout))?;
+        Ok(Tcp(stream))
+    }
+}
+
+impl Transport for Tcp {
+    type Read = TcpRead;
+    type Write = TcpWrite;
+
+    fn split(self) -> (TcpRead, TcpWrite, Box<dyn Cut>) {
+        let stream = Arc::new(self.0);
+        (
+            TcpRead(Arc::clone(&stream)),
+            TcpWrite(Arc::clone(&stream)),
+            Box::new(TcpCut(stream)),
+        )
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct TcpRead(Arc<TcpStream>);
+
+impl ReadHalf for TcpRead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+
+    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        self.0.set_read_timeout(Some(timeout))
+    }
+
+    fn wait_readable(&mut self, timeout: Duration, mask: &WaitMask) -> io::Result<bool> {
+        wait_readable(&*self.0, timeout, mask)
+    }
+
+    fn unsent_bytes(&self) -> Option<usize> {
+        unsent_bytes(&*self.0)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct TcpWrite(Arc<TcpStream>);
+
+impl WriteHalf for TcpWrite {
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&*self.0).write_vectored(bufs)
+    }
+
+    fn close_write(&mut self) {
+        let _ = self.0.shutdown(Shutdown::Write);
+    }
+}
+
+#[derive(Debug)]
+struct TcpCut(Arc<TcpStream>);
+
+impl Cut for TcpCut {
+    fn cut(&self) {
+        let _ = self.0.shutdown(Shutdown::Both);
+    }
+}
+
+/// Writes every byte of `bufs` through `out`, in as few calls as the
+/// transport allows, reporting each call's progress.
+pub(crate) fn write_all_vectored(
+    out: &mut impl WriteHalf,
+    mut bufs: &mut [IoSlice<'_>],
+    mut progress: impl FnMut(usize),
+) -> io::Result<()> {
+    while !bufs.is_empty() {
+        match out.write_vectored(bufs) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "socket accepted no bytes",
+                ));
+            }
+            Ok(n) => {
+                progress(n);
+                IoSlice::advance_slices(&mut bufs, n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_timeout(&e) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no progress for the write timeout; the client stopped reading",
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Whether an I/O error is a timeout (which std reports as either kind).
+pub(crate) fn is_timeout(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
