@@ -11,7 +11,7 @@
 //! - `reader` (private): the reader thread that decodes the socket with
 //!   [`protocol::Decoder`] and feeds a bounded channel of events.
 //!
-//! The `client` binary (the rustyline CLI, `src/main.rs` and `src/cli/`) is
+//! The `relay` binary (the rustyline CLI, behind the default `cli` feature, `src/main.rs` and `src/cli/`) is
 //! built on this library alone.
 //!
 //! ```no_run

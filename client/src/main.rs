@@ -1,4 +1,4 @@
-//! `client`: the Relay chat CLI (see `cli` for how it is put together).
+//! `relay`: the Relay chat CLI (see `cli` for how it is put together).
 
 mod cli;
 

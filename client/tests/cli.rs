@@ -1,4 +1,4 @@
-//! The `client` binary driven through pipes, against an in-process server.
+//! The `relay` binary driven through pipes, against an in-process server.
 
 mod support;
 

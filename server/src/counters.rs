@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use protocol::{ErrorCode, Stats};
 
-use crate::conn::CloseReason;
+use crate::conn::close::CloseReason;
 
 /// A counter on a cache line of its own: readers update the inbound ones and
 /// writers the outbound ones, and sharing a line would make every update of

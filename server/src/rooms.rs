@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
-use crate::conn::{Batch, Outbound, Stalled};
+use crate::conn::outbound::{Batch, Outbound, Stalled};
 use crate::counters::Counters;
 
 struct Room {
@@ -132,7 +132,7 @@ impl Rooms {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::QueueLimits;
+    use crate::conn::outbound::QueueLimits;
     use crate::sys::alloc_count::allocations_in;
 
     #[test]

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use protocol::ErrorCode;
 
 use crate::config::Config;
-use crate::conn::{Batch, CloseReason, Tcp};
+use crate::conn::close::CloseReason;
+use crate::conn::outbound::Batch;
+use crate::conn::transport::Tcp;
 use crate::counters::Counters;
 use crate::shared::Shared;
 
@@ -226,7 +228,7 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, id: u64) {
         return;
     }
     match Tcp::new(stream, shared.config.write_timeout) {
-        Ok(transport) => crate::conn::start(shared, transport, id, addr),
+        Ok(transport) => crate::conn::start::start(shared, transport, id, addr),
         Err(error) => log::warn!("{addr}: socket setup failed: {error}"),
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
-use crate::conn::Peer;
+use crate::conn::peer::Peer;
 use crate::counters::Counters;
 use crate::rooms::Rooms;
 

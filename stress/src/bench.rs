@@ -86,7 +86,7 @@ pub struct Options {
     pub idle_room_size: usize,
     /// Subscriber threads.
     pub threads: usize,
-    /// The server binary for the connections run (default: `server` next
+    /// The server binary for the connections run (default: `relay-server` next
     /// to this executable, when there).
     pub server_bin: Option<PathBuf>,
     /// Measure connections on the in-process server even if a server

@@ -17,7 +17,7 @@ use stress::{Error, Report, TargetOptions, bench, chaos, fragmentation, load};
 /// ephemeral port. The report goes to stdout, its last line one JSON object
 /// with every figure and parameter; progress lines go to stderr.
 #[derive(Debug, Parser)]
-#[command(name = "stress", version)]
+#[command(name = "relay-stress", version)]
 struct Cli {
     /// A running server to test, HOST:PORT; without it one starts in-process.
     #[arg(long, global = true, value_name = "HOST:PORT")]
@@ -120,7 +120,7 @@ enum Scenario {
         /// Subscriber threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
-        /// Server binary for the connections run (default: `server` next to
+        /// Server binary for the connections run (default: `relay-server` next to
         /// this executable, when built).
         #[arg(long, value_name = "PATH")]
         server_bin: Option<PathBuf>,

@@ -154,7 +154,7 @@ impl Target {
     }
 }
 
-/// The server binary next to this executable (`target/<profile>/server`).
+/// The server binary next to this executable (`target/<profile>/relay-server`).
 pub fn sibling_server_binary() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let mut dir = exe.parent()?.to_path_buf();
@@ -162,7 +162,7 @@ pub fn sibling_server_binary() -> Option<PathBuf> {
     if dir.ends_with("deps") {
         dir.pop();
     }
-    let candidate = dir.join("server");
+    let candidate = dir.join("relay-server");
     candidate.is_file().then_some(candidate)
 }
 

@@ -14,7 +14,7 @@ use clap::Parser;
 /// the input ends and the server has answered everything sent. Message times
 /// are shown in UTC.
 #[derive(Debug, Parser)]
-#[command(name = "client", version)]
+#[command(name = "relay", version)]
 pub struct Args {
     /// Server host name or address.
     #[arg(default_value = "localhost")]

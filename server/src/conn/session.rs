@@ -427,7 +427,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::conn::CloseReason;
+    use crate::conn::close::CloseReason;
     use crate::conn::outbound::{Outgoing, QueueLimits};
 
     fn shared(config: crate::Config) -> Arc<Shared> {

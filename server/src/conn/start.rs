@@ -1,0 +1,89 @@
+//! Starting a connection's two threads, and what happens when the system
+//! has no thread to give.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use protocol::ErrorCode;
+
+use super::close::CloseReason;
+use super::outbound::{Outbound, QueueLimits};
+use super::peer::Peer;
+use super::reader;
+use super::teardown;
+use super::transport::{self, Transport, WriteHalf};
+use super::writer::Writer;
+use crate::shared::Shared;
+use crate::sys::thread::{Closure, Job, spawn};
+
+/// Stack of a reader thread: enough for serde_json at its nesting limit.
+const READER_STACK: usize = 256 * 1024;
+/// Stack of a writer thread, which only moves bytes.
+const WRITER_STACK: usize = 64 * 1024;
+
+impl<W: WriteHalf> Job for Writer<W> {
+    fn run(self) {
+        Writer::run(self);
+    }
+}
+
+/// Starts serving connection `id` from `addr` over `transport`: registers
+/// it and starts its writer and reader threads. When a thread cannot be
+/// started the client is told SERVER_FULL and the connection ends.
+pub(crate) fn start(shared: &Arc<Shared>, transport: impl Transport, id: u64, addr: SocketAddr) {
+    let config = &shared.config;
+    let (outbound, rx) = Outbound::new(
+        id,
+        QueueLimits {
+            items: config.queue_items,
+            bytes: config.queue_bytes,
+        },
+    );
+    let (read, write, cut) = transport.split();
+    let peer = Arc::new(Peer::new(outbound, addr, cut));
+    shared.register(&peer);
+    let counters = &shared.counters;
+    counters
+        .connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    counters
+        .connections_total
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    log::info!("c{id}: connected from {addr}");
+
+    let writer = Writer {
+        shared: Arc::clone(shared),
+        peer: Arc::clone(&peer),
+        rx,
+        out: write,
+    };
+    if let Err((error, writer)) = spawn(WRITER_STACK, writer) {
+        log::warn!("c{id}: no writer thread ({error}); sending SERVER_FULL");
+        refuse_without_threads(shared, &peer, writer.out);
+        return;
+    }
+    let reader = {
+        let (shared, peer) = (Arc::clone(shared), Arc::clone(&peer));
+        Closure(move || reader::run(shared, peer, read))
+    };
+    if let Err((error, _)) = spawn(READER_STACK, reader) {
+        // The writer runs: it sends the SERVER_FULL and ends the connection.
+        log::warn!("c{id}: no reader thread ({error}); sending SERVER_FULL");
+        peer.outbound.close(CloseReason::ServerFull);
+        teardown::thread_finished(shared, &peer);
+    }
+}
+
+/// Neither thread runs: say SERVER_FULL on this thread, briefly, and close.
+fn refuse_without_threads(shared: &Shared, peer: &Arc<Peer>, mut out: impl WriteHalf) {
+    peer.outbound.close(CloseReason::ServerFull);
+    if let Some(batch) = peer.outbound.final_error() {
+        let mut slices = [std::io::IoSlice::new(&batch.bytes)];
+        if transport::write_all_vectored(&mut out, &mut slices, |_| {}).is_ok() {
+            shared.counters.error_sent(ErrorCode::ServerFull);
+        }
+    }
+    out.close_write();
+    teardown::thread_finished(shared, peer);
+    teardown::thread_finished(shared, peer);
+}
