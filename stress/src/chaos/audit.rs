@@ -259,3 +259,212 @@ pub(super) fn outstanding(sessions: &[Arc<Session>]) -> u64 {
     }
     missing
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::model::{Published, Received, Role};
+    use super::*;
+
+    /// A run recorded by hand, on a clock of milliseconds after `t0`.
+    struct Recording {
+        t0: Instant,
+        sessions: Vec<Arc<Session>>,
+    }
+
+    impl Recording {
+        fn new() -> Recording {
+            Recording {
+                t0: Instant::now(),
+                sessions: Vec::new(),
+            }
+        }
+
+        fn at(&self, ms: u64) -> Instant {
+            self.t0 + Duration::from_millis(ms)
+        }
+
+        /// A session that ended `end` at `ended_ms`; returns its index.
+        fn session(&mut self, end: End, ended_ms: u64) -> u32 {
+            let index = self.sessions.len() as u32;
+            let session = Session::new(index, index as usize, Role::Healthy, format!("c{index}"));
+            {
+                let mut state = session.lock();
+                state.end = Some(end);
+                state.ended_at = Some(self.at(ended_ms));
+            }
+            self.sessions.push(Arc::new(session));
+            index
+        }
+
+        /// A membership: JOIN sent and acked, and LEAVE sent and acked when
+        /// given (a close leaves without an ack).
+        fn member(&self, s: u32, room: u16, join: (u64, u64), leave: (Option<u64>, Option<u64>)) {
+            let period = Period {
+                room,
+                join_sent: self.at(join.0),
+                join_ack: Some(self.at(join.1)),
+                leave_sent: leave.0.map(|ms| self.at(ms)),
+                leave_ack: leave.1.map(|ms| self.at(ms)),
+            };
+            self.sessions[s as usize].lock().periods.push(period);
+        }
+
+        fn publish(&self, s: u32, room: u16, seqs: &[u64], sent_ms: u64) {
+            let sent_at = self.at(sent_ms);
+            let mut state = self.sessions[s as usize].lock();
+            for &seq in seqs {
+                state.published.push(Published { room, seq, sent_at });
+            }
+        }
+
+        fn receive(&self, s: u32, room: u16, from: u32, seqs: &[u64], at_ms: u64) {
+            let at = self.at(at_ms);
+            let mut state = self.sessions[s as usize].lock();
+            for &seq in seqs {
+                state.received.push(Received {
+                    room,
+                    from,
+                    seq,
+                    at,
+                });
+            }
+        }
+
+        fn audit(&self) -> Audit {
+            audit(&self.sessions)
+        }
+    }
+
+    /// A publisher and a member in room 0 from 1 ms to 100 ms; the
+    /// publisher sends #0..#2 at 10 ms and gets its echo at 11 ms, and the
+    /// member gets `got` at 12 ms. The member ended `end` at 102 ms.
+    fn run(got: &[u64], end: End) -> Recording {
+        let mut r = Recording::new();
+        let publisher = r.session(End::Graceful, 102);
+        let member = r.session(end, 102);
+        r.member(publisher, 0, (0, 1), (Some(100), Some(101)));
+        let leave_ack = (end == End::Graceful).then_some(101);
+        r.member(member, 0, (0, 1), (Some(100), leave_ack));
+        r.publish(publisher, 0, &[0, 1, 2], 10);
+        r.receive(publisher, 0, publisher, &[0, 1, 2], 11);
+        r.receive(member, 0, publisher, got, 12);
+        r
+    }
+
+    #[test]
+    fn clean_data_passes() {
+        let r = run(&[0, 1, 2], End::Graceful);
+        let a = r.audit();
+        assert!(a.failures.is_empty(), "{:?}", a.failures);
+        assert_eq!(a.deliveries, 6);
+        // Both are guaranteed all three: the publisher its echoes too.
+        assert_eq!((a.guaranteed, a.guaranteed_received), (6, 6));
+        assert_eq!((a.complete_sessions, a.cut_sessions), (2, 0));
+        assert_eq!(
+            (
+                a.lost,
+                a.gaps,
+                a.duplicates,
+                a.out_of_order,
+                a.leaked,
+                a.phantom
+            ),
+            (0, 0, 0, 0, 0, 0)
+        );
+        assert_eq!(outstanding(&r.sessions), 0);
+    }
+
+    #[test]
+    fn a_lost_message_fails_a_complete_session() {
+        let r = run(&[0, 2], End::Graceful);
+        let a = r.audit();
+        assert_eq!(a.lost, 1);
+        assert_eq!(a.gaps, 0);
+        assert_eq!(a.failures.len(), 1, "{:?}", a.failures);
+        assert!(
+            a.failures[0]
+                .contains("missing 1 of 3 guaranteed messages from c0 in chaos-0 (first #1)"),
+            "{}",
+            a.failures[0]
+        );
+        assert_eq!(outstanding(&r.sessions), 1);
+
+        // After its last delivery too: it read everything to the end.
+        let a = run(&[0, 1], End::Graceful).audit();
+        assert_eq!(a.lost, 1);
+        assert_eq!(a.failures.len(), 1, "{:?}", a.failures);
+    }
+
+    #[test]
+    fn a_cut_session_owes_only_what_precedes_its_last_delivery() {
+        let a = run(&[0, 2], End::Rst).audit();
+        assert_eq!((a.lost, a.gaps, a.cut_sessions), (0, 1, 1));
+        assert_eq!(a.failures.len(), 1, "{:?}", a.failures);
+
+        let a = run(&[0], End::Rst).audit();
+        assert!(a.failures.is_empty(), "{:?}", a.failures);
+        assert_eq!((a.guaranteed, a.guaranteed_received), (6, 4));
+    }
+
+    #[test]
+    fn a_duplicate_fails() {
+        let a = run(&[0, 1, 1, 2], End::Graceful).audit();
+        assert_eq!(a.duplicates, 1);
+        assert_eq!(a.failures.len(), 1, "{:?}", a.failures);
+        assert!(a.failures[0].contains("got c0 #1 in chaos-0 twice"));
+    }
+
+    #[test]
+    fn an_out_of_order_delivery_fails() {
+        let a = run(&[0, 2, 1], End::Graceful).audit();
+        assert_eq!(a.out_of_order, 1);
+        assert_eq!(a.lost, 0);
+        assert_eq!(a.failures.len(), 1, "{:?}", a.failures);
+        assert!(a.failures[0].contains("got c0 #1 after #2 in chaos-0"));
+    }
+
+    #[test]
+    fn a_delivery_after_leaving_is_forbidden() {
+        let mut r = Recording::new();
+        let publisher = r.session(End::Graceful, 102);
+        let member = r.session(End::Graceful, 102);
+        r.member(publisher, 0, (0, 1), (Some(100), Some(101)));
+        // The member's LEAVE was acked at 6 ms, before #0 was even sent.
+        r.member(member, 0, (0, 1), (Some(5), Some(6)));
+        r.publish(publisher, 0, &[0], 10);
+        r.receive(publisher, 0, publisher, &[0], 11);
+        r.receive(member, 0, publisher, &[0], 12);
+        let a = r.audit();
+        assert_eq!(a.leaked, 1);
+        assert_eq!(a.failures.len(), 1, "{:?}", a.failures);
+        assert!(a.failures[0].contains("got c0 #0 in chaos-0 while not a member"));
+    }
+
+    #[test]
+    fn a_delivery_while_rejoining_may_go_either_way() {
+        let mut r = Recording::new();
+        let publisher = r.session(End::Graceful, 102);
+        let member = r.session(End::Graceful, 102);
+        r.member(publisher, 0, (0, 1), (Some(100), Some(101)));
+        r.member(member, 0, (0, 1), (Some(5), Some(6)));
+        // JOIN sent again before #0's echo: the server may have handled it
+        // first, so #0 is neither forbidden nor guaranteed.
+        r.member(member, 0, (10, 13), (Some(100), Some(101)));
+        r.publish(publisher, 0, &[0], 10);
+        r.receive(publisher, 0, publisher, &[0], 11);
+        r.receive(member, 0, publisher, &[0], 12);
+        let a = r.audit();
+        assert!(a.failures.is_empty(), "{:?}", a.failures);
+        assert_eq!(a.in_between, 1);
+    }
+
+    #[test]
+    fn a_message_never_sent_fails() {
+        let a = run(&[0, 1, 2, 7], End::Graceful).audit();
+        assert_eq!(a.phantom, 1);
+        assert_eq!(a.failures.len(), 1, "{:?}", a.failures);
+        assert!(a.failures[0].contains("got c0 #7 in chaos-0 that was never completely sent"));
+    }
+}

@@ -189,6 +189,22 @@ pub(super) struct Session {
 }
 
 impl Session {
+    /// A session with nothing recorded yet; `index` is its place in the
+    /// world's list, which deliveries refer to.
+    pub(super) fn new(index: u32, client: usize, role: Role, id: String) -> Session {
+        Session {
+            index,
+            client,
+            role,
+            id,
+            paused: AtomicBool::new(false),
+            abandon: AtomicBool::new(false),
+            expecting_error: Mutex::new(None),
+            state: Mutex::new(SessionState::default()),
+            changed: Condvar::new(),
+        }
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, SessionState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -269,17 +285,7 @@ impl World {
     /// Creates and records the session of a connection that said HELLO.
     pub(super) fn register(&self, client: usize, role: Role, id: String) -> Arc<Session> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let session = Arc::new(Session {
-            index: sessions.len() as u32,
-            client,
-            role,
-            id,
-            paused: AtomicBool::new(false),
-            abandon: AtomicBool::new(false),
-            expecting_error: Mutex::new(None),
-            state: Mutex::new(SessionState::default()),
-            changed: Condvar::new(),
-        });
+        let session = Arc::new(Session::new(sessions.len() as u32, client, role, id));
         sessions.push(Arc::clone(&session));
         self.by_id
             .lock()
