@@ -36,15 +36,15 @@ impl Audit {
 }
 
 /// Every message sent: when, and when its publisher got its echo.
-pub(super) struct SentIndex {
+struct SentIndex {
     /// (publisher, room, seq) -> (sent_at, echo_at).
-    pub(super) by_key: HashMap<(u32, u16, u64), (Instant, Option<Instant>)>,
+    by_key: HashMap<(u32, u16, u64), (Instant, Option<Instant>)>,
     /// Per room: (publisher, seq, sent_at, echo_at) of echoed messages.
-    pub(super) by_room: HashMap<u16, Vec<(u32, u64, Instant, Instant)>>,
+    by_room: HashMap<u16, Vec<(u32, u64, Instant, Instant)>>,
 }
 
 impl SentIndex {
-    pub(super) fn build(sessions: &[Arc<Session>]) -> SentIndex {
+    fn build(sessions: &[Arc<Session>]) -> SentIndex {
         let mut by_key = HashMap::new();
         for s in sessions {
             let state = s.lock();
@@ -70,7 +70,7 @@ impl SentIndex {
     }
 
     /// What `member` must have, per (room, publisher), ascending.
-    pub(super) fn guaranteed_for(&self, member: &SessionState) -> HashMap<(u16, u32), Vec<u64>> {
+    fn guaranteed_for(&self, member: &SessionState) -> HashMap<(u16, u32), Vec<u64>> {
         let mut out: HashMap<(u16, u32), Vec<u64>> = HashMap::new();
         let rooms: HashSet<u16> = member.periods.iter().map(|p| p.room).collect();
         for room in rooms {
@@ -103,12 +103,7 @@ impl SentIndex {
 /// Whether member state `member` may not receive (room, seq) sent at
 /// `sent_at` and echoed at `echo_at`: the server handled it while the member
 /// was certainly outside the room.
-pub(super) fn forbidden(
-    member: &SessionState,
-    room: u16,
-    sent_at: Instant,
-    echo_at: Instant,
-) -> bool {
+fn forbidden(member: &SessionState, room: u16, sent_at: Instant, echo_at: Instant) -> bool {
     let periods: Vec<&Period> = member.periods.iter().filter(|p| p.room == room).collect();
     // Before the first JOIN was sent.
     if periods.first().is_none_or(|p| echo_at < p.join_sent) {

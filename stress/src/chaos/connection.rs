@@ -21,7 +21,7 @@ use crate::error::{Context, Result};
 use crate::wire::{Conn, RecvError, raw_frame, room_frame};
 
 /// The reader thread of one session: records everything the server sends.
-pub(super) fn read_loop(world: Arc<World>, session: Arc<Session>, mut conn: Conn) {
+fn read_loop(world: Arc<World>, session: Arc<Session>, mut conn: Conn) {
     let mut ids: HashMap<String, u32> = HashMap::new();
     loop {
         if session.abandon.load(Ordering::Acquire) {
@@ -322,7 +322,7 @@ impl Live {
     }
 
     /// Ends the open membership of `room` at `at`.
-    pub(super) fn mark_left(&self, room: u16, at: Instant) {
+    fn mark_left(&self, room: u16, at: Instant) {
         let mut state = self.session.lock();
         if let Some(period) = state
             .periods

@@ -25,18 +25,32 @@
 //!   nobody else was; each malformed frame got its ERROR (and a close when
 //!   fatal); after everyone leaves, the server reports 0 rooms and only the
 //!   asking connection.
+//!
+//! One concern per file:
+//! - `model.rs`: the sessions (memberships, what each published and
+//!   received, how it ended) and the world every actor and reader shares;
+//! - `connection.rs`: one session's connection, the actor's requests and
+//!   their answers, and the reader thread that records what arrives;
+//! - `actor.rs`: one client's life, a weighted roll of an `Action` per turn;
+//! - `probes.rs`: malformed frames, and a connection that skips HELLO;
+//! - `audit.rs`: the rules above, applied to the recorded sessions only;
+//! - `figures.rs`: how sessions ended, and the one table of figures that
+//!   the human lines and the JSON line are both written from;
+//! - here: the options, and the run itself (start the actors, let messages
+//!   in flight settle, audit, then check the server still serves and is
+//!   empty).
 
 mod actor;
 mod audit;
 mod connection;
+mod figures;
 mod model;
 mod probes;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle, sleep};
 use std::time::{Duration, Instant};
 
@@ -49,7 +63,8 @@ use crate::target::{Target, TargetOptions};
 
 use actor::actor;
 use audit::{audit, outstanding};
-use model::{Counters, End, World};
+use figures::{Outcomes, Summary, figures};
+use model::World;
 
 /// Settings of a chaos run.
 #[derive(Debug, Clone)]
@@ -138,15 +153,7 @@ pub fn run_on(target: &Target, options: &Options) -> Result<Report> {
         .stats()
         .context("reading the server's counters before the run")?;
     let started = Instant::now();
-    let world = Arc::new(World {
-        addr: target.addr(),
-        rooms,
-        deadline: started + options.duration,
-        sessions: Mutex::new(Vec::new()),
-        by_id: Mutex::new(HashMap::new()),
-        counters: Counters::default(),
-        finals: Mutex::new(Vec::new()),
-    });
+    let world = Arc::new(World::new(target.addr(), rooms, started + options.duration));
     let actors: Vec<JoinHandle<()>> = (0..options.clients)
         .map(|client| {
             let world = Arc::clone(&world);
@@ -182,7 +189,6 @@ pub fn run_on(target: &Target, options: &Options) -> Result<Report> {
             panicked += 1;
         }
     }
-    let acted = started.elapsed();
     // Let guaranteed messages still in flight arrive.
     let settle_started = Instant::now();
     let mut sessions = world.all_sessions();
@@ -196,114 +202,16 @@ pub fn run_on(target: &Target, options: &Options) -> Result<Report> {
     for session in &sessions {
         session.abandon.store(true, Ordering::Release);
     }
-    let audit_result = audit(&sessions);
+    let audit = audit(&sessions);
+    let outcomes = Outcomes::of(&sessions);
+    drop(sessions);
 
     let mut report = Report::new("chaos");
-    report.line(format!(
-        "chaos against {}: {} clients, {} rooms, {:.1} s, seed {seed}",
-        target.describe(),
-        options.clients,
-        rooms,
-        acted.as_secs_f64()
-    ));
-    // Session outcomes and per-role facts.
-    let mut ends: HashMap<&'static str, u64> = HashMap::new();
-    let mut roles: HashMap<&'static str, u64> = HashMap::new();
-    let mut bad_total = 0u64;
-    let mut bad_ok = 0u64;
-    let mut bad_by_code: HashMap<String, u64> = HashMap::new();
-    let mut stalled_caught_up = 0u64;
-    let mut stalled_cut = 0u64;
-    let mut stalled_neither = 0u64;
-    let mut member_events = 0u64;
-    let mut published = 0u64;
-    for session in &sessions {
-        let state = session.lock();
-        *roles.entry(session.role.name()).or_default() += 1;
-        let end = state.end.unwrap_or(End::Unexpected);
-        *ends.entry(end.name()).or_default() += 1;
-        member_events += state.member_events;
-        published += state.published.len() as u64;
-        for problem in state
-            .problems
-            .iter()
-            .chain(&state.corrupt)
-            .chain(&state.unexpected_errors)
-        {
-            report.fail(problem.clone());
-        }
-        if state.end.is_none() {
-            report.fail(format!(
-                "client {} ({}) never finished its session",
-                session.client, session.id
-            ));
-        }
-        for bad in &state.bad {
-            bad_total += 1;
-            *bad_by_code.entry(bad.expected.to_string()).or_default() += 1;
-            match &bad.problem {
-                None => bad_ok += 1,
-                Some(problem) => report.fail(format!(
-                    "malformed frame ({}) from client {}: {problem}",
-                    bad.kind, session.client
-                )),
-            }
-        }
-        if state.stopped_reading {
-            if state.slow_consumer {
-                stalled_cut += 1;
-            } else if end.complete() {
-                stalled_caught_up += 1;
-            } else if !matches!(
-                end,
-                End::Fin | End::Rst | End::MidFrameFin | End::MidFrameRst
-            ) {
-                stalled_neither += 1;
-                report.fail(format!(
-                    "{} client {} ({}) stopped reading and neither caught up nor got SLOW_CONSUMER (ended {})",
-                    session.role.name(),
-                    session.client,
-                    session.id,
-                    end.name()
-                ));
-            }
-        }
-    }
-    drop(sessions);
-    let a = &audit_result;
-    for failure in &a.failures {
+    for failure in outcomes.failures.iter().chain(&audit.failures) {
         report.fail(failure.clone());
     }
-    let c = &world.counters;
-    report.line(format!(
-        "  sessions {} (by end: {}), joins {}, leaves {}, heartbeats {}, published {}, deliveries {}, membership events {}",
-        c.sessions.load(Ordering::Relaxed),
-        sorted(&ends),
-        c.joins.load(Ordering::Relaxed),
-        c.leaves.load(Ordering::Relaxed),
-        c.heartbeats.load(Ordering::Relaxed),
-        published,
-        a.deliveries,
-        member_events
-    ));
-    report.line(format!(
-        "  guaranteed deliveries {} received {}, lost {}, gaps before a cut {}, out of order {}, duplicated {}, leaked outside membership {}, never sent {}, timing-ambiguous {}",
-        a.guaranteed, a.guaranteed_received, a.lost, a.gaps, a.out_of_order, a.duplicates, a.leaked, a.phantom, a.in_between
-    ));
-    report.line(format!(
-        "  readers that stopped: {} caught up, {} cut off with SLOW_CONSUMER, {} neither; pauses {}",
-        stalled_caught_up,
-        stalled_cut,
-        stalled_neither,
-        c.pauses.load(Ordering::Relaxed)
-    ));
-    report.line(format!(
-        "  malformed frames {bad_total}, answered right {bad_ok} ({}); HELLO skipped {}",
-        sorted(&bad_by_code),
-        c.no_hello.load(Ordering::Relaxed)
-    ));
     report.check(
-        missing == 0 || a.lost > 0,
+        missing == 0 || audit.lost > 0,
         format!("{missing} guaranteed messages still missing after settling"),
     );
     report.check(
@@ -311,7 +219,7 @@ pub fn run_on(target: &Target, options: &Options) -> Result<Report> {
         format!("{panicked} chaos client threads panicked"),
     );
     report.check(
-        bad_total > 0 || options.clients < 10,
+        outcomes.malformed_sent > 0 || options.clients < 10,
         "no malformed frame was sent",
     );
     // Close every session still open, then check the server.
@@ -320,13 +228,6 @@ pub fn run_on(target: &Target, options: &Options) -> Result<Report> {
         live.finish();
     }
     let serves = still_serves(target.addr());
-    report.line(format!(
-        "  server still serves a new client: {}",
-        match &serves {
-            Ok(()) => "yes".to_owned(),
-            Err(e) => format!("NO ({e})"),
-        }
-    ));
     if let Err(e) = &serves {
         report.fail(format!("the server no longer serves a new client: {e}"));
     }
@@ -334,13 +235,6 @@ pub fn run_on(target: &Target, options: &Options) -> Result<Report> {
         crate::wire::wait_for_stats(target.addr(), Duration::from_secs(15), |s| {
             s.rooms == 0 && s.connections == 1
         })?;
-    report.line(format!(
-        "  after everyone left: {} rooms, {} connections (the asking one included); server counted {} slow consumers, errors {:?}",
-        after.rooms,
-        after.connections,
-        after.slow_consumers - before.slow_consumers,
-        after.errors
-    ));
     report.check(
         settled,
         format!(
@@ -348,59 +242,21 @@ pub fn run_on(target: &Target, options: &Options) -> Result<Report> {
             after.rooms, after.connections
         ),
     );
-    report.set("target", target.mode());
-    report.set("clients", options.clients);
-    report.set("rooms", rooms);
-    report.set("duration_s", options.duration.as_secs_f64());
-    report.set("seed", seed);
-    report.set("sessions", c.sessions.load(Ordering::Relaxed));
-    report.set("roles", json!(roles));
-    report.set("session_ends", json!(ends));
-    report.set("joins", c.joins.load(Ordering::Relaxed));
-    report.set("leaves", c.leaves.load(Ordering::Relaxed));
-    report.set("heartbeats", c.heartbeats.load(Ordering::Relaxed));
-    report.set("published", published);
-    report.set("deliveries", a.deliveries);
-    report.set("membership_events", member_events);
-    report.set("guaranteed", a.guaranteed);
-    report.set("guaranteed_received", a.guaranteed_received);
-    report.set("lost", a.lost);
-    report.set("gaps_before_cut", a.gaps);
-    report.set("out_of_order", a.out_of_order);
-    report.set("duplicates", a.duplicates);
-    report.set("leaked", a.leaked);
-    report.set("never_sent", a.phantom);
-    report.set("timing_ambiguous", a.in_between);
-    report.set("complete_sessions", a.complete_sessions);
-    report.set("cut_sessions", a.cut_sessions);
-    report.set("pauses", c.pauses.load(Ordering::Relaxed));
-    report.set("stopped_readers_caught_up", stalled_caught_up);
-    report.set("stopped_readers_cut_off", stalled_cut);
-    report.set("stopped_readers_neither", stalled_neither);
-    report.set("malformed_sent", bad_total);
-    report.set("malformed_answered", bad_ok);
-    report.set("malformed_by_code", json!(bad_by_code));
-    report.set("hello_skipped", c.no_hello.load(Ordering::Relaxed));
-    report.set("still_serves", serves.is_ok());
-    report.set("final_rooms", after.rooms);
-    report.set("final_connections", after.connections);
-    report.set(
-        "server_slow_consumers",
-        after.slow_consumers - before.slow_consumers,
-    );
-    report.set("server_errors", json!(after.errors));
-    report.set(
-        "seconds",
-        crate::report::round(started.elapsed().as_secs_f64(), 3),
-    );
+    figures(&Summary {
+        target: target.describe(),
+        mode: target.mode(),
+        clients: options.clients,
+        rooms,
+        duration_s: options.duration.as_secs_f64(),
+        seed,
+        counters: &world.counters,
+        outcomes: &outcomes,
+        audit: &audit,
+        still_serves: serves.is_ok(),
+        after: &after,
+        slow_consumers: after.slow_consumers - before.slow_consumers,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+    .write_to(&mut report);
     Ok(report)
-}
-
-fn sorted(map: &HashMap<impl AsRef<str>, u64>) -> String {
-    let mut items: Vec<String> = map
-        .iter()
-        .map(|(k, v)| format!("{} {v}", k.as_ref()))
-        .collect();
-    items.sort();
-    items.join(", ")
 }

@@ -245,8 +245,8 @@ pub(super) struct World {
     pub(super) addr: SocketAddr,
     pub(super) rooms: usize,
     pub(super) deadline: Instant,
-    pub(super) sessions: Mutex<Vec<Arc<Session>>>,
-    pub(super) by_id: Mutex<HashMap<String, u32>>,
+    sessions: Mutex<Vec<Arc<Session>>>,
+    by_id: Mutex<HashMap<String, u32>>,
     pub(super) counters: Counters,
     /// Sessions still open at the end, kept for the audit, then closed.
     pub(super) finals: Mutex<Vec<Live>>,
@@ -282,6 +282,18 @@ pub(super) struct ContentProbe<'a> {
 }
 
 impl World {
+    pub(super) fn new(addr: SocketAddr, rooms: usize, deadline: Instant) -> World {
+        World {
+            addr,
+            rooms,
+            deadline,
+            sessions: Mutex::new(Vec::new()),
+            by_id: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            finals: Mutex::new(Vec::new()),
+        }
+    }
+
     /// Creates and records the session of a connection that said HELLO.
     pub(super) fn register(&self, client: usize, role: Role, id: String) -> Arc<Session> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());

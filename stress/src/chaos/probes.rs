@@ -14,7 +14,7 @@ use crate::rng::Rng;
 use crate::wire::{Conn, json_frame, raw_frame, room_frame};
 
 /// The malformed frames a client sends: (name, bytes, expected code).
-pub(super) fn malformed_frames(max_frame: u32) -> Vec<(&'static str, Vec<u8>, ErrorCode)> {
+fn malformed_frames(max_frame: u32) -> Vec<(&'static str, Vec<u8>, ErrorCode)> {
     let mut too_long = Vec::new();
     too_long.extend_from_slice(&(max_frame + 1).to_be_bytes());
     vec![
