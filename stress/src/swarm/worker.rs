@@ -1,369 +1,21 @@
-//! Many clients on a few threads: non-blocking sockets driven by `mio`.
-//!
-//! The server under test already spends two threads per connection, so the
-//! load and bench clients must not: each swarm thread owns a share of the
-//! clients and one `mio::Poll`. A client connects, sends HELLO and JOIN_ROOM
-//! back to back, and once acked either only reads (a subscriber) or also
-//! publishes on a schedule (load).
-//!
-//! Reading allocates nothing per message: every thread reads into one large
-//! buffer, parses only frame headers plus the fixed-width fields of the
-//! content ([`content`] layout), and keeps only an incomplete trailing frame
-//! per client.
+//! One swarm thread: its share of the clients on one `mio::Poll`,
+//! connecting, greeting, publishing on schedule and reading every delivery.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::thread::{self, JoinHandle};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use protocol::{Flags, MessageType};
 
-use crate::histogram::Histogram;
+use super::content::{self, find_content};
+use super::plan::Plan;
+use super::totals::{EXIT, Live, RUNNING, Totals};
 use crate::sys::now_ns;
-
-/// The content every load and bench publisher sends, a JSON string of a
-/// fixed layout so a subscriber reads its fields at known offsets:
-///
-/// ```text
-/// "SSSSSSSSSS:PPPPPP:TTTTTTTTTTTTTTTT:xxxx…"
-///  seq (10)   pos(6) sent at, ns (16)  padding to the payload size
-/// ```
-pub mod content {
-    /// Bytes of the content before the padding, quotes included.
-    pub const MIN_LEN: usize = 1 + 10 + 1 + 6 + 1 + 16 + 2;
-    pub const SEQ: usize = 1;
-    pub const POS: usize = 12;
-    pub const TIME: usize = 19;
-
-    /// Writes `value` as `width` decimal digits (the low digits if longer).
-    #[inline]
-    pub fn put_digits(out: &mut [u8], mut value: u64) {
-        for byte in out.iter_mut().rev() {
-            *byte = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-    }
-
-    /// Reads decimal digits; `None` if any byte is not a digit.
-    #[inline]
-    pub fn digits(bytes: &[u8]) -> Option<u64> {
-        let mut value = 0u64;
-        for &b in bytes {
-            let d = b.wrapping_sub(b'0');
-            if d > 9 {
-                return None;
-            }
-            value = value * 10 + d as u64;
-        }
-        Some(value)
-    }
-
-    /// A content of `len` bytes (at least [`MIN_LEN`]) with all fields zero.
-    pub fn template(len: usize) -> Vec<u8> {
-        let len = len.max(MIN_LEN);
-        let mut out = vec![b'x'; len];
-        out[0] = b'"';
-        out[len - 1] = b'"';
-        out[SEQ..SEQ + 10].fill(b'0');
-        out[SEQ + 10] = b':';
-        out[POS..POS + 6].fill(b'0');
-        out[POS + 6] = b':';
-        out[TIME..TIME + 16].fill(b'0');
-        out[TIME + 16] = b':';
-        out
-    }
-
-    /// Fills the fields of a content made by [`template`].
-    #[inline]
-    pub fn fill(content: &mut [u8], seq: u64, pos: u32, time_ns: u64) {
-        put_digits(&mut content[SEQ..SEQ + 10], seq);
-        put_digits(&mut content[POS..POS + 6], pos as u64);
-        put_digits(&mut content[TIME..TIME + 16], time_ns);
-    }
-
-    /// A whole MESSAGE frame publishing a content of `len` bytes to `room`,
-    /// and the offset of the content in it.
-    pub fn publish_frame(room: &str, len: usize) -> (Vec<u8>, usize) {
-        let mut frame = Vec::new();
-        let start = protocol::begin_frame(
-            &mut frame,
-            protocol::MessageType::Message,
-            protocol::Flags::JSON,
-        );
-        frame.extend_from_slice(b"{\"room\":");
-        frame.extend_from_slice(serde_json::to_string(room).unwrap_or_default().as_bytes());
-        frame.extend_from_slice(b",\"content\":");
-        let at = frame.len();
-        frame.extend_from_slice(&template(len));
-        frame.push(b'}');
-        let _ = protocol::end_frame(&mut frame, start);
-        (frame, at)
-    }
-}
-
-/// The key a delivery's content follows.
-const CONTENT_KEY: &[u8] = b"\"content\":";
-
-/// What a swarm does.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub addr: SocketAddr,
-    pub clients: usize,
-    pub threads: usize,
-    /// Clients `r*size .. (r+1)*size` share room `r`.
-    pub room_size: usize,
-    /// Room `r` is named `{room_prefix}{r}`.
-    pub room_prefix: String,
-    /// Publishing, when the clients publish (load); `None` for subscribers.
-    pub publish: Option<PublishPlan>,
-    /// Slots per subscriber for publishers' sequence numbers (positions in
-    /// the content); defaults to `room_size`.
-    pub positions: usize,
-    /// Record delivery latency from the content's timestamp.
-    pub record_latency: bool,
-    /// Bytes of the read buffer of each thread.
-    pub read_buffer: usize,
-    /// Connections each thread has in progress at once.
-    pub max_connecting: usize,
-    /// A ready client that sent nothing for this long sends a HEARTBEAT.
-    pub heartbeat_every: Duration,
-    /// A subscriber that got this many deliveries counts as done.
-    pub expect_per_client: Option<u64>,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct PublishPlan {
-    /// Messages per second, per client.
-    pub rate: f64,
-    /// Bytes of content (a JSON string, quotes included).
-    pub content_len: usize,
-}
-
-impl Plan {
-    pub fn new(addr: SocketAddr, clients: usize, room_size: usize, prefix: &str) -> Plan {
-        Plan {
-            addr,
-            clients,
-            threads: 2,
-            room_size: room_size.max(1),
-            room_prefix: prefix.to_owned(),
-            publish: None,
-            positions: room_size.max(1),
-            record_latency: false,
-            read_buffer: 256 * 1024,
-            max_connecting: 64,
-            heartbeat_every: Duration::from_secs(20),
-            expect_per_client: None,
-        }
-    }
-
-    pub fn rooms(&self) -> usize {
-        self.clients.div_ceil(self.room_size)
-    }
-}
-
-// Phase 0: connecting and joining, nothing published yet.
-const RUNNING: u8 = 1;
-const DRAINING: u8 = 2;
-const EXIT: u8 = 3;
-
-/// Counters the threads update as they go, read by the main thread.
-#[derive(Debug, Default)]
-pub struct Live {
-    phase: AtomicU8,
-    /// When publishing started (ns on the shared clock).
-    run_start_ns: AtomicU64,
-    pub joined: AtomicUsize,
-    pub failed: AtomicUsize,
-    pub closed: AtomicUsize,
-    pub sent: AtomicU64,
-    pub delivered: AtomicU64,
-    /// Clients that reached `expect_per_client`.
-    pub done: AtomicUsize,
-    /// Per room: messages sent, and members as the JOIN acks said (largest).
-    room_sent: Vec<AtomicU64>,
-    room_members: Vec<AtomicU64>,
-}
-
-impl Live {
-    fn new(rooms: usize) -> Live {
-        Live {
-            room_sent: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
-            room_members: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
-            ..Live::default()
-        }
-    }
-
-    /// Deliveries the messages sent so far call for (no echo): each goes to
-    /// every other member of its room.
-    pub fn expected(&self) -> u64 {
-        self.room_sent
-            .iter()
-            .zip(&self.room_members)
-            .map(|(sent, members)| {
-                sent.load(Ordering::Acquire) * members.load(Ordering::Acquire).saturating_sub(1)
-            })
-            .sum()
-    }
-}
-
-/// The figures of a finished swarm.
-#[derive(Debug, Default)]
-pub struct Totals {
-    pub joined: usize,
-    pub failed_to_join: usize,
-    /// Connections the server closed (or reset) after they joined.
-    pub closed_early: usize,
-    pub sent: u64,
-    pub delivered: u64,
-    pub member_events: u64,
-    /// Deliveries out of sequence per publisher (reordered, duplicated or
-    /// skipped).
-    pub out_of_order: u64,
-    /// MESSAGE frames that aren't ours.
-    pub foreign: u64,
-    pub errors: HashMap<String, u64>,
-    pub latency: Histogram,
-    /// Latest delivery (ns on the shared clock).
-    pub last_delivery_ns: u64,
-    /// Latest time a client reached `expect_per_client`.
-    pub last_done_ns: u64,
-    pub clients_done: usize,
-    /// Sent messages per room.
-    pub sent_per_room: Vec<u64>,
-    /// Members per room as the JOIN acks reported (the largest seen).
-    pub members_per_room: Vec<u64>,
-    /// Publishing turns skipped because the client's socket was backed up.
-    pub backlogged: u64,
-    pub bytes_read: u64,
-}
-
-impl Totals {
-    fn merge(&mut self, other: Totals) {
-        self.joined += other.joined;
-        self.failed_to_join += other.failed_to_join;
-        self.closed_early += other.closed_early;
-        self.sent += other.sent;
-        self.delivered += other.delivered;
-        self.member_events += other.member_events;
-        self.out_of_order += other.out_of_order;
-        self.foreign += other.foreign;
-        for (k, v) in other.errors {
-            *self.errors.entry(k).or_default() += v;
-        }
-        self.latency.merge(&other.latency);
-        self.last_delivery_ns = self.last_delivery_ns.max(other.last_delivery_ns);
-        self.last_done_ns = self.last_done_ns.max(other.last_done_ns);
-        self.clients_done += other.clients_done;
-        merge_vec(&mut self.sent_per_room, &other.sent_per_room, |a, b| a + b);
-        merge_vec(
-            &mut self.members_per_room,
-            &other.members_per_room,
-            u64::max,
-        );
-        self.backlogged += other.backlogged;
-        self.bytes_read += other.bytes_read;
-    }
-
-    /// Deliveries the room sizes and messages sent call for (no echo).
-    pub fn expected_deliveries(&self) -> u64 {
-        self.sent_per_room
-            .iter()
-            .zip(&self.members_per_room)
-            .map(|(sent, members)| sent * members.saturating_sub(1))
-            .sum()
-    }
-}
-
-fn merge_vec(into: &mut Vec<u64>, from: &[u64], f: impl Fn(u64, u64) -> u64) {
-    if into.len() < from.len() {
-        into.resize(from.len(), 0);
-    }
-    for (a, &b) in into.iter_mut().zip(from) {
-        *a = f(*a, b);
-    }
-}
-
-/// A running swarm.
-#[derive(Debug)]
-pub struct Swarm {
-    pub live: Arc<Live>,
-    threads: Vec<JoinHandle<Totals>>,
-    clients: usize,
-}
-
-impl Swarm {
-    /// Starts the threads; they connect and join at once.
-    pub fn start(plan: &Plan) -> io::Result<Swarm> {
-        let live = Arc::new(Live::new(plan.rooms()));
-        let threads = plan.threads.clamp(1, plan.clients.max(1));
-        let handles = (0..threads)
-            .map(|t| {
-                let plan = plan.clone();
-                let live = Arc::clone(&live);
-                let mine: Vec<usize> = (t..plan.clients).step_by(threads).collect();
-                let worker = Worker::new(plan, live, mine)?;
-                thread::Builder::new()
-                    .name(format!("swarm-{t}"))
-                    .spawn(move || worker.run())
-            })
-            .collect::<io::Result<Vec<_>>>()?;
-        Ok(Swarm {
-            live,
-            threads: handles,
-            clients: plan.clients,
-        })
-    }
-
-    /// Waits until every client joined or gave up, or `timeout`; calls
-    /// `tick` now and then. Returns whether all joined.
-    pub fn wait_joined(&self, timeout: Duration, mut tick: impl FnMut(usize, usize)) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let joined = self.live.joined.load(Ordering::Acquire);
-            let failed = self.live.failed.load(Ordering::Acquire);
-            if joined + failed >= self.clients {
-                return failed == 0;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tick(joined, failed);
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Starts publishing (for plans that publish); returns the start time.
-    pub fn start_publishing(&self) -> u64 {
-        let start = now_ns();
-        self.live.run_start_ns.store(start, Ordering::Release);
-        self.live.phase.store(RUNNING, Ordering::Release);
-        start
-    }
-
-    /// Stops publishing; clients go on reading.
-    pub fn stop_publishing(&self) {
-        self.live.phase.store(DRAINING, Ordering::Release);
-    }
-
-    /// Closes every client and returns the merged figures.
-    pub fn finish(self) -> Totals {
-        self.live.phase.store(EXIT, Ordering::Release);
-        let mut totals = Totals::default();
-        for handle in self.threads {
-            if let Ok(t) = handle.join() {
-                totals.merge(t);
-            }
-        }
-        totals
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -398,7 +50,7 @@ struct Client {
     frame_content_at: usize,
 }
 
-struct Worker {
+pub(super) struct Worker {
     plan: Plan,
     live: Arc<Live>,
     poll: Poll,
@@ -415,7 +67,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(plan: Plan, live: Arc<Live>, mine: Vec<usize>) -> io::Result<Worker> {
+    pub(super) fn new(plan: Plan, live: Arc<Live>, mine: Vec<usize>) -> io::Result<Worker> {
         let rooms = plan.rooms();
         let positions = plan.positions.max(1);
         let clients: Vec<Client> = mine
@@ -473,7 +125,7 @@ impl Worker {
         })
     }
 
-    fn run(mut self) -> Totals {
+    pub(super) fn run(mut self) -> Totals {
         let mut events = Events::with_capacity(1024);
         let mut last_heartbeat_scan = Instant::now();
         loop {
@@ -865,62 +517,5 @@ impl Worker {
                 self.flush(i);
             }
         }
-    }
-}
-
-/// The content of a delivery, found at the offset it had last time if it is
-/// still there, else by a scan.
-#[inline]
-fn find_content<'a>(payload: &'a [u8], hint: &mut usize) -> Option<&'a [u8]> {
-    let at = *hint;
-    let start = if at > 0 && payload.get(at..at + CONTENT_KEY.len()) == Some(CONTENT_KEY) {
-        at
-    } else {
-        let found = payload
-            .windows(CONTENT_KEY.len())
-            .position(|w| w == CONTENT_KEY)?;
-        *hint = found;
-        found
-    };
-    let content = payload.get(start + CONTENT_KEY.len()..)?;
-    (content.len() >= content::MIN_LEN && content[0] == b'"').then_some(content)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_fields_round_trip() {
-        let mut c = content::template(64);
-        assert_eq!(c.len(), 64);
-        content::fill(&mut c, 1234567, 42, 9_876_543_210);
-        assert_eq!(
-            content::digits(&c[content::SEQ..content::SEQ + 10]),
-            Some(1234567)
-        );
-        assert_eq!(
-            content::digits(&c[content::POS..content::POS + 6]),
-            Some(42)
-        );
-        assert_eq!(
-            content::digits(&c[content::TIME..content::TIME + 16]),
-            Some(9_876_543_210)
-        );
-        assert!(serde_json::from_slice::<String>(&c).is_ok());
-    }
-
-    #[test]
-    fn content_is_found_in_a_delivery() {
-        let mut c = content::template(40);
-        content::fill(&mut c, 7, 1, 5);
-        let mut payload = br#"{"room":"r","from":"c12","content":"#.to_vec();
-        payload.extend_from_slice(&c);
-        payload.extend_from_slice(br#","timestamp":1}"#);
-        let mut hint = 0;
-        let found = find_content(&payload, &mut hint).map(|c| c[..40].to_vec());
-        assert_eq!(found, Some(c.clone()));
-        assert!(hint > 0);
-        assert!(find_content(&payload, &mut hint).is_some());
     }
 }
