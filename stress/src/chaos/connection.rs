@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::thread::{self, JoinHandle, sleep};
 use std::time::{Duration, Instant};
 
-use protocol::{Delivery, ErrorCode, Flags, Hello, MessageType, RoomReply};
+use protocol::{ErrorCode, Flags, Hello, MessageType, RoomReply, ServerMessage};
 
 use super::REPLY_TIMEOUT;
 use super::model::{
@@ -18,6 +18,7 @@ use super::model::{
     room_index, room_name,
 };
 use crate::error::{Context, Result};
+use crate::server_message;
 use crate::wire::{Conn, RecvError, raw_frame, room_frame};
 
 /// The reader thread of one session: records everything the server sends.
@@ -50,14 +51,12 @@ fn read_loop(world: Arc<World>, session: Arc<Session>, mut conn: Conn) {
         };
         let at = Instant::now();
         match frame.kind {
-            MessageType::Message if frame.payload.starts_with(b"{\"type\"") => {
-                session.lock().member_events += 1;
-            }
             MessageType::Message => {
-                let outcome = parse_delivery(&world, &mut ids, &frame.payload, frame.flags);
+                let outcome = sort_message(&world, &mut ids, &frame.payload, frame.flags);
                 let mut state = session.lock();
                 match outcome {
-                    Ok((room, from, seq)) => {
+                    Ok(Inbound::Member) => state.member_events += 1,
+                    Ok(Inbound::Delivery { room, from, seq }) => {
                         state.received.push(Received {
                             room,
                             from,
@@ -120,23 +119,36 @@ fn read_loop(world: Arc<World>, session: Arc<Session>, mut conn: Conn) {
     session.changed.notify_all();
 }
 
-fn parse_delivery(
+/// What a MESSAGE from the server was.
+enum Inbound {
+    Member,
+    /// One of ours, byte-exact; `from` is the publishing session's index.
+    Delivery {
+        room: u16,
+        from: u32,
+        seq: u64,
+    },
+}
+
+/// Sorts a MESSAGE from the server, and checks a delivery is byte-exact
+/// one that a session of this run published.
+fn sort_message(
     world: &World,
     ids: &mut HashMap<String, u32>,
     payload: &[u8],
     flags: Flags,
-) -> std::result::Result<(u16, u32, u64), String> {
+) -> std::result::Result<Inbound, String> {
     let text = || {
         String::from_utf8_lossy(payload)
             .chars()
             .take(200)
             .collect::<String>()
     };
-    if !flags.is_json() {
-        return Err(format!("a MESSAGE without the JSON flag: {}", text()));
-    }
-    let delivery: Delivery<'_> =
-        serde_json::from_slice(payload).map_err(|e| format!("bad delivery ({e}): {}", text()))?;
+    let delivery = match server_message::parse(flags, payload) {
+        Ok(ServerMessage::Member(_)) => return Ok(Inbound::Member),
+        Ok(ServerMessage::Delivery(delivery)) => delivery,
+        Err(why) => return Err(format!("{why}: {}", text())),
+    };
     let room = room_index(&delivery.room)
         .ok_or_else(|| format!("delivery to a room nobody joined: {}", text()))?;
     let probe: ContentProbe<'_> = serde_json::from_str(delivery.content.get())
@@ -160,7 +172,11 @@ fn parse_delivery(
             from
         }
     };
-    Ok((room, from, probe.s))
+    Ok(Inbound::Delivery {
+        room,
+        from,
+        seq: probe.s,
+    })
 }
 
 /// Why an actor's request went unanswered.

@@ -7,9 +7,10 @@
 //! publishes on a schedule (load).
 //!
 //! Reading allocates nothing per message: every thread reads into one large
-//! buffer, parses only frame headers plus the fixed-width fields of the
-//! content ([`content`] layout), and keeps only an incomplete trailing frame
-//! per client.
+//! buffer, splits it into frames with `protocol::parse_frame` (which borrows
+//! the payloads), reads only the fixed-width fields of the content
+//! ([`content`] layout), and keeps only an incomplete trailing frame per
+//! client. Member events and other rare frames get a full parse.
 //!
 //! - `content.rs`: the fixed layout of the content, and finding it in a
 //!   delivery without parsing JSON;

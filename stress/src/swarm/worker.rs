@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use protocol::{Flags, MessageType};
+use protocol::{Flags, Frame, MessageType};
 
 use super::content::{self, find_content};
 use super::plan::Plan;
 use super::totals::{EXIT, Live, RUNNING, Totals};
+use crate::server_message;
 use crate::sys::now_ns;
+use crate::wire::CLIENT_MAX_FRAME;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -307,52 +309,15 @@ impl Worker {
         if self.clients[i].stream.is_none() {
             return;
         }
-        let mut filled = {
-            let c = &mut self.clients[i];
-            let n = c.partial.len();
-            if self.buf.len() < n + 64 * 1024 {
-                self.buf.resize(n + 64 * 1024, 0);
-            }
-            self.buf[..n].copy_from_slice(&c.partial);
-            c.partial.clear();
-            n
-        };
-        let mut closed = false;
-        loop {
-            if filled == self.buf.len() {
-                let grow = self.buf.len();
-                self.buf.resize(grow * 2, 0);
-            }
-            let Some(stream) = self.clients[i].stream.as_mut() else {
-                return;
-            };
-            match stream.read(&mut self.buf[filled..]) {
-                Ok(0) => {
-                    closed = true;
-                    break;
-                }
-                Ok(n) => {
-                    self.totals.bytes_read += n as u64;
-                    filled += n;
-                    let now = now_ns();
-                    let used = self.process(i, filled, now);
-                    self.buf.copy_within(used..filled, 0);
-                    filled -= used;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    closed = true;
-                    break;
-                }
-            }
-        }
+        // Out of `self` while frames borrowed from it are handled by
+        // methods of `self`; moving a Vec costs nothing.
+        let mut buf = std::mem::take(&mut self.buf);
+        let closed = self.read_frames(i, &mut buf);
+        self.buf = buf;
         if closed {
             self.lost(i);
             return;
         }
-        let (buf, clients) = (&self.buf, &mut self.clients);
-        clients[i].partial.extend_from_slice(&buf[..filled]);
         // Answers may have queued frames (none today), and a greeting that
         // finished may have unlocked more connects.
         if !self.clients[i].out.is_empty() {
@@ -360,66 +325,69 @@ impl Worker {
         }
     }
 
-    /// Handles every complete frame in `buf[..filled]`; returns bytes used.
-    fn process(&mut self, i: usize, filled: usize, now: u64) -> usize {
+    /// Reads client `i` until its socket would block, handling every
+    /// complete frame as it comes and keeping an incomplete last one in the
+    /// client's `partial`. Returns whether the connection closed.
+    fn read_frames(&mut self, i: usize, buf: &mut Vec<u8>) -> bool {
+        let mut filled = {
+            let c = &mut self.clients[i];
+            let n = c.partial.len();
+            if buf.len() < n + 64 * 1024 {
+                buf.resize(n + 64 * 1024, 0);
+            }
+            buf[..n].copy_from_slice(&c.partial);
+            c.partial.clear();
+            n
+        };
+        loop {
+            if filled == buf.len() {
+                let grow = buf.len();
+                buf.resize(grow * 2, 0);
+            }
+            let Some(stream) = self.clients[i].stream.as_mut() else {
+                return false;
+            };
+            match stream.read(&mut buf[filled..]) {
+                Ok(0) => return true,
+                Ok(n) => {
+                    self.totals.bytes_read += n as u64;
+                    filled += n;
+                    let used = self.process(i, &buf[..filled], now_ns());
+                    buf.copy_within(used..filled, 0);
+                    filled -= used;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
+        self.clients[i].partial.extend_from_slice(&buf[..filled]);
+        false
+    }
+
+    /// Handles every complete frame in `bytes`; returns the bytes used.
+    fn process(&mut self, i: usize, bytes: &[u8], now: u64) -> usize {
         let mut at = 0;
         let mut delivered = 0u64;
-        while filled - at >= protocol::HEADER_LEN {
-            let b = &self.buf[at..filled];
-            let length = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
-            let total = 4 + length;
-            if length < 3 {
-                // Garbage from the server: drop the connection.
-                self.totals.foreign += 1;
-                return filled;
-            }
-            if b.len() < total {
-                break;
-            }
-            let kind = b[5];
-            let flags = b[6];
-            let payload = &b[protocol::HEADER_LEN..total];
-            if kind == MessageType::Message as u8 {
-                if payload.starts_with(b"{\"type\"") {
-                    self.totals.member_events += 1;
-                } else if flags == Flags::JSON.bits() {
-                    let c = &mut self.clients[i];
-                    match find_content(payload, &mut c.content_hint) {
-                        Some(content) => {
-                            delivered += 1;
-                            c.delivered += 1;
-                            let seq = content::digits(&content[content::SEQ..content::SEQ + 10]);
-                            let pos = content::digits(&content[content::POS..content::POS + 6]);
-                            match (seq, pos) {
-                                (Some(seq), Some(pos)) if (pos as usize) < c.next_seq.len() => {
-                                    let slot = &mut c.next_seq[pos as usize];
-                                    if seq != *slot {
-                                        self.totals.out_of_order += 1;
-                                    }
-                                    *slot = seq + 1;
-                                }
-                                _ => self.totals.foreign += 1,
-                            }
-                            if self.plan.record_latency
-                                && let Some(sent) =
-                                    content::digits(&content[content::TIME..content::TIME + 16])
-                            {
-                                self.totals.latency.record(now.saturating_sub(sent));
-                            }
-                            if self.plan.expect_per_client == Some(c.delivered) {
-                                self.totals.last_done_ns = self.totals.last_done_ns.max(now);
-                                self.live.done.fetch_add(1, Ordering::AcqRel);
-                            }
-                        }
-                        None => self.totals.foreign += 1,
+        loop {
+            match protocol::parse_frame(&bytes[at..], CLIENT_MAX_FRAME) {
+                Ok(Some((frame, len))) => {
+                    at += len;
+                    if frame.kind != MessageType::Message {
+                        self.answer(i, &frame);
+                    } else if self.deliver(i, &frame, now) {
+                        delivered += 1;
                     }
-                } else {
-                    self.totals.foreign += 1;
                 }
-            } else {
-                self.answer(i, kind, payload.to_vec());
+                Ok(None) => break,
+                Err(_) => {
+                    // Not a frame stream: count it, and drop what is
+                    // buffered, as no frame boundary in it can be trusted.
+                    self.totals.foreign += 1;
+                    at = bytes.len();
+                    break;
+                }
             }
-            at += total;
         }
         if delivered > 0 {
             self.totals.delivered += delivered;
@@ -429,28 +397,79 @@ impl Worker {
         at
     }
 
-    /// A frame other than a delivery: HELLO answer, JOIN ack, ERROR, ...
-    fn answer(&mut self, i: usize, kind: u8, payload: Vec<u8>) {
-        if kind == MessageType::Error as u8 {
-            let code = serde_json::from_slice::<protocol::ErrorPayload>(&payload)
-                .map(|e| e.code.to_string())
-                .unwrap_or_else(|_| "UNREADABLE".into());
-            *self.totals.errors.entry(code).or_default() += 1;
-            return;
-        }
-        if kind == MessageType::JoinRoom as u8 {
-            let c = &mut self.clients[i];
-            if c.state == State::Greeting {
-                let members = serde_json::from_slice::<protocol::RoomReply>(&payload)
-                    .map(|r| r.members)
-                    .unwrap_or(0);
-                let slot = &mut self.totals.members_per_room[c.room];
-                *slot = (*slot).max(members);
-                self.live.room_members[c.room].fetch_max(members, Ordering::AcqRel);
-                c.state = State::Ready;
-                self.connecting = self.connecting.saturating_sub(1);
-                self.live.joined.fetch_add(1, Ordering::AcqRel);
+    /// A MESSAGE for client `i`; returns whether it was a delivery.
+    ///
+    /// This runs for every delivery, tens of millions a second, so it finds
+    /// the content at a known place and reads fixed-width fields, parsing no
+    /// JSON and allocating nothing. Only a delivery has a `content` key, so
+    /// a MESSAGE where it is found is one; anything else (a member event, or
+    /// something foreign) is rare and gets the full parse of
+    /// [`server_message`].
+    #[inline]
+    fn deliver(&mut self, i: usize, frame: &Frame<'_>, now: u64) -> bool {
+        let c = &mut self.clients[i];
+        let found = if frame.flags.is_json() {
+            find_content(frame.payload, &mut c.content_hint)
+        } else {
+            None
+        };
+        let Some(content) = found else {
+            if server_message::is_member_event(frame.flags, frame.payload) {
+                self.totals.member_events += 1;
+            } else {
+                self.totals.foreign += 1;
             }
+            return false;
+        };
+        c.delivered += 1;
+        let seq = content::digits(&content[content::SEQ..content::SEQ + 10]);
+        let pos = content::digits(&content[content::POS..content::POS + 6]);
+        match (seq, pos) {
+            (Some(seq), Some(pos)) if (pos as usize) < c.next_seq.len() => {
+                let slot = &mut c.next_seq[pos as usize];
+                if seq != *slot {
+                    self.totals.out_of_order += 1;
+                }
+                *slot = seq + 1;
+            }
+            _ => self.totals.foreign += 1,
+        }
+        if self.plan.record_latency
+            && let Some(sent) = content::digits(&content[content::TIME..content::TIME + 16])
+        {
+            self.totals.latency.record(now.saturating_sub(sent));
+        }
+        if self.plan.expect_per_client == Some(c.delivered) {
+            self.totals.last_done_ns = self.totals.last_done_ns.max(now);
+            self.live.done.fetch_add(1, Ordering::AcqRel);
+        }
+        true
+    }
+
+    /// A frame other than a MESSAGE: HELLO answer, JOIN ack, ERROR, ...
+    fn answer(&mut self, i: usize, frame: &Frame<'_>) {
+        match frame.kind {
+            MessageType::Error => {
+                let code = serde_json::from_slice::<protocol::ErrorPayload>(frame.payload)
+                    .map(|e| e.code.to_string())
+                    .unwrap_or_else(|_| "UNREADABLE".into());
+                *self.totals.errors.entry(code).or_default() += 1;
+            }
+            MessageType::JoinRoom => {
+                let c = &mut self.clients[i];
+                if c.state == State::Greeting {
+                    let members = serde_json::from_slice::<protocol::RoomReply>(frame.payload)
+                        .map(|r| r.members)
+                        .unwrap_or(0);
+                    let slot = &mut self.totals.members_per_room[c.room];
+                    *slot = (*slot).max(members);
+                    self.live.room_members[c.room].fetch_max(members, Ordering::AcqRel);
+                    c.state = State::Ready;
+                    self.connecting = self.connecting.saturating_sub(1);
+                    self.live.joined.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            _ => {}
         }
     }
 
