@@ -13,7 +13,8 @@
 //! Building blocks: [`target`] (which server), [`wire`] (a blocking frame
 //! connection with full control of the bytes), [`swarm`] (many non-blocking
 //! clients on a few threads), [`histogram`], [`report`] (verdict, human lines
-//! and the JSON line), [`sys`] (sockets options, limits, /proc).
+//! and the JSON line), [`sys`] (sockets options, limits, /proc),
+//! [`server_message`] (telling deliveries from member events).
 //!
 //! Every scenario returns a [`report::Report`]; `main.rs` prints it and exits
 //! non-zero when the verdict fails.
@@ -26,6 +27,7 @@ pub mod histogram;
 pub mod load;
 pub mod report;
 pub mod rng;
+pub mod server_message;
 pub mod swarm;
 pub mod sys;
 pub mod target;

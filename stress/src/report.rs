@@ -98,6 +98,95 @@ impl Report {
     }
 }
 
+/// One figure: its JSON key, the words a person reads it by, and its value.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub value: Value,
+}
+
+impl Figure {
+    pub fn new(key: &'static str, label: &'static str, value: impl Into<Value>) -> Figure {
+        Figure {
+            key,
+            label,
+            value: value.into(),
+        }
+    }
+}
+
+/// A scenario's figures, written once: both the human lines and the JSON
+/// keys are generated from this table, so a figure can't be printed under
+/// one value and reported under another, or be shown but not reported.
+#[derive(Debug, Default)]
+pub struct Figures {
+    lines: Vec<(String, Vec<Figure>)>,
+    json_only: Vec<(&'static str, Value)>,
+}
+
+impl Figures {
+    pub fn new() -> Figures {
+        Figures::default()
+    }
+
+    /// A human line: `lead`, then each figure as "label value",
+    /// comma-separated.
+    pub fn line(&mut self, lead: impl Into<String>, figures: impl IntoIterator<Item = Figure>) {
+        self.lines
+            .push((lead.into(), figures.into_iter().collect()));
+    }
+
+    /// A JSON key no human line shows: a parameter, or a figure only tools
+    /// need.
+    pub fn json_only(&mut self, key: &'static str, value: impl Into<Value>) {
+        self.json_only.push((key, value.into()));
+    }
+
+    /// Adds every line and every key to `report`.
+    pub fn write_to(self, report: &mut Report) {
+        for (lead, figures) in self.lines {
+            let shown: Vec<String> = figures
+                .iter()
+                .map(|f| format!("{} {}", f.label, human(&f.value)))
+                .collect();
+            report.line(format!("{lead}{}", shown.join(", ")));
+            for figure in figures {
+                debug_assert!(!report.json.contains_key(figure.key), "{}", figure.key);
+                report.set(figure.key, figure.value);
+            }
+        }
+        for (key, value) in self.json_only {
+            debug_assert!(!report.json.contains_key(key), "{key}");
+            report.set(key, value);
+        }
+    }
+}
+
+/// A JSON value as a person reads it: yes/no for a flag, a tally as
+/// "(key n, key n)" in key order.
+fn human(value: &Value) -> String {
+    match value {
+        Value::Null => "-".to_owned(),
+        Value::Bool(true) => "yes".to_owned(),
+        Value::Bool(false) => "no".to_owned(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(human).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Value::Object(map) => {
+            let mut items: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{k} {}", human(v)))
+                .collect();
+            items.sort();
+            format!("({})", items.join(", "))
+        }
+    }
+}
+
 /// Prints a progress line to stderr at most every few seconds, so a long run
 /// shows it is alive without flooding the report on stdout.
 #[derive(Debug)]
@@ -141,4 +230,40 @@ impl Progress {
 pub fn round(value: f64, digits: i32) -> f64 {
     let scale = 10f64.powi(digits);
     (value * scale).round() / scale
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn figures_make_both_the_lines_and_the_keys() {
+        let mut figures = Figures::new();
+        figures.line(
+            "  after: ",
+            [
+                Figure::new("final_rooms", "rooms", 0),
+                Figure::new("still_serves", "still serves", true),
+                Figure::new("errors", "errors", json!({"b": 2, "a": 1})),
+            ],
+        );
+        figures.line("", [Figure::new("empty", "nothing", json!({}))]);
+        figures.json_only("seed", 7);
+        let mut report = Report::new("test");
+        figures.write_to(&mut report);
+        assert_eq!(
+            report.lines,
+            [
+                "  after: rooms 0, still serves yes, errors (a 1, b 2)",
+                "nothing ()"
+            ]
+        );
+        assert_eq!(report.json["final_rooms"], 0);
+        assert_eq!(report.json["still_serves"], true);
+        assert_eq!(report.json["errors"], json!({"a": 1, "b": 2}));
+        assert_eq!(report.json["seed"], 7);
+        assert_eq!(report.json.len(), 6, "{:?}", report.json);
+    }
 }

@@ -1,0 +1,262 @@
+//! chaos: many clients doing everything at once, then a strict audit.
+//!
+//! N clients act at random for D seconds: they join and leave rooms, publish
+//! bursts, send heartbeats, disconnect (gracefully, with FIN, with RST, and in
+//! the middle of a frame) and reconnect. Some stop reading for a while
+//! (pausers), some stop for good (stuck), some send malformed frames. Every
+//! client says HELLO with `echo` on, so a publisher learns when the server
+//! relayed each of its messages.
+//!
+//! The audit uses one clock for everything (this process's `Instant`):
+//! - a member is guaranteed message m if m was sent after the member's JOIN
+//!   ack arrived, and m's echo reached its publisher before the member sent
+//!   LEAVE (or closed): the server handled the join before m, and m before
+//!   the leave;
+//! - a member must never get m if m was sent after its LEAVE ack arrived and
+//!   m's echo came back before it sent its next JOIN;
+//! - anything else may go either way, but per publisher and room, deliveries
+//!   are strictly increasing in sequence (no reordering, no duplicates), and
+//!   every delivery is byte-exact one that was really sent;
+//! - sessions that left their rooms and read everything the server sent
+//!   (left gracefully, or open at the end) must have every guaranteed
+//!   message; sessions cut short (FIN, RST, a fatal ERROR, SLOW_CONSUMER)
+//!   must have them up to the last one they got from each publisher;
+//! - readers that paused either caught up or were told SLOW_CONSUMER, and
+//!   nobody else was; each malformed frame got its ERROR (and a close when
+//!   fatal); after everyone leaves, the server reports 0 rooms and only the
+//!   asking connection.
+//!
+//! One concern per file:
+//! - `model.rs`: the sessions (memberships, what each published and
+//!   received, how it ended) and the world every actor and reader shares;
+//! - `connection.rs`: one session's connection, the actor's requests and
+//!   their answers, and the reader thread that records what arrives;
+//! - `actor.rs`: one client's life, a weighted roll of an `Action` per turn;
+//! - `probes.rs`: malformed frames, and a connection that skips HELLO;
+//! - `audit.rs`: the rules above, applied to the recorded sessions only;
+//! - `figures.rs`: how sessions ended, and the one table of figures that
+//!   the human lines and the JSON line are both written from;
+//! - here: the options, and the run itself (start the actors, let messages
+//!   in flight settle, audit, then check the server still serves and is
+//!   empty).
+
+mod actor;
+mod audit;
+mod connection;
+mod figures;
+mod model;
+mod probes;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::{self, JoinHandle, sleep};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::error::{Context, Result};
+use crate::report::{Progress, Report};
+use crate::rng::Rng;
+use crate::target::{Target, TargetOptions};
+
+use actor::actor;
+use audit::{audit, outstanding};
+use figures::{Outcomes, Summary, figures};
+use model::World;
+
+/// Settings of a chaos run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub target: TargetOptions,
+    /// Logical clients (each reconnects as new sessions).
+    pub clients: usize,
+    pub duration: Duration,
+    /// Rooms to spread over; 0 picks clients / 5 (at least 2).
+    pub rooms: usize,
+    pub seed: Option<u64>,
+    /// No progress lines.
+    pub quiet: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            target: TargetOptions::default(),
+            clients: 50,
+            duration: Duration::from_secs(20),
+            rooms: 0,
+            seed: None,
+            quiet: false,
+        }
+    }
+}
+
+/// How long to wait for any answer before calling it lost.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the audit waits for guaranteed messages still in flight.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Two fresh clients (the `client` crate's blocking client) can still join,
+/// and one's message reaches the other byte-exact.
+fn still_serves(addr: SocketAddr) -> std::result::Result<(), String> {
+    let t = REPLY_TIMEOUT;
+    let open = || -> std::result::Result<client::Client, String> {
+        let c = client::Client::connect(addr).map_err(|e| e.to_string())?;
+        c.hello_as(Some("chaos-after"), false, t)
+            .map_err(|e| e.to_string())?;
+        c.join_and_wait("chaos-after", t)
+            .map_err(|e| e.to_string())?;
+        Ok(c)
+    };
+    let (publisher, subscriber) = (open()?, open()?);
+    let content = json!({"still": "here", "n": [1, 2, 3]});
+    publisher
+        .send_json("chaos-after", &content)
+        .map_err(|e| e.to_string())?;
+    let got = subscriber
+        .wait_for(t, "the message after the chaos", |event| match event {
+            client::Event::Message(m) => Some(m.body.as_json().map(str::to_owned)),
+            _ => None,
+        })
+        .map_err(|e| e.to_string())?;
+    if got.as_deref() != Some(content.to_string().as_str()) {
+        return Err(format!("got {got:?}, sent {content}"));
+    }
+    for c in [publisher, subscriber] {
+        c.leave_and_wait("chaos-after", t)
+            .map_err(|e| e.to_string())?;
+        c.close();
+    }
+    Ok(())
+}
+
+/// Runs chaos against the target.
+pub fn run(options: &Options) -> Result<Report> {
+    let target = Target::start(&options.target)?;
+    let report = run_on(&target, options);
+    target.stop();
+    report
+}
+
+/// Runs chaos against a server that is already there.
+pub fn run_on(target: &Target, options: &Options) -> Result<Report> {
+    let seed = options.seed.unwrap_or_else(Rng::clock_seed);
+    let rooms = if options.rooms == 0 {
+        (options.clients / 5).max(2)
+    } else {
+        options.rooms
+    };
+    let progress = Progress::new("chaos", options.quiet);
+    let before = target
+        .stats()
+        .context("reading the server's counters before the run")?;
+    let started = Instant::now();
+    let world = Arc::new(World::new(target.addr(), rooms, started + options.duration));
+    let actors: Vec<JoinHandle<()>> = (0..options.clients)
+        .map(|client| {
+            let world = Arc::clone(&world);
+            thread::Builder::new()
+                .name(format!("chaos-{client}"))
+                .stack_size(256 * 1024)
+                .spawn(move || actor(world, client, seed))
+        })
+        .collect::<io::Result<_>>()
+        .context("starting the chaos clients")?;
+    let mut ticker = progress;
+    while actors.iter().any(|a| !a.is_finished()) {
+        sleep(Duration::from_millis(100));
+        let c = &world.counters;
+        ticker.tick(|| {
+            format!(
+                "{:.0}/{} s: {} sessions, {} published, {} delivered, {} joins, {} leaves, {} pauses, {} malformed",
+                started.elapsed().as_secs_f64(),
+                options.duration.as_secs(),
+                c.sessions.load(Ordering::Relaxed),
+                c.published.load(Ordering::Relaxed),
+                c.delivered.load(Ordering::Relaxed),
+                c.joins.load(Ordering::Relaxed),
+                c.leaves.load(Ordering::Relaxed),
+                c.pauses.load(Ordering::Relaxed),
+                c.malformed.load(Ordering::Relaxed),
+            )
+        });
+    }
+    let mut panicked = 0;
+    for actor in actors {
+        if actor.join().is_err() {
+            panicked += 1;
+        }
+    }
+    // Let guaranteed messages still in flight arrive.
+    let settle_started = Instant::now();
+    let mut sessions = world.all_sessions();
+    let mut missing = outstanding(&sessions);
+    while missing > 0 && settle_started.elapsed() < SETTLE_TIMEOUT {
+        sleep(Duration::from_millis(100));
+        sessions = world.all_sessions();
+        missing = outstanding(&sessions);
+    }
+    // Close the sessions still open, so the audit sees final states.
+    for session in &sessions {
+        session.abandon.store(true, Ordering::Release);
+    }
+    let audit = audit(&sessions);
+    let outcomes = Outcomes::of(&sessions);
+    drop(sessions);
+
+    let mut report = Report::new("chaos");
+    for failure in outcomes.failures.iter().chain(&audit.failures) {
+        report.fail(failure.clone());
+    }
+    report.check(
+        missing == 0 || audit.lost > 0,
+        format!("{missing} guaranteed messages still missing after settling"),
+    );
+    report.check(
+        panicked == 0,
+        format!("{panicked} chaos client threads panicked"),
+    );
+    report.check(
+        outcomes.malformed_sent > 0 || options.clients < 10,
+        "no malformed frame was sent",
+    );
+    // Close every session still open, then check the server.
+    let finals = std::mem::take(&mut *world.finals.lock().unwrap_or_else(|p| p.into_inner()));
+    for live in finals {
+        live.finish();
+    }
+    let serves = still_serves(target.addr());
+    if let Err(e) = &serves {
+        report.fail(format!("the server no longer serves a new client: {e}"));
+    }
+    let (after, settled) =
+        crate::wire::wait_for_stats(target.addr(), Duration::from_secs(15), |s| {
+            s.rooms == 0 && s.connections == 1
+        })?;
+    report.check(
+        settled,
+        format!(
+            "after everyone left the server still reports {} rooms and {} connections (want 0 and 1)",
+            after.rooms, after.connections
+        ),
+    );
+    figures(&Summary {
+        target: target.describe(),
+        mode: target.mode(),
+        clients: options.clients,
+        rooms,
+        duration_s: options.duration.as_secs_f64(),
+        seed,
+        counters: &world.counters,
+        outcomes: &outcomes,
+        audit: &audit,
+        still_serves: serves.is_ok(),
+        after: &after,
+        slow_consumers: after.slow_consumers - before.slow_consumers,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+    .write_to(&mut report);
+    Ok(report)
+}

@@ -1,0 +1,63 @@
+//! What a swarm is asked to do: how many clients, in which rooms, on how
+//! many threads, publishing or only reading.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// What a swarm does.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub addr: SocketAddr,
+    pub clients: usize,
+    pub threads: usize,
+    /// Clients `r*size .. (r+1)*size` share room `r`.
+    pub room_size: usize,
+    /// Room `r` is named `{room_prefix}{r}`.
+    pub room_prefix: String,
+    /// Publishing, when the clients publish (load); `None` for subscribers.
+    pub publish: Option<PublishPlan>,
+    /// Slots per subscriber for publishers' sequence numbers (positions in
+    /// the content); defaults to `room_size`.
+    pub positions: usize,
+    /// Record delivery latency from the content's timestamp.
+    pub record_latency: bool,
+    /// Bytes of the read buffer of each thread.
+    pub read_buffer: usize,
+    /// Connections each thread has in progress at once.
+    pub max_connecting: usize,
+    /// A ready client that sent nothing for this long sends a HEARTBEAT.
+    pub heartbeat_every: Duration,
+    /// A subscriber that got this many deliveries counts as done.
+    pub expect_per_client: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PublishPlan {
+    /// Messages per second, per client.
+    pub rate: f64,
+    /// Bytes of content (a JSON string, quotes included).
+    pub content_len: usize,
+}
+
+impl Plan {
+    pub fn new(addr: SocketAddr, clients: usize, room_size: usize, prefix: &str) -> Plan {
+        Plan {
+            addr,
+            clients,
+            threads: 2,
+            room_size: room_size.max(1),
+            room_prefix: prefix.to_owned(),
+            publish: None,
+            positions: room_size.max(1),
+            record_latency: false,
+            read_buffer: 256 * 1024,
+            max_connecting: 64,
+            heartbeat_every: Duration::from_secs(20),
+            expect_per_client: None,
+        }
+    }
+
+    pub fn rooms(&self) -> usize {
+        self.clients.div_ceil(self.room_size)
+    }
+}

@@ -1,0 +1,540 @@
+//! One swarm thread: its share of the clients on one `mio::Poll`,
+//! connecting, greeting, publishing on schedule and reading every delivery.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use protocol::{Flags, Frame, MessageType};
+
+use super::content::{self, find_content};
+use super::plan::Plan;
+use super::totals::{EXIT, Live, RUNNING, Totals};
+use crate::server_message;
+use crate::sys::now_ns;
+use crate::wire::CLIENT_MAX_FRAME;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Waiting,
+    Connecting,
+    /// HELLO and JOIN sent; waiting for both answers.
+    Greeting,
+    Ready,
+    Closed,
+}
+
+#[derive(Debug)]
+struct Client {
+    room: usize,
+    position: u32,
+    stream: Option<TcpStream>,
+    state: State,
+    attempts: u32,
+    /// The bytes of an incomplete frame left from the last read.
+    partial: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Next expected sequence number per publisher position.
+    next_seq: Vec<u64>,
+    delivered: u64,
+    seq: u64,
+    last_send: Instant,
+    /// Where `"content":` was found in the last delivery.
+    content_hint: usize,
+    /// This client's publish frame, fields filled per message.
+    frame: Vec<u8>,
+    frame_content_at: usize,
+}
+
+pub(super) struct Worker {
+    plan: Plan,
+    live: Arc<Live>,
+    poll: Poll,
+    clients: Vec<Client>,
+    waiting: VecDeque<usize>,
+    connecting: usize,
+    /// Clients that gave up connecting.
+    failed: usize,
+    buf: Vec<u8>,
+    totals: Totals,
+    schedule: BinaryHeap<Reverse<(u64, usize)>>,
+    scheduled: bool,
+    interval_ns: u64,
+}
+
+impl Worker {
+    pub(super) fn new(plan: Plan, live: Arc<Live>, mine: Vec<usize>) -> io::Result<Worker> {
+        let rooms = plan.rooms();
+        let positions = plan.positions.max(1);
+        let clients: Vec<Client> = mine
+            .iter()
+            .map(|&index| {
+                let room = index / plan.room_size;
+                let (frame, at) = match plan.publish {
+                    Some(p) => content::publish_frame(
+                        &format!("{}{room}", plan.room_prefix),
+                        p.content_len,
+                    ),
+                    None => (Vec::new(), 0),
+                };
+                Client {
+                    room,
+                    position: (index % plan.room_size) as u32,
+                    stream: None,
+                    state: State::Waiting,
+                    attempts: 0,
+                    partial: Vec::new(),
+                    out: Vec::new(),
+                    out_pos: 0,
+                    next_seq: vec![0; positions],
+                    delivered: 0,
+                    seq: 0,
+                    last_send: Instant::now(),
+                    content_hint: 0,
+                    frame,
+                    frame_content_at: at,
+                }
+            })
+            .collect();
+        let interval_ns = plan
+            .publish
+            .map(|p| (1e9 / p.rate.max(1e-3)) as u64)
+            .unwrap_or(u64::MAX);
+        let totals = Totals {
+            sent_per_room: vec![0; rooms],
+            members_per_room: vec![0; rooms],
+            ..Totals::default()
+        };
+        Ok(Worker {
+            waiting: (0..clients.len()).collect(),
+            buf: vec![0; plan.read_buffer.max(64 * 1024)],
+            plan,
+            live,
+            poll: Poll::new()?,
+            clients,
+            connecting: 0,
+            failed: 0,
+            totals,
+            schedule: BinaryHeap::new(),
+            scheduled: false,
+            interval_ns,
+        })
+    }
+
+    pub(super) fn run(mut self) -> Totals {
+        let mut events = Events::with_capacity(1024);
+        let mut last_heartbeat_scan = Instant::now();
+        loop {
+            let phase = self.live.phase.load(Ordering::Acquire);
+            if phase == EXIT {
+                break;
+            }
+            self.start_connects();
+            let mut timeout = Duration::from_millis(20);
+            if phase == RUNNING && self.plan.publish.is_some() {
+                if !self.scheduled {
+                    self.schedule_all();
+                }
+                let now = now_ns();
+                self.publish_due(now);
+                if let Some(Reverse((due, _))) = self.schedule.peek() {
+                    timeout = timeout.min(Duration::from_nanos(due.saturating_sub(now_ns())));
+                }
+            }
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                break;
+            }
+            for event in events.iter() {
+                let i = event.token().0;
+                if event.is_writable() {
+                    self.on_writable(i);
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.on_readable(i);
+                }
+            }
+            if last_heartbeat_scan.elapsed() >= Duration::from_secs(1) {
+                last_heartbeat_scan = Instant::now();
+                self.heartbeats();
+            }
+        }
+        for c in &self.clients {
+            if c.state == State::Ready {
+                self.totals.joined += 1;
+            }
+            if self
+                .plan
+                .expect_per_client
+                .is_some_and(|m| c.delivered >= m)
+            {
+                self.totals.clients_done += 1;
+            }
+        }
+        self.totals.failed_to_join = self.failed;
+        self.totals
+    }
+
+    fn start_connects(&mut self) {
+        while self.connecting < self.plan.max_connecting {
+            let Some(i) = self.waiting.pop_front() else {
+                break;
+            };
+            let c = &mut self.clients[i];
+            c.attempts += 1;
+            match TcpStream::connect(self.plan.addr) {
+                Ok(mut stream) => {
+                    if self
+                        .poll
+                        .registry()
+                        .register(
+                            &mut stream,
+                            Token(i),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )
+                        .is_err()
+                    {
+                        self.connect_failed(i);
+                        continue;
+                    }
+                    c.stream = Some(stream);
+                    c.state = State::Connecting;
+                    self.connecting += 1;
+                }
+                Err(_) => {
+                    self.connecting += 1;
+                    self.connect_failed(i);
+                }
+            }
+        }
+    }
+
+    /// A connect or greeting failed: retry a few times, then give up.
+    fn connect_failed(&mut self, i: usize) {
+        let c = &mut self.clients[i];
+        if let Some(mut stream) = c.stream.take() {
+            let _ = self.poll.registry().deregister(&mut stream);
+        }
+        c.partial.clear();
+        c.out.clear();
+        c.out_pos = 0;
+        self.connecting = self.connecting.saturating_sub(1);
+        if c.attempts < 5 {
+            c.state = State::Waiting;
+            self.waiting.push_back(i);
+        } else {
+            c.state = State::Closed;
+            self.live.failed.fetch_add(1, Ordering::AcqRel);
+            self.failed += 1;
+        }
+    }
+
+    fn on_writable(&mut self, i: usize) {
+        let c = &mut self.clients[i];
+        if c.state == State::Connecting {
+            let Some(stream) = c.stream.as_ref() else {
+                return;
+            };
+            match stream.take_error() {
+                Ok(None) => {}
+                _ => return self.connect_failed(i),
+            }
+            if stream.peer_addr().is_err() {
+                // Not connected yet (spurious wake-up) or refused.
+                return;
+            }
+            let _ = stream.set_nodelay(true);
+            c.state = State::Greeting;
+            let room = format!("{}{}", self.plan.room_prefix, c.room);
+            crate::wire::push_json(
+                &mut c.out,
+                MessageType::Hello,
+                &serde_json::json!({"clientVersion": "stress-swarm"}),
+            );
+            crate::wire::push_json(
+                &mut c.out,
+                MessageType::JoinRoom,
+                &serde_json::json!({ "room": room }),
+            );
+        }
+        self.flush(i);
+    }
+
+    fn flush(&mut self, i: usize) {
+        let c = &mut self.clients[i];
+        let Some(stream) = c.stream.as_mut() else {
+            return;
+        };
+        while c.out_pos < c.out.len() {
+            match stream.write(&c.out[c.out_pos..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    c.out_pos += n;
+                    c.last_send = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.lost(i),
+            }
+        }
+        c.out.clear();
+        c.out_pos = 0;
+    }
+
+    /// The server closed a client (or it failed while greeting).
+    fn lost(&mut self, i: usize) {
+        match self.clients[i].state {
+            State::Connecting | State::Greeting => self.connect_failed(i),
+            State::Ready => {
+                let c = &mut self.clients[i];
+                if let Some(mut stream) = c.stream.take() {
+                    let _ = self.poll.registry().deregister(&mut stream);
+                }
+                c.state = State::Closed;
+                self.totals.closed_early += 1;
+                self.live.closed.fetch_add(1, Ordering::AcqRel);
+            }
+            State::Waiting | State::Closed => {}
+        }
+    }
+
+    fn on_readable(&mut self, i: usize) {
+        if self.clients[i].stream.is_none() {
+            return;
+        }
+        // Out of `self` while frames borrowed from it are handled by
+        // methods of `self`; moving a Vec costs nothing.
+        let mut buf = std::mem::take(&mut self.buf);
+        let closed = self.read_frames(i, &mut buf);
+        self.buf = buf;
+        if closed {
+            self.lost(i);
+            return;
+        }
+        // Answers may have queued frames (none today), and a greeting that
+        // finished may have unlocked more connects.
+        if !self.clients[i].out.is_empty() {
+            self.flush(i);
+        }
+    }
+
+    /// Reads client `i` until its socket would block, handling every
+    /// complete frame as it comes and keeping an incomplete last one in the
+    /// client's `partial`. Returns whether the connection closed.
+    fn read_frames(&mut self, i: usize, buf: &mut Vec<u8>) -> bool {
+        let mut filled = {
+            let c = &mut self.clients[i];
+            let n = c.partial.len();
+            if buf.len() < n + 64 * 1024 {
+                buf.resize(n + 64 * 1024, 0);
+            }
+            buf[..n].copy_from_slice(&c.partial);
+            c.partial.clear();
+            n
+        };
+        loop {
+            if filled == buf.len() {
+                let grow = buf.len();
+                buf.resize(grow * 2, 0);
+            }
+            let Some(stream) = self.clients[i].stream.as_mut() else {
+                return false;
+            };
+            match stream.read(&mut buf[filled..]) {
+                Ok(0) => return true,
+                Ok(n) => {
+                    self.totals.bytes_read += n as u64;
+                    filled += n;
+                    let used = self.process(i, &buf[..filled], now_ns());
+                    buf.copy_within(used..filled, 0);
+                    filled -= used;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
+        self.clients[i].partial.extend_from_slice(&buf[..filled]);
+        false
+    }
+
+    /// Handles every complete frame in `bytes`; returns the bytes used.
+    fn process(&mut self, i: usize, bytes: &[u8], now: u64) -> usize {
+        let mut at = 0;
+        let mut delivered = 0u64;
+        loop {
+            match protocol::parse_frame(&bytes[at..], CLIENT_MAX_FRAME) {
+                Ok(Some((frame, len))) => {
+                    at += len;
+                    if frame.kind != MessageType::Message {
+                        self.answer(i, &frame);
+                    } else if self.deliver(i, &frame, now) {
+                        delivered += 1;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    // Not a frame stream: count it, and drop what is
+                    // buffered, as no frame boundary in it can be trusted.
+                    self.totals.foreign += 1;
+                    at = bytes.len();
+                    break;
+                }
+            }
+        }
+        if delivered > 0 {
+            self.totals.delivered += delivered;
+            self.totals.last_delivery_ns = now;
+            self.live.delivered.fetch_add(delivered, Ordering::Relaxed);
+        }
+        at
+    }
+
+    /// A MESSAGE for client `i`; returns whether it was a delivery.
+    ///
+    /// This runs for every delivery, tens of millions a second, so it finds
+    /// the content at a known place and reads fixed-width fields, parsing no
+    /// JSON and allocating nothing. Only a delivery has a `content` key, so
+    /// a MESSAGE where it is found is one; anything else (a member event, or
+    /// something foreign) is rare and gets the full parse of
+    /// [`server_message`].
+    #[inline]
+    fn deliver(&mut self, i: usize, frame: &Frame<'_>, now: u64) -> bool {
+        let c = &mut self.clients[i];
+        let found = if frame.flags.is_json() {
+            find_content(frame.payload, &mut c.content_hint)
+        } else {
+            None
+        };
+        let Some(content) = found else {
+            if server_message::is_member_event(frame.flags, frame.payload) {
+                self.totals.member_events += 1;
+            } else {
+                self.totals.foreign += 1;
+            }
+            return false;
+        };
+        c.delivered += 1;
+        let seq = content::digits(&content[content::SEQ..content::SEQ + 10]);
+        let pos = content::digits(&content[content::POS..content::POS + 6]);
+        match (seq, pos) {
+            (Some(seq), Some(pos)) if (pos as usize) < c.next_seq.len() => {
+                let slot = &mut c.next_seq[pos as usize];
+                if seq != *slot {
+                    self.totals.out_of_order += 1;
+                }
+                *slot = seq + 1;
+            }
+            _ => self.totals.foreign += 1,
+        }
+        if self.plan.record_latency
+            && let Some(sent) = content::digits(&content[content::TIME..content::TIME + 16])
+        {
+            self.totals.latency.record(now.saturating_sub(sent));
+        }
+        if self.plan.expect_per_client == Some(c.delivered) {
+            self.totals.last_done_ns = self.totals.last_done_ns.max(now);
+            self.live.done.fetch_add(1, Ordering::AcqRel);
+        }
+        true
+    }
+
+    /// A frame other than a MESSAGE: HELLO answer, JOIN ack, ERROR, ...
+    fn answer(&mut self, i: usize, frame: &Frame<'_>) {
+        match frame.kind {
+            MessageType::Error => {
+                let code = serde_json::from_slice::<protocol::ErrorPayload>(frame.payload)
+                    .map(|e| e.code.to_string())
+                    .unwrap_or_else(|_| "UNREADABLE".into());
+                *self.totals.errors.entry(code).or_default() += 1;
+            }
+            MessageType::JoinRoom => {
+                let c = &mut self.clients[i];
+                if c.state == State::Greeting {
+                    let members = serde_json::from_slice::<protocol::RoomReply>(frame.payload)
+                        .map(|r| r.members)
+                        .unwrap_or(0);
+                    let slot = &mut self.totals.members_per_room[c.room];
+                    *slot = (*slot).max(members);
+                    self.live.room_members[c.room].fetch_max(members, Ordering::AcqRel);
+                    c.state = State::Ready;
+                    self.connecting = self.connecting.saturating_sub(1);
+                    self.live.joined.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn schedule_all(&mut self) {
+        self.scheduled = true;
+        let start = self.live.run_start_ns.load(Ordering::Acquire);
+        let n = self.clients.len().max(1) as u64;
+        for (k, c) in self.clients.iter().enumerate() {
+            if c.state == State::Ready {
+                // Spread the first sends over one interval.
+                let offset = self.interval_ns.saturating_mul(k as u64) / n;
+                self.schedule.push(Reverse((start + offset, k)));
+            }
+        }
+    }
+
+    fn publish_due(&mut self, now: u64) {
+        let mut touched = Vec::new();
+        while let Some(&Reverse((due, i))) = self.schedule.peek() {
+            if due > now {
+                break;
+            }
+            self.schedule.pop();
+            let c = &mut self.clients[i];
+            if c.state != State::Ready {
+                continue;
+            }
+            if c.out.len() - c.out_pos > 256 * 1024 {
+                self.totals.backlogged += 1;
+            } else {
+                let at = c.frame_content_at;
+                content::fill(&mut c.frame[at..], c.seq, c.position, now_ns());
+                c.seq += 1;
+                c.out.extend_from_slice(&c.frame);
+                self.totals.sent += 1;
+                self.totals.sent_per_room[c.room] += 1;
+                self.live.room_sent[c.room].fetch_add(1, Ordering::AcqRel);
+                touched.push(i);
+            }
+            let mut next = due + self.interval_ns;
+            if next + 1_000_000_000 < now {
+                // More than a second behind: don't burst to catch up.
+                next = now;
+            }
+            self.schedule.push(Reverse((next, i)));
+        }
+        if !touched.is_empty() {
+            self.live
+                .sent
+                .fetch_add(touched.len() as u64, Ordering::Relaxed);
+        }
+        for i in touched {
+            self.flush(i);
+        }
+    }
+
+    fn heartbeats(&mut self) {
+        let every = self.plan.heartbeat_every;
+        for i in 0..self.clients.len() {
+            let c = &mut self.clients[i];
+            if c.state == State::Ready && c.out.is_empty() && c.last_send.elapsed() >= every {
+                let _ = protocol::encode(&mut c.out, MessageType::Heartbeat, Flags::NONE, b"");
+                c.last_send = Instant::now();
+                self.flush(i);
+            }
+        }
+    }
+}
