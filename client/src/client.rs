@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use protocol::{
-    BinaryPublish, Flags, Hello, HelloReply, MessageType, Stats, abort_frame, begin_frame,
-    end_frame, validate_room,
+    BinaryPublish, EncodeError, Flags, Hello, HelloReply, MessageType, Stats, abort_frame,
+    begin_frame, encode_json, end_frame, validate_room,
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -224,40 +224,42 @@ impl Client {
 
     // ---- sending -------------------------------------------------------
 
-    /// Encodes one frame with `payload` writing its payload, and sends it.
+    /// Encodes one frame into the connection's buffer with `encode`, checks
+    /// it against the server's frame limit, and sends it.
     fn send_with(
         &self,
-        kind: MessageType,
-        flags: Flags,
-        payload: impl FnOnce(&mut Vec<u8>) -> Result<(), ClientError>,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), ClientError>,
     ) -> Result<(), ClientError> {
         if let Some(reason) = self.shared.reason() {
             return Err(ClientError::Disconnected(reason));
         }
+        let max = self.shared.server_max_frame.load(Ordering::Relaxed);
         let mut writer = lock(&self.writer);
         let Writer { stream, buf } = &mut *writer;
         buf.clear();
-        let start = begin_frame(buf, kind, flags);
-        if let Err(error) = payload(buf) {
-            abort_frame(buf, start);
-            return Err(error);
-        }
-        let max = self.shared.server_max_frame.load(Ordering::Relaxed);
-        let length = end_frame(buf, start).map_err(|_| ClientError::TooLarge {
-            bytes: buf.len(),
-            max,
-        })?;
-        if length > max {
-            return Err(ClientError::TooLarge {
-                bytes: length as usize,
-                max,
-            });
+        encode(buf)?;
+        let length = buf.len() - protocol::LENGTH_PREFIX;
+        if length > max as usize {
+            return Err(ClientError::TooLarge { bytes: length, max });
         }
         let result = stream.write_all(buf);
         if buf.capacity() > 256 * 1024 {
             *buf = Vec::with_capacity(4096);
         }
         result.map_err(|error| self.write_error(error))
+    }
+
+    /// A frame this client could not encode.
+    fn encode_error(&self, error: EncodeError) -> ClientError {
+        match error {
+            EncodeError::TooLarge { payload_len } => ClientError::TooLarge {
+                bytes: payload_len,
+                max: self.shared.server_max_frame.load(Ordering::Relaxed),
+            },
+            EncodeError::NotJson => {
+                ClientError::Io(io::Error::new(io::ErrorKind::InvalidInput, error))
+            }
+        }
     }
 
     fn write_error(&self, error: io::Error) -> ClientError {
@@ -272,9 +274,10 @@ impl Client {
         kind: MessageType,
         value: &T,
     ) -> Result<(), ClientError> {
-        self.send_with(kind, Flags::JSON, |buf| {
-            serde_json::to_writer(&mut *buf, value)
-                .map_err(|error| ClientError::Io(io::Error::new(io::ErrorKind::InvalidData, error)))
+        self.send_with(|buf| {
+            encode_json(buf, kind, value)
+                .map(drop)
+                .map_err(|error| self.encode_error(error))
         })
     }
 
@@ -396,10 +399,18 @@ impl Client {
     /// Publishes raw bytes (a BINARY MESSAGE), relayed byte-exact.
     pub fn send_binary(&self, room: &str, body: &[u8]) -> Result<(), ClientError> {
         let room = Client::room(room)?;
-        self.send_with(MessageType::Message, Flags::BINARY, |buf| {
-            BinaryPublish { room, body }.encode(buf).map_err(|error| {
-                ClientError::Io(io::Error::new(io::ErrorKind::InvalidInput, error))
-            })
+        self.send_with(|buf| {
+            let start = begin_frame(buf, MessageType::Message, Flags::BINARY);
+            if let Err(error) = (BinaryPublish { room, body }).encode(buf) {
+                abort_frame(buf, start);
+                return Err(ClientError::Io(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    error,
+                )));
+            }
+            end_frame(buf, start)
+                .map(drop)
+                .map_err(|error| self.encode_error(error))
         })
     }
 
@@ -409,9 +420,9 @@ impl Client {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let sent_us = u64::try_from(self.shared.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
         let payload = reader::heartbeat_payload(seq, sent_us);
-        self.send_with(MessageType::Heartbeat, Flags::JSON, |buf| {
-            buf.extend_from_slice(payload.as_bytes());
-            Ok(())
+        self.send_with(|buf| {
+            protocol::encode(buf, MessageType::Heartbeat, Flags::JSON, payload.as_bytes())
+                .map_err(|error| self.encode_error(error))
         })?;
         Ok(seq)
     }

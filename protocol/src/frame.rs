@@ -247,10 +247,10 @@ pub fn abort_frame(out: &mut Vec<u8>, start: FrameStart) {
 /// ERRORs, the clients' requests and the test tools all come through here, so
 /// the header and the JSON flag cannot disagree between them. On error
 /// nothing is left in `out`.
-pub fn encode_json(
+pub fn encode_json<T: Serialize + ?Sized>(
     out: &mut Vec<u8>,
     kind: MessageType,
-    value: &impl Serialize,
+    value: &T,
 ) -> Result<u32, EncodeError> {
     let start = begin_frame(out, kind, Flags::JSON);
     if serde_json::to_writer(&mut *out, value).is_err() {

@@ -62,21 +62,21 @@ pub fn fill(content: &mut [u8], seq: u64, pos: u32, time_ns: u64) {
 }
 
 /// A whole MESSAGE frame publishing a content of `len` bytes to `room`,
-/// and the offset of the content in it.
+/// and the offset of the content in it (where [`fill`] writes each
+/// message's fields).
 pub fn publish_frame(room: &str, len: usize) -> (Vec<u8>, usize) {
+    let template = String::from_utf8(template(len)).unwrap_or_default();
+    let content_len = template.len();
+    let content = serde_json::value::RawValue::from_string(template).ok();
+    let publish = protocol::Publish {
+        room: room.into(),
+        content: content.as_deref(),
+    };
     let mut frame = Vec::new();
-    let start = protocol::begin_frame(
-        &mut frame,
-        protocol::MessageType::Message,
-        protocol::Flags::JSON,
-    );
-    frame.extend_from_slice(b"{\"room\":");
-    frame.extend_from_slice(serde_json::to_string(room).unwrap_or_default().as_bytes());
-    frame.extend_from_slice(b",\"content\":");
-    let at = frame.len();
-    frame.extend_from_slice(&template(len));
-    frame.push(b'}');
-    let _ = protocol::end_frame(&mut frame, start);
+    let _ = protocol::encode_json(&mut frame, protocol::MessageType::Message, &publish);
+    // `content` is the last key, so the template ends one byte (the
+    // closing brace) before the frame does.
+    let at = frame.len().saturating_sub(1 + content_len);
     (frame, at)
 }
 
@@ -114,6 +114,28 @@ mod tests {
         assert_eq!(digits(&c[POS..POS + 6]), Some(42));
         assert_eq!(digits(&c[TIME..TIME + 16]), Some(9_876_543_210));
         assert!(serde_json::from_slice::<String>(&c).is_ok());
+    }
+
+    #[test]
+    fn a_publish_frame_is_a_valid_message_with_its_content_at_the_offset() {
+        for len in [0, 64, 300] {
+            let (mut frame, at) = publish_frame("room \"q\"", len);
+            let n = template(len).len();
+            assert_eq!(&frame[at..at + n], &template(len)[..]);
+            fill(&mut frame[at..at + n], 99, 3, 12_345);
+            let (parsed, used) = protocol::parse_frame(&frame, u32::MAX).unwrap().unwrap();
+            assert_eq!(used, frame.len());
+            match protocol::Request::parse(&parsed).unwrap() {
+                protocol::Request::Publish { room, content } => {
+                    assert_eq!(room, "room \"q\"");
+                    let protocol::Content::Json(raw) = content else {
+                        panic!("JSON content expected");
+                    };
+                    assert_eq!(digits(&raw.get().as_bytes()[SEQ..SEQ + 10]), Some(99));
+                }
+                other => panic!("not a publish: {other:?}"),
+            }
+        }
     }
 
     #[test]
