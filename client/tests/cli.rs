@@ -1,7 +1,5 @@
 //! The `relay` binary driven through pipes, against an in-process server.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -10,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use support::{WAIT, start_server};
+use testkit::{WAIT, start_server, start_server_with};
 
 fn cli(addr: SocketAddr, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_relay"));
@@ -206,7 +204,7 @@ fn server_errors_are_printed_with_their_code() {
 }
 
 fn start_server_with_one_room() -> server::RunningServer {
-    support::start_server_with(server::Config {
+    start_server_with(server::Config {
         max_rooms_per_connection: 1,
         ..server::Config::default()
     })
@@ -293,7 +291,7 @@ fn a_lost_connection_is_reported_plainly() {
 
 #[test]
 fn a_quiet_session_outlives_the_idle_timeout() {
-    let server = support::start_server_with(server::Config {
+    let server = start_server_with(server::Config {
         idle_timeout: Duration::from_millis(1200),
         ..server::Config::default()
     });

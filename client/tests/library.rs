@@ -12,10 +12,11 @@ use client::{
     Body, Client, ClientError, DisconnectReason, ErrorCode, Event, MemberChange, Options,
     ServerError,
 };
-use protocol::{Flags, Frame, MessageType};
+use protocol::{Flags, MessageType};
 use serde_json::value::RawValue;
 
-use support::{WAIT, expect_event, login, login_with, start_server};
+use support::{expect_event, login, login_with};
+use testkit::{WAIT, raw_frame, start_server};
 
 #[test]
 fn hello_returns_the_connection_id_and_limits() {
@@ -358,10 +359,6 @@ fn fake_server(script: impl FnOnce(TcpStream) + Send + 'static) -> std::net::Soc
     addr
 }
 
-fn frame(kind: MessageType, flags: Flags, payload: &[u8]) -> Vec<u8> {
-    Frame::new(kind, flags, payload).to_vec().expect("encode")
-}
-
 fn last_event(client: &Client) -> DisconnectReason {
     loop {
         match client.recv_timeout(WAIT) {
@@ -396,7 +393,7 @@ fn a_server_breaking_the_framing_is_a_protocol_violation() {
 #[test]
 fn a_server_sending_a_bad_payload_is_a_protocol_violation() {
     let addr = fake_server(|mut stream| {
-        let _ = stream.write_all(&frame(MessageType::JoinRoom, Flags::JSON, b"[1,2]"));
+        let _ = stream.write_all(&raw_frame(MessageType::JoinRoom, Flags::JSON, b"[1,2]"));
         let mut rest = Vec::new();
         let _ = stream.read_to_end(&mut rest);
     });
@@ -411,12 +408,12 @@ fn a_server_sending_a_bad_payload_is_a_protocol_violation() {
 #[test]
 fn frames_split_anywhere_are_reassembled() {
     let addr = fake_server(|mut stream| {
-        let mut bytes = frame(
+        let mut bytes = raw_frame(
             MessageType::Message,
             Flags::JSON,
             br#"{"room":"r","from":"c1","user":"u","content":"split","timestamp":1}"#,
         );
-        bytes.extend(frame(
+        bytes.extend(raw_frame(
             MessageType::JoinRoom,
             Flags::JSON,
             br#"{"status":"joined","room":"r","members":2}"#,
@@ -442,7 +439,7 @@ fn frames_split_anywhere_are_reassembled() {
 #[test]
 fn a_fatal_error_then_close_is_the_disconnect_reason() {
     let addr = fake_server(|mut stream| {
-        let _ = stream.write_all(&frame(
+        let _ = stream.write_all(&raw_frame(
             MessageType::Error,
             Flags::JSON,
             br#"{"code":"IDLE_TIMEOUT","message":"idle for 60 s","fatal":true}"#,

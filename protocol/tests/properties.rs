@@ -13,6 +13,7 @@ use protocol::{
     MessageType, Request, RoomReply, ServerMessage, Stats, parse_frame, validate_room,
 };
 use serde_json::value::RawValue;
+use testkit::{round_trip_frame, round_trip_json};
 
 /// A decoded frame, owned.
 type Decoded = (MessageType, Flags, Vec<u8>);
@@ -578,7 +579,7 @@ proptest! {
                     .collect::<BTreeMap<_, _>>(),
             }),
         };
-        let frame = json_frame(MessageType::Hello, &reply);
+        let frame = round_trip_json(MessageType::Hello, &reply);
         prop_assert_eq!(
             serde_json::from_slice::<HelloReply>(&frame.payload).expect("parses"),
             reply
@@ -586,7 +587,7 @@ proptest! {
 
         for (kind, status) in [(MessageType::JoinRoom, "joined"), (MessageType::LeaveRoom, "left")] {
             let answer = RoomReply { status: status.into(), room: room.clone(), members: id };
-            let frame = json_frame(kind, &answer);
+            let frame = round_trip_json(kind, &answer);
             prop_assert_eq!(
                 serde_json::from_slice::<RoomReply>(&frame.payload).expect("parses"),
                 answer
@@ -602,7 +603,7 @@ proptest! {
             content: &raw,
             timestamp,
         };
-        let frame = json_frame(MessageType::Message, &delivery);
+        let frame = round_trip_json(MessageType::Message, &delivery);
         match ServerMessage::parse(&frame.payload) {
             Ok(ServerMessage::Delivery(parsed)) => {
                 prop_assert_eq!(&parsed.room, &room);
@@ -622,7 +623,7 @@ proptest! {
                 user: user.clone(),
                 timestamp,
             };
-            let frame = json_frame(MessageType::Message, &event);
+            let frame = round_trip_json(MessageType::Message, &event);
             match ServerMessage::parse(&frame.payload) {
                 Ok(ServerMessage::Member(parsed)) => prop_assert_eq!(parsed, event),
                 other => prop_assert!(false, "{:?}", other),
@@ -630,50 +631,11 @@ proptest! {
         }
 
         let error = ErrorPayload::new(code, message);
-        let frame = json_frame(MessageType::Error, &error);
+        let frame = round_trip_json(MessageType::Error, &error);
         let parsed: ErrorPayload = serde_json::from_slice(&frame.payload).expect("parses");
         prop_assert_eq!(parsed.fatal, code.is_fatal());
         prop_assert_eq!(parsed, error);
     }
-}
-
-/// A frame that went through encode and the decoder.
-struct OwnedFrame {
-    kind: MessageType,
-    flags: Flags,
-    payload: Vec<u8>,
-}
-
-impl OwnedFrame {
-    fn as_frame(&self) -> Frame<'_> {
-        Frame::new(self.kind, self.flags, &self.payload)
-    }
-}
-
-/// Encodes a frame and decodes it again through a [`Decoder`], one byte at a
-/// time, so the typed round trips cross the codec too.
-fn round_trip_frame(kind: MessageType, flags: Flags, payload: &[u8]) -> OwnedFrame {
-    let bytes = Frame::new(kind, flags, payload).to_vec().expect("fits");
-    let mut decoder = Decoder::default();
-    let mut frames = Vec::new();
-    for byte in &bytes {
-        decoder.feed(std::slice::from_ref(byte));
-        drain(&mut decoder, &mut frames).expect("valid frame");
-    }
-    assert_eq!(frames.len(), 1, "one frame in, one frame out");
-    let (kind_out, flags_out, payload_out) = frames.remove(0);
-    assert_eq!((kind_out, flags_out), (kind, flags));
-    assert_eq!(payload_out, payload);
-    OwnedFrame {
-        kind,
-        flags,
-        payload: payload_out,
-    }
-}
-
-fn json_frame<T: serde::Serialize>(kind: MessageType, value: &T) -> OwnedFrame {
-    let payload = serde_json::to_vec(value).expect("serializes");
-    round_trip_frame(kind, Flags::JSON, &payload)
 }
 
 /// Valid room names: printable text of 1 to 64 bytes, not starting or ending

@@ -3,14 +3,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 
-use common::*;
 use protocol::MessageType;
 use serde_json::json;
+use testkit::{Raw, WAIT};
 
 #[test]
 fn sigterm_stops_the_server_gracefully() {
@@ -34,7 +32,9 @@ fn sigterm_stops_the_server_gracefully() {
 
     // SAFETY: kill only sends a signal to the child we started.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let error = client.expect_after_messages(MessageType::Error).error();
+    let error = client
+        .expect_skipping_messages(MessageType::Error)
+        .expect_error();
     assert_eq!(error.code.as_str(), "SHUTTING_DOWN");
     client.expect_close();
     drop(client);

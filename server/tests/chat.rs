@@ -3,15 +3,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
 use protocol::{Flags, MessageType};
 use serde_json::json;
+use testkit::{Raw, json_frame, raw_frame, start_server, start_server_with};
 
 #[test]
 fn hello_answer_announces_limits_and_identity() {
-    let server = start_default();
+    let server = start_server();
     let (_client, reply) = Raw::hello(
         server.local_addr(),
         json!({"userId": "ann", "clientVersion": "1.0.0"}),
@@ -25,7 +23,7 @@ fn hello_answer_announces_limits_and_identity() {
 
 #[test]
 fn two_clients_chat_and_the_sender_gets_no_copy_without_echo() {
-    let server = start_default();
+    let server = start_server();
     let (mut ann, ann_hello) = Raw::hello(server.local_addr(), json!({"userId": "ann"}));
     let (mut bob, _) = Raw::hello(server.local_addr(), json!({"userId": "bob"}));
     assert_eq!(
@@ -54,13 +52,13 @@ fn two_clients_chat_and_the_sender_gets_no_copy_without_echo() {
     assert!(value["timestamp"].as_u64().unwrap() > 1_700_000_000_000);
 
     // Ann got no copy: her next frame is the answer to this heartbeat.
-    ann.send_raw(&frame_bytes(MessageType::Heartbeat, Flags::NONE, b""));
+    ann.send_raw(&raw_frame(MessageType::Heartbeat, Flags::NONE, b""));
     ann.expect(MessageType::Heartbeat);
 }
 
 #[test]
 fn content_is_relayed_byte_exact_including_null_zero_and_empty_string() {
-    let server = start_default();
+    let server = start_server();
     let (mut ann, _) = Raw::hello(server.local_addr(), json!({"echo": true}));
     ann.join("r");
     for content in [
@@ -71,7 +69,7 @@ fn content_is_relayed_byte_exact_including_null_zero_and_empty_string() {
         "\"\\u00e9\"",
     ] {
         let payload = format!("{{\"room\":\"r\",\"content\":{content}}}");
-        ann.send_raw(&frame_bytes(
+        ann.send_raw(&raw_frame(
             MessageType::Message,
             Flags::JSON,
             payload.as_bytes(),
@@ -85,7 +83,7 @@ fn content_is_relayed_byte_exact_including_null_zero_and_empty_string() {
 
 #[test]
 fn echo_delivers_the_senders_own_copy() {
-    let server = start_default();
+    let server = start_server();
     let (mut ann, hello) = Raw::hello(server.local_addr(), json!({"echo": true, "userId": "ann"}));
     ann.join("r");
     ann.publish("r", json!("me too"));
@@ -96,7 +94,7 @@ fn echo_delivers_the_senders_own_copy() {
 
 #[test]
 fn acks_trim_rooms_and_leaving_is_idempotent() {
-    let server = start_default();
+    let server = start_server();
     let (mut ann, _) = Raw::hello(server.local_addr(), json!({}));
     assert_eq!(
         ann.join("  lobby \t"),
@@ -123,7 +121,7 @@ fn acks_trim_rooms_and_leaving_is_idempotent() {
 
 #[test]
 fn members_hear_of_joins_leaves_and_disconnects_but_not_their_own() {
-    let server = start_default();
+    let server = start_server();
     let (mut ann, _) = Raw::hello(server.local_addr(), json!({"userId": "ann"}));
     let (mut bob, bob_hello) = Raw::hello(server.local_addr(), json!({}));
     ann.join("r");
@@ -147,14 +145,14 @@ fn members_hear_of_joins_leaves_and_disconnects_but_not_their_own() {
     assert_eq!(event["type"], "userLeft");
     assert_eq!(event["connectionId"], bob_hello.connection_id.as_str());
     // Bob never heard about himself, and Ann has nothing else pending.
-    ann.send_raw(&frame_bytes(MessageType::Heartbeat, Flags::NONE, b""));
+    ann.send_raw(&raw_frame(MessageType::Heartbeat, Flags::NONE, b""));
     ann.expect(MessageType::Heartbeat);
 }
 
 #[test]
 fn ten_thousand_messages_arrive_complete_and_in_order_at_every_member() {
     const N: u64 = 10_000;
-    let server = start_default();
+    let server = start_server();
     let addr = server.local_addr();
     let members: Vec<Raw> = (0..3)
         .map(|_| {
@@ -201,7 +199,7 @@ fn ten_thousand_messages_arrive_complete_and_in_order_at_every_member() {
 
 #[test]
 fn binary_messages_are_relayed_byte_exact() {
-    let server = start_default();
+    let server = start_server();
     let (mut ann, ann_hello) = Raw::hello(server.local_addr(), json!({}));
     let (mut bob, _) = Raw::hello(server.local_addr(), json!({}));
     ann.join("bin");
@@ -211,7 +209,7 @@ fn binary_messages_are_relayed_byte_exact() {
     let mut payload = vec![3];
     payload.extend_from_slice(b"bin");
     payload.extend_from_slice(&body);
-    ann.send_raw(&frame_bytes(MessageType::Message, Flags::BINARY, &payload));
+    ann.send_raw(&raw_frame(MessageType::Message, Flags::BINARY, &payload));
     let delivery = bob.expect(MessageType::Message);
     assert_eq!(delivery.flags, Flags::BINARY);
     let parsed = protocol::BinaryDelivery::parse(&delivery.payload).unwrap();
@@ -222,14 +220,14 @@ fn binary_messages_are_relayed_byte_exact() {
 
 #[test]
 fn heartbeat_is_answered_with_the_same_flags_and_payload() {
-    let server = start_default();
+    let server = start_server();
     let (mut ann, _) = Raw::hello(server.local_addr(), json!({}));
     for (flags, payload) in [
         (Flags::NONE, &b""[..]),
         (Flags::JSON, b"{\"t\":1}"),
         (Flags::BINARY, &[0, 1, 255]),
     ] {
-        ann.send_raw(&frame_bytes(MessageType::Heartbeat, flags, payload));
+        ann.send_raw(&raw_frame(MessageType::Heartbeat, flags, payload));
         let answer = ann.expect(MessageType::Heartbeat);
         assert_eq!((answer.flags, &answer.payload[..]), (flags, payload));
     }
@@ -237,34 +235,26 @@ fn heartbeat_is_answered_with_the_same_flags_and_payload() {
 
 #[test]
 fn a_frame_of_exactly_the_maximum_size_is_accepted() {
-    let server = start(server::Config {
+    let server = start_server_with(server::Config {
         max_frame: 4096,
         ..Default::default()
     });
     let (mut ann, _) = Raw::hello(server.local_addr(), json!({}));
     let payload = vec![b'x'; 4096 - 3];
-    ann.send_raw(&frame_bytes(
-        MessageType::Heartbeat,
-        Flags::BINARY,
-        &payload,
-    ));
+    ann.send_raw(&raw_frame(MessageType::Heartbeat, Flags::BINARY, &payload));
     assert_eq!(ann.expect(MessageType::Heartbeat).payload.len(), 4093);
     let payload = vec![b'x'; 4096 - 2];
-    ann.send_raw(&frame_bytes(
-        MessageType::Heartbeat,
-        Flags::BINARY,
-        &payload,
-    ));
+    ann.send_raw(&raw_frame(MessageType::Heartbeat, Flags::BINARY, &payload));
     ann.expect_fatal("INVALID_FRAME");
 }
 
 #[test]
 fn a_client_sending_byte_by_byte_is_served() {
-    let server = start_default();
+    let server = start_server();
     let mut ann = Raw::connect(server.local_addr());
     let mut stream = json_frame(MessageType::Hello, &json!({"userId": "slow"}));
     stream.extend(json_frame(MessageType::JoinRoom, &json!({"room": "bytes"})));
-    stream.extend(frame_bytes(MessageType::Heartbeat, Flags::NONE, b""));
+    stream.extend(raw_frame(MessageType::Heartbeat, Flags::NONE, b""));
     for byte in stream {
         ann.send_raw(&[byte]);
     }

@@ -3,11 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
 use protocol::{Flags, MessageType};
 use serde_json::json;
+use testkit::{Raw, json_frame, raw_frame, start_server, start_server_with, wait_until};
 
 fn hello_frame() -> Vec<u8> {
     json_frame(MessageType::Hello, &json!({}))
@@ -16,7 +14,7 @@ fn hello_frame() -> Vec<u8> {
 /// Sends `bytes` on a fresh connection (after HELLO if `hello`) and expects
 /// the fatal `code`.
 fn fatal_case(bytes: &[u8], hello: bool, code: &str) {
-    let server = start(server::Config {
+    let server = start_server_with(server::Config {
         max_frame: 1024,
         ..Default::default()
     });
@@ -53,12 +51,12 @@ fn framing_errors_are_fatal_before_and_after_hello() {
         fatal_case(&[0, 0, 0, 3, 1, 7, 0], hello, "UNKNOWN_MESSAGE_TYPE");
         fatal_case(&[0, 0, 0, 3, 1, 0, 0], hello, "UNKNOWN_MESSAGE_TYPE");
         fatal_case(
-            &frame_bytes(MessageType::JoinRoom, Flags::JSON, b"{\"room\":"),
+            &raw_frame(MessageType::JoinRoom, Flags::JSON, b"{\"room\":"),
             hello,
             "PARSE_ERROR",
         );
         fatal_case(
-            &frame_bytes(MessageType::Hello, Flags::JSON, b"not json"),
+            &raw_frame(MessageType::Hello, Flags::JSON, b"not json"),
             hello,
             "PARSE_ERROR",
         );
@@ -70,7 +68,7 @@ fn anything_but_hello_first_is_hello_required() {
     for frame in [
         json_frame(MessageType::JoinRoom, &json!({"room": "r"})),
         json_frame(MessageType::Message, &json!({"room": "r", "content": 1})),
-        frame_bytes(MessageType::Heartbeat, Flags::NONE, b""),
+        raw_frame(MessageType::Heartbeat, Flags::NONE, b""),
         json_frame(MessageType::LeaveRoom, &json!({"room": "r"})),
         json_frame(MessageType::JoinRoom, &json!({"wrong": "shape"})),
     ] {
@@ -80,7 +78,7 @@ fn anything_but_hello_first_is_hello_required() {
 
 #[test]
 fn a_bad_hello_shape_is_non_fatal_and_a_good_one_still_works() {
-    let server = start_default();
+    let server = start_server();
     let mut client = Raw::connect(server.local_addr());
     client.send_json(MessageType::Hello, &json!({"userId": 42}));
     assert!(!client.expect_error("INVALID_PAYLOAD").fatal);
@@ -90,7 +88,7 @@ fn a_bad_hello_shape_is_non_fatal_and_a_good_one_still_works() {
 
 #[test]
 fn room_payload_and_membership_errors_are_non_fatal() {
-    let server = start_default();
+    let server = start_server();
     let (mut client, _) = Raw::hello(server.local_addr(), json!({}));
     let cases = [
         (
@@ -138,11 +136,11 @@ fn room_payload_and_membership_errors_are_non_fatal() {
             "INVALID_PAYLOAD",
         ),
         (
-            frame_bytes(MessageType::Message, Flags::NONE, b"{}"),
+            raw_frame(MessageType::Message, Flags::NONE, b"{}"),
             "INVALID_PAYLOAD",
         ),
         (
-            frame_bytes(MessageType::Message, Flags::BINARY, &[9, b'r']),
+            raw_frame(MessageType::Message, Flags::BINARY, &[9, b'r']),
             "INVALID_PAYLOAD",
         ),
         (
@@ -165,7 +163,7 @@ fn room_payload_and_membership_errors_are_non_fatal() {
 
 #[test]
 fn a_message_too_large_once_relayed_is_refused_not_truncated() {
-    let server = start(server::Config {
+    let server = start_server_with(server::Config {
         max_frame: 200,
         ..Default::default()
     });
@@ -183,7 +181,7 @@ fn a_message_too_large_once_relayed_is_refused_not_truncated() {
 
 #[test]
 fn the_room_limit_per_connection_is_enforced() {
-    let server = start(server::Config {
+    let server = start_server_with(server::Config {
         max_rooms_per_connection: 3,
         ..Default::default()
     });
@@ -204,12 +202,12 @@ fn the_room_limit_per_connection_is_enforced() {
 
 #[test]
 fn replies_before_a_fatal_error_are_delivered_first() {
-    let server = start_default();
+    let server = start_server();
     let mut client = Raw::connect(server.local_addr());
     let mut bytes = hello_frame();
-    bytes.extend(frame_bytes(MessageType::Heartbeat, Flags::BINARY, b"first"));
+    bytes.extend(raw_frame(MessageType::Heartbeat, Flags::BINARY, b"first"));
     bytes.extend([0, 0, 0, 3, 9, 1, 0]);
-    bytes.extend(frame_bytes(MessageType::Heartbeat, Flags::BINARY, b"never"));
+    bytes.extend(raw_frame(MessageType::Heartbeat, Flags::BINARY, b"never"));
     client.send_raw(&bytes);
     client.expect(MessageType::Hello);
     assert_eq!(client.expect(MessageType::Heartbeat).payload, b"first");
@@ -218,19 +216,19 @@ fn replies_before_a_fatal_error_are_delivered_first() {
 
 #[test]
 fn an_error_frame_from_a_client_is_ignored() {
-    let server = start_default();
+    let server = start_server();
     let (mut client, _) = Raw::hello(server.local_addr(), json!({}));
     client.send_json(
         MessageType::Error,
         &json!({"code": "X", "message": "client side"}),
     );
-    client.send_raw(&frame_bytes(MessageType::Heartbeat, Flags::NONE, b""));
+    client.send_raw(&raw_frame(MessageType::Heartbeat, Flags::NONE, b""));
     client.expect(MessageType::Heartbeat);
 }
 
 #[test]
 fn garbage_never_crashes_the_server() {
-    let server = start_default();
+    let server = start_server();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     for _ in 0..50 {
         let mut client = Raw::connect(server.local_addr());
@@ -255,13 +253,13 @@ fn garbage_never_crashes_the_server() {
 
 #[test]
 fn deeply_nested_json_is_relayed_or_refused_without_crashing() {
-    let server = start_default();
+    let server = start_server();
     let (mut client, _) = Raw::hello(server.local_addr(), json!({"echo": true}));
     client.join("deep");
     // Within serde_json's nesting limit: relayed as is.
     let content = format!("{}{}", "[".repeat(120), "]".repeat(120));
     let payload = format!("{{\"room\":\"deep\",\"content\":{content}}}");
-    client.send_raw(&frame_bytes(
+    client.send_raw(&raw_frame(
         MessageType::Message,
         Flags::JSON,
         payload.as_bytes(),
@@ -271,7 +269,7 @@ fn deeply_nested_json_is_relayed_or_refused_without_crashing() {
     // Far beyond it: refused as unparseable, and the server lives on.
     let content = "[".repeat(100_000);
     let payload = format!("{{\"room\":\"deep\",\"content\":{content}}}");
-    client.send_raw(&frame_bytes(
+    client.send_raw(&raw_frame(
         MessageType::Message,
         Flags::JSON,
         payload.as_bytes(),
@@ -286,7 +284,7 @@ fn a_fatal_error_is_the_last_frame_even_while_publishers_wait_on_the_queue() {
     // A member whose tiny queue is full, with publishers waiting on it, sends
     // a bad frame: nothing may be queued behind its ERROR.
     for _ in 0..3 {
-        let server = start(server::Config {
+        let server = start_server_with(server::Config {
             stall_timeout: std::time::Duration::from_secs(10),
             queue_items: 2,
             ..Default::default()
@@ -298,7 +296,7 @@ fn a_fatal_error_is_the_last_frame_even_while_publishers_wait_on_the_queue() {
             .map(|_| {
                 let (mut publisher, _) = Raw::hello(addr, json!({}));
                 publisher.join("r");
-                let mut drain = publisher.stream.try_clone().unwrap();
+                let mut drain = publisher.stream().try_clone().unwrap();
                 std::thread::spawn(move || {
                     let mut sink = vec![0u8; 65536];
                     while matches!(std::io::Read::read(&mut drain, &mut sink), Ok(n) if n > 0) {}
@@ -310,7 +308,7 @@ fn a_fatal_error_is_the_last_frame_even_while_publishers_wait_on_the_queue() {
                             MessageType::Message,
                             &json!({"room": "r", "content": [n, big]}),
                         );
-                        if std::io::Write::write_all(&mut publisher.stream, &bytes).is_err() {
+                        if std::io::Write::write_all(&mut publisher.stream(), &bytes).is_err() {
                             break;
                         }
                     }
@@ -321,14 +319,14 @@ fn a_fatal_error_is_the_last_frame_even_while_publishers_wait_on_the_queue() {
         std::thread::sleep(std::time::Duration::from_millis(300));
         member.send_raw(&[0, 0, 0, 3, 2, 5, 0]);
         let mut error = None;
-        while let Some(frame) = member.next() {
+        for frame in member.by_ref() {
             assert!(
                 error.is_none(),
                 "a {} frame came after the fatal ERROR",
                 frame.kind
             );
             if frame.kind == MessageType::Error {
-                error = Some(frame.error());
+                error = Some(frame.expect_error());
             }
         }
         let error = error.expect("the member got its ERROR");

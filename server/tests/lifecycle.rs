@@ -3,38 +3,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use common::*;
 use protocol::{Flags, MessageType};
 use serde_json::json;
-
-/// Closes with a reset (RST) instead of a FIN.
-fn reset(client: Raw) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt reads `linger` for its size; the fd is open.
-    let rc = unsafe {
-        libc::setsockopt(
-            client.stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
-    drop(client);
-}
+use testkit::{Raw, json_frame, raw_frame, start_server, start_server_with, wait_until};
 
 #[test]
 fn a_silent_connection_gets_idle_timeout_even_before_hello() {
-    let server = start(server::Config {
+    let server = start_server_with(server::Config {
         idle_timeout: Duration::from_millis(500),
         ..Default::default()
     });
@@ -44,12 +21,12 @@ fn a_silent_connection_gets_idle_timeout_even_before_hello() {
 
 #[test]
 fn a_partial_frame_trickling_in_does_not_reset_the_idle_clock() {
-    let server = start(server::Config {
+    let server = start_server_with(server::Config {
         idle_timeout: Duration::from_millis(600),
         ..Default::default()
     });
     let (mut client, _) = Raw::hello(server.local_addr(), json!({}));
-    let mut writer = client.stream.try_clone().unwrap();
+    let mut writer = client.stream().try_clone().unwrap();
     let trickle = std::thread::spawn(move || {
         use std::io::Write;
         // A frame announcing 1000 bytes, sent one byte every 100 ms: without
@@ -70,7 +47,7 @@ fn a_partial_frame_trickling_in_does_not_reset_the_idle_clock() {
 
 #[test]
 fn heartbeats_keep_a_connection_alive() {
-    let server = start(server::Config {
+    let server = start_server_with(server::Config {
         idle_timeout: Duration::from_millis(1500),
         ..Default::default()
     });
@@ -78,14 +55,14 @@ fn heartbeats_keep_a_connection_alive() {
     for _ in 0..8 {
         // Pace the client's own sending; the server is never waited on by time.
         std::thread::sleep(Duration::from_millis(300));
-        client.send_raw(&frame_bytes(MessageType::Heartbeat, Flags::NONE, b""));
+        client.send_raw(&raw_frame(MessageType::Heartbeat, Flags::NONE, b""));
         client.expect(MessageType::Heartbeat);
     }
 }
 
 #[test]
 fn connections_over_the_limit_get_server_full_and_room_frees_up() {
-    let server = start(server::Config {
+    let server = start_server_with(server::Config {
         max_connections: 2,
         ..Default::default()
     });
@@ -102,7 +79,7 @@ fn connections_over_the_limit_get_server_full_and_room_frees_up() {
 
 #[test]
 fn abrupt_disconnects_leave_rooms_exactly_once() {
-    let server = start_default();
+    let server = start_server();
     let addr = server.local_addr();
     let (mut observer, _) = Raw::hello(addr, json!({}));
     observer.join("busy");
@@ -138,7 +115,7 @@ fn abrupt_disconnects_leave_rooms_exactly_once() {
             publisher.publish("busy", json!({"i": i, "n": n, "pad": "x".repeat(256)}));
         }
         if i % 2 == 0 {
-            reset(client);
+            client.reset();
         } else {
             // A FIN in the middle of a frame.
             client.send_raw(&[0, 0, 0, 50, 1, 4]);
@@ -159,7 +136,7 @@ fn abrupt_disconnects_leave_rooms_exactly_once() {
     assert_eq!((stats.connections, stats.rooms), (2, 1));
     observer.send_json(MessageType::LeaveRoom, &json!({"room": "busy"}));
     let left = observer
-        .expect_after_messages(MessageType::LeaveRoom)
+        .expect_skipping_messages(MessageType::LeaveRoom)
         .json();
     assert_eq!(left["members"], 0);
     assert_eq!(probe.stats().rooms, 0);
@@ -167,7 +144,7 @@ fn abrupt_disconnects_leave_rooms_exactly_once() {
 
 #[test]
 fn shutdown_tells_everyone_and_closes_every_connection() {
-    let server = start_default();
+    let server = start_server();
     let addr = server.local_addr();
     let mut fresh = Raw::connect(addr);
     let (mut member, _) = Raw::hello(addr, json!({}));
@@ -180,7 +157,7 @@ fn shutdown_tells_everyone_and_closes_every_connection() {
         loop {
             let frame = client.recv();
             if frame.kind == MessageType::Error {
-                let error = frame.error();
+                let error = frame.expect_error();
                 assert_eq!(error.code.as_str(), "SHUTTING_DOWN");
                 assert!(error.fatal);
                 break;
@@ -199,7 +176,7 @@ fn shutdown_tells_everyone_and_closes_every_connection() {
 
 #[test]
 fn a_member_cut_off_while_quiet_leaves_its_rooms_at_once() {
-    let server = start_default();
+    let server = start_server();
     let addr = server.local_addr();
     let (mut observer, _) = Raw::hello(addr, json!({}));
     observer.join("flood");
@@ -210,7 +187,7 @@ fn a_member_cut_off_while_quiet_leaves_its_rooms_at_once() {
     // The stuck member goes quiet for a moment (its reader goes idle), says
     // one more thing, and then never reads again.
     std::thread::sleep(Duration::from_millis(400));
-    stuck.send_raw(&frame_bytes(MessageType::Heartbeat, Flags::NONE, b""));
+    stuck.send_raw(&raw_frame(MessageType::Heartbeat, Flags::NONE, b""));
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flood = {
@@ -252,7 +229,7 @@ fn a_member_cut_off_while_quiet_leaves_its_rooms_at_once() {
 #[test]
 fn a_slow_consumer_that_keeps_talking_still_gets_its_backlog_and_verdict() {
     use std::io::{Read, Write};
-    let server = start(server::Config {
+    let server = start_server_with(server::Config {
         stall_timeout: Duration::from_millis(300),
         ..Default::default()
     });
@@ -261,7 +238,7 @@ fn a_slow_consumer_that_keeps_talking_still_gets_its_backlog_and_verdict() {
     member.join("r");
     let (mut publisher, _) = Raw::hello(addr, json!({}));
     publisher.join("r");
-    let mut publisher_input = publisher.stream.try_clone().unwrap();
+    let mut publisher_input = publisher.stream().try_clone().unwrap();
     std::thread::spawn(move || {
         let mut sink = vec![0u8; 65536];
         while matches!(publisher_input.read(&mut sink), Ok(n) if n > 0) {}
@@ -273,7 +250,7 @@ fn a_slow_consumer_that_keeps_talking_still_gets_its_backlog_and_verdict() {
                 MessageType::Message,
                 &json!({"room": "r", "content": [n, big]}),
             );
-            if publisher.stream.write_all(&bytes).is_err() {
+            if publisher.stream().write_all(&bytes).is_err() {
                 break;
             }
         }
@@ -285,9 +262,9 @@ fn a_slow_consumer_that_keeps_talking_still_gets_its_backlog_and_verdict() {
     });
     // ...then reads its backlog slowly while sending HEARTBEATs, as a
     // client should: the server must not reset the connection on it.
-    let mut talker = member.stream.try_clone().unwrap();
+    let mut talker = member.stream().try_clone().unwrap();
     let heartbeats = std::thread::spawn(move || {
-        let frame = frame_bytes(MessageType::Heartbeat, Flags::NONE, b"");
+        let frame = raw_frame(MessageType::Heartbeat, Flags::NONE, b"");
         while talker.write_all(&frame).is_ok() {
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -307,7 +284,7 @@ fn a_slow_consumer_that_keeps_talking_still_gets_its_backlog_and_verdict() {
                 }
             }
             MessageType::Heartbeat => {}
-            _ => break frame.error(),
+            _ => break frame.expect_error(),
         }
     };
     assert_eq!(verdict.code.as_str(), "SLOW_CONSUMER");

@@ -4,13 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use protocol::MessageType;
 use serde_json::json;
+use testkit::{Raw, json_frame, raw_frame, start_server_with};
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -24,7 +22,7 @@ fn rss_kib() -> u64 {
 #[test]
 fn a_stalled_member_is_cut_off_after_its_queue_and_the_rest_get_everything() {
     const FRAMES: u64 = 200_000;
-    let server = start(server::Config {
+    let server = start_server_with(server::Config {
         stall_timeout: Duration::from_millis(500),
         ..Default::default()
     });
@@ -86,7 +84,7 @@ fn a_stalled_member_is_cut_off_after_its_queue_and_the_rest_get_everything() {
     // The stalled member wakes up, sends something (which must not make the
     // server reset the connection and destroy what is in flight), and reads:
     // a gap-free prefix, then the verdict, then the close.
-    stalled.send_raw(&frame_bytes(
+    stalled.send_raw(&raw_frame(
         MessageType::Heartbeat,
         protocol::Flags::NONE,
         b"",
@@ -99,7 +97,7 @@ fn a_stalled_member_is_cut_off_after_its_queue_and_the_rest_get_everything() {
         }
         let frame = stalled.recv();
         if frame.kind == MessageType::Error {
-            let error = frame.error();
+            let error = frame.expect_error();
             assert_eq!(error.code.as_str(), "SLOW_CONSUMER");
             assert!(error.fatal);
             break;

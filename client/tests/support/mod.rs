@@ -1,30 +1,11 @@
-//! Shared test helpers: an in-process server on port 0, and clients for it.
-
-#![allow(dead_code)]
+//! Helpers for the client library's tests: clients that have said HELLO, and
+//! waiting for an event. The server they talk to, and [`WAIT`], come from
+//! testkit.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use client::{Client, Event};
-
-/// How long any single wait in these tests may take before it fails.
-pub const WAIT: Duration = Duration::from_secs(10);
-
-/// Starts a real server on 127.0.0.1, port 0.
-pub fn start_server() -> server::RunningServer {
-    start_server_with(server::Config::default())
-}
-
-pub fn start_server_with(config: server::Config) -> server::RunningServer {
-    let config = server::Config {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        ..config
-    };
-    server::Server::bind(config)
-        .expect("bind the test server")
-        .spawn()
-        .expect("start the test server")
-}
+use testkit::WAIT;
 
 /// A client that has said HELLO as `user`.
 pub fn login(addr: SocketAddr, user: &str) -> Client {
