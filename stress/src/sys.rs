@@ -1,19 +1,9 @@
-//! The few operating-system calls std doesn't offer: reset-on-close, small
-//! receive buffers, the descriptor limit, process memory, and a shared clock.
+//! The few operating-system calls std doesn't offer: small receive buffers, the descriptor limit, process memory, and a shared clock.
 
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::OnceLock;
 use std::time::Instant;
-
-/// Makes the next close of `socket` send RST instead of FIN (SO_LINGER 0).
-pub fn set_linger_zero(socket: &impl AsRawFd) -> io::Result<()> {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    setsockopt(socket, libc::SOL_SOCKET, libc::SO_LINGER, &linger)
-}
 
 /// Shrinks the kernel receive buffer, so a client that stops reading makes
 /// the server's queue for it fill quickly.

@@ -331,27 +331,33 @@ impl<E: From<WireError>> Conn<E> {
     /// Closes with a reset (RST) instead of a FIN: `SO_LINGER` with a zero
     /// timeout, then close. What the peer had not read yet is discarded.
     pub fn reset(self) -> Result<(), E> {
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: setsockopt reads `size_of::<linger>()` bytes from `linger`,
-        // which lives across the call; the fd is open while `self` is.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(WireError::io("setting SO_LINGER", io::Error::last_os_error()).into());
-        }
-        drop(self);
-        Ok(())
+        reset_on_close(&self.stream)
+            .map_err(|error| WireError::io("setting SO_LINGER", error).into())
     }
+}
+
+/// Makes the next close of `socket` send RST instead of FIN (`SO_LINGER`
+/// with a zero timeout): what the peer had not read yet is discarded.
+pub fn reset_on_close(socket: &impl AsRawFd) -> io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads `size_of::<linger>()` bytes from `linger`,
+    // which lives across the call; the fd is open while `socket` is.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The server's counters now, read through a fresh connection's HELLO

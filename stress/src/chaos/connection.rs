@@ -420,7 +420,7 @@ impl Live {
         let at = Instant::now();
         self.mark_all_left(at);
         if reset {
-            let _ = crate::sys::set_linger_zero(&self.stream);
+            let _ = testkit::conn::reset_on_close(&self.stream);
         } else {
             let _ = self.stream.shutdown(Shutdown::Write);
         }
