@@ -13,7 +13,7 @@ use super::transport::Cut;
 pub(crate) struct Peer {
     pub(crate) outbound: Arc<Outbound>,
     pub(crate) addr: SocketAddr,
-    cut: Box<dyn Cut>,
+    cut: Arc<dyn Cut>,
     /// Reader and writer threads still running; the last one out closes.
     threads_left: AtomicU8,
     /// Totals, stored by each thread as it ends, for the disconnect log.
@@ -25,7 +25,7 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub(crate) fn new(outbound: Arc<Outbound>, addr: SocketAddr, cut: Box<dyn Cut>) -> Peer {
+    pub(crate) fn new(outbound: Arc<Outbound>, addr: SocketAddr, cut: Arc<dyn Cut>) -> Peer {
         Peer {
             outbound,
             addr,

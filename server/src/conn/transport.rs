@@ -20,7 +20,7 @@ pub(crate) trait Transport: Send + 'static {
     type Read: ReadHalf;
     type Write: WriteHalf;
 
-    fn split(self) -> (Self::Read, Self::Write, Box<dyn Cut>);
+    fn split(self) -> (Self::Read, Self::Write, Arc<dyn Cut>);
 }
 
 /// What the reader thread may do with the connection.
@@ -79,12 +79,13 @@ impl Transport for Tcp {
     type Read = TcpRead;
     type Write = TcpWrite;
 
-    fn split(self) -> (TcpRead, TcpWrite, Box<dyn Cut>) {
+    fn split(self) -> (TcpRead, TcpWrite, Arc<dyn Cut>) {
+        // One allocation for all three: the cut is the shared socket itself.
         let stream = Arc::new(self.0);
         (
             TcpRead(Arc::clone(&stream)),
             TcpWrite(Arc::clone(&stream)),
-            Box::new(TcpCut(stream)),
+            stream,
         )
     }
 }
@@ -123,12 +124,9 @@ impl WriteHalf for TcpWrite {
     }
 }
 
-#[derive(Debug)]
-struct TcpCut(Arc<TcpStream>);
-
-impl Cut for TcpCut {
+impl Cut for TcpStream {
     fn cut(&self) {
-        let _ = self.0.shutdown(Shutdown::Both);
+        let _ = self.shutdown(Shutdown::Both);
     }
 }
 
