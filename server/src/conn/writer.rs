@@ -5,6 +5,11 @@
 //! carries as many frames as are waiting. When the connection is closing it
 //! first writes everything that was queued, then the final ERROR (if the
 //! reason has one), then closes its direction.
+//!
+//! The writing and the finishing are `#[inline(never)]`: their frames (the
+//! slice array, the ERROR being built) then stay off the frame that blocks
+//! in `recv`, so the stack pages they touch can be given back while the
+//! connection is idle (see `sys::thread::trim_stack`).
 
 use std::io::{self, IoSlice};
 use std::sync::Arc;
