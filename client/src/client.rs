@@ -307,6 +307,7 @@ impl Client {
             user_id: user.map(str::to_owned),
             client_version: Some(CLIENT_VERSION.to_owned()),
             echo,
+            id: None,
         };
         self.hello(&hello, timeout)
     }
@@ -330,7 +331,13 @@ impl Client {
     /// Sends JOIN_ROOM or LEAVE_ROOM for a checked room name.
     fn room_request(&self, kind: MessageType, room: &str) -> Result<(), ClientError> {
         let room = Client::room(room)?;
-        self.json_frame(kind, &protocol::RoomRequest { room: room.into() })
+        self.json_frame(
+            kind,
+            &protocol::RoomRequest {
+                room: room.into(),
+                id: None,
+            },
+        )
     }
 
     /// Sends JOIN_ROOM; the answer arrives as [`Event::Joined`].

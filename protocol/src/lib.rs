@@ -30,7 +30,8 @@ pub use frame::{
 };
 pub use payload::{
     BinaryDelivery, BinaryLayoutError, BinaryPublish, Delivery, ErrorPayload, Hello, HelloReply,
-    JsonDelivery, MAX_ROOM_LEN, MemberChange, MemberEvent, Publish, PublisherJson, RoomError,
-    RoomReply, RoomRequest, ServerMessage, Stats, validate_room,
+    JsonDelivery, MAX_REQUEST_ID_LEN, MAX_ROOM_LEN, MemberChange, MemberEvent, ORIGINAL_MAX_FRAME,
+    Publish, PublisherJson, RequestId, RoomError, RoomReply, RoomRequest, ServerMessage, Stats,
+    validate_room,
 };
 pub use request::{Content, MAX_USER_ID_LEN, Request, RequestError};

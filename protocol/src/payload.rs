@@ -13,6 +13,29 @@ use serde_json::value::RawValue;
 
 use crate::error_code::ErrorCode;
 
+/// A client's name for one of its requests: a JSON integer or a short
+/// string. The answer or ERROR the request causes carries the same id, so a
+/// client that pipelines requests can tell which one an ERROR is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RequestId {
+    /// Any integer from −2⁶³ to 2⁶³ − 1.
+    Number(i64),
+    /// 1 to [`MAX_REQUEST_ID_LEN`] bytes of UTF-8, no control characters.
+    Text(String),
+}
+
+/// The longest string `id`, in bytes of UTF-8.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// The `maxFrameSize` to assume when a server's HELLO answer has none: the
+/// original implementation's fixed limit, 10 MiB.
+pub const ORIGINAL_MAX_FRAME: u32 = 10 * 1024 * 1024;
+
+fn original_max_frame() -> u32 {
+    ORIGINAL_MAX_FRAME
+}
+
 /// Client → server HELLO. Every field is optional; an empty payload is `{}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -25,24 +48,40 @@ pub struct Hello {
     /// Whether the client wants its own MESSAGEs delivered back to it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub echo: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
 }
 
 /// Server → client answer to HELLO.
+///
+/// Reading is lenient, so a client works against the original
+/// implementation's server too: a missing `maxFrameSize` is its 10 MiB
+/// ([`ORIGINAL_MAX_FRAME`]), a missing `idleTimeoutMs` is 0 (not announced),
+/// and missing strings are empty. This server always sends every field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HelloReply {
     /// Always `"connected"` (kept for clients of the original implementation).
+    #[serde(default)]
     pub status: String,
     /// The server's name for this connection; other members see it as `from`.
+    #[serde(default)]
     pub connection_id: String,
+    #[serde(default)]
     pub server_version: String,
     /// The largest `length` field the server accepts, and the largest it sends.
+    #[serde(default = "original_max_frame")]
     pub max_frame_size: u32,
-    /// A connection that sends no complete frame for this long is closed.
+    /// A connection that sends no complete frame for this long is closed; 0
+    /// when the server did not say.
+    #[serde(default)]
     pub idle_timeout_ms: u64,
     /// The server's counters when it answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<Stats>,
+    /// The HELLO's `id`, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
 }
 
 /// The server's counters, as carried in every HELLO answer.
@@ -69,6 +108,8 @@ pub struct Stats {
 pub struct RoomRequest<'a> {
     #[serde(borrow)]
     pub room: Cow<'a, str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
 }
 
 /// Server → client answer to JOIN_ROOM (`status` "joined") and LEAVE_ROOM
@@ -78,9 +119,12 @@ pub struct RoomReply {
     pub status: String,
     /// The trimmed room name.
     pub room: String,
-    /// Members of the room after the change.
+    /// Members of the room after the change (0 when the server did not say).
     #[serde(default)]
     pub members: u64,
+    /// The request's `id`, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
 }
 
 /// Client → server MESSAGE with the JSON flag.
@@ -96,6 +140,8 @@ pub struct Publish<'a> {
         skip_serializing_if = "Option::is_none"
     )]
     pub content: Option<&'a RawValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
 }
 
 /// Server → client MESSAGE with the JSON flag: a message another member (or,
@@ -112,7 +158,9 @@ pub struct Delivery<'a> {
     pub user: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub content: &'a RawValue,
-    /// Server time of relay, in milliseconds since the Unix epoch.
+    /// Server time of relay, in milliseconds since the Unix epoch; 0 when the
+    /// server did not say.
+    #[serde(default)]
     pub timestamp: u64,
 }
 
@@ -204,15 +252,62 @@ pub struct MemberEvent {
     pub connection_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Server time, in milliseconds since the Unix epoch; 0 when the server
+    /// did not say.
+    #[serde(default)]
     pub timestamp: u64,
 }
 
 /// Server → client ERROR.
+///
+/// Read leniently: the original implementation's `{"error": "..."}` is an
+/// error with code `UNKNOWN`, that text as its message, and `fatal` false
+/// (the connection closing says the rest).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ErrorPayloadWire")]
 pub struct ErrorPayload {
     pub code: ErrorCode,
     pub message: String,
     pub fatal: bool,
+    /// The room the refused request named, for non-fatal errors about one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// The refused request's `id`, if it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+}
+
+/// Every shape of ERROR payload a server may send.
+#[derive(Deserialize)]
+struct ErrorPayloadWire {
+    #[serde(default)]
+    code: Option<ErrorCode>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    fatal: Option<bool>,
+    #[serde(default)]
+    room: Option<String>,
+    #[serde(default)]
+    id: Option<RequestId>,
+    /// The original implementation's only key.
+    #[serde(default)]
+    error: Option<String>,
+}
+
+impl From<ErrorPayloadWire> for ErrorPayload {
+    fn from(wire: ErrorPayloadWire) -> ErrorPayload {
+        let code = wire.code.unwrap_or(ErrorCode::Unknown);
+        ErrorPayload {
+            code,
+            message: wire.message.or(wire.error).unwrap_or_default(),
+            fatal: wire
+                .fatal
+                .unwrap_or(code != ErrorCode::Unknown && code.is_fatal()),
+            room: wire.room,
+            id: wire.id,
+        }
+    }
 }
 
 impl ErrorPayload {
@@ -222,6 +317,8 @@ impl ErrorPayload {
             code,
             message: message.into(),
             fatal: code.is_fatal(),
+            room: None,
+            id: None,
         }
     }
 }

@@ -448,7 +448,7 @@ proptest! {
         client_version in prop::option::of("\\PC{0,16}"),
         echo in any::<bool>(),
     ) {
-        let hello = Hello { user_id, client_version, echo };
+        let hello = Hello { user_id, client_version, echo, id: None };
         let payload = serde_json::to_vec(&hello).expect("serializes");
         let frame = round_trip_frame(MessageType::Hello, Flags::JSON, &payload);
         match Request::parse(&frame.as_frame()) {
@@ -578,6 +578,7 @@ proptest! {
                     .map(|(code, n)| (code.as_str().to_owned(), *n))
                     .collect::<BTreeMap<_, _>>(),
             }),
+            id: None,
         };
         let frame = round_trip_json(MessageType::Hello, &reply);
         prop_assert_eq!(
@@ -586,7 +587,7 @@ proptest! {
         );
 
         for (kind, status) in [(MessageType::JoinRoom, "joined"), (MessageType::LeaveRoom, "left")] {
-            let answer = RoomReply { status: status.into(), room: room.clone(), members: id };
+            let answer = RoomReply { status: status.into(), room: room.clone(), members: id, id: None };
             let frame = round_trip_json(kind, &answer);
             prop_assert_eq!(
                 serde_json::from_slice::<RoomReply>(&frame.payload).expect("parses"),

@@ -110,7 +110,13 @@ pub fn raw_frame(kind: MessageType, flags: Flags, payload: &[u8]) -> Vec<u8> {
 
 /// A JOIN_ROOM or LEAVE_ROOM frame.
 pub fn room_frame(kind: MessageType, room: &str) -> Vec<u8> {
-    json_frame(kind, &RoomRequest { room: room.into() })
+    json_frame(
+        kind,
+        &RoomRequest {
+            room: room.into(),
+            id: None,
+        },
+    )
 }
 
 /// Encodes a frame and decodes it again through a [`Decoder`] fed one byte at

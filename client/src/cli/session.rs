@@ -30,7 +30,10 @@ pub enum Flow {
     Lost,
 }
 
-/// How waiting for an answer ended.
+/// How waiting for an answer ended. One lives briefly on the stack per
+/// command typed, so its size does not matter; boxing the event would only
+/// make the matches on it harder to read.
+#[allow(clippy::large_enum_variant)]
 enum Waited {
     Got(Event),
     /// The server refused; the event thread printed its error.

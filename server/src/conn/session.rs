@@ -164,6 +164,7 @@ impl Session {
                         self.count_frames_in();
                         Some(self.shared.counters.snapshot())
                     },
+                    id: None,
                 };
                 self.reply(MessageType::Hello, &reply);
             }
@@ -217,6 +218,7 @@ impl Session {
             status: "joined".to_owned(),
             room: room.to_owned(),
             members: joined.members as u64,
+            id: None,
         };
         self.reply(MessageType::JoinRoom, &reply);
         if joined.new && joined.members > 1 {
@@ -234,6 +236,7 @@ impl Session {
             status: "left".to_owned(),
             room: room.to_owned(),
             members: members as u64,
+            id: None,
         };
         self.reply(MessageType::LeaveRoom, &reply);
     }

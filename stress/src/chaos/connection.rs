@@ -206,6 +206,7 @@ impl Live {
             user_id: Some(format!("chaos-{client}")),
             client_version: Some("stress-chaos".into()),
             echo: true,
+            id: None,
         };
         let reply = conn.hello(&hello).context("chaos client HELLO")?;
         let stream = conn.stream().try_clone()?;

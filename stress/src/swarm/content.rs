@@ -71,6 +71,7 @@ pub fn publish_frame(room: &str, len: usize) -> (Vec<u8>, usize) {
     let publish = protocol::Publish {
         room: room.into(),
         content: content.as_deref(),
+        id: None,
     };
     let mut frame = Vec::new();
     let _ = protocol::encode_json(&mut frame, protocol::MessageType::Message, &publish);
