@@ -574,7 +574,7 @@ mod tests {
     #[test]
     fn a_message_reaches_the_other_members_once() {
         let shared = shared(crate::Config::default());
-        let (mut ann, mut bob) = ann_and_bob_in_r(&shared);
+        let (mut ann, bob) = ann_and_bob_in_r(&shared);
         let content = json!({"text": "hi", "n": [1, 2]});
         ann.ok(
             MessageType::Message,
@@ -622,7 +622,7 @@ mod tests {
     #[test]
     fn a_fatal_error_leaves_every_room_before_the_error_is_sent() {
         let shared = shared(crate::Config::default());
-        let (mut ann, mut bob) = ann_and_bob_in_r(&shared);
+        let (mut ann, bob) = ann_and_bob_in_r(&shared);
         let mut garbage = Vec::new();
         protocol::encode(
             &mut garbage,
