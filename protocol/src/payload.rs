@@ -310,17 +310,54 @@ impl From<ErrorPayloadWire> for ErrorPayload {
     }
 }
 
+/// The longest ERROR `message`, in bytes, before JSON escaping.
+pub const MAX_ERROR_MESSAGE: usize = 256;
+
 impl ErrorPayload {
-    /// An error whose fatality is the code's.
+    /// An error whose fatality is the code's. The message is bounded: at
+    /// most [`MAX_ERROR_MESSAGE`] bytes, cut at a character boundary and
+    /// marked with `…`, control characters written as escapes. Whatever a
+    /// message quotes, an ERROR therefore stays far below the smallest
+    /// `maxFrameSize` (SPEC.md 2).
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorPayload {
         ErrorPayload {
             code,
-            message: message.into(),
+            message: bounded(message.into()),
             fatal: code.is_fatal(),
             room: None,
             id: None,
         }
     }
+
+    /// The same error, naming the request's room and `id`.
+    pub fn about(mut self, room: Option<String>, id: Option<RequestId>) -> ErrorPayload {
+        self.room = room;
+        self.id = id;
+        self
+    }
+}
+
+fn bounded(message: String) -> String {
+    use std::fmt::Write;
+    const MORE: &str = "…";
+    if message.len() <= MAX_ERROR_MESSAGE && !message.chars().any(char::is_control) {
+        return message;
+    }
+    let mut out = String::with_capacity(MAX_ERROR_MESSAGE);
+    for c in message.chars() {
+        let before = out.len();
+        if c.is_control() {
+            let _ = write!(out, "{}", c.escape_default());
+        } else {
+            out.push(c);
+        }
+        if out.len() > MAX_ERROR_MESSAGE - MORE.len() {
+            out.truncate(before);
+            out.push_str(MORE);
+            break;
+        }
+    }
+    out
 }
 
 /// A server → client MESSAGE payload with the JSON flag, told apart by its
@@ -486,6 +523,17 @@ impl<'a> BinaryDelivery<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_messages_are_bounded_and_printable() {
+        let long = ErrorPayload::new(ErrorCode::InvalidPayload, "é".repeat(1000));
+        assert!(long.message.len() <= MAX_ERROR_MESSAGE);
+        assert!(long.message.ends_with('…'));
+        let control = ErrorPayload::new(ErrorCode::InvalidPayload, "a\u{1b}[2J\r\nb");
+        assert_eq!(control.message, "a\\u{1b}[2J\\r\\nb");
+        let short = ErrorPayload::new(ErrorCode::NotInRoom, "fine");
+        assert_eq!(short.message, "fine");
+    }
 
     #[test]
     fn json_delivery_writes_what_serde_writes_for_a_delivery() {

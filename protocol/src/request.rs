@@ -1,16 +1,32 @@
 //! What a client asks of a server: one [`Request`] per frame, with every
 //! payload rule of SPEC.md applied, so servers share one reading of it.
+//!
+//! The checks run in a fixed order, and the first one that fails decides
+//! the error (SPEC.md 3.0):
+//!
+//! 1. flags: the JSON flag where a JSON payload is required;
+//! 2. UTF-8, then JSON syntax (`PARSE_ERROR`, fatal);
+//! 3. shape: an object, no key twice at its top level, `id` valid;
+//! 4. the message's keys in the order of its table: `room` first;
+//! 5. what the server knows (membership, limits), in the session.
+//!
+//! Payloads are read without allocating on the hot path: the top-level
+//! object is walked once, the keys the message knows land in fixed slots,
+//! and only unknown keys (rare) are remembered in a list, to find a key
+//! given twice.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::error_code::ErrorCode;
 use crate::frame::{Flags, Frame, MessageType};
-use crate::payload::{BinaryPublish, Hello, Publish, RoomRequest, validate_room};
+use crate::payload::{
+    BinaryPublish, Hello, MAX_REQUEST_ID_LEN, RequestId, RoomError, validate_room,
+};
 
 /// What a MESSAGE carries.
 #[derive(Debug, Clone, Copy)]
@@ -26,12 +42,19 @@ pub enum Content<'a> {
 pub enum Request<'a> {
     Hello(Hello),
     /// Join the room (name already trimmed and validated).
-    Join(Cow<'a, str>),
+    Join {
+        room: Cow<'a, str>,
+        id: Option<RequestId>,
+    },
     /// Leave the room (name already trimmed and validated).
-    Leave(Cow<'a, str>),
+    Leave {
+        room: Cow<'a, str>,
+        id: Option<RequestId>,
+    },
     Publish {
         room: Cow<'a, str>,
         content: Content<'a>,
+        id: Option<RequestId>,
     },
     /// Answer with the same flags and payload.
     Heartbeat {
@@ -42,11 +65,29 @@ pub enum Request<'a> {
     ClientError,
 }
 
-/// Why a frame is refused; carries the code to answer with.
+impl Request<'_> {
+    /// The request's `id`, to be echoed in what it causes.
+    pub fn id(&self) -> Option<&RequestId> {
+        match self {
+            Request::Hello(hello) => hello.id.as_ref(),
+            Request::Join { id, .. } | Request::Leave { id, .. } | Request::Publish { id, .. } => {
+                id.as_ref()
+            }
+            Request::Heartbeat { .. } | Request::ClientError => None,
+        }
+    }
+}
+
+/// Why a frame is refused; carries the code to answer with, and what the
+/// ERROR echoes of the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestError {
     pub code: ErrorCode,
     pub message: String,
+    /// The request's `id`, when it had a valid one.
+    pub id: Option<RequestId>,
+    /// The room the request named, when it named a valid one.
+    pub room: Option<String>,
 }
 
 impl RequestError {
@@ -54,7 +95,13 @@ impl RequestError {
         RequestError {
             code,
             message: message.into(),
+            id: None,
+            room: None,
         }
+    }
+
+    fn invalid(message: impl Into<String>) -> RequestError {
+        RequestError::new(ErrorCode::InvalidPayload, message)
     }
 }
 
@@ -66,148 +113,434 @@ impl fmt::Display for RequestError {
 
 impl std::error::Error for RequestError {}
 
-/// The longest `userId` a HELLO may give, in bytes.
+/// The longest `userId` a HELLO may give, in bytes of UTF-8 after unescaping.
 pub const MAX_USER_ID_LEN: usize = 128;
 
-/// Reads a JSON payload into `T`, telling bad JSON (`PARSE_ERROR`) from good
-/// JSON of the wrong shape (`INVALID_PAYLOAD`).
-///
-/// serde stops at the first problem it meets, so a shape error early in the
-/// text (`{"room":5 garbage`) can hide a syntax error later on; a payload
-/// that is not valid JSON as a whole is always `PARSE_ERROR`.
-fn from_json<'a, T: Deserialize<'a>>(
-    kind: MessageType,
-    payload: &'a [u8],
-) -> Result<T, RequestError> {
-    serde_json::from_slice(payload).map_err(|error| {
-        let syntax_error = if error.is_data() {
-            serde_json::from_slice::<serde::de::IgnoredAny>(payload).err()
-        } else {
-            None
+/// How many bytes of a client's own text an ERROR message quotes.
+pub const QUOTE_LEN: usize = 64;
+
+/// A client's text, quoted for an error message: at most [`QUOTE_LEN`]
+/// bytes of it, cut at a character boundary and marked with `…`, with
+/// control characters escaped. However long the input, the quote is short.
+#[derive(Debug, Clone, Copy)]
+pub struct Quoted<'a>(pub &'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut end = self.0.len().min(QUOTE_LEN);
+        while !self.0.is_char_boundary(end) {
+            end -= 1;
+        }
+        f.write_str("\"")?;
+        for c in self.0[..end].chars() {
+            write!(f, "{}", c.escape_debug())?;
+        }
+        if end < self.0.len() {
+            f.write_str("…")?;
+        }
+        f.write_str("\"")
+    }
+}
+
+/// Checks that a JSON-flagged payload is UTF-8 (RFC 8259 JSON text is):
+/// checked before the JSON, so a value the server would otherwise skip
+/// cannot carry bytes that are not text.
+fn utf8_text(kind: MessageType, payload: &[u8]) -> Result<&str, RequestError> {
+    std::str::from_utf8(payload).map_err(|error| {
+        RequestError::new(
+            ErrorCode::ParseError,
+            format!(
+                "{kind} payload is not UTF-8 (invalid byte at offset {}); JSON text must be UTF-8",
+                error.valid_up_to()
+            ),
+        )
+    })
+}
+
+/// Checks that a JSON-flagged payload is one JSON text in UTF-8; returns it
+/// as text.
+fn json_text(kind: MessageType, payload: &[u8]) -> Result<&str, RequestError> {
+    let text = utf8_text(kind, payload)?;
+    serde_json::from_str::<IgnoredAny>(text).map_err(|error| {
+        RequestError::new(
+            ErrorCode::ParseError,
+            format!("{kind} payload is not valid JSON: {error}"),
+        )
+    })?;
+    Ok(text)
+}
+
+/// A JSON string, borrowed from the payload unless it has escapes. (serde's
+/// own `Cow<str>` always allocates.)
+struct CowStr<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<CowStr<'de>, D::Error> {
+        struct Strings;
+        impl<'de> Visitor<'de> for Strings {
+            type Value = CowStr<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Borrowed(s)))
+            }
+
+            fn visit_str<E>(self, s: &str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Owned(s.to_owned())))
+            }
+
+            fn visit_string<E>(self, s: String) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Owned(s)))
+            }
+        }
+        deserializer.deserialize_str(Strings)
+    }
+}
+
+/// Reads a JSON string value from its raw text.
+fn decode_str(raw: &RawValue) -> Result<Cow<'_, str>, serde_json::Error> {
+    serde_json::from_str::<CowStr<'_>>(raw.get()).map(|s| s.0)
+}
+
+/// The top-level keys of an object payload that a message knows, each with
+/// its raw value.
+struct Object<'a, const N: usize> {
+    names: [&'static str; N],
+    values: [Option<&'a RawValue>; N],
+}
+
+/// Why an object payload was refused before its keys were read.
+enum ObjectError {
+    NotAnObject,
+    Twice(String),
+    BadKey,
+}
+
+struct ObjectSeed<'s, 'a, const N: usize> {
+    object: &'s mut Object<'a, N>,
+    /// Keys the message does not know, kept only to find duplicates.
+    unknown: &'s mut Vec<Cow<'a, str>>,
+    twice: &'s mut Option<String>,
+}
+
+impl<'de, const N: usize> DeserializeSeed<'de> for ObjectSeed<'_, 'de, N> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de, const N: usize> Visitor<'de> for ObjectSeed<'_, 'de, N> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
+        while let Some(CowStr(key)) = map.next_key::<CowStr<'de>>()? {
+            let value: &'de RawValue = map.next_value()?;
+            if self.twice.is_some() {
+                continue;
+            }
+            match self.object.names.iter().position(|name| *name == key) {
+                Some(slot) if self.object.values[slot].is_some() => {
+                    *self.twice = Some(key.into_owned());
+                }
+                Some(slot) => self.object.values[slot] = Some(value),
+                None if self.unknown.contains(&key) => *self.twice = Some(key.into_owned()),
+                None => self.unknown.push(key),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'a, const N: usize> Object<'a, N> {
+    /// Reads `text` as an object with these known keys. `Err(None)`: the
+    /// text is not one JSON text at all.
+    fn read(text: &'a str, names: [&'static str; N]) -> Result<Object<'a, N>, Option<ObjectError>> {
+        let mut object = Object {
+            names,
+            values: [None; N],
         };
-        if error.is_data() && syntax_error.is_none() {
-            RequestError::new(
-                ErrorCode::InvalidPayload,
-                format!("{kind} payload is not what it should be: {error}"),
-            )
+        let mut unknown = Vec::new();
+        let mut twice = None;
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let seed = ObjectSeed {
+            object: &mut object,
+            unknown: &mut unknown,
+            twice: &mut twice,
+        };
+        let read = seed
+            .deserialize(&mut deserializer)
+            .and_then(|()| deserializer.end());
+        if let Err(error) = read {
+            // Only walking the whole text tells bad JSON from good JSON of
+            // the wrong shape (the walk stops at the first problem); this
+            // runs on the error path alone.
+            if serde_json::from_str::<IgnoredAny>(text).is_err() {
+                return Err(None);
+            }
+            return Err(Some(if error.is_data() {
+                ObjectError::NotAnObject
+            } else {
+                ObjectError::BadKey
+            }));
+        }
+        match twice {
+            Some(key) => Err(Some(ObjectError::Twice(key))),
+            None => Ok(object),
+        }
+    }
+
+    /// The raw value of known key `name`; `null` counts as absent.
+    fn get(&self, name: &str) -> Option<&'a RawValue> {
+        let slot = self.names.iter().position(|n| *n == name)?;
+        self.values[slot].filter(|raw| raw.get() != "null")
+    }
+
+    /// The raw value of known key `name`, `null` included.
+    fn get_raw(&self, name: &str) -> Option<&'a RawValue> {
+        let slot = self.names.iter().position(|n| *n == name)?;
+        self.values[slot]
+    }
+}
+
+/// Reads a JSON object payload with keys `names`; the request's `id`, when
+/// valid, rides along on later errors.
+fn object<'a, const N: usize>(
+    frame: &Frame<'a>,
+    names: [&'static str; N],
+) -> Result<(Object<'a, N>, Option<RequestId>), RequestError> {
+    let kind = frame.kind;
+    let text = if frame.flags.is_json() {
+        utf8_text(kind, frame.payload)?
+    } else if frame.flags.is_binary() {
+        return Err(RequestError::invalid(format!(
+            "{kind} takes a JSON payload, not BINARY"
+        )));
+    } else if frame.payload.is_empty() && kind == MessageType::Hello {
+        "{}"
+    } else {
+        return Err(RequestError::invalid(format!(
+            "{kind} needs a JSON payload with the JSON flag (0x01) set"
+        )));
+    };
+    let object = Object::read(text, names).map_err(|error| {
+        let Some(error) = error else {
+            return match json_text(kind, text.as_bytes()) {
+                Err(error) => error,
+                Ok(_) => RequestError::invalid(format!("{kind} payload could not be read")),
+            };
+        };
+        RequestError::invalid(match error {
+            ObjectError::NotAnObject => format!("{kind} payload must be a JSON object"),
+            ObjectError::Twice(key) => format!(
+                "{kind} payload has the key {} twice; give each key once",
+                Quoted(&key)
+            ),
+            ObjectError::BadKey => {
+                format!(
+                    "{kind} payload has a key that is not valid Unicode (a lone surrogate escape)"
+                )
+            }
+        })
+    })?;
+    let id = match object.get("id") {
+        None => None,
+        Some(raw) => Some(request_id(raw)?),
+    };
+    Ok((object, id))
+}
+
+fn request_id(raw: &RawValue) -> Result<RequestId, RequestError> {
+    let refuse = || {
+        RequestError::invalid(format!(
+            "\"id\" must be an integer or a string of 1 to {MAX_REQUEST_ID_LEN} bytes without control characters"
+        ))
+    };
+    let id: RequestId = serde_json::from_str(raw.get()).map_err(|_| refuse())?;
+    if let RequestId::Text(text) = &id
+        && (text.is_empty()
+            || text.len() > MAX_REQUEST_ID_LEN
+            || text.chars().any(char::is_control))
+    {
+        return Err(refuse());
+    }
+    Ok(id)
+}
+
+/// Reads the string of key `name`: wrong type is `INVALID_PAYLOAD`.
+fn string<'a>(
+    kind: MessageType,
+    name: &str,
+    raw: &'a RawValue,
+) -> Result<Cow<'a, str>, RequestError> {
+    let text = raw.get();
+    decode_str(raw).map_err(|_| {
+        if text.starts_with('"') {
+            RequestError::invalid(format!(
+                "{kind} \"{name}\" is not valid Unicode (a lone surrogate escape)"
+            ))
         } else {
-            let error = syntax_error.unwrap_or(error);
-            RequestError::new(
-                ErrorCode::ParseError,
-                format!("{kind} payload is not valid JSON: {error}"),
-            )
+            RequestError::invalid(format!("{kind} \"{name}\" must be a string"))
         }
     })
 }
 
-fn room(kind: MessageType, name: Cow<'_, str>) -> Result<Cow<'_, str>, RequestError> {
-    let trimmed = validate_room(&name)
-        .map_err(|error| RequestError::new(ErrorCode::InvalidRoom, format!("{kind}: {error}")))?;
+/// Reads, trims and checks the room of key `room`.
+fn room<'a, const N: usize>(
+    kind: MessageType,
+    object: &Object<'a, N>,
+) -> Result<Cow<'a, str>, RequestError> {
+    let Some(raw) = object.get_raw("room") else {
+        return Err(RequestError::invalid(format!(
+            "{kind} payload has no \"room\" key; send {{\"room\": \"name\", ...}}"
+        )));
+    };
+    if !raw.get().starts_with('"') {
+        return Err(RequestError::invalid(format!(
+            "{kind} \"room\" must be a string"
+        )));
+    }
+    let name = decode_str(raw).map_err(|_| {
+        RequestError::new(
+            ErrorCode::InvalidRoom,
+            format!("{kind}: room name is not valid Unicode (a lone surrogate escape)"),
+        )
+    })?;
+    checked_room(kind, name)
+}
+
+fn checked_room(kind: MessageType, name: Cow<'_, str>) -> Result<Cow<'_, str>, RequestError> {
+    validate_room(&name).map_err(|error| {
+        let shown = match error {
+            RoomError::Empty => String::new(),
+            _ => format!(" {}", Quoted(name.trim())),
+        };
+        RequestError::new(ErrorCode::InvalidRoom, format!("{kind}{shown}: {error}"))
+    })?;
     Ok(match name {
         Cow::Borrowed(name) => Cow::Borrowed(name.trim()),
-        Cow::Owned(_) => Cow::Owned(trimmed.to_owned()),
+        Cow::Owned(name) => Cow::Owned(name.trim().to_owned()),
     })
 }
 
-/// Reads a JSON payload that must be an object into `T`.
-///
-/// serde's derived structs also accept a JSON array of the fields in order
-/// (`["test"]` as `{"room":"test"}`); the protocol does not, so anything but an
-/// object is refused here: `PARSE_ERROR` if it is not JSON at all, else
-/// `INVALID_PAYLOAD`.
-fn from_json_object<'a, T: Deserialize<'a>>(
-    kind: MessageType,
-    payload: &'a [u8],
-) -> Result<T, RequestError> {
-    let first = payload
-        .iter()
-        .find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'));
-    if first != Some(&b'{') {
-        from_json::<IgnoredAny>(kind, payload)?;
-        return Err(RequestError::new(
-            ErrorCode::InvalidPayload,
-            format!("{kind} payload must be a JSON object"),
-        ));
-    }
-    from_json(kind, payload)
+fn hello(frame: &Frame<'_>) -> Result<Hello, RequestError> {
+    let kind = frame.kind;
+    let (object, id) = object(frame, ["userId", "clientVersion", "echo", "id"])?;
+    let with_id = |error: RequestError| RequestError {
+        id: id.clone(),
+        ..error
+    };
+    let user_id = match object.get("userId") {
+        None => None,
+        Some(raw) => {
+            let user = string(kind, "userId", raw).map_err(with_id)?;
+            if user.len() > MAX_USER_ID_LEN {
+                return Err(with_id(RequestError::invalid(format!(
+                    "HELLO userId is {} bytes; use at most {MAX_USER_ID_LEN}",
+                    user.len()
+                ))));
+            }
+            if user.chars().any(char::is_control) {
+                return Err(with_id(RequestError::invalid(
+                    "HELLO userId contains a control character; use printable text",
+                )));
+            }
+            Some(user.into_owned())
+        }
+    };
+    let client_version = match object.get("clientVersion") {
+        None => None,
+        Some(raw) => Some(
+            string(kind, "clientVersion", raw)
+                .map_err(with_id)?
+                .into_owned(),
+        ),
+    };
+    let echo = match object.get("echo") {
+        None => false,
+        Some(raw) => serde_json::from_str::<bool>(raw.get()).map_err(|_| {
+            with_id(RequestError::invalid(
+                "HELLO \"echo\" must be true or false",
+            ))
+        })?,
+    };
+    Ok(Hello {
+        user_id,
+        client_version,
+        echo,
+        id,
+    })
 }
 
-fn object_payload<'a, T: Deserialize<'a>>(frame: &Frame<'a>) -> Result<T, RequestError> {
-    if frame.flags.is_json() {
-        from_json_object(frame.kind, frame.payload)
-    } else if frame.flags.is_binary() {
-        Err(RequestError::new(
-            ErrorCode::InvalidPayload,
-            format!("{} takes a JSON payload, not BINARY", frame.kind),
-        ))
-    } else if frame.payload.is_empty() && frame.kind == MessageType::Hello {
-        from_json_object(frame.kind, b"{}")
-    } else {
-        Err(RequestError::new(
-            ErrorCode::InvalidPayload,
-            format!(
-                "{} needs a JSON payload with the JSON flag (0x01) set",
-                frame.kind
-            ),
-        ))
-    }
+/// JOIN_ROOM and LEAVE_ROOM: the room, and the id.
+fn room_request<'a>(frame: &Frame<'a>) -> Result<(Cow<'a, str>, Option<RequestId>), RequestError> {
+    let (object, id) = object(frame, ["room", "id"])?;
+    let room = room(frame.kind, &object).map_err(|error| RequestError {
+        id: id.clone(),
+        ..error
+    })?;
+    Ok((room, id))
+}
+
+fn publish<'a>(frame: &Frame<'a>) -> Result<Request<'a>, RequestError> {
+    let (object, id) = object(frame, ["room", "content", "id"])?;
+    let room = room(frame.kind, &object).map_err(|error| RequestError {
+        id: id.clone(),
+        ..error
+    })?;
+    let Some(content) = object.get_raw("content") else {
+        return Err(RequestError {
+            id,
+            room: Some(room.into_owned()),
+            ..RequestError::invalid(
+                "MESSAGE payload has no \"content\" key; send {\"room\": ..., \"content\": ...}",
+            )
+        });
+    };
+    Ok(Request::Publish {
+        room,
+        content: Content::Json(content),
+        id,
+    })
 }
 
 impl<'a> Request<'a> {
     /// Reads a client's frame. Errors carry the code to answer with:
-    /// `PARSE_ERROR` (fatal) for invalid JSON under the JSON flag, and
-    /// `INVALID_PAYLOAD`, `INVALID_ROOM` (non-fatal) for the rest.
+    /// `PARSE_ERROR` (fatal) for a JSON-flagged payload that is not one JSON
+    /// text in UTF-8, and `INVALID_PAYLOAD`, `INVALID_ROOM` (non-fatal) for
+    /// the rest.
     pub fn parse(frame: &Frame<'a>) -> Result<Request<'a>, RequestError> {
         match frame.kind {
-            MessageType::Hello => {
-                let hello: Hello = object_payload(frame)?;
-                if let Some(user) = &hello.user_id
-                    && user.len() > MAX_USER_ID_LEN
-                {
-                    return Err(RequestError::new(
-                        ErrorCode::InvalidPayload,
-                        format!(
-                            "HELLO userId is {} bytes; use at most {MAX_USER_ID_LEN}",
-                            user.len()
-                        ),
-                    ));
-                }
-                Ok(Request::Hello(hello))
-            }
+            MessageType::Hello => hello(frame).map(Request::Hello),
             MessageType::JoinRoom => {
-                let request: RoomRequest<'a> = object_payload(frame)?;
-                Ok(Request::Join(room(frame.kind, request.room)?))
+                let (room, id) = room_request(frame)?;
+                Ok(Request::Join { room, id })
             }
             MessageType::LeaveRoom => {
-                let request: RoomRequest<'a> = object_payload(frame)?;
-                Ok(Request::Leave(room(frame.kind, request.room)?))
+                let (room, id) = room_request(frame)?;
+                Ok(Request::Leave { room, id })
             }
             MessageType::Message if frame.flags.is_binary() => {
-                let publish = BinaryPublish::parse(frame.payload).map_err(|error| {
-                    RequestError::new(ErrorCode::InvalidPayload, error.to_string())
-                })?;
+                let publish = BinaryPublish::parse(frame.payload)
+                    .map_err(|error| RequestError::invalid(error.to_string()))?;
                 Ok(Request::Publish {
-                    room: room(frame.kind, Cow::Borrowed(publish.room))?,
+                    room: checked_room(frame.kind, Cow::Borrowed(publish.room))?,
                     content: Content::Binary(publish.body),
+                    id: None,
                 })
             }
-            MessageType::Message => {
-                let publish: Publish<'a> = object_payload(frame)?;
-                let room = room(frame.kind, publish.room)?;
-                let content = publish.content.ok_or_else(|| {
-                    RequestError::new(
-                        ErrorCode::InvalidPayload,
-                        "MESSAGE payload has no \"content\" key; send {\"room\": ..., \"content\": ...}",
-                    )
-                })?;
-                Ok(Request::Publish {
-                    room,
-                    content: Content::Json(content),
-                })
-            }
+            MessageType::Message => publish(frame),
             MessageType::Heartbeat => {
                 if frame.flags.is_json() {
-                    from_json::<&RawValue>(frame.kind, frame.payload)?;
+                    json_text(frame.kind, frame.payload)?;
                 }
                 Ok(Request::Heartbeat {
                     flags: frame.flags,
@@ -216,7 +549,7 @@ impl<'a> Request<'a> {
             }
             MessageType::Error => {
                 if frame.flags.is_json() {
-                    from_json::<&RawValue>(frame.kind, frame.payload)?;
+                    json_text(frame.kind, frame.payload)?;
                 }
                 Ok(Request::ClientError)
             }
@@ -323,7 +656,7 @@ mod tests {
             );
         }
         match parse_json(MessageType::JoinRoom, " \r\n\t{\"room\":\"test\"}").unwrap() {
-            Request::Join(room) => assert_eq!(room, "test"),
+            Request::Join { room, .. } => assert_eq!(room, "test"),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -353,11 +686,11 @@ mod tests {
     #[test]
     fn rooms_are_trimmed_and_validated() {
         match parse_json(MessageType::JoinRoom, r#"{"room":"  lobby "}"#).unwrap() {
-            Request::Join(room) => assert_eq!(room, "lobby"),
+            Request::Join { room, .. } => assert_eq!(room, "lobby"),
             other => panic!("unexpected {other:?}"),
         }
         match parse_json(MessageType::JoinRoom, r#"{"room":" caf\u00e9 "}"#).unwrap() {
-            Request::Join(room) => assert_eq!(room, "café"),
+            Request::Join { room, .. } => assert_eq!(room, "café"),
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(
@@ -381,6 +714,7 @@ mod tests {
             Request::Publish {
                 room,
                 content: Content::Binary(body),
+                ..
             } => {
                 assert_eq!(room, "hi");
                 assert_eq!(body, &[0, 1, 2]);
@@ -398,5 +732,175 @@ mod tests {
             code(parse_json(MessageType::Hello, &payload)),
             ErrorCode::InvalidPayload
         );
+    }
+
+    fn refused(kind: MessageType, payload: &str) -> RequestError {
+        parse_json(kind, payload).expect_err("the request should be refused")
+    }
+
+    fn published(payload: &str) -> String {
+        match parse_json(MessageType::Message, payload).unwrap() {
+            Request::Publish {
+                content: Content::Json(raw),
+                ..
+            } => raw.get().to_owned(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_key_twice_at_the_top_level_is_refused_known_or_not() {
+        for payload in [
+            r#"{"room":"a","room":"a"}"#,
+            r#"{"room":"a","x":1,"x":2}"#,
+            r#"{"room":"a","id":1,"id":1}"#,
+            r#"{"room":"a","r\u006fom":"a"}"#,
+        ] {
+            let error = refused(MessageType::JoinRoom, payload);
+            assert_eq!(error.code, ErrorCode::InvalidPayload, "{payload}");
+            assert!(error.message.contains("twice"), "{}", error.message);
+        }
+        // Inside content the publisher's JSON is relayed as written.
+        assert_eq!(
+            published(r#"{"room":"a","content":{"k":1,"k":2}}"#),
+            r#"{"k":1,"k":2}"#
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_a_parse_error_wherever_it_is() {
+        for payload in [
+            &b"{\"room\":\"a\",\"x\":\"\xff\xfe\"}"[..],
+            &b"[\"\xff\"]"[..],
+            &b"{\"room\":\"a\",\"content\":\"\xc3\"}"[..],
+        ] {
+            let error = Request::parse(&Frame::json(MessageType::Message, payload)).unwrap_err();
+            assert_eq!(error.code, ErrorCode::ParseError, "{payload:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_valid_json_of_the_wrong_value() {
+        assert_eq!(
+            refused(MessageType::JoinRoom, r#"{"room":1e400}"#).code,
+            ErrorCode::InvalidPayload
+        );
+        assert_eq!(
+            refused(MessageType::Hello, r#"{"echo":-1e400}"#).code,
+            ErrorCode::InvalidPayload
+        );
+        assert_eq!(published(r#"{"room":"a","content":1e400}"#), "1e400");
+        assert!(
+            parse_json(MessageType::Heartbeat, "[1e400, -1e400]").is_ok(),
+            "a heartbeat with big numbers is valid JSON"
+        );
+    }
+
+    #[test]
+    fn lone_surrogates_are_relayed_in_content_and_refused_where_decoded() {
+        assert_eq!(
+            published(r#"{"room":"a","content":"\ud800"}"#),
+            r#""\ud800""#
+        );
+        assert_eq!(
+            refused(MessageType::JoinRoom, r#"{"room":"\ud800"}"#).code,
+            ErrorCode::InvalidRoom
+        );
+        assert_eq!(
+            refused(MessageType::Hello, r#"{"userId":"x\udc00"}"#).code,
+            ErrorCode::InvalidPayload
+        );
+        // A valid pair is one character.
+        match parse_json(MessageType::JoinRoom, r#"{"room":"\ud83d\ude00"}"#).unwrap() {
+            Request::Join { room, .. } => assert_eq!(room, "😀"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn user_ids_follow_the_room_rule_for_control_characters() {
+        let error = refused(MessageType::Hello, r#"{"userId":"\u001b[2J\r\nadmin: "}"#);
+        assert_eq!(error.code, ErrorCode::InvalidPayload);
+        assert!(error.message.contains("control character"));
+        // The limit counts bytes after unescaping: 128 × "é" escaped is 256 bytes.
+        let payload = format!(r#"{{"userId":"{}"}}"#, "\\u00e9".repeat(64));
+        match parse_json(MessageType::Hello, &payload).unwrap() {
+            Request::Hello(hello) => assert_eq!(hello.user_id.map(|u| u.len()), Some(128)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn null_means_absent_for_every_optional_key() {
+        match parse_json(
+            MessageType::Hello,
+            r#"{"userId":null,"clientVersion":null,"echo":null,"id":null}"#,
+        )
+        .unwrap()
+        {
+            Request::Hello(hello) => assert_eq!(hello, Hello::default()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ids_are_read_and_ride_on_the_errors_they_cause() {
+        match parse_json(MessageType::JoinRoom, r#"{"room":"a","id":7}"#).unwrap() {
+            Request::Join { id, .. } => assert_eq!(id, Some(RequestId::Number(7))),
+            other => panic!("unexpected {other:?}"),
+        }
+        let error = refused(MessageType::Message, r#"{"id":"m-1","room":"a"}"#);
+        assert_eq!(error.id, Some(RequestId::Text("m-1".into())));
+        assert_eq!(error.room.as_deref(), Some("a"));
+        let error = refused(MessageType::JoinRoom, r#"{"room":"  ","id":-3}"#);
+        assert_eq!(
+            (error.code, error.id),
+            (ErrorCode::InvalidRoom, Some(RequestId::Number(-3)))
+        );
+        for bad in [
+            "1.5",
+            "true",
+            "{}",
+            "\"\"",
+            "18446744073709551615",
+            "\"a\\u0007\"",
+        ] {
+            let payload = format!(r#"{{"room":"a","id":{bad}}}"#);
+            let error = refused(MessageType::JoinRoom, &payload);
+            assert_eq!(
+                (error.code, error.id),
+                (ErrorCode::InvalidPayload, None),
+                "{bad}"
+            );
+        }
+        let long = format!(
+            r#"{{"room":"a","id":"{}"}}"#,
+            "i".repeat(MAX_REQUEST_ID_LEN + 1)
+        );
+        assert_eq!(
+            refused(MessageType::JoinRoom, &long).code,
+            ErrorCode::InvalidPayload
+        );
+    }
+
+    #[test]
+    fn the_room_is_checked_before_the_content() {
+        assert_eq!(
+            refused(MessageType::Message, r#"{"room":"   "}"#).code,
+            ErrorCode::InvalidRoom
+        );
+    }
+
+    #[test]
+    fn errors_quote_a_short_prefix_of_what_the_client_sent() {
+        let long = "r".repeat(10_000);
+        let error = refused(MessageType::JoinRoom, &format!(r#"{{"room":"{long}"}}"#));
+        assert_eq!(error.code, ErrorCode::InvalidRoom);
+        assert!(error.message.len() < 200, "{}", error.message.len());
+        assert!(error.message.contains('…'));
+        let error = refused(MessageType::Hello, &format!(r#"{{"echo":"{long}"}}"#));
+        assert!(error.message.len() < 200, "{}", error.message);
+        assert_eq!(Quoted("a\u{7}b").to_string(), r#""a\u{7}b""#);
+        assert_eq!(Quoted(&"é".repeat(40)).to_string().len(), 2 + 64 + 3);
     }
 }

@@ -472,7 +472,7 @@ proptest! {
         })).expect("serializes");
         let frame = round_trip_frame(kind, Flags::JSON, &payload);
         match (leave, Request::parse(&frame.as_frame())) {
-            (false, Ok(Request::Join(parsed))) | (true, Ok(Request::Leave(parsed))) => {
+            (false, Ok(Request::Join { room: parsed, .. })) | (true, Ok(Request::Leave { room: parsed, .. })) => {
                 prop_assert_eq!(parsed, room.as_str());
             }
             (_, other) => prop_assert!(false, "{:?}", other),
@@ -490,7 +490,7 @@ proptest! {
         );
         let frame = round_trip_frame(MessageType::Message, Flags::JSON, payload.as_bytes());
         match Request::parse(&frame.as_frame()) {
-            Ok(Request::Publish { room: parsed, content: Content::Json(raw) }) => {
+            Ok(Request::Publish { room: parsed, content: Content::Json(raw), .. }) => {
                 prop_assert_eq!(parsed, room.as_str());
                 prop_assert_eq!(raw.get(), content_text.as_str());
             }
@@ -510,7 +510,7 @@ proptest! {
         BinaryPublish { room: &room, body: &body }.encode(&mut payload).expect("short room");
         let frame = round_trip_frame(MessageType::Message, Flags::BINARY, &payload);
         match Request::parse(&frame.as_frame()) {
-            Ok(Request::Publish { room: parsed, content: Content::Binary(bytes) }) => {
+            Ok(Request::Publish { room: parsed, content: Content::Binary(bytes), .. }) => {
                 prop_assert_eq!(parsed, room.as_str());
                 prop_assert_eq!(bytes, &body[..]);
             }

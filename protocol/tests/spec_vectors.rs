@@ -145,6 +145,25 @@ fn json_string(text: &str) -> String {
     serde_json::to_string(text).expect("a string serializes")
 }
 
+/// ` id=ID` for a request or refusal that carries an id, as SPEC.md 9.1
+/// writes it.
+fn id_suffix(id: &Option<protocol::RequestId>) -> String {
+    id.as_ref()
+        .map(|id| format!(" id={}", serde_json::to_string(id).expect("ids serialize")))
+        .unwrap_or_default()
+}
+
+/// A refusal as SPEC.md section 9.1 writes it: the code, then what the
+/// ERROR would echo.
+fn render_refusal(error: &protocol::RequestError) -> String {
+    let room = error
+        .room
+        .as_deref()
+        .map(|room| format!(" room={}", json_string(room)))
+        .unwrap_or_default();
+    format!("{}{}{room}", error.code, id_suffix(&error.id))
+}
+
 /// A request as SPEC.md section 9.1 writes it.
 fn render(request: &Request<'_>) -> String {
     let text = match request {
@@ -152,15 +171,22 @@ fn render(request: &Request<'_>) -> String {
             "HELLO {}",
             serde_json::to_string(hello).expect("HELLO serializes")
         ),
-        Request::Join(room) => format!("JOIN {}", json_string(room)),
-        Request::Leave(room) => format!("LEAVE {}", json_string(room)),
+        Request::Join { room, id } => format!("JOIN {}{}", json_string(room), id_suffix(id)),
+        Request::Leave { room, id } => format!("LEAVE {}{}", json_string(room), id_suffix(id)),
         Request::Publish {
             room,
             content: Content::Json(raw),
-        } => format!("PUBLISH {} JSON {}", json_string(room), raw.get()),
+            id,
+        } => format!(
+            "PUBLISH {} JSON {}{}",
+            json_string(room),
+            raw.get(),
+            id_suffix(id)
+        ),
         Request::Publish {
             room,
             content: Content::Binary(body),
+            ..
         } => format!("PUBLISH {} BINARY {}", json_string(room), hex(body)),
         Request::Heartbeat { flags, payload } if flags.is_json() => {
             format!("HEARTBEAT JSON {}", String::from_utf8_lossy(payload))
@@ -305,11 +331,11 @@ fn check_valid(vector: &Vector, seen: &mut Seen) {
             seen.requests.insert(format!("{word}{detail}"));
         }
         (None, Some(expected), None) => {
-            let code = code_named(vector, expected);
+            let code = code_named(vector, expected.split(' ').next().unwrap_or_default());
             let error = Request::parse(&frame).map(|request| render(&request));
             assert_eq!(
-                error.as_ref().map_err(|error| error.code),
-                Err(code),
+                error.as_ref().map_err(render_refusal),
+                Err(expected.to_owned()),
                 "{vector}: expected the request to be refused with {expected}, got {error:?}"
             );
             seen.refused.insert(code.as_str());

@@ -7,9 +7,11 @@ use std::time::Duration;
 /// The longest timeout accepted: a day. Longer ones overflow clock
 /// arithmetic on some platforms and are never what anyone means.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
-/// Below this `max_frame`, the server's own answers (a HELLO answer with
-/// its counters, an ERROR with its message) may not fit in a frame.
-const SMALL_MAX_FRAME: u32 = 1024;
+/// The smallest `max_frame`: every frame the server writes on its own (a
+/// HELLO, JOIN or LEAVE answer, an ERROR, a membership event) fits in it,
+/// whatever the client sent, so a client may take `maxFrameSize` as the
+/// largest frame it will ever receive (SPEC.md 2 has the arithmetic).
+pub const MIN_MAX_FRAME: u32 = 1024;
 
 /// Server settings; `Config::default()` is what `relay-server` uses with no
 /// flags. [`Server::bind`](crate::Server::bind) validates them.
@@ -76,20 +78,14 @@ impl Config {
     /// on; returns the settings the server will run with. Warnings (legal
     /// but risky values) are logged.
     pub fn validate(mut self) -> Result<Config, ConfigError> {
-        if self.max_frame < protocol::MIN_LENGTH {
+        if self.max_frame < MIN_MAX_FRAME {
             return Err(ConfigError {
                 flag: "max-frame",
                 problem: format!(
-                    "must be at least {} (a frame's version, type and flags)",
-                    protocol::MIN_LENGTH
+                    "must be at least {MIN_MAX_FRAME}, so that every answer and ERROR fits in a frame; not {}",
+                    self.max_frame
                 ),
             });
-        }
-        if self.max_frame < SMALL_MAX_FRAME {
-            log::warn!(
-                "--max-frame {} is below {SMALL_MAX_FRAME}: deliveries respect it, but HELLO answers and ERRORs may be longer",
-                self.max_frame
-            );
         }
         for (flag, value) in [
             ("idle-timeout", self.idle_timeout),
@@ -161,8 +157,13 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .starts_with("--max-frame must be at least 3")
+                .starts_with("--max-frame must be at least 1024")
         );
+        let small = Config {
+            max_frame: MIN_MAX_FRAME - 1,
+            ..Config::default()
+        };
+        assert_eq!(small.validate().unwrap_err().flag, "max-frame");
         let long = Config {
             stall_timeout: MAX_TIMEOUT * 2,
             ..Config::default()

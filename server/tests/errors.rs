@@ -164,12 +164,14 @@ fn room_payload_and_membership_errors_are_non_fatal() {
 #[test]
 fn a_message_too_large_once_relayed_is_refused_not_truncated() {
     let server = start_server_with(server::Config {
-        max_frame: 200,
+        max_frame: 1024,
         ..Default::default()
     });
     let (mut client, _) = Raw::hello(server.local_addr(), json!({"echo": true}));
     client.join("r");
-    let content = "y".repeat(150);
+    // Fits as a request (about 1,010 bytes), not once `from` and `timestamp`
+    // are added.
+    let content = "y".repeat(980);
     client.publish("r", json!(content));
     assert!(!client.expect_error("INVALID_PAYLOAD").fatal);
     client.publish("r", json!("small"));

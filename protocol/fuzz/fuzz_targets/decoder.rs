@@ -134,15 +134,22 @@ fn by_read_buf(pieces: &[&[u8]], max: u32) -> Outcome {
 fn parse_payloads(kind: MessageType, flags: Flags, payload: &[u8]) {
     let frame = Frame::new(kind, flags, payload);
     match Request::parse(&frame) {
-        Ok(Request::Join(room) | Request::Leave(room)) => {
+        Ok(Request::Join { room, .. } | Request::Leave { room, .. }) => {
             assert_eq!(validate_room(&room), Ok(&*room));
         }
         Ok(Request::Publish { room, .. }) => assert_eq!(validate_room(&room), Ok(&*room)),
         Ok(Request::Hello(hello)) => {
-            assert!(hello.user_id.is_none_or(|user| user.len() <= 128));
+            assert!(hello
+                .user_id
+                .is_none_or(|user| user.len() <= 128 && !user.chars().any(char::is_control)));
         }
         Ok(_) => {}
-        Err(error) => assert!(!error.message.is_empty()),
+        Err(error) => {
+            assert!(!error.message.is_empty());
+            // What an ERROR would say stays short, whatever the input.
+            let payload = protocol::ErrorPayload::new(error.code, error.message);
+            assert!(payload.message.len() <= protocol::MAX_ERROR_MESSAGE);
+        }
     }
     let _ = ServerMessage::parse(payload);
     let _ = serde_json::from_slice::<HelloReply>(payload);

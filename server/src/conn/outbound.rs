@@ -37,13 +37,15 @@ pub(crate) struct Batch {
 impl Batch {
     /// One ERROR frame, as a batch of its own.
     pub(crate) fn error(code: ErrorCode, message: &str) -> Batch {
+        Batch::error_payload(&ErrorPayload::new(code, message))
+    }
+
+    /// One ERROR frame with this payload, as a batch of its own.
+    pub(crate) fn error_payload(error: &ErrorPayload) -> Batch {
         let mut bytes = Vec::new();
-        // An ErrorPayload is strings and a bool: it always has a JSON form.
-        let _ = encode_json(
-            &mut bytes,
-            MessageType::Error,
-            &ErrorPayload::new(code, message),
-        );
+        // An ErrorPayload is strings, a bool and an id: it always has a
+        // JSON form.
+        let _ = encode_json(&mut bytes, MessageType::Error, error);
         Batch { bytes, frames: 1 }
     }
 }
@@ -145,15 +147,15 @@ impl Outbound {
         true
     }
 
-    /// Closes for a fatal error whose ERROR says `message`, sent after
-    /// everything already queued. Returns whether this call decided the
-    /// close (otherwise the earlier reason's ERROR, if any, is sent).
-    pub(crate) fn close_with_error(&self, code: ErrorCode, message: &str) -> bool {
+    /// Closes for a fatal `error`, sent after everything already queued.
+    /// Returns whether this call decided the close (otherwise the earlier
+    /// reason's ERROR, if any, is sent).
+    pub(crate) fn close_with_error(&self, error: &ErrorPayload) -> bool {
         if self.is_closing() {
             return false;
         }
-        let _ = self.final_error.set(Arc::new(Batch::error(code, message)));
-        self.close(CloseReason::for_fatal(code))
+        let _ = self.final_error.set(Arc::new(Batch::error_payload(error)));
+        self.close(CloseReason::for_fatal(error.code))
     }
 
     /// The ERROR the writer sends last, if the close reason has one.
@@ -444,10 +446,10 @@ mod tests {
     fn the_fatal_error_is_last_and_the_first_reason_wins() {
         let (outbound, rx) = open(SMALL);
         outbound.try_push(&batch(10)).unwrap();
-        assert!(outbound.close_with_error(ErrorCode::ParseError, "bad JSON"));
+        assert!(outbound.close_with_error(&ErrorPayload::new(ErrorCode::ParseError, "bad JSON")));
         assert_eq!(outbound.try_push(&batch(10)), Err(PushError::Closed));
         assert!(!outbound.close(CloseReason::Shutdown));
-        assert!(!outbound.close_with_error(ErrorCode::InvalidFrame, "late"));
+        assert!(!outbound.close_with_error(&ErrorPayload::new(ErrorCode::InvalidFrame, "late")));
         assert_eq!(
             outbound.close_reason(),
             Some(CloseReason::Protocol(ErrorCode::ParseError))

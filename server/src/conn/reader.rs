@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use protocol::{Decoder, ErrorCode};
+use protocol::{Decoder, ErrorCode, ErrorPayload};
 
 use super::close::CloseReason;
 use super::peer::Peer;
@@ -101,7 +101,7 @@ fn serve<R: ReadHalf>(
                 "no complete frame for {} s; send HEARTBEAT frames to stay connected",
                 idle.as_secs_f64()
             );
-            let _ = session.fatal(ErrorCode::IdleTimeout, &message);
+            let _ = session.fatal(ErrorPayload::new(ErrorCode::IdleTimeout, message));
             return Ended::Session;
         }
         // Never block in read() for long: a close from another thread is
@@ -170,7 +170,10 @@ fn handle_frames(session: &mut Session, decoder: &mut Decoder) -> (Served, u64) 
                 }
             }
             Ok(None) => return (ControlFlow::Continue(()), frames),
-            Err(error) => return (session.fatal(error.code(), &error.to_string()), frames),
+            Err(error) => {
+                let error = ErrorPayload::new(error.code(), error.to_string());
+                return (session.fatal(error), frames);
+            }
         }
     }
 }

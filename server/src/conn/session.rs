@@ -20,8 +20,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use protocol::{
     BinaryDelivery, Content, ErrorCode, ErrorPayload, Flags, Frame, HelloReply, JsonDelivery,
-    MemberChange, MemberEvent, MessageType, PublisherJson, Request, RoomReply, begin_frame,
-    encode_json, end_frame,
+    MemberChange, MemberEvent, MessageType, PublisherJson, Quoted, Request, RequestId, RoomReply,
+    begin_frame, encode_json, end_frame,
 };
 use serde::Serialize;
 
@@ -124,23 +124,26 @@ impl Session {
         let request = Request::parse(frame);
         let state = self.outbound.state().get();
         if state == ConnState::Init && frame.kind != MessageType::Hello {
-            return match request {
+            let id = match &request {
                 Err(error) if error.code == ErrorCode::ParseError => {
-                    self.fatal(error.code, &error.message)
+                    return self.fatal(ErrorPayload::new(error.code, &error.message));
                 }
-                _ => self.fatal(
-                    ErrorCode::HelloRequired,
-                    &format!("{} before HELLO; send HELLO first", frame.kind),
-                ),
+                Err(error) => error.id.clone(),
+                Ok(request) => request.id().cloned(),
             };
+            let message = format!("{} before HELLO; send HELLO first", frame.kind);
+            return self
+                .fatal(ErrorPayload::new(ErrorCode::HelloRequired, message).about(None, id));
         }
         let request = match request {
             Ok(request) => request,
-            Err(error) if error.code.is_fatal() => {
-                return self.fatal(error.code, &error.message);
-            }
             Err(error) => {
-                self.reply_error(error.code, &error.message);
+                let payload =
+                    ErrorPayload::new(error.code, error.message).about(error.room, error.id);
+                if payload.fatal {
+                    return self.fatal(payload);
+                }
+                self.reply_error(payload);
                 return ControlFlow::Continue(());
             }
         };
@@ -153,24 +156,11 @@ impl Session {
                     log::debug!("{}: INIT → OPEN", self.connection_id);
                     self.set_identity(hello.user_id, hello.echo);
                 }
-                let reply = HelloReply {
-                    status: "connected".to_owned(),
-                    connection_id: self.connection_id.clone(),
-                    server_version: env!("CARGO_PKG_VERSION").to_owned(),
-                    max_frame_size: self.config().max_frame,
-                    idle_timeout_ms: self.config().idle_timeout.as_millis() as u64,
-                    stats: {
-                        // Include this HELLO and the frames before it.
-                        self.count_frames_in();
-                        Some(self.shared.counters.snapshot())
-                    },
-                    id: None,
-                };
-                self.reply(MessageType::Hello, &reply);
+                self.hello_reply(hello.id);
             }
-            Request::Join(room) => self.join(&room),
-            Request::Leave(room) => self.leave(&room),
-            Request::Publish { room, content } => self.publish(&room, content),
+            Request::Join { room, id } => self.join(&room, id),
+            Request::Leave { room, id } => self.leave(&room, id),
+            Request::Publish { room, content, id } => self.publish(&room, content, id),
             Request::Heartbeat { flags, payload } => {
                 self.to(Target::Myself);
                 let start = begin_frame(&mut self.outbox.buf, MessageType::Heartbeat, flags);
@@ -185,20 +175,49 @@ impl Session {
         ControlFlow::Continue(())
     }
 
+    /// Answers a HELLO. The answer always fits `maxFrameSize`: in the rare
+    /// case that the counters would make it longer (a maximum near its
+    /// 1024-byte floor and huge counts), it goes without them.
+    fn hello_reply(&mut self, id: Option<RequestId>) {
+        // Include this HELLO and the frames before it.
+        self.count_frames_in();
+        let mut reply = HelloReply {
+            status: "connected".to_owned(),
+            connection_id: self.connection_id.clone(),
+            server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            max_frame_size: self.config().max_frame,
+            idle_timeout_ms: self.config().idle_timeout.as_millis() as u64,
+            stats: Some(self.shared.counters.snapshot()),
+            id,
+        };
+        self.to(Target::Myself);
+        let mark = self.outbox.buf.len();
+        if let Ok(length) = encode_json(&mut self.outbox.buf, MessageType::Hello, &reply)
+            && length > self.config().max_frame
+        {
+            self.outbox.buf.truncate(mark);
+            reply.stats = None;
+            let _ = encode_json(&mut self.outbox.buf, MessageType::Hello, &reply);
+        }
+        self.outbox.frames += 1;
+    }
+
     fn set_identity(&mut self, user: Option<String>, echo: bool) {
         self.echo = echo;
         self.publisher = PublisherJson::new(&self.connection_id, user.as_deref());
         self.user = user;
     }
 
-    fn join(&mut self, room: &str) {
+    fn join(&mut self, room: &str, id: Option<RequestId>) {
         let member = self.rooms.contains(room);
         if !member && self.rooms.len() >= self.config().max_rooms_per_connection {
             let message = format!(
-                "JOIN_ROOM {room:?}: already in {} rooms, the most one connection may join; leave one first",
+                "JOIN_ROOM {}: already in {} rooms, the most one connection may join; leave one first",
+                Quoted(room),
                 self.rooms.len()
             );
-            self.reply_error(ErrorCode::InvalidRoom, &message);
+            let error = ErrorPayload::new(ErrorCode::InvalidRoom, message);
+            self.reply_error(error.about(Some(room.to_owned()), id));
             return;
         }
         self.flush();
@@ -218,7 +237,7 @@ impl Session {
             status: "joined".to_owned(),
             room: room.to_owned(),
             members: joined.members as u64,
-            id: None,
+            id,
         };
         self.reply(MessageType::JoinRoom, &reply);
         if joined.new && joined.members > 1 {
@@ -226,7 +245,7 @@ impl Session {
         }
     }
 
-    fn leave(&mut self, room: &str) {
+    fn leave(&mut self, room: &str, id: Option<RequestId>) {
         self.flush();
         let members = match self.rooms.take(room) {
             Some(name) => self.depart(name),
@@ -236,7 +255,7 @@ impl Session {
             status: "left".to_owned(),
             room: room.to_owned(),
             members: members as u64,
-            id: None,
+            id,
         };
         self.reply(MessageType::LeaveRoom, &reply);
     }
@@ -282,7 +301,7 @@ impl Session {
         }
     }
 
-    fn publish(&mut self, room: &str, content: Content<'_>) {
+    fn publish(&mut self, room: &str, content: Content<'_>, id: Option<RequestId>) {
         let target_is_room = matches!(&self.outbox.target, Target::Room { name, include_self } if **name == *room && *include_self == self.echo);
         let name = if target_is_room && self.outbox.frames > 0 {
             None
@@ -291,9 +310,11 @@ impl Session {
                 Some(name) => Some(Arc::clone(name)),
                 None => {
                     let message = format!(
-                        "MESSAGE to {room:?}, which you have not joined; send JOIN_ROOM first"
+                        "MESSAGE to {}, which you have not joined; send JOIN_ROOM first",
+                        Quoted(room)
                     );
-                    self.reply_error(ErrorCode::NotInRoom, &message);
+                    let error = ErrorPayload::new(ErrorCode::NotInRoom, message);
+                    self.reply_error(error.about(Some(room.to_owned()), id));
                     return;
                 }
             }
@@ -336,7 +357,8 @@ impl Session {
                 "MESSAGE would be {length} bytes once relayed, over the {} byte maximum; send smaller content",
                 self.shared.config.max_frame
             );
-            self.reply_error(ErrorCode::InvalidPayload, &message);
+            let error = ErrorPayload::new(ErrorCode::InvalidPayload, message);
+            self.reply_error(error.about(Some(room.to_owned()), id));
             return;
         }
         self.outbox.frames += 1;
@@ -380,11 +402,16 @@ impl Session {
         self.push_json(kind, value);
     }
 
-    fn reply_error(&mut self, code: ErrorCode, message: &str) {
+    fn reply_error(&mut self, error: ErrorPayload) {
         // Debug only: a client can cause these as fast as it can send.
-        log::debug!("{}: error {code}: {message}", self.connection_id);
-        self.shared.counters.error_sent(code);
-        self.reply(MessageType::Error, &ErrorPayload::new(code, message));
+        log::debug!(
+            "{}: error {}: {}",
+            self.connection_id,
+            error.code,
+            error.message
+        );
+        self.shared.counters.error_sent(error.code);
+        self.reply(MessageType::Error, &error);
     }
 
     /// Queues what the outbox gathered.
@@ -416,14 +443,19 @@ impl Session {
 
     /// Queues a fatal ERROR after everything already produced, and closes.
     #[inline(never)]
-    pub(crate) fn fatal(&mut self, code: ErrorCode, message: &str) -> Served {
-        log::info!("{}: closing: {code}: {message}", self.connection_id);
+    pub(crate) fn fatal(&mut self, error: ErrorPayload) -> Served {
+        log::info!(
+            "{}: closing: {}: {}",
+            self.connection_id,
+            error.code,
+            error.message
+        );
         self.flush();
         // Out of every room before the client can see the ERROR, so a client
         // that reconnects at once never finds its old self still a member.
         self.leave_all_rooms();
         // The writer sends it after everything already queued.
-        self.outbound.close_with_error(code, message);
+        self.outbound.close_with_error(&error);
         ControlFlow::Break(())
     }
 }

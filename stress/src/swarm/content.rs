@@ -127,7 +127,7 @@ mod tests {
             let (parsed, used) = protocol::parse_frame(&frame, u32::MAX).unwrap().unwrap();
             assert_eq!(used, frame.len());
             match protocol::Request::parse(&parsed).unwrap() {
-                protocol::Request::Publish { room, content } => {
+                protocol::Request::Publish { room, content, .. } => {
                     assert_eq!(room, "room \"q\"");
                     let protocol::Content::Json(raw) = content else {
                         panic!("JSON content expected");
