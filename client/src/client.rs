@@ -17,8 +17,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::error::{ClientError, DisconnectReason};
-use crate::event::{Event, RoomAck};
-use crate::reader::{self, Shared};
+use crate::event::{Event, HeartbeatReply, RoomAck};
+use crate::reader::{self, ECHO_NO, ECHO_YES, Shared};
 
 /// How a [`Client`] connects and buffers.
 #[derive(Debug, Clone)]
@@ -212,6 +212,19 @@ impl Client {
         lock(&self.shared.connection_id).clone()
     }
 
+    /// Whether the server answers HEARTBEATs, as far as this client knows:
+    /// `None` before the first HELLO answer. A Relay v1 server announces
+    /// `idleTimeoutMs` in it and echoes every HEARTBEAT (`Some(true)`); the
+    /// original Node.js server announces nothing and echoes none
+    /// (`Some(false)`, until an echo arrives after all).
+    pub fn server_echoes_heartbeats(&self) -> Option<bool> {
+        match self.shared.heartbeat_echo.load(Ordering::Relaxed) {
+            ECHO_YES => Some(true),
+            ECHO_NO => Some(false),
+            _ => None,
+        }
+    }
+
     /// Why the connection ended, once it has.
     pub fn disconnect_reason(&self) -> Option<DisconnectReason> {
         self.shared.reason()
@@ -314,11 +327,15 @@ impl Client {
 
     /// The server's counters at this moment: sends HELLO again (which an open
     /// connection may do; its fields are ignored) and reads the answer's stats.
+    ///
+    /// A server whose answer has none (the original Node.js server) gives
+    /// [`ClientError::NotAvailable`].
     pub fn stats(&self, timeout: Duration) -> Result<Stats, ClientError> {
         let reply = self.hello(&Hello::default(), timeout)?;
-        reply
-            .stats
-            .ok_or_else(|| ClientError::Protocol("its HELLO answer carries no stats".into()))
+        reply.stats.ok_or(ClientError::NotAvailable {
+            what: "the server's counters",
+            why: "its HELLO answer carries no stats",
+        })
     }
 
     fn room(room: &str) -> Result<&str, ClientError> {
@@ -438,15 +455,44 @@ impl Client {
     ///
     /// Since the server answers in request order, the answer also proves that
     /// every earlier request has been handled.
+    ///
+    /// A server that announced no `idleTimeoutMs` (see
+    /// [`Client::server_echoes_heartbeats`]) is asked with a HELLO right
+    /// after the HEARTBEAT: every server answers HELLO, in order, so a HELLO
+    /// answer that arrives without the echo before it shows that no echo is
+    /// coming, and the call fails at once with [`ClientError::NotAvailable`]
+    /// instead of waiting out `timeout`. That is the case with the original
+    /// Node.js server.
     pub fn heartbeat_and_wait(&self, timeout: Duration) -> Result<Duration, ClientError> {
         let sent = Instant::now();
         let seq = self.heartbeat()?;
-        self.wait_for(timeout, "HEARTBEAT answer", |event| match event {
-            Event::Heartbeat(reply) if reply.seq == Some(seq) => {
-                Some(reply.rtt.unwrap_or_else(|| sent.elapsed()))
-            }
+        let rtt = |reply: &HeartbeatReply| reply.rtt.unwrap_or_else(|| sent.elapsed());
+        if self.server_echoes_heartbeats() != Some(false) {
+            return self.wait_for(timeout, "HEARTBEAT answer", |event| match event {
+                Event::Heartbeat(reply) if reply.seq == Some(seq) => Some(rtt(reply)),
+                _ => None,
+            });
+        }
+        self.send_hello(&Hello::default())?;
+        let deadline = sent + timeout;
+        let echo = self.wait_for(timeout, "HEARTBEAT or HELLO answer", |event| match event {
+            Event::Heartbeat(reply) if reply.seq == Some(seq) => Some(Some(rtt(reply))),
+            Event::Hello(_) => Some(None),
             _ => None,
-        })
+        })?;
+        let Some(rtt) = echo else {
+            return Err(ClientError::NotAvailable {
+                what: "the heartbeat round-trip time",
+                why: "it does not answer HEARTBEAT (the original Node.js server never does)",
+            });
+        };
+        // It echoed after all; its HELLO answer is right behind. Take that
+        // too, so it does not show up as an event nobody asked for.
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.wait_for(left, "HELLO answer", |event| {
+            matches!(event, Event::Hello(_)).then_some(())
+        })?;
+        Ok(rtt)
     }
 
     /// Writes `bytes` to the socket as they are: no framing, no checks.

@@ -28,9 +28,23 @@ impl From<ErrorPayload> for ServerError {
     }
 }
 
+impl ServerError {
+    /// `CODE: message`; just the message when the code is
+    /// [`ErrorCode::Unknown`], which the server did not send but this client
+    /// put there (for the original server's `{"error": "..."}`, or a code too
+    /// new for this client); just the code when there is no message.
+    fn write_code_and_message(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, self.message.is_empty()) {
+            (_, true) => write!(f, "{}", self.code),
+            (ErrorCode::Unknown, false) => f.write_str(&self.message),
+            (code, false) => write!(f, "{code}: {}", self.message),
+        }
+    }
+}
+
 impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)?;
+        self.write_code_and_message(f)?;
         if self.fatal {
             f.write_str(" (fatal; the server closes the connection)")?;
         }
@@ -73,11 +87,8 @@ impl fmt::Display for DisconnectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DisconnectReason::ServerError(error) => {
-                write!(
-                    f,
-                    "server closed the connection: {}: {}",
-                    error.code, error.message
-                )
+                f.write_str("server closed the connection: ")?;
+                error.write_code_and_message(f)
             }
             DisconnectReason::ClosedByServer => f.write_str("server closed the connection"),
             DisconnectReason::Closed => f.write_str("connection closed by this client"),
@@ -115,6 +126,15 @@ pub enum ClientError {
     InvalidRoom { room: String, reason: RoomError },
     /// A message too large for one frame.
     TooLarge { bytes: usize, max: u32 },
+    /// The server does not offer this. The original Node.js server answers
+    /// no HEARTBEAT (so there is no round-trip time) and reports no counters;
+    /// the connection is otherwise fine.
+    NotAvailable {
+        /// What was asked for, e.g. "the heartbeat round-trip time".
+        what: &'static str,
+        /// How the server showed that it does not offer it.
+        why: &'static str,
+    },
     /// Writing to the socket failed.
     Io(io::Error),
 }
@@ -164,6 +184,10 @@ impl fmt::Display for ClientError {
             ClientError::TooLarge { bytes, max } => write!(
                 f,
                 "message of {bytes} bytes does not fit in a frame of at most {max} bytes; send a smaller one"
+            ),
+            ClientError::NotAvailable { what, why } => write!(
+                f,
+                "{what} is not available from this server: {why}; the connection is unaffected"
             ),
             ClientError::Io(error) => write!(f, "connection failed: {error}"),
         }

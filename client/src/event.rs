@@ -37,8 +37,9 @@ pub enum Event {
 pub struct RoomAck {
     /// The room, as the server names it (trimmed).
     pub room: String,
-    /// Members of the room after the change.
-    pub members: u64,
+    /// Members of the room after the change; `None` when the server did not
+    /// say (the original Node.js server never does).
+    pub members: Option<u64>,
 }
 
 /// A message relayed by the server.
@@ -52,7 +53,8 @@ pub struct Message {
     pub user: Option<String>,
     pub body: Body,
     /// Server time of relay in milliseconds since the Unix epoch. Binary
-    /// deliveries carry none.
+    /// deliveries carry none, and neither does a JSON delivery without one
+    /// (or with 0).
     pub timestamp: Option<u64>,
 }
 
@@ -106,8 +108,9 @@ pub struct MemberEvent {
     pub connection_id: String,
     /// The member's user name, when it gave one.
     pub user: Option<String>,
-    /// Server time in milliseconds since the Unix epoch.
-    pub timestamp: u64,
+    /// Server time in milliseconds since the Unix epoch; `None` when the
+    /// server did not say (the original Node.js server never does).
+    pub timestamp: Option<u64>,
 }
 
 impl MemberEvent {

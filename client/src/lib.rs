@@ -11,6 +11,15 @@
 //! - `reader` (private): the reader thread that decodes the socket with
 //!   [`protocol::Decoder`] and feeds a bounded channel of events.
 //!
+//! It also works against the original Node.js server, which sends less: its
+//! HELLO answer has no `maxFrameSize` (its 10 MiB is assumed), no
+//! `idleTimeoutMs` (read as 0) and no `stats`; its room answers have no
+//! `members` and its membership events no `timestamp` (both `None` here); its
+//! ERRORs are `{"error": "..."}` (code [`ErrorCode::Unknown`], not shown in
+//! messages); and it never echoes a HEARTBEAT, so
+//! [`Client::heartbeat_and_wait`] and [`Client::stats`] fail at once with
+//! [`ClientError::NotAvailable`].
+//!
 //! The `relay` binary (the rustyline CLI, behind the default `cli` feature, `src/main.rs` and `src/cli/`) is
 //! built on this library alone.
 //!

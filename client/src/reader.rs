@@ -9,7 +9,7 @@
 
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -39,7 +39,19 @@ pub(crate) struct Shared {
     pub server_max_frame: AtomicU32,
     /// This connection's id, from the server's HELLO answer.
     pub connection_id: Mutex<Option<String>>,
+    /// Whether the server echoes HEARTBEATs: [`ECHO_UNKNOWN`] until a HELLO
+    /// answer says, then [`ECHO_YES`] or [`ECHO_NO`].
+    pub heartbeat_echo: AtomicU8,
 }
+
+/// No HELLO answer yet: nothing is known about HEARTBEAT echoes.
+pub(crate) const ECHO_UNKNOWN: u8 = 0;
+/// The server echoes HEARTBEATs: it announced `idleTimeoutMs` (as a Relay v1
+/// server does), or it echoed one.
+pub(crate) const ECHO_YES: u8 = 1;
+/// The server announced no `idleTimeoutMs`: the original Node.js server,
+/// which never answers a HEARTBEAT.
+pub(crate) const ECHO_NO: u8 = 2;
 
 impl Shared {
     pub fn new() -> Shared {
@@ -49,6 +61,7 @@ impl Shared {
             closing: AtomicBool::new(false),
             server_max_frame: AtomicU32::new(protocol::DEFAULT_MAX_FRAME),
             connection_id: Mutex::new(None),
+            heartbeat_echo: AtomicU8::new(ECHO_UNKNOWN),
         }
     }
 
@@ -163,6 +176,29 @@ fn json<'a, T: Deserialize<'a>>(frame: &Frame<'a>) -> Result<T, String> {
     })
 }
 
+/// A timestamp as the client reports it: the protocol reads a missing one as
+/// 0 (the original server's membership events have none), and that is `None`.
+fn given(timestamp: u64) -> Option<u64> {
+    (timestamp != 0).then_some(timestamp)
+}
+
+/// A JOIN_ROOM or LEAVE_ROOM answer. The protocol reads a missing `members`
+/// (the original server never sends it) as 0, which a LEAVE_ROOM answer can
+/// also mean, so whether the key is there is read separately.
+fn room_ack(frame: &Frame<'_>) -> Result<RoomAck, String> {
+    #[derive(Deserialize)]
+    struct Said {
+        #[serde(default)]
+        members: Option<u64>,
+    }
+    let reply: RoomReply = json(frame)?;
+    let said: Said = json(frame)?;
+    Ok(RoomAck {
+        room: reply.room,
+        members: said.members,
+    })
+}
+
 /// Reads one server frame into an event; `Err` describes a protocol violation.
 fn to_event(frame: Frame<'_>, shared: &Shared) -> Result<Event, String> {
     Ok(match frame.kind {
@@ -175,22 +211,22 @@ fn to_event(frame: Frame<'_>, shared: &Shared) -> Result<Event, String> {
                 .connection_id
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = Some(reply.connection_id.clone());
+            if reply.idle_timeout_ms > 0 {
+                shared.heartbeat_echo.store(ECHO_YES, Ordering::Relaxed);
+            } else {
+                // Not announced: the original server. An echo already seen
+                // says otherwise, and wins.
+                let _ = shared.heartbeat_echo.compare_exchange(
+                    ECHO_UNKNOWN,
+                    ECHO_NO,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
             Event::Hello(reply)
         }
-        MessageType::JoinRoom => {
-            let reply: RoomReply = json(&frame)?;
-            Event::Joined(RoomAck {
-                room: reply.room,
-                members: reply.members,
-            })
-        }
-        MessageType::LeaveRoom => {
-            let reply: RoomReply = json(&frame)?;
-            Event::Left(RoomAck {
-                room: reply.room,
-                members: reply.members,
-            })
-        }
+        MessageType::JoinRoom => Event::Joined(room_ack(&frame)?),
+        MessageType::LeaveRoom => Event::Left(room_ack(&frame)?),
         MessageType::Message if frame.flags.is_binary() => {
             let delivery = BinaryDelivery::parse(frame.payload)
                 .map_err(|error| format!("its binary MESSAGE is malformed: {error}"))?;
@@ -208,14 +244,14 @@ fn to_event(frame: Frame<'_>, shared: &Shared) -> Result<Event, String> {
                 from: delivery.from.into_owned(),
                 user: delivery.user.map(|user| user.into_owned()),
                 body: Body::Json(delivery.content.to_owned()),
-                timestamp: Some(delivery.timestamp),
+                timestamp: given(delivery.timestamp),
             }),
             Ok(ServerMessage::Member(event)) => Event::Member(MemberEvent {
                 change: event.change,
                 room: event.room,
                 connection_id: event.connection_id,
                 user: event.user,
-                timestamp: event.timestamp,
+                timestamp: given(event.timestamp),
             }),
             Err(error) => {
                 return Err(format!(
@@ -225,6 +261,7 @@ fn to_event(frame: Frame<'_>, shared: &Shared) -> Result<Event, String> {
             }
         },
         MessageType::Heartbeat => {
+            shared.heartbeat_echo.store(ECHO_YES, Ordering::Relaxed);
             let ours = serde_json::from_slice::<HeartbeatPayload>(frame.payload).ok();
             let now_us = u64::try_from(shared.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
             Event::Heartbeat(HeartbeatReply {
@@ -237,4 +274,83 @@ fn to_event(frame: Frame<'_>, shared: &Shared) -> Result<Event, String> {
             Event::Error(payload.into())
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::Flags;
+
+    use super::*;
+
+    fn event(kind: MessageType, payload: &str) -> Event {
+        let frame = Frame {
+            kind,
+            flags: Flags::JSON,
+            payload: payload.as_bytes(),
+        };
+        to_event(frame, &Shared::new()).expect("a valid frame")
+    }
+
+    #[test]
+    fn a_timestamp_of_0_or_none_is_absent() {
+        for payload in [
+            r#"{"room":"r","from":"conn-2","content":"hi"}"#,
+            r#"{"room":"r","from":"conn-2","content":"hi","timestamp":0}"#,
+        ] {
+            match event(MessageType::Message, payload) {
+                Event::Message(message) => assert_eq!(message.timestamp, None, "{payload}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        match event(
+            MessageType::Message,
+            r#"{"type":"userJoined","room":"r","connectionId":"conn-2"}"#,
+        ) {
+            Event::Member(member) => assert_eq!(member.timestamp, None),
+            other => panic!("{other:?}"),
+        }
+        match event(
+            MessageType::Message,
+            r#"{"room":"r","from":"c2","content":1,"timestamp":1700000000000}"#,
+        ) {
+            Event::Message(message) => assert_eq!(message.timestamp, Some(1_700_000_000_000)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn members_are_known_only_when_the_server_says() {
+        match event(MessageType::LeaveRoom, r#"{"status":"left","room":"r"}"#) {
+            Event::Left(ack) => assert_eq!(ack.members, None),
+            other => panic!("{other:?}"),
+        }
+        match event(
+            MessageType::LeaveRoom,
+            r#"{"status":"left","room":"r","members":0}"#,
+        ) {
+            Event::Left(ack) => assert_eq!(ack.members, Some(0)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_hello_answer_tells_whether_heartbeats_are_echoed() {
+        let shared = Shared::new();
+        let hello = |payload: &str| {
+            let frame = Frame {
+                kind: MessageType::Hello,
+                flags: Flags::JSON,
+                payload: payload.as_bytes(),
+            };
+            to_event(frame, &shared).expect("a valid HELLO answer");
+        };
+        hello(r#"{"status":"connected","connectionId":"conn-1","serverVersion":"1.0.0"}"#);
+        assert_eq!(shared.heartbeat_echo.load(Ordering::Relaxed), ECHO_NO);
+        assert_eq!(
+            shared.server_max_frame.load(Ordering::Relaxed),
+            protocol::ORIGINAL_MAX_FRAME
+        );
+        hello(r#"{"connectionId":"c1","maxFrameSize":1048576,"idleTimeoutMs":60000}"#);
+        assert_eq!(shared.heartbeat_echo.load(Ordering::Relaxed), ECHO_YES);
+    }
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use client::{Client, ClientError, DisconnectReason, ErrorCode, Event};
+use client::{Client, ClientError, DisconnectReason, ErrorCode, Event, Hello};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::command::Command;
@@ -59,11 +59,13 @@ pub fn spawn_events(
                     Event::Message(message) => out.line(&style.message(message)),
                     Event::Member(member) => out.line(&style.member(member)),
                     // A fatal error is reported by the disconnect that follows.
+                    // `CODE: message`, or the message alone for the original
+                    // server's `{"error": "..."}`, which has no code.
                     Event::Error(error) if !error.fatal => {
-                        out.line(&style.error(&format!("{}: {}", error.code, error.message)));
+                        out.line(&style.error(&format::clean(&error.to_string())));
                     }
                     Event::Disconnected(reason) if *reason != DisconnectReason::Closed => {
-                        let mut text = reason.to_string();
+                        let mut text = format::clean(&reason.to_string());
                         if interactive {
                             text.push_str(" (press Enter to exit)");
                         }
@@ -224,12 +226,14 @@ impl Session {
                         rooms.push(ack.room.clone());
                     }
                 }
-                let others = ack.members.saturating_sub(1);
-                self.notice(&format!(
-                    "joined {} ({others} other member{})",
-                    format::clean(&ack.room),
-                    if others == 1 { "" } else { "s" }
-                ));
+                let mut text = format!("joined {}", format::clean(&ack.room));
+                // The original server does not say how many.
+                if let Some(members) = ack.members {
+                    let others = members.saturating_sub(1);
+                    let s = if others == 1 { "" } else { "s" };
+                    text.push_str(&format!(" ({others} other member{s})"));
+                }
+                self.notice(&text);
                 self.current = Some(ack.room);
                 Flow::Continue
             }
@@ -288,20 +292,47 @@ impl Session {
         }
     }
 
+    /// Sends a HEARTBEAT and prints the round-trip time of its echo.
+    ///
+    /// A server that announced no idle timeout (the original) never echoes,
+    /// so a HELLO follows the HEARTBEAT: it is answered in order, and its
+    /// answer arriving first means no echo is coming. That is reported at
+    /// once instead of after the timeout.
     fn heartbeat(&mut self) -> Flow {
         let sent = Instant::now();
         let seq = match self.client.heartbeat() {
             Ok(seq) => seq,
             Err(error) => return self.failed(error),
         };
-        let waited = self.wait(
-            "heartbeat answer",
-            |event| matches!(event, Event::Heartbeat(reply) if reply.seq == Some(seq)),
-        );
+        let echoes = self.client.server_echoes_heartbeats() != Some(false);
+        if !echoes && let Err(error) = self.client.send_hello(&Hello::default()) {
+            return self.failed(error);
+        }
+        let waited = self.wait("heartbeat answer", |event| match event {
+            Event::Heartbeat(reply) => reply.seq == Some(seq),
+            Event::Hello(_) => !echoes,
+            _ => false,
+        });
         match waited {
             Waited::Got(Event::Heartbeat(reply)) => {
                 let rtt = reply.rtt.unwrap_or_else(|| sent.elapsed());
                 self.notice(&format!("heartbeat: round trip {}", format::rtt(rtt)));
+                // It echoed after all: take the HELLO answer behind the echo,
+                // so the next wait does not mistake it for its own.
+                if !echoes
+                    && let Waited::Lost =
+                        self.wait("HELLO answer", |event| matches!(event, Event::Hello(_)))
+                {
+                    return Flow::Lost;
+                }
+                Flow::Continue
+            }
+            Waited::Got(Event::Hello(_)) => {
+                self.notice(
+                    "heartbeat: round-trip time not available from this server \
+                     (it does not answer HEARTBEAT; the original Node.js server never does); \
+                     the connection is fine",
+                );
                 Flow::Continue
             }
             Waited::Lost => Flow::Lost,
@@ -309,12 +340,19 @@ impl Session {
         }
     }
 
-    /// Waits until the server has answered everything sent so far: a
-    /// HEARTBEAT is answered after every earlier request, and the event thread
-    /// prints in order, so when its answer is here everything before it has
-    /// been printed.
+    /// Waits until the server has answered everything sent so far: the
+    /// server answers in order, and the event thread prints in order, so when
+    /// the answer to one last request is here, everything before it has been
+    /// printed. The request is a HEARTBEAT, or a HELLO for a server that
+    /// echoes no HEARTBEAT (the original; every server answers HELLO).
     pub fn sync(&self) -> Flow {
-        let seq = match self.client.heartbeat() {
+        let echoes = self.client.server_echoes_heartbeats() != Some(false);
+        let sent = if echoes {
+            self.client.heartbeat().map(Some)
+        } else {
+            self.client.send_hello(&Hello::default()).map(|()| None)
+        };
+        let seq = match sent {
             Ok(seq) => seq,
             Err(ClientError::Disconnected(_)) => return Flow::Lost,
             Err(error) => {
@@ -322,10 +360,11 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        match self.wait(
-            "answer to the final heartbeat",
-            |event| matches!(event, Event::Heartbeat(reply) if reply.seq == Some(seq)),
-        ) {
+        match self.wait("answer to the final request", |event| match (seq, event) {
+            (Some(seq), Event::Heartbeat(reply)) => reply.seq == Some(seq),
+            (None, Event::Hello(_)) => true,
+            _ => false,
+        }) {
             Waited::Lost => Flow::Lost,
             _ => Flow::Quit,
         }

@@ -1,0 +1,496 @@
+//! The client library and the `relay` binary against a stand-in for the
+//! original Node.js server (`../shared/ORIGINAL-README.txt`), which our server
+//! is wire-compatible with but which sends less:
+//!
+//! - its HELLO answer has no `maxFrameSize`, `idleTimeoutMs` or `stats`;
+//! - its JOIN_ROOM and LEAVE_ROOM answers have no `members`;
+//! - its membership events have no `timestamp`, its deliveries no `user`;
+//! - its ERRORs are `{"error": "..."}`, and non-fatal;
+//! - it never answers a HEARTBEAT.
+//!
+//! The stand-in writes its frames by hand, byte for byte as the original's
+//! `JSON.stringify` and `encodeFrame` would, without the protocol crate.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use client::{Client, ClientError, ErrorCode, Event, MemberChange};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use serde_json::Value;
+use testkit::WAIT;
+
+// The original's message types and flags.
+const HELLO: u8 = 1;
+const JOIN_ROOM: u8 = 2;
+const LEAVE_ROOM: u8 = 3;
+const MESSAGE: u8 = 4;
+const HEARTBEAT: u8 = 5;
+const ERROR: u8 = 6;
+const JSON: u8 = 0x01;
+
+/// The original's HELLO answer: `status`, `connectionId` and `serverVersion`
+/// only.
+const HELLO_ANSWER: &str =
+    r#"{"status":"connected","connectionId":"conn-1","serverVersion":"1.0.0"}"#;
+
+/// What "promptly" means here: well under the 5 s default timeout that a
+/// client waiting for a HEARTBEAT echo would wait out.
+const PROMPTLY: Duration = Duration::from_millis(2500);
+
+/// A frame as the original's `encodeFrame` writes it:
+/// `| length u32 BE | version 1 | type | flags | payload |`.
+fn frame(kind: u8, flags: u8, payload: &str) -> Vec<u8> {
+    let length = u32::try_from(3 + payload.len()).expect("a small payload");
+    let mut bytes = length.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&[1, kind, flags]);
+    bytes.extend_from_slice(payload.as_bytes());
+    bytes
+}
+
+/// A string as `JSON.stringify` writes it.
+fn js_string(text: &str) -> String {
+    serde_json::to_string(text).expect("a string is JSON")
+}
+
+/// A frame the client sent.
+#[derive(Debug)]
+struct Received {
+    kind: u8,
+    flags: u8,
+    payload: Vec<u8>,
+}
+
+impl Received {
+    fn json(&self) -> Value {
+        assert_eq!(self.flags, JSON, "{self:?}");
+        serde_json::from_slice(&self.payload).expect("JSON payload")
+    }
+}
+
+/// The stand-in: one connection, handled as the original's handlers do.
+/// Every frame the client sends is also handed to the test, and the test can
+/// send frames the original sends unasked (another member's messages and
+/// membership events).
+struct Original {
+    addr: SocketAddr,
+    received: Receiver<Received>,
+    /// The connection's write side, shared with the handler so that frames
+    /// never interleave; set before the HELLO answer is sent.
+    writer: Arc<Mutex<Option<TcpStream>>>,
+}
+
+impl Original {
+    fn start() -> Original {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (sender, received) = crossbeam_channel::unbounded();
+        let writer = Arc::new(Mutex::new(None));
+        let handler_writer = Arc::clone(&writer);
+        thread::spawn(move || {
+            if let Ok((stream, _)) = listener.accept() {
+                serve(stream, &handler_writer, &sender);
+            }
+        });
+        Original {
+            addr,
+            received,
+            writer,
+        }
+    }
+
+    /// Sends a frame to the client, as the original does for events.
+    fn send(&self, kind: u8, payload: &str) {
+        write_frame(&self.writer, kind, payload);
+    }
+
+    /// The next frame of `kind` the client sent, skipping others.
+    fn expect(&self, kind: u8) -> Received {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.received.recv_deadline(deadline) {
+                Ok(frame) if frame.kind == kind => return frame,
+                Ok(_) => {}
+                Err(_) => panic!("the client sent no frame of type {kind}"),
+            }
+        }
+    }
+}
+
+fn write_frame(writer: &Mutex<Option<TcpStream>>, kind: u8, payload: &str) {
+    let mut writer = writer.lock().expect("writer lock");
+    let stream = writer.as_mut().expect("a client is connected");
+    stream
+        .write_all(&frame(kind, JSON, payload))
+        .expect("write to the client");
+}
+
+/// The original's `handleFrame`, for one connection (so a room exists while
+/// this connection is in it).
+fn serve(stream: TcpStream, writer: &Mutex<Option<TcpStream>>, frames: &Sender<Received>) {
+    *writer.lock().expect("writer lock") = Some(stream.try_clone().expect("clone"));
+    let mut reader = BufReader::new(stream);
+    let mut rooms = HashSet::new();
+    let error = |text: &str| {
+        write_frame(
+            writer,
+            ERROR,
+            &format!(r#"{{"error":{}}}"#, js_string(text)),
+        )
+    };
+    loop {
+        let mut length = [0; 4];
+        match reader.read_exact(&mut length) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => return,
+            Err(e) => panic!("read: {e}"),
+        }
+        let mut rest = vec![0; u32::from_be_bytes(length) as usize];
+        reader.read_exact(&mut rest).expect("a whole frame");
+        let received = Received {
+            kind: rest[1],
+            flags: rest[2],
+            payload: rest[3..].to_vec(),
+        };
+        let payload = if received.flags & JSON != 0 && !received.payload.is_empty() {
+            received.json()
+        } else {
+            Value::Null
+        };
+        let room = payload["room"].as_str().map(str::trim);
+        match received.kind {
+            HELLO => write_frame(writer, HELLO, HELLO_ANSWER),
+            JOIN_ROOM | LEAVE_ROOM => match room {
+                None => error("Invalid room name"),
+                Some(room) if room.is_empty() || room.encode_utf16().count() > 64 => {
+                    error("Room name must be 1-64 characters");
+                }
+                Some(room) => {
+                    let status = if received.kind == JOIN_ROOM {
+                        rooms.insert(room.to_owned());
+                        "joined"
+                    } else {
+                        rooms.remove(room);
+                        "left"
+                    };
+                    let answer = format!(r#"{{"status":"{status}","room":{}}}"#, js_string(room));
+                    write_frame(writer, received.kind, &answer);
+                }
+            },
+            MESSAGE => match room {
+                None => error("Room name required"),
+                Some(_) if payload.get("content").is_none() => error("Message content required"),
+                Some(room) if !rooms.contains(room) => {
+                    error(&format!("Room '{room}' does not exist"));
+                }
+                // Relayed to the other members, and there are none.
+                Some(_) => {}
+            },
+            // Noted, never answered.
+            HEARTBEAT => {}
+            other => error(&format!("Unknown message type: {other}")),
+        }
+        if frames.send(received).is_err() {
+            return;
+        }
+    }
+}
+
+/// Another member, `conn-2`, as the original announces it and relays its
+/// messages: no `timestamp` on the event, no `user` on the delivery.
+fn member_event(change: &str, room: &str) -> String {
+    format!(
+        r#"{{"type":"{change}","room":{},"connectionId":"conn-2"}}"#,
+        js_string(room)
+    )
+}
+
+fn delivery(room: &str, content: &str, timestamp: u64) -> String {
+    format!(
+        r#"{{"room":{},"from":"conn-2","content":{},"timestamp":{timestamp}}}"#,
+        js_string(room),
+        js_string(content)
+    )
+}
+
+/// 2024-01-01T13:45:07Z.
+const TIMESTAMP: u64 = 1_704_116_707_000;
+
+// ---- the library ---------------------------------------------------------
+
+fn login(original: &Original) -> Client {
+    let client = Client::connect(original.addr).expect("connect");
+    let reply = client
+        .hello_as(Some("alice"), false, WAIT)
+        .expect("the original's HELLO answer is a login");
+    assert_eq!(reply.status, "connected");
+    assert_eq!(reply.connection_id, "conn-1");
+    assert_eq!(reply.server_version, "1.0.0");
+    assert_eq!(reply.max_frame_size, protocol::ORIGINAL_MAX_FRAME);
+    assert_eq!(reply.idle_timeout_ms, 0);
+    assert_eq!(reply.stats, None);
+    client
+}
+
+fn next_event(client: &Client) -> Event {
+    client.recv_timeout(WAIT).expect("an event")
+}
+
+#[test]
+fn the_library_logs_in_joins_and_chats() {
+    let original = Original::start();
+    let client = login(&original);
+    assert_eq!(client.connection_id().as_deref(), Some("conn-1"));
+    assert_eq!(client.server_echoes_heartbeats(), Some(false));
+
+    let ack = client.join_and_wait("r", WAIT).expect("join");
+    assert_eq!((ack.room.as_str(), ack.members), ("r", None));
+
+    original.send(MESSAGE, &member_event("userJoined", "r"));
+    original.send(MESSAGE, &delivery("r", "hi", TIMESTAMP));
+    original.send(MESSAGE, &member_event("userLeft", "r"));
+    match next_event(&client) {
+        Event::Member(member) => {
+            assert_eq!(member.change, MemberChange::Joined);
+            assert_eq!((member.room.as_str(), member.who()), ("r", "conn-2"));
+            assert_eq!(member.timestamp, None);
+        }
+        other => panic!("expected userJoined, got {other:?}"),
+    }
+    match next_event(&client) {
+        Event::Message(message) => {
+            assert_eq!(message.room, "r");
+            assert_eq!(
+                (message.from.as_str(), message.user.as_deref()),
+                ("conn-2", None)
+            );
+            assert_eq!(message.sender(), "conn-2");
+            assert_eq!(message.body.as_text().as_deref(), Some("hi"));
+            assert_eq!(message.timestamp, Some(TIMESTAMP));
+        }
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+    match next_event(&client) {
+        Event::Member(member) => assert_eq!(member.change, MemberChange::Left),
+        other => panic!("expected userLeft, got {other:?}"),
+    }
+
+    client.send_text("r", "hello").expect("send");
+    let sent = original.expect(MESSAGE).json();
+    assert_eq!(sent, serde_json::json!({"room": "r", "content": "hello"}));
+
+    let ack = client.leave_and_wait("r", WAIT).expect("leave");
+    assert_eq!((ack.room.as_str(), ack.members), ("r", None));
+}
+
+#[test]
+fn the_library_reports_an_original_error_by_its_text() {
+    let original = Original::start();
+    let client = login(&original);
+    client.send_text("elsewhere", "hello?").expect("send");
+    let error = client
+        .join_and_wait("r", WAIT)
+        .expect_err("the ERROR for the message comes before the JOIN_ROOM answer");
+    match &error {
+        ClientError::Server(server) => {
+            assert_eq!(server.code, ErrorCode::Unknown);
+            assert_eq!(server.message, "Room 'elsewhere' does not exist");
+            assert!(!server.fatal);
+        }
+        other => panic!("expected a server error, got {other:?}"),
+    }
+    // The code is this client's placeholder, not the server's: not shown.
+    assert_eq!(
+        error.to_string(),
+        "server error Room 'elsewhere' does not exist"
+    );
+    // The JOIN_ROOM answer was kept, and the connection stays usable.
+    match next_event(&client) {
+        Event::Joined(ack) => assert_eq!(ack.room, "r"),
+        other => panic!("expected the JOIN_ROOM answer, got {other:?}"),
+    }
+    client.send_text("r", "now I'm in").expect("send");
+    assert!(client.is_connected());
+}
+
+#[test]
+fn the_library_reports_no_heartbeat_round_trip_promptly() {
+    let original = Original::start();
+    let client = login(&original);
+    let started = Instant::now();
+    let result = client.heartbeat_and_wait(Duration::from_secs(5));
+    let took = started.elapsed();
+    match &result {
+        Err(error @ ClientError::NotAvailable { .. }) => {
+            let text = error.to_string();
+            assert!(
+                text.starts_with(
+                    "the heartbeat round-trip time is not available from this server: \
+                     it does not answer HEARTBEAT"
+                ),
+                "{text}"
+            );
+        }
+        other => panic!("expected NotAvailable, got {other:?}"),
+    }
+    assert!(took < PROMPTLY, "took {took:?}");
+    // The HEARTBEAT went out (a keepalive all the same), then the HELLO whose
+    // answer showed that no echo was coming.
+    original.expect(HELLO);
+    original.expect(HEARTBEAT);
+    original.expect(HELLO);
+    // That HELLO answer was taken; nothing is left over.
+    assert!(client.try_recv().is_none());
+
+    match client.stats(WAIT) {
+        Err(ClientError::NotAvailable { what, .. }) => assert_eq!(what, "the server's counters"),
+        other => panic!("expected NotAvailable, got {other:?}"),
+    }
+    assert!(client.is_connected());
+}
+
+// ---- the CLI -------------------------------------------------------------
+
+/// The `relay` binary, kept running, fed line by line, its output read as it
+/// comes (as in `cli.rs`).
+struct Live {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Live {
+    fn start(addr: SocketAddr, name: &str) -> Live {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+            .arg(addr.ip().to_string())
+            .arg(addr.port().to_string())
+            .args(["--name", name])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the client binary");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, lines) = crossbeam_channel::unbounded();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Live {
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        writeln!(stdin, "{line}").expect("write to the client");
+        stdin.flush().expect("flush");
+    }
+
+    /// The next output line; fails the test if none comes within [`WAIT`].
+    fn next_line(&mut self) -> String {
+        match self.lines.recv_timeout(WAIT) {
+            Ok(line) => {
+                self.seen.push(line.clone());
+                line
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                panic!("no further line; output so far:\n{}", self.seen.join("\n"))
+            }
+        }
+    }
+
+    /// Closes standard input; returns the exit status and every line printed.
+    fn finish(mut self) -> (ExitStatus, Vec<String>) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the client did not exit");
+            thread::sleep(Duration::from_millis(10));
+        };
+        while let Ok(line) = self.lines.recv_timeout(WAIT) {
+            self.seen.push(line);
+        }
+        (status, std::mem::take(&mut self.seen))
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_cli_chats_through_the_original_server() {
+    let original = Original::start();
+    let mut cli = Live::start(original.addr, "alice");
+    let greeting = cli.next_line();
+    assert!(greeting.starts_with("connected to "), "{greeting}");
+    assert!(greeting.ends_with(" as alice (conn-1)"), "{greeting}");
+
+    cli.type_line("join r");
+    // The original does not say how many members the room has.
+    assert_eq!(cli.next_line(), "joined r");
+
+    original.send(MESSAGE, &member_event("userJoined", "r"));
+    assert_eq!(cli.next_line(), "[r] * conn-2 joined");
+    original.send(MESSAGE, &delivery("r", "hi alice", TIMESTAMP));
+    assert_eq!(cli.next_line(), "[r] conn-2 (13:45:07): hi alice");
+
+    cli.type_line("hi conn-2");
+    let sent = original.expect(MESSAGE).json();
+    assert_eq!(
+        sent,
+        serde_json::json!({"room": "r", "content": "hi conn-2"})
+    );
+
+    // What the original sends when one of its handlers throws.
+    original.send(ERROR, r#"{"error":"Internal server error"}"#);
+    assert_eq!(cli.next_line(), "error: Internal server error");
+
+    let started = Instant::now();
+    cli.type_line("heartbeat");
+    let answer = cli.next_line();
+    let took = started.elapsed();
+    assert!(
+        answer.starts_with("heartbeat: round-trip time not available from this server"),
+        "{answer}"
+    );
+    assert!(took < PROMPTLY, "took {took:?}");
+    original.expect(HEARTBEAT);
+
+    cli.type_line("rooms");
+    assert_eq!(cli.next_line(), "rooms: r (current)");
+
+    // At the end of the input the CLI makes sure every answer is in, with a
+    // HELLO, since a HEARTBEAT would never be answered.
+    let started = Instant::now();
+    let (status, lines) = cli.finish();
+    let took = started.elapsed();
+    assert!(status.success(), "{status}\n{}", lines.join("\n"));
+    assert!(took < PROMPTLY, "took {took:?}");
+    assert!(
+        !lines.iter().any(|line| line.contains("no answer")),
+        "{}",
+        lines.join("\n")
+    );
+    assert_eq!(lines.len(), 7, "{}", lines.join("\n"));
+}
