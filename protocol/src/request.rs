@@ -202,7 +202,16 @@ impl<'de> Deserialize<'de> for CowStr<'de> {
 
 /// Reads a JSON string value from its raw text.
 fn decode_str(raw: &RawValue) -> Result<Cow<'_, str>, serde_json::Error> {
-    serde_json::from_str::<CowStr<'_>>(raw.get()).map(|s| s.0)
+    let text = raw.get();
+    // The usual room name has no escapes: the text between the quotes is
+    // the string itself (the raw value is already checked JSON, so it has
+    // no raw control characters either).
+    if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"'))
+        && !inner.contains('\\')
+    {
+        return Ok(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<CowStr<'_>>(text).map(|s| s.0)
 }
 
 /// The top-level keys of an object payload that a message knows, each with
