@@ -12,17 +12,20 @@
 //! `JSON.stringify` and `encodeFrame` would, without the protocol crate.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use client::{Client, ClientError, ErrorCode, Event, MemberChange};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use serde_json::Value;
 use testkit::WAIT;
+
+mod support;
+
+use support::cli::Live;
 
 // The original's message types and flags.
 const HELLO: u8 = 1;
@@ -357,91 +360,11 @@ fn the_library_reports_no_heartbeat_round_trip_promptly() {
 
 /// The `relay` binary, kept running, fed line by line, its output read as it
 /// comes (as in `cli.rs`).
-struct Live {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Live {
-    fn start(addr: SocketAddr, name: &str) -> Live {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
-            .arg(addr.ip().to_string())
-            .arg(addr.port().to_string())
-            .args(["--name", name])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the client binary");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("stdout");
-        let (sender, lines) = crossbeam_channel::unbounded();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Live {
-            child,
-            stdin,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn type_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin still open");
-        writeln!(stdin, "{line}").expect("write to the client");
-        stdin.flush().expect("flush");
-    }
-
-    /// The next output line; fails the test if none comes within [`WAIT`].
-    fn next_line(&mut self) -> String {
-        match self.lines.recv_timeout(WAIT) {
-            Ok(line) => {
-                self.seen.push(line.clone());
-                line
-            }
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                panic!("no further line; output so far:\n{}", self.seen.join("\n"))
-            }
-        }
-    }
-
-    /// Closes standard input; returns the exit status and every line printed.
-    fn finish(mut self) -> (ExitStatus, Vec<String>) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "the client did not exit");
-            thread::sleep(Duration::from_millis(10));
-        };
-        while let Ok(line) = self.lines.recv_timeout(WAIT) {
-            self.seen.push(line);
-        }
-        (status, std::mem::take(&mut self.seen))
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn the_cli_chats_through_the_original_server() {
     let original = Original::start();
-    let mut cli = Live::start(original.addr, "alice");
+    let mut cli = Live::start(original.addr, &["--name", "alice"]);
     let greeting = cli.next_line();
     assert!(greeting.starts_with("connected to "), "{greeting}");
     assert!(greeting.ends_with(" as alice (conn-1)"), "{greeting}");

@@ -2,6 +2,11 @@
 //! waiting for an event. The server they talk to, and [`WAIT`], come from
 //! testkit.
 
+// Each test binary uses its own part of these helpers.
+#![allow(dead_code)]
+
+pub mod cli;
+
 use std::net::SocketAddr;
 
 use client::{Client, Event};

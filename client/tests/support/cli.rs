@@ -1,0 +1,160 @@
+//! The `relay` binary driven through pipes: one-shot scripts and a live
+//! session fed line by line, with every wait bounded by [`WAIT`].
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use testkit::WAIT;
+
+pub fn cli(addr: SocketAddr, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_relay"));
+    command
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .args(extra)
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs the CLI with `input` on standard input; returns status, stdout, stderr.
+pub fn run_script(addr: SocketAddr, extra: &[&str], input: &str) -> (ExitStatus, String, String) {
+    let mut child = cli(addr, extra).spawn().expect("start the client binary");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // The client may already have exited (no server): a broken pipe is fine.
+    let _ = stdin.write_all(input.as_bytes());
+    drop(stdin);
+    let status = wait_exit(&mut child);
+    let mut out = String::new();
+    let mut err = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read stdout");
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    (status, out, err)
+}
+
+/// Waits for the process to end, killing it (and failing) after [`WAIT`].
+pub fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the client did not exit within {WAIT:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A CLI kept running, fed line by line, with its output read as it comes.
+pub struct Live {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Live {
+    pub fn start(addr: SocketAddr, extra: &[&str]) -> Live {
+        let mut child = cli(addr, extra).spawn().expect("start the client binary");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, lines) = crossbeam_channel::unbounded();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Live {
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        writeln!(stdin, "{line}").expect("write to the client");
+        stdin.flush().expect("flush");
+    }
+
+    /// Waits for an output line containing `needle`; returns it.
+    pub fn expect(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.lines.recv_deadline(deadline) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => panic!(
+                    "no line containing {needle:?}; output so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The next output line; fails the test if none comes within [`WAIT`].
+    pub fn next_line(&mut self) -> String {
+        match self.lines.recv_timeout(WAIT) {
+            Ok(line) => {
+                self.seen.push(line.clone());
+                line
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                panic!("no further line; output so far:\n{}", self.seen.join("\n"))
+            }
+        }
+    }
+
+    /// Fails if a line containing `needle` appears within `quiet`.
+    pub fn expect_none(&mut self, needle: &str, quiet: Duration) {
+        let deadline = Instant::now() + quiet;
+        while let Ok(line) = self.lines.recv_deadline(deadline) {
+            assert!(!line.contains(needle), "unexpected line {line:?}");
+            self.seen.push(line);
+        }
+    }
+
+    /// Closes standard input and waits for the exit.
+    pub fn finish(mut self) -> (ExitStatus, Vec<String>) {
+        drop(self.stdin.take());
+        let status = wait_exit(&mut self.child);
+        while let Ok(line) = self.lines.recv_timeout(WAIT) {
+            self.seen.push(line);
+        }
+        (status, std::mem::take(&mut self.seen))
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        // A failed test must not leave the process behind.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
