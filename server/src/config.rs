@@ -108,8 +108,8 @@ impl Config {
                 problem: format!("must be at most {} ms", MAX_TIMEOUT.as_millis()),
             });
         }
-        // A bounded channel of fewer than 2 entries could not hold a batch
-        // and the writer's wake-up together.
+        // With fewer than 2 entries, every push would wait for the writer
+        // to take the previous batch, and batching would be lost.
         self.queue_items = self.queue_items.max(2);
         self.queue_bytes = self.queue_bytes.max(2 * self.max_frame as usize);
         Ok(self)

@@ -14,13 +14,15 @@
 //!   batches.
 //! - [`outbound`]: the bounded queue, its accounting, the one
 //!   deliver-or-cut rule, and the verdict that ends the output.
-//! - [`writer`]: the writer thread: coalesced, vectored writes.
+//! - [`writer`]: the writer thread: coalesced, vectored writes;
+//!   [`doorbell`]: how it sleeps and is woken.
 //! - [`peer`]: the connection as the registry sees it; [`start`]: its
 //!   threads started.
 //! - [`close`]: the typed close reason; [`state`]: the state machine;
 //!   [`teardown`]: the one place a connection ends.
 
 pub(crate) mod close;
+mod doorbell;
 mod gather;
 pub(crate) mod outbound;
 pub(crate) mod peer;

@@ -21,6 +21,7 @@ use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 use protocol::{ErrorCode, ErrorPayload, MessageType, encode_json};
 
 use super::close::CloseReason;
+use super::doorbell::Doorbell;
 use super::state::{ConnState, StateCell};
 use crate::counters::Counters;
 use crate::sys::wake::Wakeable;
@@ -50,9 +51,8 @@ impl Batch {
     }
 }
 
-/// A queue entry: frames to write, or `None` to wake the writer so it looks
-/// at the close reason.
-pub(crate) type Outgoing = Option<Arc<Batch>>;
+/// A queue entry: frames to write.
+pub(crate) type Outgoing = Arc<Batch>;
 
 /// Why a push did not go through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +89,8 @@ pub(crate) struct Outbound {
     final_error: OnceLock<Arc<Batch>>,
     /// The reader, so a close decided on another thread interrupts its wait.
     reader: Wakeable,
+    /// The writer's, rung after every push and on close.
+    bell: Doorbell,
 }
 
 impl Outbound {
@@ -104,6 +106,7 @@ impl Outbound {
             reason: OnceLock::new(),
             final_error: OnceLock::new(),
             reader: Wakeable::default(),
+            bell: Doorbell::default(),
         };
         (Arc::new(outbound), rx)
     }
@@ -119,6 +122,11 @@ impl Outbound {
     /// The reader's registration, for interrupting its waits.
     pub(crate) fn reader(&self) -> &Wakeable {
         &self.reader
+    }
+
+    /// The writer's doorbell, for it to sleep on.
+    pub(crate) fn bell(&self) -> &Doorbell {
+        &self.bell
     }
 
     pub(crate) fn close_reason(&self) -> Option<CloseReason> {
@@ -140,9 +148,8 @@ impl Outbound {
         if let Ok(from) = self.state.advance(ConnState::Closing) {
             log::debug!("c{}: {from} → CLOSING ({reason})", self.id);
         }
-        // If the queue is full the writer is busy and sees the reason once
-        // it has drained; otherwise this wakes it.
-        let _ = self.tx.try_send(None);
+        // The writer finishes what is queued, then sees the reason.
+        self.bell.ring();
         self.reader.wake();
         true
     }
@@ -231,7 +238,7 @@ impl Outbound {
     /// Sends a batch whose bytes are reserved, without waiting or waiting up
     /// to `wait`; gives the reservation back if it does not go in.
     fn send_reserved(&self, batch: &Arc<Batch>, wait: Option<Duration>) -> Result<(), PushError> {
-        let item = Some(Arc::clone(batch));
+        let item = Arc::clone(batch);
         let result = match wait {
             None => self.tx.try_send(item).map_err(|e| match e {
                 TrySendError::Full(_) => PushError::Full,
@@ -242,9 +249,12 @@ impl Outbound {
                 SendTimeoutError::Disconnected(_) => PushError::Closed,
             }),
         };
-        if result.is_err() {
-            self.queued_bytes
-                .fetch_sub(batch.bytes.len(), Ordering::AcqRel);
+        match result {
+            Ok(()) => self.bell.ring(),
+            Err(_) => {
+                self.queued_bytes
+                    .fetch_sub(batch.bytes.len(), Ordering::AcqRel);
+            }
         }
         result
     }
@@ -328,7 +338,7 @@ mod tests {
 
     /// What the writer does with an entry: take it, report it written.
     fn write_one(outbound: &Outbound, rx: &Receiver<Outgoing>) -> Option<usize> {
-        let batch = rx.try_recv().ok()??;
+        let batch = rx.try_recv().ok()?;
         outbound.written(batch.bytes.len());
         Some(batch.bytes.len())
     }
@@ -382,7 +392,7 @@ mod tests {
         let (outbound, rx) = open(SMALL);
         outbound.try_push(&batch(900)).unwrap();
         assert_eq!(outbound.try_push(&batch(300)), Err(PushError::Full));
-        let taken = rx.try_recv().unwrap().unwrap();
+        let taken = rx.try_recv().unwrap();
         // The writer has written 700 of the 900 bytes so far.
         outbound.written(700);
         outbound.try_push(&batch(300)).unwrap();
@@ -432,7 +442,7 @@ mod tests {
         std::thread::scope(|scope| {
             scope.spawn(|| {
                 // The writer gets to it while the publisher waits.
-                let first = rx.recv().unwrap().unwrap();
+                let first = rx.recv().unwrap();
                 slow.written(first.bytes.len());
             });
             stalled.settle(&delivery, Duration::from_secs(30), &counters);
@@ -454,9 +464,8 @@ mod tests {
             outbound.close_reason(),
             Some(CloseReason::Protocol(ErrorCode::ParseError))
         );
-        // Queued: the delivery, then the writer's wake-up; nothing behind.
+        // Queued: the delivery, and nothing behind it.
         assert_eq!(write_one(&outbound, &rx), Some(10));
-        assert!(matches!(rx.try_recv(), Ok(None)));
         assert!(rx.try_recv().is_err());
         let last = outbound.final_error().unwrap();
         let (frame, _) = protocol::parse_frame(&last.bytes, u32::MAX)

@@ -534,8 +534,7 @@ mod tests {
         /// Every frame queued for this client so far, decoded.
         fn received(&self) -> Vec<(MessageType, Value)> {
             let mut frames = Vec::new();
-            while let Ok(entry) = self.rx.try_recv() {
-                let Some(batch) = entry else { continue };
+            while let Ok(batch) = self.rx.try_recv() {
                 self.outbound.written(batch.bytes.len());
                 let mut rest = &batch.bytes[..];
                 while let Some((frame, used)) = parse_frame(rest, u32::MAX).unwrap() {

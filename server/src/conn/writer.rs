@@ -1,6 +1,6 @@
 //! A connection's writer thread: the only thread that writes to its client.
 //!
-//! It blocks for the first queued batch, takes every other batch already
+//! It sleeps until a batch is queued (see `doorbell`), takes every batch
 //! queued, and writes them all with one vectored write, so one system call
 //! carries as many frames as are waiting. When the connection is closing it
 //! first writes everything that was queued, then the final ERROR (if the
@@ -15,7 +15,7 @@ use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam_channel::{Receiver, TryRecvError};
 use protocol::parse_frame;
 
 use super::close::CloseReason;
@@ -55,31 +55,29 @@ impl<W: WriteHalf> Writer<W> {
     fn serve(&mut self, pending: &mut Vec<Arc<Batch>>, bytes_out: &mut u64) -> CloseReason {
         let mut stack = StackTrim::default();
         loop {
-            let first = if stack.due() {
-                match self.rx.recv_timeout(IDLE_TRIM_AFTER) {
-                    Err(RecvTimeoutError::Timeout) => {
-                        // Idle: give back the stack pages this thread is not using.
-                        stack.trim();
-                        self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
-                    }
-                    other => other,
-                }
-            } else {
-                self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
-            };
-            match first {
-                Ok(Some(batch)) => pending.push(batch),
-                Ok(None) => {}
-                // The queue's sender lives as long as the connection: only a
-                // connection already gone gets here.
-                Err(_) => return CloseReason::ClientClosed,
-            }
             while pending.len() < MAX_SLICES {
                 match self.rx.try_recv() {
-                    Ok(Some(batch)) => pending.push(batch),
-                    Ok(None) => {}
+                    Ok(batch) => pending.push(batch),
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
+            }
+            if pending.is_empty() {
+                let outbound = &self.peer.outbound;
+                if let Some(reason) = outbound.close_reason() {
+                    return reason;
+                }
+                // Idle: sleep until a publisher rings. Once a while, wake
+                // after a short silence to give back the stack pages this
+                // thread is not using.
+                let timeout = stack.due().then_some(IDLE_TRIM_AFTER);
+                let rx = &self.rx;
+                let rung = outbound
+                    .bell()
+                    .sleep(|| !rx.is_empty() || outbound.is_closing(), timeout);
+                if !rung {
+                    stack.trim();
+                }
+                continue;
             }
             if let Err(error) = self.write_pending(pending, bytes_out) {
                 let reason = if error.kind() == io::ErrorKind::TimedOut {
@@ -89,11 +87,6 @@ impl<W: WriteHalf> Writer<W> {
                 };
                 log::debug!("c{}: write failed: {error}", self.peer.id());
                 self.peer.outbound.close(reason);
-                return reason;
-            }
-            if self.rx.is_empty()
-                && let Some(reason) = self.peer.outbound.close_reason()
-            {
                 return reason;
             }
         }

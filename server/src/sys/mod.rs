@@ -4,6 +4,8 @@
 //!
 //! - [`thread`]: connection threads straight from `pthread_create` (small
 //!   stacks, two memory-map areas each) and giving idle stack pages back.
+//! - [`futex`]: sleeping on a word and waking a sleeper (a writer's
+//!   doorbell).
 //! - [`wake`]: interrupting a reader that waits for input, with a signal
 //!   whose target is guaranteed alive by the type that sends it.
 //! - [`socket`]: what `std` does not expose about a TCP socket.
@@ -24,6 +26,7 @@ compile_error!(
 
 #[cfg(test)]
 pub(crate) mod alloc_count;
+pub(crate) mod futex;
 pub(crate) mod limits;
 pub mod signals;
 pub(crate) mod socket;
