@@ -105,6 +105,9 @@ impl Rooms {
     /// Members with room in their queue get it at once, under the read lock;
     /// the others are settled after the lock is dropped (see
     /// [`Stalled::settle`]).
+    /// The members that took the batch are left in `touched` (which the
+    /// caller keeps between calls, so this allocates nothing once it has
+    /// grown), for the caller to flush.
     pub(crate) fn broadcast(
         &self,
         room: &str,
@@ -112,6 +115,7 @@ impl Rooms {
         skip: Option<u64>,
         stall: Duration,
         counters: &Counters,
+        touched: &mut Vec<Arc<Outbound>>,
     ) {
         let mut stalled = Stalled::default();
         {
@@ -121,7 +125,7 @@ impl Rooms {
             };
             for member in &entry.members {
                 if Some(member.id()) != skip {
-                    member.offer(batch, &mut stalled);
+                    member.offer(batch, touched, &mut stalled);
                 }
             }
         }
@@ -151,10 +155,12 @@ mod tests {
             bytes: vec![0u8; 4096],
             frames: 30,
         });
+        let mut touched = Vec::with_capacity(100);
         let allocations = allocations_in(|| {
             for _ in 0..10 {
                 let stall = Duration::from_millis(10);
-                rooms.broadcast("room", &batch, Some(0), stall, &counters);
+                rooms.broadcast("room", &batch, Some(0), stall, &counters, &mut touched);
+                touched.clear();
             }
         });
         assert_eq!(

@@ -11,9 +11,11 @@
 //! - [`session`]: request handling, with no socket: HELLO, JOIN, LEAVE,
 //!   MESSAGE, HEARTBEAT.
 //! - [`gather`]: a read's answers and deliveries gathered into shared
-//!   batches.
+//!   [`batch`]es.
 //! - [`outbound`]: the bounded queue, its accounting, the one
-//!   deliver-or-cut rule, and the verdict that ends the output.
+//!   deliver-or-cut rule, and the verdict that ends the output;
+//!   [`output`]: the write half and what is being written, shared by the
+//!   writer and the publishers that flush for it.
 //! - [`writer`]: the writer thread: coalesced, vectored writes;
 //!   [`doorbell`]: how it sleeps and is woken.
 //! - [`peer`]: the connection as the registry sees it; [`start`]: its
@@ -21,10 +23,12 @@
 //! - [`close`]: the typed close reason; [`state`]: the state machine;
 //!   [`teardown`]: the one place a connection ends.
 
+mod batch;
 pub(crate) mod close;
 mod doorbell;
 mod gather;
 pub(crate) mod outbound;
+mod output;
 pub(crate) mod peer;
 mod reader;
 mod session;

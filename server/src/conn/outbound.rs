@@ -1,7 +1,8 @@
 //! A connection's outbound side: the bounded queue that rooms and the
 //! connection's own reader push into, its byte accounting, and the verdict
-//! that ends the connection's output. No socket is involved, so all of it
-//! is tested in memory below.
+//! that ends the connection's output. No socket is involved (the write half
+//! is attached to its `output` when the connection starts), so all of it is
+//! tested in memory below.
 //!
 //! The queue is a bounded `crossbeam_channel` of shared byte batches,
 //! bounded both in entries and in bytes. A push never waits while a lock is
@@ -18,41 +19,15 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
-use protocol::{ErrorCode, ErrorPayload, MessageType, encode_json};
+use protocol::ErrorPayload;
 
+pub(crate) use super::batch::{Batch, Outgoing};
 use super::close::CloseReason;
 use super::doorbell::Doorbell;
+use super::output::{Accounts, Flushed, Output};
 use super::state::{ConnState, StateCell};
 use crate::counters::Counters;
 use crate::sys::wake::Wakeable;
-
-/// Encoded frames ready to write: one or more whole frames, shared by every
-/// member they go to.
-#[derive(Debug)]
-pub(crate) struct Batch {
-    pub(crate) bytes: Vec<u8>,
-    /// How many frames `bytes` holds.
-    pub(crate) frames: u32,
-}
-
-impl Batch {
-    /// One ERROR frame, as a batch of its own.
-    pub(crate) fn error(code: ErrorCode, message: &str) -> Batch {
-        Batch::error_payload(&ErrorPayload::new(code, message))
-    }
-
-    /// One ERROR frame with this payload, as a batch of its own.
-    pub(crate) fn error_payload(error: &ErrorPayload) -> Batch {
-        let mut bytes = Vec::new();
-        // An ErrorPayload is strings, a bool and an id: it always has a
-        // JSON form.
-        let _ = encode_json(&mut bytes, MessageType::Error, error);
-        Batch { bytes, frames: 1 }
-    }
-}
-
-/// A queue entry: frames to write.
-pub(crate) type Outgoing = Arc<Batch>;
 
 /// Why a push did not go through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,14 +64,19 @@ pub(crate) struct Outbound {
     final_error: OnceLock<Arc<Batch>>,
     /// The reader, so a close decided on another thread interrupts its wait.
     reader: Wakeable,
-    /// The writer's, rung after every push and on close.
+    /// The writer's: rung when a publisher cannot finish writing, after a
+    /// push that had to wait, and on close.
     bell: Doorbell,
+    /// The write half and what is being written, shared by the writer and
+    /// the publishers that flush for it.
+    output: Output,
 }
 
 impl Outbound {
     /// A queue for connection `id`, and the receiver its writer takes from.
     pub(crate) fn new(id: u64, limits: QueueLimits) -> (Arc<Outbound>, Receiver<Outgoing>) {
         let (tx, rx) = crossbeam_channel::bounded(limits.items);
+        let output = Output::new(rx.clone());
         let outbound = Outbound {
             id,
             tx,
@@ -107,6 +87,7 @@ impl Outbound {
             final_error: OnceLock::new(),
             reader: Wakeable::default(),
             bell: Doorbell::default(),
+            output,
         };
         (Arc::new(outbound), rx)
     }
@@ -127,6 +108,18 @@ impl Outbound {
     /// The writer's doorbell, for it to sleep on.
     pub(crate) fn bell(&self) -> &Doorbell {
         &self.bell
+    }
+
+    /// The connection's output, for its writer thread.
+    pub(crate) fn output(&self) -> &Output {
+        &self.output
+    }
+
+    /// Writes what is queued for this connection now, from the calling
+    /// thread, or hands it to the writer (see `output`). Publishers call it
+    /// after queueing, once they hold no lock.
+    pub(crate) fn flush_now(&self, counters: &Counters) -> Flushed {
+        self.output.flush_now(self, counters)
     }
 
     pub(crate) fn close_reason(&self) -> Option<CloseReason> {
@@ -250,7 +243,10 @@ impl Outbound {
             }),
         };
         match result {
-            Ok(()) => self.bell.ring(),
+            // A push that had to wait is not followed by a flush: the
+            // writer takes it.
+            Ok(()) if wait.is_some() => self.bell.ring(),
+            Ok(()) => {}
             Err(_) => {
                 self.queued_bytes
                     .fetch_sub(batch.bytes.len(), Ordering::AcqRel);
@@ -280,12 +276,20 @@ impl Outbound {
         }
     }
 
-    /// Pushes without waiting; a member whose queue is full goes into
-    /// `stalled`, to be waited for (once the caller holds no lock) by
+    /// Pushes without waiting. A member that took the batch goes into
+    /// `touched`, to be flushed by the caller once it holds no lock; one
+    /// whose queue is full goes into `stalled`, to be waited for by
     /// [`Stalled::settle`].
-    pub(crate) fn offer(self: &Arc<Self>, batch: &Arc<Batch>, stalled: &mut Stalled) {
-        if self.try_push(batch) == Err(PushError::Full) {
-            stalled.0.push(Arc::clone(self));
+    pub(crate) fn offer(
+        self: &Arc<Self>,
+        batch: &Arc<Batch>,
+        touched: &mut Vec<Arc<Outbound>>,
+        stalled: &mut Stalled,
+    ) {
+        match self.try_push(batch) {
+            Ok(()) => touched.push(Arc::clone(self)),
+            Err(PushError::Full) => stalled.0.push(Arc::clone(self)),
+            Err(PushError::Closed) => {}
         }
     }
 
@@ -295,6 +299,24 @@ impl Outbound {
         if self.close(CloseReason::SlowConsumer { queued_bytes }) {
             counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+impl Accounts for Outbound {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn written(&self, len: usize) {
+        Outbound::written(self, len);
+    }
+
+    fn reserve_unbounded(&self, len: usize) {
+        Outbound::reserve_unbounded(self, len);
+    }
+
+    fn ring(&self) {
+        self.bell.ring();
     }
 }
 
@@ -321,6 +343,8 @@ impl Stalled {
 
 #[cfg(test)]
 mod tests {
+    use protocol::ErrorCode;
+
     use super::*;
 
     fn batch(len: usize) -> Arc<Batch> {
@@ -411,8 +435,8 @@ mod tests {
         stuck.try_push(&batch(10)).unwrap();
         let delivery = batch(10);
         let mut stalled = Stalled::default();
-        stuck.offer(&delivery, &mut stalled);
-        healthy.offer(&delivery, &mut stalled);
+        stuck.offer(&delivery, &mut Vec::new(), &mut stalled);
+        healthy.offer(&delivery, &mut Vec::new(), &mut stalled);
         let started = Instant::now();
         stalled.settle(&delivery, Duration::from_millis(30), &counters);
         assert!(started.elapsed() >= Duration::from_millis(30));
@@ -438,7 +462,7 @@ mod tests {
         slow.try_push(&batch(10)).unwrap();
         let delivery = batch(20);
         let mut stalled = Stalled::default();
-        slow.offer(&delivery, &mut stalled);
+        slow.offer(&delivery, &mut Vec::new(), &mut stalled);
         std::thread::scope(|scope| {
             scope.spawn(|| {
                 // The writer gets to it while the publisher waits.

@@ -51,6 +51,9 @@ pub(crate) struct Session {
     /// Frames handled and not yet added to the shared counter (one update
     /// per read, not per frame).
     frames_uncounted: u64,
+    /// The members a flush queued for, to be written to from this thread;
+    /// kept between flushes so it allocates only while it grows.
+    touched: Vec<Arc<Outbound>>,
 }
 
 impl Session {
@@ -67,6 +70,7 @@ impl Session {
             outbox: Outbox::default(),
             now_ms: 0,
             frames_uncounted: 0,
+            touched: Vec::new(),
         }
     }
 
@@ -414,19 +418,22 @@ impl Session {
         self.reply(MessageType::Error, &error);
     }
 
-    /// Queues what the outbox gathered.
+    /// Queues what the outbox gathered, then writes it to each member it
+    /// went to from this thread, where their sockets take it now (see
+    /// `output`).
     #[inline(never)]
     pub(crate) fn flush(&mut self) {
         let Some((target, batch)) = self.outbox.take() else {
             return;
         };
         let config = &self.shared.config;
+        let counters = &self.shared.counters;
         match target {
             Target::Nowhere => {}
             Target::Myself => {
                 let mut stalled = Stalled::default();
-                self.outbound.offer(&batch, &mut stalled);
-                stalled.settle(&batch, config.stall_timeout, &self.shared.counters);
+                self.outbound.offer(&batch, &mut self.touched, &mut stalled);
+                stalled.settle(&batch, config.stall_timeout, counters);
             }
             Target::Room { name, include_self } => {
                 let skip = (!include_self).then_some(self.outbound.id());
@@ -435,9 +442,13 @@ impl Session {
                     &batch,
                     skip,
                     config.stall_timeout,
-                    &self.shared.counters,
+                    counters,
+                    &mut self.touched,
                 );
             }
+        }
+        for member in self.touched.drain(..) {
+            member.flush_now(counters);
         }
     }
 

@@ -11,7 +11,7 @@ use super::outbound::{Outbound, QueueLimits};
 use super::peer::Peer;
 use super::reader;
 use super::teardown;
-use super::transport::{self, Transport, WriteHalf};
+use super::transport::Transport;
 use super::writer::Writer;
 use crate::shared::Shared;
 use crate::sys::thread::{Closure, Job, spawn};
@@ -21,7 +21,7 @@ const READER_STACK: usize = 256 * 1024;
 /// Stack of a writer thread, which only moves bytes.
 const WRITER_STACK: usize = 64 * 1024;
 
-impl<W: WriteHalf> Job for Writer<W> {
+impl Job for Writer {
     fn run(self) {
         Writer::run(self);
     }
@@ -32,7 +32,7 @@ impl<W: WriteHalf> Job for Writer<W> {
 /// started the client is told SERVER_FULL and the connection ends.
 pub(crate) fn start(shared: &Arc<Shared>, transport: impl Transport, id: u64, addr: SocketAddr) {
     let config = &shared.config;
-    let (outbound, rx) = Outbound::new(
+    let (outbound, _rx) = Outbound::new(
         id,
         QueueLimits {
             items: config.queue_items,
@@ -40,6 +40,7 @@ pub(crate) fn start(shared: &Arc<Shared>, transport: impl Transport, id: u64, ad
         },
     );
     let (read, write, cut) = transport.split();
+    outbound.output().attach(Box::new(write));
     let peer = Arc::new(Peer::new(outbound, addr, cut));
     shared.register(&peer);
     let counters = &shared.counters;
@@ -54,12 +55,10 @@ pub(crate) fn start(shared: &Arc<Shared>, transport: impl Transport, id: u64, ad
     let writer = Writer {
         shared: Arc::clone(shared),
         peer: Arc::clone(&peer),
-        rx,
-        out: write,
     };
-    if let Err((error, writer)) = spawn(WRITER_STACK, writer) {
+    if let Err((error, _)) = spawn(WRITER_STACK, writer) {
         log::warn!("c{id}: no writer thread ({error}); sending SERVER_FULL");
-        refuse_without_threads(shared, &peer, writer.out);
+        refuse_without_threads(shared, &peer);
         return;
     }
     let reader = {
@@ -74,16 +73,16 @@ pub(crate) fn start(shared: &Arc<Shared>, transport: impl Transport, id: u64, ad
     }
 }
 
-/// Neither thread runs: say SERVER_FULL on this thread, briefly, and close.
-fn refuse_without_threads(shared: &Shared, peer: &Arc<Peer>, mut out: impl WriteHalf) {
-    peer.outbound.close(CloseReason::ServerFull);
-    if let Some(batch) = peer.outbound.final_error() {
-        let mut slices = [std::io::IoSlice::new(&batch.bytes)];
-        if transport::write_all_vectored(&mut out, &mut slices, |_| {}).is_ok() {
-            shared.counters.error_sent(ErrorCode::ServerFull);
-        }
+/// Neither thread runs: say SERVER_FULL on this thread, and close.
+fn refuse_without_threads(shared: &Shared, peer: &Arc<Peer>) {
+    let outbound = &peer.outbound;
+    outbound.close(CloseReason::ServerFull);
+    if outbound
+        .output()
+        .finish(&**outbound, &shared.counters, outbound.final_error())
+    {
+        shared.counters.error_sent(ErrorCode::ServerFull);
     }
-    out.close_write();
     teardown::thread_finished(shared, peer);
     teardown::thread_finished(shared, peer);
 }

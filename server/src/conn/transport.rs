@@ -12,7 +12,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::sys::socket::unsent_bytes;
+use crate::sys::socket::{send_vectored_now, unsent_bytes};
 use crate::sys::wake::{WaitMask, wait_readable};
 
 /// A connection's bytes, before they are handed to its two threads.
@@ -46,6 +46,10 @@ pub(crate) trait WriteHalf: Send + 'static {
     /// Writes some of `bufs`, waiting at most the write timeout; a timeout
     /// is `WouldBlock` or `TimedOut`.
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+
+    /// Writes what the connection takes now of `bufs`, without waiting;
+    /// `WouldBlock` when it takes nothing. Publishers flush with this.
+    fn write_vectored_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
 
     /// Ends the server's direction; the client reads the end of stream after
     /// everything written.
@@ -119,6 +123,10 @@ impl WriteHalf for TcpWrite {
         (&*self.0).write_vectored(bufs)
     }
 
+    fn write_vectored_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        send_vectored_now(&*self.0, bufs)
+    }
+
     fn close_write(&mut self) {
         let _ = self.0.shutdown(Shutdown::Write);
     }
@@ -128,38 +136,6 @@ impl Cut for TcpStream {
     fn cut(&self) {
         let _ = self.shutdown(Shutdown::Both);
     }
-}
-
-/// Writes every byte of `bufs` through `out`, in as few calls as the
-/// transport allows, reporting each call's progress.
-pub(crate) fn write_all_vectored(
-    out: &mut impl WriteHalf,
-    mut bufs: &mut [IoSlice<'_>],
-    mut progress: impl FnMut(usize),
-) -> io::Result<()> {
-    while !bufs.is_empty() {
-        match out.write_vectored(bufs) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "socket accepted no bytes",
-                ));
-            }
-            Ok(n) => {
-                progress(n);
-                IoSlice::advance_slices(&mut bufs, n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_timeout(&e) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no progress for the write timeout; the client stopped reading",
-                ));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Whether an I/O error is a timeout (which std reports as either kind).

@@ -10,3 +10,31 @@ pub(crate) fn unsent_bytes(socket: &impl AsRawFd) -> Option<usize> {
     let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut unsent) };
     (rc == 0).then_some(usize::try_from(unsent).unwrap_or(0))
 }
+
+/// Writes what `socket` takes now of `bufs`, without waiting, whatever the
+/// socket's timeout (`sendmsg` with `MSG_DONTWAIT`). `WouldBlock` when it
+/// takes nothing.
+pub(crate) fn send_vectored_now(
+    socket: &impl AsRawFd,
+    bufs: &[std::io::IoSlice<'_>],
+) -> std::io::Result<usize> {
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+    // IoSlice is guaranteed ABI-compatible with iovec on Unix.
+    header.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    header.msg_iovlen = bufs.len().min(libc::c_int::MAX as usize) as _;
+    // SAFETY: the header points at `bufs`, alive and unchanged for the call;
+    // sendmsg only reads the buffers.
+    let n = unsafe {
+        libc::sendmsg(
+            socket.as_raw_fd(),
+            &header,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}

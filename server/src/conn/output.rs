@@ -1,0 +1,340 @@
+//! A connection's output: the write half, and the batches taken from the
+//! queue and not yet fully written, behind one lock. Whoever holds the lock
+//! writes, taking batches from the front of the queue, so bytes leave in
+//! queue order and the accounting stays one, whichever thread writes.
+//!
+//! Two kinds of thread write:
+//!
+//! - **Publishers flush** ([`Output::flush_now`]): after a read, the thread
+//!   that relayed a message writes it to the members it went to, without
+//!   waiting (`MSG_DONTWAIT`). When traffic is thin this is the whole story:
+//!   one `sendmsg` per delivery, no wake-up, no context switch. nats-server's
+//!   read loop does the same (`flushClients`).
+//! - **The writer thread** ([`Output::write_waiting`]) takes over whenever a
+//!   publisher cannot finish: the socket would block, a write was partial,
+//!   or the lock was busy. It writes with the write timeout, and it alone
+//!   ends the output (the final ERROR, then the close).
+//!
+//! A publisher never waits for the lock (`try_lock`); the writer's waits are
+//! for a publisher's non-blocking write at most. A publisher that cannot
+//! finish rings the writer's doorbell, so nothing queued is left unwritten.
+//!
+//! The writing functions are `#[inline(never)]`: their frames (an array of
+//! 64 slices) then stay off the writer's frame that sleeps, and off the
+//! reader's, so the stack pages they touch can be given back while the
+//! connection is idle (see `sys::thread::trim_stack`).
+
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crossbeam_channel::Receiver;
+use parking_lot::Mutex;
+use protocol::parse_frame;
+
+use super::batch::{Batch, Outgoing};
+use super::transport::{WriteHalf, is_timeout};
+use crate::counters::Counters;
+
+/// What an output tells its queue as it writes (the queue's byte
+/// accounting), and how it hands work to the writer thread.
+pub(crate) trait Accounts {
+    /// The connection's number, for logs.
+    fn id(&self) -> u64;
+    /// `len` bytes of queued batches were written.
+    fn written(&self, len: usize);
+    /// `len` bytes the output adds on its own (the final ERROR).
+    fn reserve_unbounded(&self, len: usize);
+    /// Wakes the writer thread.
+    fn ring(&self);
+}
+
+/// Batches written per system call at most (IOV_MAX is 1024).
+const MAX_SLICES: usize = 64;
+
+#[derive(Debug)]
+pub(crate) struct Output {
+    state: Mutex<State>,
+}
+
+struct State {
+    /// The queue's receiving end; only the lock holder takes from it.
+    /// Dropped when the output ends, which disconnects the queue: a
+    /// publisher still waiting for room in it then stops at once.
+    rx: Option<Receiver<Outgoing>>,
+    /// Where the bytes go; `None` until the connection starts (and in tests
+    /// of the queue alone).
+    sink: Option<Box<dyn WriteHalf>>,
+    /// Batches taken from the queue, oldest first, not yet fully written.
+    pending: Vec<Arc<Batch>>,
+    /// Bytes of `pending[0]` already written.
+    offset: usize,
+    /// The output has ended (final ERROR written, direction closed).
+    done: bool,
+    /// Bytes written to this client, for the disconnect log.
+    bytes_out: u64,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("pending", &self.pending.len())
+            .field("offset", &self.offset)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a publisher's flush went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flushed {
+    /// Everything queued was written.
+    All,
+    /// The writer thread has to finish (busy lock, would block, partial).
+    Handed,
+}
+
+impl Output {
+    pub(crate) fn new(rx: Receiver<Outgoing>) -> Output {
+        Output {
+            state: Mutex::new(State {
+                rx: Some(rx),
+                sink: None,
+                pending: Vec::new(),
+                offset: 0,
+                done: false,
+                bytes_out: 0,
+            }),
+        }
+    }
+
+    /// Gives the output its write half.
+    pub(crate) fn attach(&self, sink: Box<dyn WriteHalf>) {
+        self.state.lock().sink = Some(sink);
+    }
+
+    /// Bytes written to this client so far.
+    pub(crate) fn bytes_out(&self) -> u64 {
+        self.state.lock().bytes_out
+    }
+
+    /// A publisher's flush: writes what is queued without waiting, if the
+    /// output is free and the socket takes it; otherwise leaves it to the
+    /// writer thread and rings it.
+    #[inline(never)]
+    pub(crate) fn flush_now(&self, outbound: &impl Accounts, counters: &Counters) -> Flushed {
+        let Some(mut state) = self.state.try_lock() else {
+            outbound.ring();
+            return Flushed::Handed;
+        };
+        // Left over from an earlier partial write (the writer is on it), an
+        // ended output, or no socket yet.
+        if !state.pending.is_empty() || state.done || state.sink.is_none() {
+            drop(state);
+            outbound.ring();
+            return Flushed::Handed;
+        }
+        state.take_queued();
+        let flushed = match state.write(outbound, counters, Wait::No) {
+            Ok(()) if state.pending.is_empty() => Flushed::All,
+            Ok(()) => Flushed::Handed,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Flushed::Handed,
+            // A real error: the writer meets it too and closes.
+            Err(_) => Flushed::Handed,
+        };
+        let more = state.rx.as_ref().is_some_and(|rx| !rx.is_empty());
+        drop(state);
+        if flushed == Flushed::Handed || more {
+            outbound.ring();
+        }
+        flushed
+    }
+
+    /// The writer thread's write: takes what is queued and writes all of it,
+    /// waiting up to the write timeout for each bit of progress. Returns
+    /// whether there was anything to write.
+    #[inline(never)]
+    pub(crate) fn write_waiting(
+        &self,
+        outbound: &impl Accounts,
+        counters: &Counters,
+    ) -> io::Result<bool> {
+        let mut state = self.state.lock();
+        if state.done {
+            return Ok(false);
+        }
+        state.take_queued();
+        if state.pending.is_empty() {
+            return Ok(false);
+        }
+        state.write(outbound, counters, Wait::Yes)?;
+        Ok(true)
+    }
+
+    /// Whether anything is queued or pending.
+    pub(crate) fn has_work(&self) -> bool {
+        let state = self.state.lock();
+        !state.pending.is_empty() || state.rx.as_ref().is_some_and(|rx| !rx.is_empty())
+    }
+
+    /// Ends the output: writes what is queued and `last` (the final ERROR),
+    /// then closes the direction. Returns whether `last` was written.
+    #[inline(never)]
+    pub(crate) fn finish(
+        &self,
+        outbound: &impl Accounts,
+        counters: &Counters,
+        last: Option<Arc<Batch>>,
+    ) -> bool {
+        let mut state = self.state.lock();
+        if state.done {
+            return false;
+        }
+        let mut written = false;
+        let mut result = Ok(());
+        while result.is_ok() {
+            state.take_queued();
+            if state.pending.is_empty() {
+                break;
+            }
+            result = state.write(outbound, counters, Wait::Yes);
+        }
+        if result.is_ok()
+            && let Some(last) = last
+        {
+            outbound.reserve_unbounded(last.bytes.len());
+            state.pending.push(last);
+            written = state.write(outbound, counters, Wait::Yes).is_ok();
+        }
+        state.close();
+        written
+    }
+
+    /// Ends the output without writing anything more.
+    pub(crate) fn abandon(&self) {
+        self.state.lock().close();
+    }
+}
+
+/// Whether a write may wait for the socket.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Yes,
+    No,
+}
+
+impl State {
+    fn take_queued(&mut self) {
+        let Some(rx) = &self.rx else { return };
+        while self.pending.len() < MAX_SLICES {
+            match rx.try_recv() {
+                Ok(batch) => self.pending.push(batch),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        self.done = true;
+        self.rx = None;
+        if let Some(sink) = self.sink.as_mut() {
+            sink.close_write();
+        }
+    }
+
+    /// Writes `pending`, all of it (`Wait::Yes`) or what the socket takes
+    /// now (`Wait::No`). Queue room is given back as bytes go out, so a
+    /// member reading slowly but steadily makes room for its publishers all
+    /// along and is never taken for a stuck one.
+    fn write(
+        &mut self,
+        outbound: &impl Accounts,
+        counters: &Counters,
+        wait: Wait,
+    ) -> io::Result<()> {
+        let State {
+            sink,
+            pending,
+            offset,
+            bytes_out,
+            ..
+        } = self;
+        let Some(sink) = sink.as_mut() else {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "no socket yet"));
+        };
+        if log::log_enabled!(log::Level::Debug) {
+            log_frames(outbound.id(), pending, *offset);
+        }
+        while !pending.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            for (slice, batch) in slices.iter_mut().zip(pending.iter()) {
+                *slice = IoSlice::new(&batch.bytes);
+            }
+            let count = pending.len();
+            let mut view = &mut slices[..count];
+            IoSlice::advance_slices(&mut view, *offset);
+            let result = match wait {
+                Wait::Yes => sink.write_vectored(view),
+                Wait::No => sink.write_vectored_now(view),
+            };
+            let n = match result {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "socket accepted no bytes",
+                    ));
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if wait == Wait::Yes && is_timeout(&e) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no progress for the write timeout; the client stopped reading",
+                    ));
+                }
+                Err(e) => return Err(e),
+            };
+            outbound.written(n);
+            *bytes_out += n as u64;
+            counters.bytes_out.fetch_add(n as u64, Relaxed);
+            // Drop the batches this write completed.
+            let mut left = *offset + n;
+            let mut done = 0;
+            let mut frames = 0u64;
+            for batch in pending.iter() {
+                if left < batch.bytes.len() {
+                    break;
+                }
+                left -= batch.bytes.len();
+                frames += u64::from(batch.frames);
+                done += 1;
+            }
+            pending.drain(..done);
+            *offset = left;
+            counters.frames_out.fetch_add(frames, Relaxed);
+            if wait == Wait::No && !pending.is_empty() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Logs each frame about to be written (`--debug`).
+fn log_frames(id: u64, pending: &[Arc<Batch>], offset: usize) {
+    for (i, batch) in pending.iter().enumerate() {
+        if i == 0 && offset > 0 {
+            continue;
+        }
+        let mut rest = &batch.bytes[..];
+        while let Ok(Some((frame, used))) = parse_frame(rest, u32::MAX) {
+            log::debug!(
+                "c{id} ← {} v1 flags={:?} payload={}B",
+                frame.kind,
+                frame.flags,
+                frame.payload.len()
+            );
+            rest = &rest[used..];
+        }
+    }
+}
