@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -27,6 +27,11 @@ pub(crate) struct Shared {
     /// Connections allowed: `--max-connections` capped by system limits.
     pub(crate) max_connections: usize,
     pub(crate) local_addr: SocketAddr,
+    /// The most connections open at once since the heap was last trimmed.
+    crowd: AtomicU64,
+    /// When the heap was last trimmed, as milliseconds since `started`.
+    trimmed_at_ms: AtomicU64,
+    started: Instant,
 }
 
 impl Shared {
@@ -40,7 +45,42 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             max_connections,
             local_addr,
+            crowd: AtomicU64::new(0),
+            trimmed_at_ms: AtomicU64::new(0),
+            started: Instant::now(),
         }
+    }
+
+    /// Notes that `live` connections are open now, after one was admitted.
+    pub(crate) fn admitted(&self, live: u64) {
+        self.crowd.fetch_max(live, Ordering::Relaxed);
+    }
+
+    /// After a connection closed with `live` left: once at least half the
+    /// crowd has gone (and at most once a second), gives the memory they
+    /// freed back to the system. A server that grows for a crowd and then
+    /// shrinks does not keep the crowd's footprint.
+    pub(crate) fn departed(&self, live: u64) {
+        /// Below this crowd, what could be returned is not worth a trim.
+        const SMALL_CROWD: u64 = 64;
+        let crowd = self.crowd.load(Ordering::Relaxed);
+        if crowd < SMALL_CROWD || live > crowd / 2 {
+            return;
+        }
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.trimmed_at_ms.load(Ordering::Relaxed);
+        // The last one out always trims: a crowd leaves faster than once
+        // a second.
+        if (live > 0 && now.saturating_sub(last) < 1000)
+            || self
+                .trimmed_at_ms
+                .compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        self.crowd.store(live, Ordering::Relaxed);
+        crate::sys::memory::release_free_heap();
     }
 
     pub(crate) fn register(&self, peer: &Arc<Peer>) {

@@ -44,9 +44,11 @@ pub(crate) fn start(shared: &Arc<Shared>, transport: impl Transport, id: u64, ad
     let peer = Arc::new(Peer::new(outbound, addr, cut));
     shared.register(&peer);
     let counters = &shared.counters;
-    counters
+    let live = counters
         .connections
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
+    shared.admitted(live);
     counters
         .connections_total
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -9,6 +9,7 @@
 //! - [`wake`]: interrupting a reader that waits for input, with a signal
 //!   whose target is guaranteed alive by the type that sends it.
 //! - [`socket`]: what `std` does not expose about a TCP socket.
+//! - [`memory`]: giving freed heap memory back after a crowd leaves.
 //! - [`limits`]: file descriptors, threads and memory-map areas the system
 //!   allows, checked against `--max-connections`.
 //! - [`signals`]: SIGINT and SIGTERM as ordinary events for the binary.
@@ -28,6 +29,7 @@ compile_error!(
 pub(crate) mod alloc_count;
 pub(crate) mod futex;
 pub(crate) mod limits;
+pub(crate) mod memory;
 pub mod signals;
 pub(crate) mod socket;
 pub(crate) mod thread;
