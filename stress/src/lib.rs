@@ -25,6 +25,7 @@ pub mod error;
 pub mod fragmentation;
 pub mod histogram;
 pub mod load;
+pub mod peer;
 pub mod report;
 pub mod rng;
 pub mod server_message;

@@ -64,8 +64,11 @@ pub struct Totals {
     /// Deliveries out of sequence per publisher (reordered, duplicated or
     /// skipped).
     pub out_of_order: u64,
-    /// MESSAGE frames that aren't ours.
+    /// Messages that aren't ours.
     pub foreign: u64,
+    /// A client's own messages coming back to it (Redis has no way to
+    /// turn that off); not counted as deliveries.
+    pub echoes: u64,
     pub errors: HashMap<String, u64>,
     pub latency: Histogram,
     /// Latest delivery (ns on the shared clock).
@@ -92,6 +95,7 @@ impl Totals {
         self.member_events += other.member_events;
         self.out_of_order += other.out_of_order;
         self.foreign += other.foreign;
+        self.echoes += other.echoes;
         for (k, v) in other.errors {
             *self.errors.entry(k).or_default() += v;
         }
