@@ -80,6 +80,9 @@ pub struct Totals {
     pub sent_per_room: Vec<u64>,
     /// Members per room as the JOIN acks reported (the largest seen).
     pub members_per_room: Vec<u64>,
+    /// Members per room confirmed joined (the peers' acks don't count
+    /// members).
+    pub joined_per_room: Vec<u64>,
     /// Publishing turns skipped because the client's socket was backed up.
     pub backlogged: u64,
     pub bytes_read: u64,
@@ -109,6 +112,9 @@ impl Totals {
             &other.members_per_room,
             u64::max,
         );
+        merge_vec(&mut self.joined_per_room, &other.joined_per_room, |a, b| {
+            a + b
+        });
         self.backlogged += other.backlogged;
         self.bytes_read += other.bytes_read;
     }
@@ -117,8 +123,12 @@ impl Totals {
     pub fn expected_deliveries(&self) -> u64 {
         self.sent_per_room
             .iter()
-            .zip(&self.members_per_room)
-            .map(|(sent, members)| sent * members.saturating_sub(1))
+            .enumerate()
+            .map(|(room, sent)| {
+                let members = self.members_per_room.get(room).copied().unwrap_or(0);
+                let joined = self.joined_per_room.get(room).copied().unwrap_or(0);
+                sent * members.max(joined).saturating_sub(1)
+            })
             .sum()
     }
 }

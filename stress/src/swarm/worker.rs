@@ -110,6 +110,7 @@ impl Worker {
         let totals = Totals {
             sent_per_room: vec![0; rooms],
             members_per_room: vec![0; rooms],
+            joined_per_room: vec![0; rooms],
             ..Totals::default()
         };
         Ok(Worker {
@@ -466,7 +467,7 @@ impl Worker {
                             self.live.room_members[room].fetch_max(members, Ordering::AcqRel);
                         }
                         None => {
-                            self.totals.members_per_room[room] += 1;
+                            self.totals.joined_per_room[room] += 1;
                             self.live.room_members[room].fetch_add(1, Ordering::AcqRel);
                         }
                     }
