@@ -7,14 +7,17 @@
 //!   abruptly, stalling and misbehaving; then an audit of every delivery.
 //! - [`load`]: N clients in rooms publishing at a set rate; throughput,
 //!   latency, memory.
-//! - [`bench`]: the headline figures: fan-out, latency, memory per idle
-//!   connection.
+//! - [`bench`]: the headline figures (fan-out, latency, rooms, connection
+//!   setup, memory per idle connection, memory given back), for Relay alone
+//!   or side by side with Redis pub/sub and NATS core.
 //!
 //! Building blocks: [`target`] (which server), [`wire`] (a blocking frame
 //! connection with full control of the bytes), [`swarm`] (many non-blocking
-//! clients on a few threads), [`histogram`], [`report`] (verdict, human lines
-//! and the JSON line), [`sys`] (sockets options, limits, /proc),
-//! [`server_message`] (telling deliveries from member events).
+//! clients on a few threads), [`peer`] (Redis's and NATS's framing, and what
+//! a client of each system says and hears), [`histogram`], [`report`]
+//! (verdict, bars, human lines and the JSON line), [`sys`] (sockets options,
+//! limits, /proc memory and CPU), [`server_message`] (telling deliveries
+//! from member events).
 //!
 //! Every scenario returns a [`report::Report`]; `main.rs` prints it and exits
 //! non-zero when the verdict fails.
@@ -25,6 +28,7 @@ pub mod error;
 pub mod fragmentation;
 pub mod histogram;
 pub mod load;
+pub mod peer;
 pub mod report;
 pub mod rng;
 pub mod server_message;

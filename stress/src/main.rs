@@ -19,10 +19,13 @@ use stress::{Error, Report, TargetOptions, bench, chaos, fragmentation, load};
 #[derive(Debug, Parser)]
 #[command(name = "relay-stress", version)]
 struct Cli {
-    /// A running server to test, HOST:PORT; without it one starts in-process.
+    /// A running Relay server to test, HOST:PORT; without it one is started
+    /// (in-process; bench: the relay-server binary when built, else
+    /// in-process).
     #[arg(long, global = true, value_name = "HOST:PORT")]
     addr: Option<String>,
-    /// With --addr: the server's process id, to read its memory from /proc.
+    /// With --addr or --target: the server's process id, to read its CPU and
+    /// memory from /proc.
     #[arg(long, global = true, value_name = "PID")]
     server_pid: Option<u32>,
     /// No progress lines on stderr.
@@ -32,6 +35,8 @@ struct Cli {
     scenario: Scenario,
 }
 
+// Parsed once per run: the size of the bench variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Scenario {
     /// Frames split every which way; checked by the server's exact answers.
@@ -81,15 +86,28 @@ enum Scenario {
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
-    /// Headline figures: fan-out, latency, memory per idle connection.
+    /// Headline figures (fan-out, latency, rooms, setup, memory), for Relay
+    /// alone or side by side with Redis and NATS (--compare).
     Bench {
-        /// Which benchmarks, comma-separated: fanout, latency, connections.
+        /// Which benchmarks, comma-separated: fanout, latency, rooms, setup,
+        /// connections, memory.
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "fanout,latency,connections"
+            default_value = "fanout,latency,rooms,setup,connections,memory"
         )]
         only: Vec<Which>,
+        /// The server to measure: relay://HOST:PORT, redis://HOST:PORT or
+        /// nats://HOST:PORT (with --server-pid for its CPU and memory).
+        #[arg(long, value_name = "URL", conflicts_with = "addr")]
+        target: Option<String>,
+        /// Start relay-server, redis-server and nats-server (from PATH) and
+        /// run every workload against each; prints a side-by-side table.
+        #[arg(long)]
+        compare: bool,
+        /// Runs of every workload; the table shows medians.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
         /// Fan-out subscriber counts (S), one run each.
         #[arg(long, value_delimiter = ',', default_value = "100,10")]
         subscribers: Vec<usize>,
@@ -99,7 +117,7 @@ enum Scenario {
         /// Messages per fan-out run (M).
         #[arg(long, default_value_t = 200_000)]
         messages: u64,
-        /// KiB of frames per publisher write.
+        /// KiB of messages per publisher write.
         #[arg(long, default_value_t = 64)]
         batch_kib: usize,
         /// Latency run: messages per second.
@@ -111,21 +129,51 @@ enum Scenario {
         /// Latency run: seconds.
         #[arg(long, default_value_t = 5.0)]
         latency_seconds: f64,
+        /// Rooms run: clients.
+        #[arg(long, default_value_t = 1000)]
+        rooms_clients: usize,
+        /// Rooms run: clients per room.
+        #[arg(long, default_value_t = 10)]
+        room_size: usize,
+        /// Rooms run: messages per second, per client.
+        #[arg(long, default_value_t = 5.0)]
+        rooms_rate: f64,
+        /// Rooms run: seconds of publishing.
+        #[arg(long, default_value_t = 10.0)]
+        rooms_seconds: f64,
+        /// Setup run: connections, each closed once its join is answered.
+        #[arg(long, default_value_t = 5000)]
+        setup_connections: usize,
+        /// Setup run: threads opening them.
+        #[arg(long, default_value_t = 4)]
+        setup_threads: usize,
         /// Connections run: idle joined clients (N).
         #[arg(long, default_value_t = 5000)]
         connections: usize,
-        /// Connections run: clients per room.
+        /// Connections and memory runs: clients per room.
         #[arg(long, default_value_t = 10)]
         idle_room_size: usize,
-        /// Subscriber threads.
+        /// Memory run: clients (C).
+        #[arg(long, default_value_t = 4000)]
+        memory_connections: usize,
+        /// Memory run: rooms each client joins (K).
+        #[arg(long, default_value_t = 100)]
+        memory_rooms: usize,
+        /// Client threads of the swarm.
         #[arg(long, default_value_t = 2)]
         threads: usize,
-        /// Server binary for the connections run (default: `relay-server` next to
-        /// this executable, when built).
+        /// Relay's server binary (default: `relay-server` next to this
+        /// executable, when built).
         #[arg(long, value_name = "PATH")]
         server_bin: Option<PathBuf>,
-        /// Measure connections on the in-process server (includes this
-        /// tool's memory) even when a server binary is there.
+        /// --compare: redis-server binary (default: from PATH).
+        #[arg(long, value_name = "PATH")]
+        redis_bin: Option<PathBuf>,
+        /// --compare: nats-server binary (default: from PATH or /usr/sbin).
+        #[arg(long, value_name = "PATH")]
+        nats_bin: Option<PathBuf>,
+        /// Run Relay in this process even when its binary is there (its CPU
+        /// is then not measured and its memory includes this tool's).
         #[arg(long)]
         in_process: bool,
         /// Fail when a figure misses the server issue's bar.
@@ -191,6 +239,9 @@ fn run(cli: Cli) -> Result<Report, Error> {
         }),
         Scenario::Bench {
             only,
+            target: bench_target,
+            compare,
+            repeat,
             subscribers,
             payload,
             messages,
@@ -198,30 +249,62 @@ fn run(cli: Cli) -> Result<Report, Error> {
             rate,
             latency_subscribers,
             latency_seconds,
+            rooms_clients,
+            room_size,
+            rooms_rate,
+            rooms_seconds,
+            setup_connections,
+            setup_threads,
             connections,
             idle_room_size,
+            memory_connections,
+            memory_rooms,
             threads,
             server_bin,
+            redis_bin,
+            nats_bin,
             in_process,
             check_targets,
-        } => bench::run(&bench::Options {
-            target,
-            which: only,
-            subscribers,
-            payload,
-            messages,
-            batch_bytes: batch_kib * 1024,
-            rate,
-            latency_subscribers,
-            latency_duration: seconds(latency_seconds)?,
-            connections,
-            idle_room_size,
-            threads,
-            server_bin,
-            in_process_connections: in_process,
-            check_targets,
-            quiet,
-        }),
+        } => {
+            let mut target = target;
+            let mut system = stress::peer::System::Relay;
+            if let Some(url) = bench_target {
+                let (s, addr) = stress::peer::parse_target(&url)?;
+                system = s;
+                target.addr = Some(addr);
+            }
+            bench::run(&bench::Options {
+                target,
+                system,
+                which: only,
+                compare,
+                repeat: repeat.max(1),
+                subscribers,
+                payload,
+                messages,
+                batch_bytes: batch_kib * 1024,
+                rate,
+                latency_subscribers,
+                latency_duration: seconds(latency_seconds)?,
+                rooms_clients,
+                room_size,
+                rooms_rate,
+                rooms_duration: seconds(rooms_seconds)?,
+                setup_connections,
+                setup_threads,
+                connections,
+                idle_room_size,
+                memory_connections,
+                memory_rooms,
+                threads,
+                server_bin,
+                redis_bin,
+                nats_bin,
+                in_process,
+                check_targets,
+                quiet,
+            })
+        }
     }
 }
 

@@ -19,6 +19,9 @@ pub struct Report {
     pub json: Map<String, Value>,
     /// Checks that failed, worded for a person; also in `json["failures"]`.
     pub failures: Vec<String>,
+    /// Performance bars checked: what each says, and whether it held
+    /// (`None`: not measured); also in `json["bars"]`.
+    pub bars: Vec<(String, Option<bool>)>,
 }
 
 impl Report {
@@ -31,7 +34,19 @@ impl Report {
             lines: Vec::new(),
             json,
             failures: Vec::new(),
+            bars: Vec::new(),
         }
+    }
+
+    /// Records a performance bar and whether it held. A missed bar fails
+    /// the verdict only when `enforce` is set; either way the report says
+    /// it was missed.
+    pub fn bar(&mut self, what: impl Into<String>, held: Option<bool>, enforce: bool) {
+        let what = what.into();
+        if enforce && held == Some(false) {
+            self.fail(format!("bar missed: {what}"));
+        }
+        self.bars.push((what, held));
     }
 
     /// Adds a line to the human report.
@@ -62,6 +77,14 @@ impl Report {
     pub fn json_line(&self) -> String {
         let mut json = self.json.clone();
         json.insert("passed".into(), Value::from(self.passed));
+        if !self.bars.is_empty() {
+            let bars: Vec<Value> = self
+                .bars
+                .iter()
+                .map(|(what, held)| serde_json::json!({"bar": what, "held": held}))
+                .collect();
+            json.insert("bars".into(), Value::from(bars));
+        }
         json.insert(
             "failures".into(),
             Value::from(self.failures.iter().take(50).cloned().collect::<Vec<_>>()),
@@ -87,8 +110,27 @@ impl Report {
                 self.failures.len() - 20
             ));
         }
+        for (what, held) in &self.bars {
+            let verdict = match held {
+                Some(true) => "held",
+                Some(false) => "missed",
+                None => "not measured",
+            };
+            out.push_str(&format!("  bar {what}: {verdict}\n"));
+        }
+        let missed = self.bars.iter().filter(|(_, h)| *h == Some(false)).count();
+        let held = self.bars.iter().filter(|(_, h)| *h == Some(true)).count();
+        let bars = if self.bars.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (runs complete and correct{}); bars: {held} held, {missed} missed, {} not measured",
+                if self.passed { "" } else { " or not" },
+                self.bars.len() - held - missed
+            )
+        };
         out.push_str(&format!(
-            "{}: {}\n",
+            "{}: {}{bars}\n",
             self.scenario,
             if self.passed { "PASSED" } else { "FAILED" }
         ));
@@ -145,21 +187,37 @@ impl Figures {
 
     /// Adds every line and every key to `report`.
     pub fn write_to(self, report: &mut Report) {
+        let (lines, json) = self.into_parts();
+        for line in lines {
+            report.line(line);
+        }
+        for (key, value) in json {
+            debug_assert!(!report.json.contains_key(&key), "{key}");
+            report.json.insert(key, value);
+        }
+    }
+
+    /// The human lines and the JSON object, for a figure set that goes
+    /// inside a larger one (one run of several).
+    pub fn into_parts(self) -> (Vec<String>, Map<String, Value>) {
+        let mut lines = Vec::new();
+        let mut json = Map::new();
         for (lead, figures) in self.lines {
             let shown: Vec<String> = figures
                 .iter()
                 .map(|f| format!("{} {}", f.label, human(&f.value)))
                 .collect();
-            report.line(format!("{lead}{}", shown.join(", ")));
+            lines.push(format!("{lead}{}", shown.join(", ")));
             for figure in figures {
-                debug_assert!(!report.json.contains_key(figure.key), "{}", figure.key);
-                report.set(figure.key, figure.value);
+                debug_assert!(!json.contains_key(figure.key), "{}", figure.key);
+                json.insert(figure.key.to_owned(), figure.value);
             }
         }
         for (key, value) in self.json_only {
-            debug_assert!(!report.json.contains_key(key), "{key}");
-            report.set(key, value);
+            debug_assert!(!json.contains_key(key), "{key}");
+            json.insert(key.to_owned(), value);
         }
+        (lines, json)
     }
 }
 
@@ -265,5 +323,30 @@ mod tests {
         assert_eq!(report.json["errors"], json!({"a": 1, "b": 2}));
         assert_eq!(report.json["seed"], 7);
         assert_eq!(report.json.len(), 6, "{:?}", report.json);
+    }
+
+    #[test]
+    fn bars_are_listed_and_fail_the_verdict_only_when_enforced() {
+        let mut report = Report::new("bench");
+        report.bar("fan-out ≥ 5 M/s: 3 M/s", Some(false), false);
+        report.bar("p50 ≤ 150 µs: 90 µs", Some(true), false);
+        report.bar("KiB per connection ≤ 24", None, false);
+        assert!(report.passed);
+        let text = report.render();
+        assert!(
+            text.contains("  bar fan-out ≥ 5 M/s: 3 M/s: missed\n"),
+            "{text}"
+        );
+        assert!(text.contains("  bar p50 ≤ 150 µs: 90 µs: held\n"), "{text}");
+        assert!(
+            text.contains(
+                "bench: PASSED (runs complete and correct); bars: 1 held, 1 missed, 1 not measured"
+            ),
+            "{text}"
+        );
+        assert!(report.json_line().contains("\"held\":false"));
+        report.bar("another", Some(false), true);
+        assert!(!report.passed);
+        assert_eq!(report.failures, ["bar missed: another"]);
     }
 }

@@ -1,4 +1,5 @@
-//! The few operating-system calls std doesn't offer: small receive buffers, the descriptor limit, process memory, and a shared clock.
+//! The few operating-system calls std doesn't offer: small receive buffers,
+//! the descriptor limit, process memory and CPU time, and a shared clock.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -103,6 +104,58 @@ impl ProcStatus {
     }
 }
 
+/// CPU time a process used, user plus system, in clock ticks: fields 14
+/// and 15 of a `/proc/<pid>/stat` line. The command name (field 2) is in
+/// parentheses and may hold spaces and parentheses itself, so the fields
+/// are counted from the last `)`.
+pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    // After the name: state (3), ppid (4), ... utime (14), stime (15).
+    let mut fields = after.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second, the unit of `/proc/<pid>/stat`'s times.
+fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf reads a constant and has no memory effects.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as u64 } else { 100 }
+}
+
+/// Measures the CPU a process uses over a stretch of wall time.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMeter {
+    pid: u32,
+    ticks: u64,
+    at: Instant,
+}
+
+impl CpuMeter {
+    /// Starts measuring process `pid`; `None` when its /proc entry can't be
+    /// read (no such process, or not Linux).
+    pub fn start(pid: u32) -> Option<CpuMeter> {
+        Some(CpuMeter {
+            pid,
+            ticks: read_ticks(pid)?,
+            at: Instant::now(),
+        })
+    }
+
+    /// CPU used since [`CpuMeter::start`], as a percentage of one core over
+    /// the wall time passed (200 = two cores busy).
+    pub fn percent(&self) -> Option<f64> {
+        let ticks = read_ticks(self.pid)?.checked_sub(self.ticks)?;
+        let wall = self.at.elapsed().as_secs_f64();
+        (wall > 0.0).then(|| ticks as f64 / ticks_per_second() as f64 / wall * 100.0)
+    }
+}
+
+fn read_ticks(pid: u32) -> Option<u64> {
+    parse_stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
 fn base() -> Instant {
     static BASE: OnceLock<Instant> = OnceLock::new();
     *BASE.get_or_init(Instant::now)
@@ -118,4 +171,30 @@ pub fn now_ns() -> u64 {
 /// Starts the shared clock (call before any thread uses [`now_ns`]).
 pub fn start_clock() {
     let _ = base();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_are_read_past_a_name_with_spaces_and_parentheses() {
+        let line = "4242 (relay (srv) x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 37 0 0 20 0 5 0 123 4096 300 18446744073709551615";
+        assert_eq!(parse_stat_ticks(line), Some(287));
+        assert_eq!(parse_stat_ticks("1 (x) S 1"), None);
+        assert_eq!(parse_stat_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn this_process_can_be_measured() {
+        let meter = CpuMeter::start(std::process::id()).unwrap();
+        let busy = Instant::now();
+        let mut x = 0u64;
+        while busy.elapsed() < std::time::Duration::from_millis(50) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        std::hint::black_box(x);
+        let percent = meter.percent().unwrap();
+        assert!((0.0..=100.0 * 64.0).contains(&percent), "{percent}");
+    }
 }

@@ -86,6 +86,16 @@ impl Target {
         self.addr
     }
 
+    /// The server's own process id: a child's, or the one given with
+    /// `--server-pid`; `None` in-process.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.kind {
+            Kind::InProcess(_) => None,
+            Kind::Child(child) => Some(child.pid()),
+            Kind::Remote { pid } => *pid,
+        }
+    }
+
     /// `in-process`, `child process (pid N)` or `remote`.
     pub fn describe(&self) -> String {
         match &self.kind {

@@ -87,7 +87,7 @@ const CONTENT_KEY: &[u8] = b"\"content\":";
 /// The content of a delivery, found at the offset it had last time if it is
 /// still there, else by a scan.
 #[inline]
-pub(super) fn find_content<'a>(payload: &'a [u8], hint: &mut usize) -> Option<&'a [u8]> {
+pub(crate) fn find_content<'a>(payload: &'a [u8], hint: &mut usize) -> Option<&'a [u8]> {
     let at = *hint;
     let start = if at > 0 && payload.get(at..at + CONTENT_KEY.len()) == Some(CONTENT_KEY) {
         at

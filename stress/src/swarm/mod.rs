@@ -2,14 +2,16 @@
 //!
 //! The server under test already spends two threads per connection, so the
 //! load and bench clients must not: each swarm thread owns a share of the
-//! clients and one `mio::Poll`. A client connects, sends HELLO and JOIN_ROOM
-//! back to back, and once acked either only reads (a subscriber) or also
-//! publishes on a schedule (load).
+//! clients and one `mio::Poll`. A client connects, sends its greeting at
+//! once (Relay: HELLO and JOIN_ROOMs back to back; Redis: SUBSCRIBE; NATS:
+//! CONNECT, SUBs and PING, see [`crate::peer::dialect`]), and once answered
+//! either only reads (a subscriber) or also publishes on a schedule (load,
+//! rooms).
 //!
 //! Reading allocates nothing per message: every thread reads into one large
-//! buffer, splits it into frames with `protocol::parse_frame` (which borrows
+//! buffer, splits it into messages with the system's parser (which borrows
 //! the payloads), reads only the fixed-width fields of the content
-//! ([`content`] layout), and keeps only an incomplete trailing frame per
+//! ([`content`] layout), and keeps only an incomplete trailing message per
 //! client. Member events and other rare frames get a full parse.
 //!
 //! - `content.rs`: the fixed layout of the content, and finding it in a

@@ -4,9 +4,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::peer::System;
+
 /// What a swarm does.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// Which server's protocol the clients speak.
+    pub system: System,
     pub addr: SocketAddr,
     pub clients: usize,
     pub threads: usize,
@@ -14,6 +18,10 @@ pub struct Plan {
     pub room_size: usize,
     /// Room `r` is named `{room_prefix}{r}`.
     pub room_prefix: String,
+    /// Rooms each client joins: its own room `r`, then `{room_prefix}{r}.1`,
+    /// `.2`, ... (shared with the same clients); only the first gets
+    /// messages.
+    pub rooms_per_client: usize,
     /// Publishing, when the clients publish (load); `None` for subscribers.
     pub publish: Option<PublishPlan>,
     /// Slots per subscriber for publishers' sequence numbers (positions in
@@ -42,11 +50,13 @@ pub struct PublishPlan {
 impl Plan {
     pub fn new(addr: SocketAddr, clients: usize, room_size: usize, prefix: &str) -> Plan {
         Plan {
+            system: System::Relay,
             addr,
             clients,
             threads: 2,
             room_size: room_size.max(1),
             room_prefix: prefix.to_owned(),
+            rooms_per_client: 1,
             publish: None,
             positions: room_size.max(1),
             record_latency: false,
@@ -59,5 +69,14 @@ impl Plan {
 
     pub fn rooms(&self) -> usize {
         self.clients.div_ceil(self.room_size)
+    }
+
+    /// The name of the `j`th room the clients of room `room` join.
+    pub fn room_name(&self, room: usize, j: usize) -> String {
+        if j == 0 {
+            format!("{}{room}", self.room_prefix)
+        } else {
+            format!("{}{room}.{j}", self.room_prefix)
+        }
     }
 }

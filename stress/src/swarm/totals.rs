@@ -64,8 +64,11 @@ pub struct Totals {
     /// Deliveries out of sequence per publisher (reordered, duplicated or
     /// skipped).
     pub out_of_order: u64,
-    /// MESSAGE frames that aren't ours.
+    /// Messages that aren't ours.
     pub foreign: u64,
+    /// A client's own messages coming back to it (Redis has no way to
+    /// turn that off); not counted as deliveries.
+    pub echoes: u64,
     pub errors: HashMap<String, u64>,
     pub latency: Histogram,
     /// Latest delivery (ns on the shared clock).
@@ -77,6 +80,9 @@ pub struct Totals {
     pub sent_per_room: Vec<u64>,
     /// Members per room as the JOIN acks reported (the largest seen).
     pub members_per_room: Vec<u64>,
+    /// Members per room confirmed joined (the peers' acks don't count
+    /// members).
+    pub joined_per_room: Vec<u64>,
     /// Publishing turns skipped because the client's socket was backed up.
     pub backlogged: u64,
     pub bytes_read: u64,
@@ -92,6 +98,7 @@ impl Totals {
         self.member_events += other.member_events;
         self.out_of_order += other.out_of_order;
         self.foreign += other.foreign;
+        self.echoes += other.echoes;
         for (k, v) in other.errors {
             *self.errors.entry(k).or_default() += v;
         }
@@ -105,6 +112,9 @@ impl Totals {
             &other.members_per_room,
             u64::max,
         );
+        merge_vec(&mut self.joined_per_room, &other.joined_per_room, |a, b| {
+            a + b
+        });
         self.backlogged += other.backlogged;
         self.bytes_read += other.bytes_read;
     }
@@ -113,8 +123,12 @@ impl Totals {
     pub fn expected_deliveries(&self) -> u64 {
         self.sent_per_room
             .iter()
-            .zip(&self.members_per_room)
-            .map(|(sent, members)| sent * members.saturating_sub(1))
+            .enumerate()
+            .map(|(room, sent)| {
+                let members = self.members_per_room.get(room).copied().unwrap_or(0);
+                let joined = self.joined_per_room.get(room).copied().unwrap_or(0);
+                sent * members.max(joined).saturating_sub(1)
+            })
             .sum()
     }
 }

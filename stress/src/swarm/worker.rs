@@ -10,20 +10,19 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use protocol::{Flags, Frame, MessageType};
 
-use super::content::{self, find_content};
+use super::content;
 use super::plan::Plan;
 use super::totals::{EXIT, Live, RUNNING, Totals};
-use crate::server_message;
+use crate::peer::dialect::{self, Event};
 use crate::sys::now_ns;
-use crate::wire::CLIENT_MAX_FRAME;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Waiting,
     Connecting,
-    /// HELLO and JOIN sent; waiting for both answers.
+    /// Greeting sent (HELLO and JOINs, SUBSCRIBE, CONNECT + SUBs + PING);
+    /// waiting for its answers.
     Greeting,
     Ready,
     Closed,
@@ -45,7 +44,9 @@ struct Client {
     delivered: u64,
     seq: u64,
     last_send: Instant,
-    /// Where `"content":` was found in the last delivery.
+    /// Answers to the greeting so far (see [`dialect::acks_needed`]).
+    acks: usize,
+    /// Where `"content":` was found in the last Relay delivery.
     content_hint: usize,
     /// This client's publish frame, fields filled per message.
     frame: Vec<u8>,
@@ -77,10 +78,9 @@ impl Worker {
             .map(|&index| {
                 let room = index / plan.room_size;
                 let (frame, at) = match plan.publish {
-                    Some(p) => content::publish_frame(
-                        &format!("{}{room}", plan.room_prefix),
-                        p.content_len,
-                    ),
+                    Some(p) => {
+                        dialect::publish_frame(plan.system, &plan.room_name(room, 0), p.content_len)
+                    }
                     None => (Vec::new(), 0),
                 };
                 Client {
@@ -96,6 +96,7 @@ impl Worker {
                     delivered: 0,
                     seq: 0,
                     last_send: Instant::now(),
+                    acks: 0,
                     content_hint: 0,
                     frame,
                     frame_content_at: at,
@@ -109,6 +110,7 @@ impl Worker {
         let totals = Totals {
             sent_per_room: vec![0; rooms],
             members_per_room: vec![0; rooms],
+            joined_per_room: vec![0; rooms],
             ..Totals::default()
         };
         Ok(Worker {
@@ -225,6 +227,7 @@ impl Worker {
         c.partial.clear();
         c.out.clear();
         c.out_pos = 0;
+        c.acks = 0;
         self.connecting = self.connecting.saturating_sub(1);
         if c.attempts < 5 {
             c.state = State::Waiting;
@@ -252,16 +255,14 @@ impl Worker {
             }
             let _ = stream.set_nodelay(true);
             c.state = State::Greeting;
-            let room = format!("{}{}", self.plan.room_prefix, c.room);
-            crate::wire::push_json(
+            let rooms: Vec<String> = (0..self.plan.rooms_per_client.max(1))
+                .map(|j| self.plan.room_name(c.room, j))
+                .collect();
+            dialect::greeting(
+                self.plan.system,
                 &mut c.out,
-                MessageType::Hello,
-                &serde_json::json!({"clientVersion": "stress-swarm"}),
-            );
-            crate::wire::push_json(
-                &mut c.out,
-                MessageType::JoinRoom,
-                &serde_json::json!({ "room": room }),
+                &rooms,
+                self.plan.publish.is_some(),
             );
         }
         self.flush(i);
@@ -318,8 +319,7 @@ impl Worker {
             self.lost(i);
             return;
         }
-        // Answers may have queued frames (none today), and a greeting that
-        // finished may have unlocked more connects.
+        // Answers may have queued bytes (a PONG to NATS's PING).
         if !self.clients[i].out.is_empty() {
             self.flush(i);
         }
@@ -365,30 +365,36 @@ impl Worker {
         false
     }
 
-    /// Handles every complete frame in `bytes`; returns the bytes used.
+    /// Handles every complete message in `bytes`; returns the bytes used.
     fn process(&mut self, i: usize, bytes: &[u8], now: u64) -> usize {
+        let system = self.plan.system;
         let mut at = 0;
         let mut delivered = 0u64;
+        let mut hint = self.clients[i].content_hint;
         loop {
-            match protocol::parse_frame(&bytes[at..], CLIENT_MAX_FRAME) {
-                Ok(Some((frame, len))) => {
-                    at += len;
-                    if frame.kind != MessageType::Message {
-                        self.answer(i, &frame);
-                    } else if self.deliver(i, &frame, now) {
-                        delivered += 1;
+            match dialect::next_event(system, &bytes[at..], &mut hint) {
+                Ok(Some((event, used))) => {
+                    at += used;
+                    match event {
+                        Event::Delivery(content) => {
+                            if self.deliver(i, content, now) {
+                                delivered += 1;
+                            }
+                        }
+                        other => self.answer(i, other),
                     }
                 }
                 Ok(None) => break,
                 Err(_) => {
-                    // Not a frame stream: count it, and drop what is
-                    // buffered, as no frame boundary in it can be trusted.
+                    // Not the protocol: count it, and drop what is
+                    // buffered, as no boundary in it can be trusted.
                     self.totals.foreign += 1;
                     at = bytes.len();
                     break;
                 }
             }
         }
+        self.clients[i].content_hint = hint;
         if delivered > 0 {
             self.totals.delivered += delivered;
             self.totals.last_delivery_ns = now;
@@ -397,33 +403,22 @@ impl Worker {
         at
     }
 
-    /// A MESSAGE for client `i`; returns whether it was a delivery.
+    /// A delivery's content for client `i`; returns whether it counts (a
+    /// client's own message coming back, which only Redis does, does not).
     ///
-    /// This runs for every delivery, tens of millions a second, so it finds
-    /// the content at a known place and reads fixed-width fields, parsing no
-    /// JSON and allocating nothing. Only a delivery has a `content` key, so
-    /// a MESSAGE where it is found is one; anything else (a member event, or
-    /// something foreign) is rare and gets the full parse of
-    /// [`server_message`].
+    /// This runs for every delivery, tens of millions a second, so it reads
+    /// fixed-width fields at known places, parsing no JSON and allocating
+    /// nothing.
     #[inline]
-    fn deliver(&mut self, i: usize, frame: &Frame<'_>, now: u64) -> bool {
+    fn deliver(&mut self, i: usize, content: &[u8], now: u64) -> bool {
         let c = &mut self.clients[i];
-        let found = if frame.flags.is_json() {
-            find_content(frame.payload, &mut c.content_hint)
-        } else {
-            None
-        };
-        let Some(content) = found else {
-            if server_message::is_member_event(frame.flags, frame.payload) {
-                self.totals.member_events += 1;
-            } else {
-                self.totals.foreign += 1;
-            }
-            return false;
-        };
-        c.delivered += 1;
         let seq = content::digits(&content[content::SEQ..content::SEQ + 10]);
         let pos = content::digits(&content[content::POS..content::POS + 6]);
+        if self.plan.publish.is_some() && pos == Some(c.position as u64) {
+            self.totals.echoes += 1;
+            return false;
+        }
+        c.delivered += 1;
         match (seq, pos) {
             (Some(seq), Some(pos)) if (pos as usize) < c.next_seq.len() => {
                 let slot = &mut c.next_seq[pos as usize];
@@ -446,30 +441,49 @@ impl Worker {
         true
     }
 
-    /// A frame other than a MESSAGE: HELLO answer, JOIN ack, ERROR, ...
-    fn answer(&mut self, i: usize, frame: &Frame<'_>) {
-        match frame.kind {
-            MessageType::Error => {
-                let code = serde_json::from_slice::<protocol::ErrorPayload>(frame.payload)
-                    .map(|e| e.code.to_string())
-                    .unwrap_or_else(|_| "UNREADABLE".into());
+    /// Anything but a delivery: greeting answers, errors, pings, events.
+    fn answer(&mut self, i: usize, event: Event<'_>) {
+        match event {
+            Event::Error(code) => {
                 *self.totals.errors.entry(code).or_default() += 1;
             }
-            MessageType::JoinRoom => {
+            Event::Ack { members } => {
+                let needed =
+                    dialect::acks_needed(self.plan.system, self.plan.rooms_per_client.max(1));
                 let c = &mut self.clients[i];
-                if c.state == State::Greeting {
-                    let members = serde_json::from_slice::<protocol::RoomReply>(frame.payload)
-                        .map(|r| r.members)
-                        .unwrap_or(0);
-                    let slot = &mut self.totals.members_per_room[c.room];
-                    *slot = (*slot).max(members);
-                    self.live.room_members[c.room].fetch_max(members, Ordering::AcqRel);
+                if c.state != State::Greeting {
+                    return;
+                }
+                c.acks += 1;
+                // Relay's first JOIN answer is the client's own room's, and
+                // says how many members it has; the peers don't say, so
+                // their members are counted as they are confirmed.
+                if c.acks == 1 {
+                    let room = c.room;
+                    match members {
+                        Some(members) => {
+                            let slot = &mut self.totals.members_per_room[room];
+                            *slot = (*slot).max(members);
+                            self.live.room_members[room].fetch_max(members, Ordering::AcqRel);
+                        }
+                        None => {
+                            self.totals.joined_per_room[room] += 1;
+                            self.live.room_members[room].fetch_add(1, Ordering::AcqRel);
+                        }
+                    }
+                }
+                if c.acks >= needed {
                     c.state = State::Ready;
                     self.connecting = self.connecting.saturating_sub(1);
                     self.live.joined.fetch_add(1, Ordering::AcqRel);
                 }
             }
-            _ => {}
+            Event::Ping => {
+                dialect::pong(self.plan.system, &mut self.clients[i].out);
+            }
+            Event::MemberEvent => self.totals.member_events += 1,
+            Event::Foreign => self.totals.foreign += 1,
+            Event::Delivery(_) | Event::Other => {}
         }
     }
 
@@ -531,7 +545,7 @@ impl Worker {
         for i in 0..self.clients.len() {
             let c = &mut self.clients[i];
             if c.state == State::Ready && c.out.is_empty() && c.last_send.elapsed() >= every {
-                let _ = protocol::encode(&mut c.out, MessageType::Heartbeat, Flags::NONE, b"");
+                dialect::heartbeat(self.plan.system, &mut c.out);
                 c.last_send = Instant::now();
                 self.flush(i);
             }

@@ -1,0 +1,164 @@
+//! The server a workload runs against, and how to get a fresh one: Relay
+//! (a child `relay-server`, in-process, or at an address), or a peer (a
+//! child `redis-server` / `nats-server`, or at an address).
+//!
+//! CPU and memory figures are read from the server's own process: a child,
+//! or `--server-pid`. An in-process server shares this process with the
+//! clients, so its CPU is not measured and its memory includes them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::error::Result;
+use crate::peer::System;
+use crate::peer::servers::PeerServer;
+use crate::sys::{CpuMeter, ProcStatus};
+use crate::target::Target;
+
+/// How to get a server of one system.
+#[derive(Debug, Clone)]
+pub enum Launch {
+    /// Start `relay-server` from this binary as a child.
+    RelayChild(PathBuf),
+    /// Start Relay in this process.
+    RelayInProcess(server::Config),
+    /// Start `redis-server` or `nats-server` from this binary as a child.
+    Peer(System, PathBuf),
+    /// Someone else's server (every workload shares it).
+    External {
+        system: System,
+        addr: SocketAddr,
+        pid: Option<u32>,
+    },
+}
+
+impl Launch {
+    pub fn system(&self) -> System {
+        match self {
+            Launch::RelayChild(_) | Launch::RelayInProcess(_) => System::Relay,
+            Launch::Peer(system, _) | Launch::External { system, .. } => *system,
+        }
+    }
+
+    /// A server ready for clients; room for `max_connections` of them when
+    /// this tool starts it.
+    pub fn start(&self, max_connections: usize) -> Result<Subject> {
+        let system = self.system();
+        let (addr, pid, owner) = match self {
+            Launch::RelayChild(binary) => {
+                let args = vec!["--max-connections".to_owned(), max_connections.to_string()];
+                let target = Target::child(binary, &args)?;
+                let pid = target.pid();
+                (target.addr(), pid, Owner::Relay(target))
+            }
+            Launch::RelayInProcess(config) => {
+                let config = server::Config {
+                    max_connections,
+                    ..config.clone()
+                };
+                let target = Target::in_process(config)?;
+                (target.addr(), None, Owner::Relay(target))
+            }
+            Launch::Peer(system, binary) => {
+                let peer = PeerServer::start(*system, binary, max_connections)?;
+                (peer.addr, Some(peer.pid()), Owner::Peer(peer))
+            }
+            Launch::External { addr, pid, .. } => (*addr, *pid, Owner::External),
+        };
+        Ok(Subject {
+            system,
+            addr,
+            pid,
+            owner,
+        })
+    }
+}
+
+enum Owner {
+    Relay(Target),
+    Peer(PeerServer),
+    External,
+}
+
+/// A server under test.
+pub struct Subject {
+    pub system: System,
+    pub addr: SocketAddr,
+    /// The server's own process, when it has one this tool knows.
+    pub pid: Option<u32>,
+    owner: Owner,
+}
+
+impl std::fmt::Debug for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Subject({})", self.describe())
+    }
+}
+
+impl Subject {
+    /// What the server is, for the report.
+    pub fn describe(&self) -> String {
+        match &self.owner {
+            Owner::Relay(target) => format!("Relay: {}", target.describe()),
+            Owner::Peer(peer) => format!(
+                "{}: {} (pid {}) on {}",
+                self.system.name(),
+                peer.binary.display(),
+                peer.pid(),
+                self.addr
+            ),
+            Owner::External => match self.pid {
+                Some(pid) => format!("{} at {} (pid {pid})", self.system.name(), self.addr),
+                None => format!("{} at {}", self.system.name(), self.addr),
+            },
+        }
+    }
+
+    /// `child`, `in_process` or `remote`, for the JSON line.
+    pub fn mode(&self) -> &'static str {
+        match &self.owner {
+            Owner::Relay(target) => target.mode(),
+            Owner::Peer(_) => "child",
+            Owner::External => "remote",
+        }
+    }
+
+    /// Whether the server runs in this process (its CPU can't be told from
+    /// the clients', and its memory includes theirs).
+    pub fn in_process(&self) -> bool {
+        matches!(&self.owner, Owner::Relay(target) if target.memory_includes_client())
+    }
+
+    /// Starts measuring the server's CPU; `None` when it has no process of
+    /// its own this tool knows.
+    pub fn cpu(&self) -> Option<CpuMeter> {
+        CpuMeter::start(self.pid?)
+    }
+
+    /// The server's memory: its process's, or this one's when in-process.
+    pub fn memory(&self) -> Option<ProcStatus> {
+        match (&self.owner, self.pid) {
+            (Owner::Relay(target), _) => target.memory(),
+            (_, Some(pid)) => ProcStatus::read(Some(pid)),
+            _ => None,
+        }
+    }
+
+    /// Why CPU or memory figures are missing, for the report.
+    pub fn why_unmeasured(&self) -> &'static str {
+        if self.in_process() {
+            "the server runs in this process; build relay-server (cargo build --release -p server) or pass --addr and --server-pid"
+        } else {
+            "pass --server-pid to read the server's /proc entry"
+        }
+    }
+
+    /// Stops a server this tool started.
+    pub fn stop(self) {
+        match self.owner {
+            Owner::Relay(target) => target.stop(),
+            Owner::Peer(peer) => peer.stop(),
+            Owner::External => {}
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! `redis-server` and `nats-server` started as child processes on loopback,
+//! for `bench --compare`.
+//!
+//! Redis runs with persistence off (`--save '' --appendonly no`); NATS with
+//! its defaults. Each gets a port picked here (bound on 127.0.0.1:0 and
+//! released), and is ready once it accepts a connection.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::System;
+use crate::error::{Context, Error, Result};
+
+/// The binary that serves `system`'s protocol, by its Debian name.
+pub fn binary_name(system: System) -> &'static str {
+    match system {
+        System::Relay => "relay-server",
+        System::Redis => "redis-server",
+        System::Nats => "nats-server",
+    }
+}
+
+/// Looks `name` up on PATH, then in the sbin folders Debian installs daemons
+/// to (`nats-server` is in /usr/sbin, often not on a user's PATH).
+pub fn find_binary(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A peer server run as a child process.
+#[derive(Debug)]
+pub struct PeerServer {
+    pub system: System,
+    pub addr: SocketAddr,
+    pub binary: PathBuf,
+    child: Child,
+    /// The last lines it wrote, for error messages.
+    log_tail: Arc<Mutex<Vec<String>>>,
+}
+
+impl PeerServer {
+    /// Starts `binary` for `system` on a free loopback port, room for
+    /// `max_connections` clients, and waits (10 s at most) until it accepts
+    /// connections.
+    pub fn start(system: System, binary: &Path, max_connections: usize) -> Result<PeerServer> {
+        let port = free_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut command = Command::new(binary);
+        match system {
+            System::Redis => {
+                command
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                    .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                    .args(["--maxclients", &max_connections.max(10_000).to_string()]);
+            }
+            System::Nats => {
+                command.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+            }
+            System::Relay => {
+                return Err(Error::new(
+                    "Relay is started through target::Target::child, not as a peer",
+                ));
+            }
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context(format!("starting {}", binary.display()))?;
+        let log_tail = Arc::new(Mutex::new(Vec::new()));
+        for output in [
+            child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|o| Box::new(o) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tail = Arc::clone(&log_tail);
+            std::thread::spawn(move || {
+                for line in BufReader::new(output).lines().map_while(|l| l.ok()) {
+                    if let Ok(mut tail) = tail.lock() {
+                        if tail.len() >= 20 {
+                            tail.remove(0);
+                        }
+                        tail.push(line);
+                    }
+                }
+            });
+        }
+        let mut server = PeerServer {
+            system,
+            addr,
+            binary: binary.to_path_buf(),
+            child,
+            log_tail,
+        };
+        let started = Instant::now();
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(server);
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(Error::new(format!(
+                    "{} exited with {status} before listening on {addr}:\n{}",
+                    binary.display(),
+                    server.log()
+                )));
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                let log = server.log();
+                server.stop();
+                return Err(Error::new(format!(
+                    "{} did not listen on {addr} within 10 s:\n{log}",
+                    binary.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log(&self) -> String {
+        self.log_tail
+            .lock()
+            .map(|t| t.join("\n"))
+            .unwrap_or_default()
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s.
+    pub fn stop(mut self) {
+        let _ = crate::sys::terminate(self.pid());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port nobody listens on now (the kernel's pick for port 0).
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port on 127.0.0.1")?;
+    Ok(listener
+        .local_addr()
+        .context("finding a free port on 127.0.0.1")?
+        .port())
+}
