@@ -87,6 +87,7 @@ impl Server {
     /// Serves until shut down; returns once every connection is closed (or
     /// was cut after the shutdown flush bound).
     pub fn run(self) -> io::Result<()> {
+        start_housekeeping(&self.shared);
         let next_id = AtomicU64::new(1);
         let mut last_warning: Option<Instant> = None;
         while !self.shared.shutting_down.load(Ordering::Acquire) {
@@ -230,6 +231,26 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, id: u64) {
     match Tcp::new(stream, shared.config.write_timeout) {
         Ok(transport) => crate::conn::start::start(shared, transport, id, addr),
         Err(error) => log::warn!("{addr}: socket setup failed: {error}"),
+    }
+}
+
+/// Starts the thread that does the server's periodic chores (today: giving
+/// memory back after a crowd leaves); it ends with the server.
+fn start_housekeeping(shared: &Arc<Shared>) {
+    let shared = Arc::clone(shared);
+    let started = std::thread::Builder::new()
+        .name("relay-housekeeping".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            while !shared.shutting_down.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_secs(1));
+                shared.trim_after_crowd();
+            }
+        });
+    if let Err(error) = started {
+        log::warn!(
+            "no housekeeping thread ({error}); memory freed by departed clients stays with the server"
+        );
     }
 }
 

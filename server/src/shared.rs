@@ -29,9 +29,6 @@ pub(crate) struct Shared {
     pub(crate) local_addr: SocketAddr,
     /// The most connections open at once since the heap was last trimmed.
     crowd: AtomicU64,
-    /// When the heap was last trimmed, as milliseconds since `started`.
-    trimmed_at_ms: AtomicU64,
-    started: Instant,
 }
 
 impl Shared {
@@ -46,8 +43,6 @@ impl Shared {
             max_connections,
             local_addr,
             crowd: AtomicU64::new(0),
-            trimmed_at_ms: AtomicU64::new(0),
-            started: Instant::now(),
         }
     }
 
@@ -56,29 +51,23 @@ impl Shared {
         self.crowd.fetch_max(live, Ordering::Relaxed);
     }
 
-    /// After a connection closed with `live` left: once at least half the
-    /// crowd has gone (and at most once a second), gives the memory they
-    /// freed back to the system. A server that grows for a crowd and then
-    /// shrinks does not keep the crowd's footprint.
-    pub(crate) fn departed(&self, live: u64) {
+    /// Once at least half the crowd has gone since the last look, gives
+    /// the memory they freed back to the system, so a server that grew for
+    /// a crowd does not keep the crowd's footprint. Called by the
+    /// housekeeping thread, once a second: a crowd leaves faster than that,
+    /// and its threads free their memory only as they exit, after their
+    /// connection is counted closed.
+    pub(crate) fn trim_after_crowd(&self) {
         /// Below this crowd, what could be returned is not worth a trim.
         const SMALL_CROWD: u64 = 64;
+        let live = self.counters.connections.load(Ordering::Relaxed);
         let crowd = self.crowd.load(Ordering::Relaxed);
-        if crowd < SMALL_CROWD || live > crowd / 2 {
+        let left = crowd.saturating_sub(live);
+        // Half of a sizable crowd gone, or the last of any crowd.
+        if live > crowd / 2 || (left < SMALL_CROWD && !(live == 0 && left > 0)) {
             return;
         }
-        let now = self.started.elapsed().as_millis() as u64;
-        let last = self.trimmed_at_ms.load(Ordering::Relaxed);
-        // The last one out always trims: a crowd leaves faster than once
-        // a second.
-        if (live > 0 && now.saturating_sub(last) < 1000)
-            || self
-                .trimmed_at_ms
-                .compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-        {
-            return;
-        }
+        // The next trim waits for half of those still here to leave.
         self.crowd.store(live, Ordering::Relaxed);
         crate::sys::memory::release_free_heap();
     }

@@ -1,6 +1,7 @@
-//! The bench against real Redis and NATS servers, when they are installed
-//! (`apt-get install redis-server nats-server`); each test says so and
-//! passes when its server isn't there, as in CI.
+//! The bench against real Redis and NATS servers
+//! (`apt-get install redis-server nats-server`). `.ci/run` installs both, and
+//! under CI (`CI` set) a missing server fails the test; on a developer's
+//! machine without them, each test says so and skips.
 
 use std::time::Duration;
 
@@ -40,6 +41,10 @@ fn quick(system: System, server: &PeerServer) -> bench::Options {
 fn run_against(system: System) {
     let name = binary_name(system);
     let Some(binary) = find_binary(name) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is not installed; .ci/run installs it (apt-get install redis-server nats-server)"
+        );
         eprintln!(
             "{name} is not installed; skipping the {} bench test",
             system.name()

@@ -97,7 +97,6 @@ pub(crate) fn thread_finished(shared: &Shared, peer: &Arc<Peer>) {
             "c{id}: disconnected from {addr} ({reason}; {bytes_in} bytes in, {bytes_out} bytes out)"
         ),
     }
-    let live = shared.counters.connections.fetch_sub(1, Relaxed) - 1;
+    shared.counters.connections.fetch_sub(1, Relaxed);
     shared.unregister(id);
-    shared.departed(live);
 }
