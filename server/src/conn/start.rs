@@ -14,12 +14,13 @@ use super::teardown;
 use super::transport::Transport;
 use super::writer::Writer;
 use crate::shared::Shared;
-use crate::sys::thread::{Closure, Job, spawn};
+use crate::sys::pool::Pool;
+use crate::sys::thread::{Closure, Job};
 
-/// Stack of a reader thread: enough for serde_json at its nesting limit.
-const READER_STACK: usize = 256 * 1024;
-/// Stack of a writer thread, which only moves bytes.
-const WRITER_STACK: usize = 64 * 1024;
+/// Reader threads: stacks big enough for serde_json at its nesting limit.
+static READERS: Pool = Pool::new(256 * 1024);
+/// Writer threads, which only move bytes.
+static WRITERS: Pool = Pool::new(64 * 1024);
 
 impl Job for Writer {
     fn run(self) {
@@ -58,7 +59,7 @@ pub(crate) fn start(shared: &Arc<Shared>, transport: impl Transport, id: u64, ad
         shared: Arc::clone(shared),
         peer: Arc::clone(&peer),
     };
-    if let Err((error, _)) = spawn(WRITER_STACK, writer) {
+    if let Err((error, _)) = WRITERS.spawn(writer) {
         log::warn!("c{id}: no writer thread ({error}); sending SERVER_FULL");
         refuse_without_threads(shared, &peer);
         return;
@@ -67,7 +68,7 @@ pub(crate) fn start(shared: &Arc<Shared>, transport: impl Transport, id: u64, ad
         let (shared, peer) = (Arc::clone(shared), Arc::clone(&peer));
         Closure(move || reader::run(shared, peer, read))
     };
-    if let Err((error, _)) = spawn(READER_STACK, reader) {
+    if let Err((error, _)) = READERS.spawn(reader) {
         // The writer runs: it sends the SERVER_FULL and ends the connection.
         log::warn!("c{id}: no reader thread ({error}); sending SERVER_FULL");
         peer.outbound.close(CloseReason::ServerFull);

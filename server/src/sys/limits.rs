@@ -13,6 +13,8 @@ use super::thread::MAP_AREAS_PER_THREAD;
 
 /// Resources kept back for everything that is not a connection.
 const RESERVE_FDS: u64 = 64;
+/// Also covers the idle threads the two connection-thread pools keep (2 ×
+/// `pool::MAX_IDLE`).
 const RESERVE_THREADS: u64 = 256;
 const RESERVE_MAP_AREAS: u64 = 1024;
 

@@ -6,6 +6,7 @@
 //!   stacks, two memory-map areas each) and giving idle stack pages back.
 //! - [`futex`]: sleeping on a word and waking a sleeper (a writer's
 //!   doorbell).
+//! - [`pool`]: connection threads kept for the next connection.
 //! - [`wake`]: interrupting a reader that waits for input, with a signal
 //!   whose target is guaranteed alive by the type that sends it.
 //! - [`socket`]: what `std` does not expose about a TCP socket.
@@ -30,6 +31,7 @@ pub(crate) mod alloc_count;
 pub(crate) mod futex;
 pub(crate) mod limits;
 pub(crate) mod memory;
+pub(crate) mod pool;
 pub mod signals;
 pub(crate) mod socket;
 pub(crate) mod thread;
