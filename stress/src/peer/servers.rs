@@ -50,7 +50,24 @@ impl PeerServer {
     /// `max_connections` clients, and waits (10 s at most) until it accepts
     /// connections.
     pub fn start(system: System, binary: &Path, max_connections: usize) -> Result<PeerServer> {
-        let port = free_port()?;
+        // A free port can be taken by another program between our look and
+        // the server's bind; the server then exits, and we try another.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match PeerServer::start_on(system, binary, max_connections, free_port()?) {
+                Err(error) if attempt < 5 && error.to_string().contains("exited with") => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn start_on(
+        system: System,
+        binary: &Path,
+        max_connections: usize,
+        port: u16,
+    ) -> Result<PeerServer> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut command = Command::new(binary);
         match system {
@@ -110,7 +127,9 @@ impl PeerServer {
         };
         let started = Instant::now();
         loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            // Listening is not enough: the port may be someone else's. The
+            // server must answer in its own protocol.
+            if answers(system, addr) {
                 return Ok(server);
             }
             if let Ok(Some(status)) = server.child.try_wait() {
@@ -159,6 +178,30 @@ impl PeerServer {
 }
 
 /// A loopback port nobody listens on now (the kernel's pick for port 0).
+/// Whether the server at `addr` speaks `system`'s protocol: Redis answers
+/// `PING` with `+PONG`, NATS greets with an `INFO` line.
+fn answers(system: System, addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    if stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .is_err()
+    {
+        return false;
+    }
+    let (request, expected): (&[u8], &[u8]) = match system {
+        System::Redis => (b"PING\r\n", b"+PONG"),
+        System::Nats => (b"", b"INFO "),
+        System::Relay => return false,
+    };
+    if !request.is_empty() && std::io::Write::write_all(&mut stream, request).is_err() {
+        return false;
+    }
+    let mut got = vec![0u8; expected.len()];
+    std::io::Read::read_exact(&mut stream, &mut got).is_ok() && got == expected
+}
+
 fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port on 127.0.0.1")?;
     Ok(listener
