@@ -299,9 +299,16 @@ impl Session {
     #[inline(never)]
     pub(crate) fn leave_all_rooms(&mut self) {
         self.flush();
+        if self.rooms.is_empty() {
+            return;
+        }
         let rooms: Vec<Arc<str>> = self.rooms.drain().collect();
-        for room in rooms {
-            self.depart(room);
+        let shared = Arc::clone(&self.shared);
+        let told = shared
+            .rooms
+            .leave_all(rooms, self.outbound.id(), &shared.counters);
+        for room in told {
+            self.member_event(room, MemberChange::Left);
         }
     }
 
