@@ -338,3 +338,175 @@ fn log_frames(id: u64, pending: &[Arc<Batch>], offset: usize) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A write half that takes at most `budget` bytes per call now
+    /// (`WouldBlock` at 0), and records everything written, in order.
+    #[derive(Clone, Default)]
+    struct Script {
+        written: Arc<Mutex<Vec<u8>>>,
+        budget: Arc<AtomicUsize>,
+        closed: Arc<AtomicUsize>,
+    }
+
+    impl WriteHalf for Script {
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let mut out = self.written.lock();
+            let mut n = 0;
+            for buf in bufs {
+                out.extend_from_slice(buf);
+                n += buf.len();
+            }
+            Ok(n)
+        }
+
+        fn write_vectored_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let budget = self.budget.load(Ordering::Relaxed);
+            if budget == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut out = self.written.lock();
+            let mut n = 0;
+            for buf in bufs {
+                let take = buf.len().min(budget - n);
+                out.extend_from_slice(&buf[..take]);
+                n += take;
+                if n == budget {
+                    break;
+                }
+            }
+            Ok(n)
+        }
+
+        fn close_write(&mut self) {
+            self.closed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The queue's side of the accounting, recorded.
+    #[derive(Default)]
+    struct Ledger {
+        written: AtomicUsize,
+        rings: AtomicUsize,
+    }
+
+    impl Accounts for Ledger {
+        fn id(&self) -> u64 {
+            1
+        }
+
+        fn written(&self, len: usize) {
+            self.written.fetch_add(len, Ordering::Relaxed);
+        }
+
+        fn reserve_unbounded(&self, _len: usize) {}
+
+        fn ring(&self) {
+            self.rings.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn batch(byte: u8, len: usize) -> Arc<Batch> {
+        Arc::new(Batch {
+            bytes: vec![byte; len],
+            frames: 1,
+        })
+    }
+
+    fn setup(budget: usize) -> (Output, crossbeam_channel::Sender<Outgoing>, Script) {
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let output = Output::new(rx);
+        let script = Script::default();
+        script.budget.store(budget, Ordering::Relaxed);
+        output.attach(Box::new(script.clone()));
+        (output, tx, script)
+    }
+
+    #[test]
+    fn a_publisher_writes_everything_when_the_socket_takes_it() {
+        let (output, tx, script) = setup(usize::MAX);
+        let ledger = Ledger::default();
+        let counters = Counters::default();
+        tx.send(batch(1, 10)).unwrap();
+        tx.send(batch(2, 5)).unwrap();
+        assert_eq!(output.flush_now(&ledger, &counters), Flushed::All);
+        assert_eq!(*script.written.lock(), [vec![1; 10], vec![2; 5]].concat());
+        assert_eq!(ledger.written.load(Ordering::Relaxed), 15);
+        assert_eq!(ledger.rings.load(Ordering::Relaxed), 0, "no writer woken");
+        assert!(!output.has_work());
+    }
+
+    #[test]
+    fn a_partial_write_is_finished_by_the_writer_in_order() {
+        let (output, tx, script) = setup(7);
+        let ledger = Ledger::default();
+        let counters = Counters::default();
+        tx.send(batch(1, 10)).unwrap();
+        tx.send(batch(2, 5)).unwrap();
+        assert_eq!(output.flush_now(&ledger, &counters), Flushed::Handed);
+        assert_eq!(
+            ledger.rings.load(Ordering::Relaxed),
+            1,
+            "the writer is rung"
+        );
+        // Another publisher finds the leftover and leaves it to the writer.
+        tx.send(batch(3, 4)).unwrap();
+        assert_eq!(output.flush_now(&ledger, &counters), Flushed::Handed);
+        assert_eq!(script.written.lock().len(), 7);
+        // The writer picks up where the publisher stopped.
+        assert!(output.write_waiting(&ledger, &counters).unwrap());
+        assert_eq!(
+            *script.written.lock(),
+            [vec![1; 10], vec![2; 5], vec![3; 4]].concat()
+        );
+        assert_eq!(ledger.written.load(Ordering::Relaxed), 19);
+        assert_eq!(counters.frames_out.load(Relaxed), 3);
+    }
+
+    #[test]
+    fn a_socket_that_would_block_hands_everything_to_the_writer() {
+        let (output, tx, script) = setup(0);
+        let ledger = Ledger::default();
+        let counters = Counters::default();
+        tx.send(batch(1, 3)).unwrap();
+        assert_eq!(output.flush_now(&ledger, &counters), Flushed::Handed);
+        assert!(script.written.lock().is_empty());
+        assert!(output.has_work());
+        assert!(output.write_waiting(&ledger, &counters).unwrap());
+        assert_eq!(*script.written.lock(), vec![1; 3]);
+    }
+
+    #[test]
+    fn the_final_error_is_last_and_nothing_follows_it() {
+        let (output, tx, script) = setup(usize::MAX);
+        let ledger = Ledger::default();
+        let counters = Counters::default();
+        tx.send(batch(1, 4)).unwrap();
+        assert!(output.finish(&ledger, &counters, Some(batch(9, 2))));
+        assert_eq!(*script.written.lock(), [vec![1; 4], vec![9; 2]].concat());
+        assert_eq!(script.closed.load(Ordering::Relaxed), 1);
+        // The queue is disconnected, and later flushes write nothing.
+        assert!(tx.send(batch(5, 1)).is_err());
+        assert_eq!(output.flush_now(&ledger, &counters), Flushed::Handed);
+        assert!(!output.write_waiting(&ledger, &counters).unwrap());
+        assert_eq!(script.written.lock().len(), 6);
+    }
+
+    #[test]
+    fn without_a_socket_nothing_is_taken_from_the_queue() {
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let output = Output::new(rx.clone());
+        tx.send(batch(1, 1)).unwrap();
+        let ledger = Ledger::default();
+        assert_eq!(
+            output.flush_now(&ledger, &Counters::default()),
+            Flushed::Handed
+        );
+        assert_eq!(rx.len(), 1);
+    }
+}
