@@ -24,6 +24,7 @@
 
 pub mod bench;
 pub mod chaos;
+pub mod child;
 pub mod error;
 pub mod fragmentation;
 pub mod histogram;

@@ -1,11 +1,11 @@
 //! The server under test: started in-process on an ephemeral port, spawned as
 //! a child process from the server binary, or reached at an address.
 
+use crate::child::LogTail;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use protocol::Stats;
@@ -181,8 +181,6 @@ struct ChildServer {
     child: Child,
     addr: SocketAddr,
     binary: PathBuf,
-    /// The last lines the server wrote to stderr, for error messages.
-    log_tail: Arc<Mutex<Vec<String>>>,
 }
 
 impl ChildServer {
@@ -196,7 +194,7 @@ impl ChildServer {
             .stderr(Stdio::piped())
             .spawn()
             .context(format!("starting {}", binary.display()))?;
-        let log_tail = Arc::new(Mutex::new(Vec::new()));
+        let log_tail = LogTail::default();
         let (tx, rx) = std::sync::mpsc::channel();
         if let Some(stdout) = child.stdout.take() {
             std::thread::spawn(move || {
@@ -208,17 +206,7 @@ impl ChildServer {
             });
         }
         if let Some(stderr) = child.stderr.take() {
-            let tail = Arc::clone(&log_tail);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-                    if let Ok(mut tail) = tail.lock() {
-                        if tail.len() >= 20 {
-                            tail.remove(0);
-                        }
-                        tail.push(line);
-                    }
-                }
-            });
+            log_tail.follow(stderr);
         }
         let started = Instant::now();
         let addr = loop {
@@ -230,7 +218,7 @@ impl ChildServer {
                 }
                 Err(_) => {
                     if let Ok(Some(status)) = child.try_wait() {
-                        let tail = log_tail.lock().map(|t| t.join("\n")).unwrap_or_default();
+                        let tail = log_tail.text();
                         return Err(Error::new(format!(
                             "{} exited with {status} before listening:\n{tail}",
                             binary.display()
@@ -250,7 +238,6 @@ impl ChildServer {
             child,
             addr,
             binary: binary.to_path_buf(),
-            log_tail,
         })
     }
 
@@ -259,16 +246,6 @@ impl ChildServer {
     }
 
     fn stop(mut self) {
-        let _ = crate::sys::terminate(self.pid());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = &self.log_tail;
+        crate::child::stop(&mut self.child);
     }
 }

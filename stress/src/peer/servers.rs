@@ -5,14 +5,13 @@
 //! its defaults. Each gets a port picked here (bound on 127.0.0.1:0 and
 //! released), and is ready once it accepts a connection.
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::System;
+use crate::child::LogTail;
 use crate::error::{Context, Error, Result};
 
 /// The binary that serves `system`'s protocol, by its Debian name.
@@ -42,7 +41,7 @@ pub struct PeerServer {
     pub binary: PathBuf,
     child: Child,
     /// The last lines it wrote, for error messages.
-    log_tail: Arc<Mutex<Vec<String>>>,
+    log_tail: LogTail,
 }
 
 impl PeerServer {
@@ -92,31 +91,12 @@ impl PeerServer {
             .stderr(Stdio::piped())
             .spawn()
             .context(format!("starting {}", binary.display()))?;
-        let log_tail = Arc::new(Mutex::new(Vec::new()));
-        for output in [
-            child
-                .stdout
-                .take()
-                .map(|o| Box::new(o) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|o| Box::new(o) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let tail = Arc::clone(&log_tail);
-            std::thread::spawn(move || {
-                for line in BufReader::new(output).lines().map_while(|l| l.ok()) {
-                    if let Ok(mut tail) = tail.lock() {
-                        if tail.len() >= 20 {
-                            tail.remove(0);
-                        }
-                        tail.push(line);
-                    }
-                }
-            });
+        let log_tail = LogTail::default();
+        if let Some(stdout) = child.stdout.take() {
+            log_tail.follow(stdout);
+        }
+        if let Some(stderr) = child.stderr.take() {
+            log_tail.follow(stderr);
         }
         let mut server = PeerServer {
             system,
@@ -156,24 +136,12 @@ impl PeerServer {
     }
 
     fn log(&self) -> String {
-        self.log_tail
-            .lock()
-            .map(|t| t.join("\n"))
-            .unwrap_or_default()
+        self.log_tail.text()
     }
 
     /// SIGTERM, then SIGKILL after 10 s.
     pub fn stop(mut self) {
-        let _ = crate::sys::terminate(self.pid());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::child::stop(&mut self.child);
     }
 }
 
