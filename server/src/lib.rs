@@ -36,6 +36,9 @@
 mod config;
 mod conn;
 mod counters;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod rooms;
 mod server;
 mod shared;

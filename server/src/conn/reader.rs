@@ -159,7 +159,7 @@ fn serve<R: ReadHalf>(
 
 /// Hands every complete frame of the decoder to the session; returns how
 /// that went and how many frames there were.
-fn handle_frames(session: &mut Session, decoder: &mut Decoder) -> (Served, u64) {
+pub(crate) fn handle_frames(session: &mut Session, decoder: &mut Decoder) -> (Served, u64) {
     let mut frames = 0;
     loop {
         match decoder.next_frame() {

@@ -78,6 +78,12 @@ impl Session {
         &self.connection_id
     }
 
+    /// The rooms this connection is in, as the session knows them.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn rooms(&self) -> impl Iterator<Item = &str> {
+        self.rooms.iter().map(|room| &**room)
+    }
+
     /// Starts a read of `len` bytes at `now_ms`: deliveries are stamped with
     /// it, and the batch it gathers is sized from it.
     pub(crate) fn begin_read(&mut self, len: usize, now_ms: u64) {

@@ -1,0 +1,219 @@
+//! A harness for fuzzing request handling without sockets (cargo feature
+//! `fuzzing`; not part of the supported API). Several clients talk to one
+//! set of rooms; each client's bytes go through the decoder and the session
+//! exactly as the reader hands them over, and after every step the harness
+//! checks what each client would receive:
+//!
+//! - every frame parses, and none is longer than `maxFrameSize` (SPEC.md 2);
+//! - every JSON payload is valid JSON;
+//! - the rooms the sessions believe they are in are the registry's rooms.
+//!
+//! A broken invariant panics, which the fuzzer reports as a crash.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+use protocol::{Decoder, Flags, parse_frame};
+
+use crate::config::Config;
+use crate::conn::outbound::{Outbound, Outgoing, QueueLimits};
+use crate::conn::reader::handle_frames;
+use crate::conn::session::Session;
+use crate::shared::Shared;
+
+/// The largest frame in the fuzzed server: small, so limits are reached.
+const MAX_FRAME: u32 = 2048;
+
+struct Client {
+    session: Session,
+    decoder: Decoder,
+    outbound: Arc<Outbound>,
+    rx: Receiver<Outgoing>,
+    closed: bool,
+}
+
+/// Several in-memory clients of one in-memory server.
+pub struct Harness {
+    shared: Arc<Shared>,
+    clients: Vec<Client>,
+}
+
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Harness({} clients)", self.clients.len())
+    }
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Harness::new(3)
+    }
+}
+
+impl Harness {
+    /// A server with `clients` connections (1 to 8).
+    pub fn new(clients: usize) -> Harness {
+        let config = Config {
+            max_frame: MAX_FRAME,
+            max_rooms_per_connection: 8,
+            queue_items: 8,
+            queue_bytes: 64 * 1024,
+            stall_timeout: std::time::Duration::ZERO,
+            ..Config::default()
+        };
+        let config = match config.validate() {
+            Ok(config) => config,
+            Err(error) => panic!("the harness's own settings are invalid: {error}"),
+        };
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let shared = Arc::new(Shared::new(config, 16, addr));
+        let clients = (1..=clients.clamp(1, 8) as u64)
+            .map(|id| {
+                let limits = QueueLimits {
+                    items: shared.config.queue_items,
+                    bytes: shared.config.queue_bytes,
+                };
+                let (outbound, rx) = Outbound::new(id, limits);
+                Client {
+                    session: Session::new(Arc::clone(&shared), Arc::clone(&outbound)),
+                    decoder: Decoder::new(MAX_FRAME),
+                    outbound,
+                    rx,
+                    closed: false,
+                }
+            })
+            .collect();
+        Harness { shared, clients }
+    }
+
+    /// Client `index` (modulo the number of clients) sends `bytes`, as one
+    /// read.
+    pub fn read(&mut self, index: usize, bytes: &[u8]) {
+        self.reap();
+        let at = index % self.clients.len();
+        let client = &mut self.clients[at];
+        if client.closed {
+            return;
+        }
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let buf = client.decoder.read_buf();
+            let n = buf.len().min(rest.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            client.decoder.commit(n);
+            rest = &rest[n..];
+            client.session.begin_read(n, 1_700_000_000_000);
+            let (served, _) = handle_frames(&mut client.session, &mut client.decoder);
+            if served.is_break() {
+                client.session.count_frames_in();
+                client.closed = true;
+                break;
+            }
+            client.session.end_read();
+        }
+        self.check();
+    }
+
+    /// A client closed by another's broadcast (a slow consumer) leaves its
+    /// rooms, as its reader does once woken.
+    fn reap(&mut self) {
+        for client in &mut self.clients {
+            if !client.closed && client.outbound.is_closing() {
+                client.session.leave_all_rooms();
+                client.closed = true;
+            }
+        }
+    }
+
+    /// Drains what every client was sent and checks the invariants.
+    fn check(&mut self) {
+        self.reap();
+        for client in &mut self.clients {
+            while let Ok(batch) = client.rx.try_recv() {
+                client.outbound.written(batch.bytes.len());
+                check_frames(&batch.bytes);
+            }
+            if let Some(last) = client.outbound.final_error() {
+                check_frames(&last.bytes);
+            }
+        }
+        // A closed client left its rooms; the rest are where they think.
+        let mut believed: BTreeMap<String, usize> = BTreeMap::new();
+        for client in &self.clients {
+            if client.closed {
+                continue;
+            }
+            for room in client.session.rooms() {
+                *believed.entry(room.to_owned()).or_default() += 1;
+            }
+        }
+        for (room, members) in &believed {
+            assert_eq!(
+                self.shared.rooms.members(room),
+                *members,
+                "room {room:?}: the registry and the sessions disagree"
+            );
+        }
+    }
+}
+
+fn check_frames(mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        match parse_frame(bytes, MAX_FRAME) {
+            Ok(Some((frame, used))) => {
+                if frame.flags == Flags::JSON {
+                    assert!(
+                        serde_json::from_slice::<serde::de::IgnoredAny>(frame.payload).is_ok(),
+                        "the server sent invalid JSON: {:?}",
+                        String::from_utf8_lossy(frame.payload)
+                    );
+                }
+                bytes = &bytes[used..];
+            }
+            other => panic!("the server sent a frame a strict client refuses: {other:?}"),
+        }
+    }
+}
+
+/// Runs one fuzz input: the first byte picks how many clients; then each
+/// step is `client u8 | length u8 | bytes`.
+pub fn run(data: &[u8]) {
+    let Some((&first, mut rest)) = data.split_first() else {
+        return;
+    };
+    let mut harness = Harness::new(usize::from(first % 4) + 1);
+    while let [client, len, tail @ ..] = rest {
+        let len = usize::from(*len).min(tail.len());
+        harness.read(usize::from(*client), &tail[..len]);
+        rest = &tail[len..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chat_runs_through_the_harness() {
+        let mut frames = Vec::new();
+        for (kind, payload) in [
+            (protocol::MessageType::Hello, r#"{"userId":"a"}"#),
+            (protocol::MessageType::JoinRoom, r#"{"room":"r","id":1}"#),
+            (
+                protocol::MessageType::Message,
+                r#"{"room":"r","content":[1,2]}"#,
+            ),
+        ] {
+            protocol::encode(&mut frames, kind, Flags::JSON, payload.as_bytes()).unwrap();
+        }
+        let mut harness = Harness::new(2);
+        harness.read(0, &frames);
+        harness.read(1, &frames);
+        assert_eq!(harness.shared.rooms.members("r"), 2);
+        // Garbage closes a client, which leaves its rooms.
+        harness.read(1, &[0, 0, 0, 3, 9, 9, 9]);
+        assert_eq!(harness.shared.rooms.members("r"), 1);
+        run(&[2, 0, 3, 1, 2, 3]);
+    }
+}
