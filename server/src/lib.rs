@@ -4,22 +4,27 @@
 //! The modules follow a message through the server:
 //!
 //! ```text
-//! socket → conn::transport → conn::reader → conn::session → rooms → conn::outbound → conn::writer → socket
+//! socket → conn::transport → conn::reader → conn::session → rooms → conn::outbound → conn::output → socket
 //! ```
 //!
-//! - [`server`](Server): the accept loop, admission and shutdown.
+//! - [`server`](Server): the accept loop, admission, shutdown, and the
+//!   housekeeping thread (giving memory back after a crowd leaves).
 //! - `conn/`: one connection: the transport seam, its reader thread, the
 //!   request handling (`session`, no socket), the bounded outbound queue
-//!   with the deliver-or-cut rule, its writer thread, the state machine, the
-//!   typed close reason and the one teardown.
+//!   with the deliver-or-cut rule, the shared output that publishers flush
+//!   and the writer thread finishes (sleeping on a futex `doorbell`), the
+//!   state machine, the typed close reason and the one teardown.
 //! - `rooms`: which connections are in which room; broadcast.
 //! - `shared`: what all connection threads share (settings, rooms,
 //!   counters, the registry of live connections).
 //! - [`config`](Config): settings, validated in one place.
-//! - [`counters`](Counters): the counters HELLO answers carry.
-//! - `sys/`: every `unsafe` block and OS specific (threads, the reader
-//!   wake-up, limits, socket ioctls, signals); the rest of the crate denies
-//!   `unsafe`.
+//! - [`counters`](Counters): the counters HELLO answers carry, and closes by
+//!   reason.
+//! - `sys/`: every `unsafe` block and OS specific (threads and the thread
+//!   pool, futex, the reader wake-up, limits, socket calls, signals,
+//!   `malloc_trim`); the rest of the crate denies `unsafe`.
+//! - `fuzzing` (feature `fuzzing`): the in-memory harness the fuzz target in
+//!   `server/fuzz` drives.
 //!
 //! ```no_run
 //! let config = server::Config { addr: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
