@@ -201,24 +201,44 @@ impl ShutdownHandle {
     }
 }
 
-/// Turns a connection away with SERVER_FULL, without a thread.
+/// At most this much of what a rejected client already sent is read before
+/// its socket closes: more than any honest client sends before its answer,
+/// and a bound on the work a client that keeps streaming can make the
+/// accept loop do.
+const REJECT_DRAIN: usize = 64 * 1024;
+
+/// Turns a connection away with SERVER_FULL, without a thread and without
+/// ever waiting for the client: the accept loop must stay free for everyone
+/// else, whatever a rejected client does.
 fn reject(shared: &Shared, mut stream: TcpStream, addr: SocketAddr, why: &str) {
     log::warn!("rejecting {addr}: {why}");
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
     let message = format!("{why}; try again later");
-    let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
-    if stream
-        .write_all(&Batch::error(ErrorCode::ServerFull, &message).bytes)
-        .is_ok()
-    {
+    let frame = Batch::error(ErrorCode::ServerFull, &message).bytes;
+    // A new connection's send buffer is empty: the ERROR goes in whole.
+    if matches!(stream.write(&frame), Ok(n) if n == frame.len()) {
         shared.counters.error_sent(ErrorCode::ServerFull);
     }
     let _ = stream.shutdown(Shutdown::Write);
-    // Take what the client already sent, so closing does not reset the
-    // connection before it reads the error.
-    if stream.set_nonblocking(true).is_ok() {
-        let mut sink = [0u8; 1024];
-        while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+    // Closing a socket with unread input resets it, which could destroy the
+    // ERROR before the client reads it: take what has arrived, within bounds.
+    drain_without_waiting(&mut stream, REJECT_DRAIN);
+}
+
+/// Reads what has already arrived on a non-blocking `stream`, at most
+/// about `limit` bytes, without waiting for more; returns how much.
+fn drain_without_waiting(stream: &mut impl Read, limit: usize) -> usize {
+    let mut sink = [0u8; 4096];
+    let mut total = 0;
+    while total < limit {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
+        }
     }
+    total
 }
 
 fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, id: u64) {
@@ -273,5 +293,36 @@ fn close_all(shared: &Shared) {
         }
         drop(peers);
         shared.wait_for_no_peers(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    #[test]
+    fn draining_a_rejected_client_stops_at_its_bound_while_it_streams() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server_side, _) = listener.accept().unwrap();
+        let streamer = std::thread::spawn(move || {
+            let chunk = [7u8; 16 * 1024];
+            // Streams until the server closes (the write then fails).
+            for _ in 0..1024 {
+                if client.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        });
+        // Let the client's data arrive, as it would while the server is full.
+        let mut first = [0u8; 1];
+        server_side.read_exact(&mut first).unwrap();
+        server_side.set_nonblocking(true).unwrap();
+        let drained = drain_without_waiting(&mut server_side, 64 * 1024);
+        assert!(drained <= 64 * 1024 + 4096, "drained {drained} bytes");
+        drop(server_side);
+        streamer.join().unwrap();
     }
 }
