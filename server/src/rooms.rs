@@ -77,19 +77,11 @@ impl Rooms {
     /// Removes connection `id` from `room`; deletes the room when it empties.
     /// Returns the members left.
     pub(crate) fn leave(&self, room: &str, id: u64, counters: &Counters) -> usize {
-        let mut map = self.map.write();
-        let Some(entry) = map.get_mut(room) else {
-            return 0;
-        };
-        entry.members.retain(|m| m.id() != id);
-        let left = entry.members.len();
-        if left == 0 {
-            map.remove(room);
-            counters.rooms.fetch_sub(1, Ordering::Relaxed);
-            drop(map);
+        let left = remove_member(&mut self.map.write(), room, id, counters);
+        if left == Some(0) {
             log::info!("room {room:?} deleted");
         }
-        left
+        left.unwrap_or(0)
     }
 
     /// Removes connection `id` from every room in `rooms` under one write
@@ -109,16 +101,10 @@ impl Rooms {
         {
             let mut map = self.map.write();
             for room in rooms {
-                let Some(entry) = map.get_mut(&room) else {
-                    continue;
-                };
-                entry.members.retain(|m| m.id() != id);
-                if entry.members.is_empty() {
-                    map.remove(&room);
-                    counters.rooms.fetch_sub(1, Ordering::Relaxed);
-                    deleted.push(room);
-                } else {
-                    remaining.push(room);
+                match remove_member(&mut map, &room, id, counters) {
+                    Some(0) => deleted.push(room),
+                    Some(_) => remaining.push(room),
+                    None => {}
                 }
             }
         }
@@ -167,6 +153,25 @@ impl Rooms {
         }
         stalled.settle(batch, stall, counters);
     }
+}
+
+/// Takes connection `id` out of `room` in the locked map, deleting the room
+/// when it empties; the members left, or `None` if there is no such room.
+/// Logging is the caller's, once the lock is released.
+fn remove_member(
+    map: &mut HashMap<Arc<str>, Room>,
+    room: &str,
+    id: u64,
+    counters: &Counters,
+) -> Option<usize> {
+    let entry = map.get_mut(room)?;
+    entry.members.retain(|m| m.id() != id);
+    let left = entry.members.len();
+    if left == 0 {
+        map.remove(room);
+        counters.rooms.fetch_sub(1, Ordering::Relaxed);
+    }
+    Some(left)
 }
 
 #[cfg(test)]

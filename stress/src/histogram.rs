@@ -93,6 +93,13 @@ impl Histogram {
 
     /// The value below which a fraction `q` (0..=1) of the samples fall, or
     /// `None` with no samples.
+    /// The `q` quantile in microseconds, to 0.1 µs, for reports (samples
+    /// are nanoseconds).
+    pub fn quantile_us(&self, q: f64) -> Option<f64> {
+        self.quantile(q)
+            .map(|ns| crate::report::round(ns as f64 / 1000.0, 1))
+    }
+
     pub fn quantile(&self, q: f64) -> Option<u64> {
         if self.count == 0 {
             return None;

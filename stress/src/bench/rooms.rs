@@ -70,7 +70,7 @@ pub(super) fn run(subject: &Subject, options: &Options) -> Result<Outcome> {
     let totals = swarm.finish();
     let expected = totals.expected_deliveries();
     let h = &totals.latency;
-    let us = |q: f64| h.quantile(q).map(|ns| round(ns as f64 / 1000.0, 1));
+    let us = |q: f64| h.quantile_us(q);
     let rate = totals.delivered as f64 / publish_seconds.max(1e-9);
     let mut outcome = Outcome::default();
     let complete = totals.delivered == expected && totals.out_of_order == 0 && totals.foreign == 0;

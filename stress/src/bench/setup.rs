@@ -113,12 +113,7 @@ pub(super) fn run(subject: &Subject, options: &Options) -> Result<Outcome> {
                 .unwrap_or("none; the time ran out")
         ),
     );
-    let us = |q: f64| {
-        total
-            .latency
-            .quantile(q)
-            .map(|ns| round(ns as f64 / 1000.0, 1))
-    };
+    let us = |q: f64| total.latency.quantile_us(q);
     outcome.figures.line(
         format!("  setup: {m} connections from {threads} threads, each closed once answered: "),
         [

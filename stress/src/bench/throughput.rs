@@ -137,12 +137,7 @@ pub(super) fn fanout(subject: &Subject, options: &Options, s: usize) -> Result<O
             Figure::new("all_delivered_in_order", "all in order", in_order),
         ],
     );
-    let queued = |q: f64| {
-        totals
-            .latency
-            .quantile(q)
-            .map(|ns| round(ns as f64 / 1000.0, 1))
-    };
+    let queued = |q: f64| totals.latency.quantile_us(q);
     outcome.figures.line(
         "    time from publish to delivery (queueing included): ",
         [
