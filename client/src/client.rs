@@ -321,6 +321,7 @@ impl Client {
             client_version: Some(CLIENT_VERSION.to_owned()),
             echo,
             id: None,
+            token: None,
         };
         self.hello(&hello, timeout)
     }

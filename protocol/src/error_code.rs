@@ -34,13 +34,27 @@ pub enum ErrorCode {
     InvalidPayload,
     /// A MESSAGE named a room the sender has not joined.
     NotInRoom,
+    /// HELLO carried no token, a wrong one, or an expired one, while the
+    /// server requires authentication. The message never says which.
+    AuthFailed,
+    /// The connection's token expired and was not refreshed in time.
+    TokenExpired,
+    /// The token's permissions do not cover this JOIN_ROOM or MESSAGE.
+    Forbidden,
+    /// The connection is sending faster than its rate limit; the ERROR's
+    /// `retryAfterMs` says when to try again. Sustained abuse is the same
+    /// code with `fatal` true.
+    RateLimited,
+    /// The server is over its memory budget and cut this connection, the
+    /// heaviest one that was not reading.
+    Overloaded,
     /// A code this crate does not know (from a newer server); never sent by it.
     Unknown,
 }
 
 impl ErrorCode {
     /// Every code a server of this version sends.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::InvalidFrame,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownMessageType,
@@ -53,6 +67,11 @@ impl ErrorCode {
         ErrorCode::InvalidRoom,
         ErrorCode::InvalidPayload,
         ErrorCode::NotInRoom,
+        ErrorCode::AuthFailed,
+        ErrorCode::TokenExpired,
+        ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
+        ErrorCode::Overloaded,
     ];
 
     /// The wire name, e.g. `NOT_IN_ROOM`.
@@ -70,15 +89,26 @@ impl ErrorCode {
             ErrorCode::InvalidRoom => "INVALID_ROOM",
             ErrorCode::InvalidPayload => "INVALID_PAYLOAD",
             ErrorCode::NotInRoom => "NOT_IN_ROOM",
+            ErrorCode::AuthFailed => "AUTH_FAILED",
+            ErrorCode::TokenExpired => "TOKEN_EXPIRED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::Overloaded => "OVERLOADED",
             ErrorCode::Unknown => "UNKNOWN",
         }
     }
 
     /// Whether the server closes the connection after sending this code.
+    /// RATE_LIMITED is the one code that can be either: non-fatal as a rule,
+    /// fatal for sustained abuse, so a client reads the ERROR's `fatal`.
     pub const fn is_fatal(self) -> bool {
         !matches!(
             self,
-            ErrorCode::InvalidRoom | ErrorCode::InvalidPayload | ErrorCode::NotInRoom
+            ErrorCode::InvalidRoom
+                | ErrorCode::InvalidPayload
+                | ErrorCode::NotInRoom
+                | ErrorCode::Forbidden
+                | ErrorCode::RateLimited
         )
     }
 
@@ -134,7 +164,7 @@ mod tests {
     }
 
     #[test]
-    fn only_room_and_payload_errors_are_non_fatal() {
+    fn only_request_refusals_are_non_fatal() {
         let non_fatal: Vec<_> = ErrorCode::ALL
             .into_iter()
             .filter(|c| !c.is_fatal())
@@ -144,7 +174,9 @@ mod tests {
             [
                 ErrorCode::InvalidRoom,
                 ErrorCode::InvalidPayload,
-                ErrorCode::NotInRoom
+                ErrorCode::NotInRoom,
+                ErrorCode::Forbidden,
+                ErrorCode::RateLimited
             ]
         );
     }

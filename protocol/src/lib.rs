@@ -30,8 +30,8 @@ pub use frame::{
 };
 pub use payload::{
     BinaryDelivery, BinaryLayoutError, BinaryPublish, Delivery, ErrorPayload, Hello, HelloReply,
-    JsonDelivery, MAX_ERROR_MESSAGE, MAX_REQUEST_ID_LEN, MAX_ROOM_LEN, MemberChange, MemberEvent,
-    ORIGINAL_MAX_FRAME, Publish, PublisherJson, RequestId, RoomError, RoomReply, RoomRequest,
-    ServerMessage, Stats, validate_room,
+    JsonDelivery, MAX_ERROR_MESSAGE, MAX_REQUEST_ID_LEN, MAX_ROOM_LEN, MAX_TOKEN_LEN, MemberChange,
+    MemberEvent, ORIGINAL_MAX_FRAME, Publish, PublisherJson, RequestId, RoomError, RoomReply,
+    RoomRequest, ServerMessage, Stats, Token, validate_room,
 };
 pub use request::{Content, MAX_USER_ID_LEN, QUOTE_LEN, Quoted, Request, RequestError};

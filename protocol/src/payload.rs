@@ -50,6 +50,33 @@ pub struct Hello {
     pub echo: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<RequestId>,
+    /// Credentials, for a server that requires authentication (SPEC.md 11):
+    /// a static token or a signed JWT. A later HELLO with a new token
+    /// refreshes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Token>,
+}
+
+/// A HELLO's credentials. `Debug` never shows them, so a token cannot end
+/// up in a log line by accident.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Token(pub String);
+
+/// The longest HELLO `token`, in bytes: room for an RS256 JWT with a large
+/// permissions claim.
+pub const MAX_TOKEN_LEN: usize = 8192;
+
+impl Token {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token(<{} bytes>)", self.0.len())
+    }
 }
 
 /// Server → client answer to HELLO.
@@ -275,6 +302,10 @@ pub struct ErrorPayload {
     /// The refused request's `id`, if it had one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<RequestId>,
+    /// For RATE_LIMITED: milliseconds until a request of the same kind would
+    /// be accepted.
+    #[serde(rename = "retryAfterMs", skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// Every shape of ERROR payload a server may send.
@@ -290,6 +321,8 @@ struct ErrorPayloadWire {
     room: Option<String>,
     #[serde(default)]
     id: Option<RequestId>,
+    #[serde(default, rename = "retryAfterMs")]
+    retry_after_ms: Option<u64>,
     /// The original implementation's only key.
     #[serde(default)]
     error: Option<String>,
@@ -306,6 +339,7 @@ impl From<ErrorPayloadWire> for ErrorPayload {
                 .unwrap_or(code != ErrorCode::Unknown && code.is_fatal()),
             room: wire.room,
             id: wire.id,
+            retry_after_ms: wire.retry_after_ms,
         }
     }
 }
@@ -326,7 +360,21 @@ impl ErrorPayload {
             fatal: code.is_fatal(),
             room: None,
             id: None,
+            retry_after_ms: None,
         }
+    }
+
+    /// The same error, fatal whatever its code (RATE_LIMITED for sustained
+    /// abuse).
+    pub fn fatal(mut self) -> ErrorPayload {
+        self.fatal = true;
+        self
+    }
+
+    /// The same error, telling the client when to retry.
+    pub fn retry_after(mut self, ms: u64) -> ErrorPayload {
+        self.retry_after_ms = Some(ms);
+        self
     }
 
     /// The same error, naming the request's room and `id`.

@@ -25,7 +25,8 @@ use serde_json::value::RawValue;
 use crate::error_code::ErrorCode;
 use crate::frame::{Flags, Frame, MessageType};
 use crate::payload::{
-    BinaryPublish, Hello, MAX_REQUEST_ID_LEN, RequestId, RoomError, validate_room,
+    BinaryPublish, Hello, MAX_REQUEST_ID_LEN, MAX_TOKEN_LEN, RequestId, RoomError, Token,
+    validate_room,
 };
 
 /// What a MESSAGE carries.
@@ -442,7 +443,7 @@ fn checked_room(kind: MessageType, name: Cow<'_, str>) -> Result<Cow<'_, str>, R
 
 fn hello(frame: &Frame<'_>) -> Result<Hello, RequestError> {
     let kind = frame.kind;
-    let (object, id) = object(frame, ["userId", "clientVersion", "echo", "id"])?;
+    let (object, id) = object(frame, ["userId", "clientVersion", "echo", "id", "token"])?;
     let with_id = |error: RequestError| RequestError {
         id: id.clone(),
         ..error
@@ -481,11 +482,25 @@ fn hello(frame: &Frame<'_>) -> Result<Hello, RequestError> {
             ))
         })?,
     };
+    let token = match object.get("token") {
+        None => None,
+        Some(raw) => {
+            let token = string(kind, "token", raw).map_err(with_id)?;
+            if token.len() > MAX_TOKEN_LEN {
+                return Err(with_id(RequestError::invalid(format!(
+                    "HELLO token is {} bytes; use at most {MAX_TOKEN_LEN}",
+                    token.len()
+                ))));
+            }
+            Some(Token(token.into_owned()))
+        }
+    };
     Ok(Hello {
         user_id,
         client_version,
         echo,
         id,
+        token,
     })
 }
 

@@ -448,7 +448,7 @@ proptest! {
         client_version in prop::option::of("\\PC{0,16}"),
         echo in any::<bool>(),
     ) {
-        let hello = Hello { user_id, client_version, echo, id: None };
+        let hello = Hello { user_id, client_version, echo, id: None, token: None };
         let payload = serde_json::to_vec(&hello).expect("serializes");
         let frame = round_trip_frame(MessageType::Hello, Flags::JSON, &payload);
         match Request::parse(&frame.as_frame()) {

@@ -207,6 +207,7 @@ impl Live {
             client_version: Some("stress-chaos".into()),
             echo: true,
             id: None,
+            token: None,
         };
         let reply = conn.hello(&hello).context("chaos client HELLO")?;
         let stream = conn.stream().try_clone()?;
