@@ -2,10 +2,12 @@
 //! [`protocol::Stats`] snapshot by HELLO answers, the library API and shutdown.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use protocol::{ErrorCode, Stats};
 
+use crate::budget::MemoryBudget;
 use crate::conn::close::CloseReason;
 
 /// A counter on a cache line of its own: readers update the inbound ones and
@@ -29,6 +31,10 @@ pub struct Counters {
     pub(crate) connections: AtomicU64,
     pub(crate) connections_total: AtomicU64,
     pub(crate) rooms: AtomicU64,
+    /// Connections in rooms, summed over rooms (one per connection per room).
+    pub(crate) memberships: AtomicU64,
+    /// The server-wide memory budget and what is charged against it.
+    pub(crate) memory: Arc<MemoryBudget>,
     pub(crate) frames_in: Padded,
     pub(crate) bytes_in: Padded,
     pub(crate) frames_out: Padded,
@@ -44,6 +50,14 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Counters for a server whose memory is accounted in `memory`.
+    pub(crate) fn with_memory(memory: Arc<MemoryBudget>) -> Counters {
+        Counters {
+            memory,
+            ..Counters::default()
+        }
+    }
+
     pub(crate) fn error_sent(&self, code: ErrorCode) {
         if let Some(index) = ErrorCode::ALL.iter().position(|&c| c == code) {
             self.errors[index].fetch_add(1, Relaxed);
@@ -80,6 +94,28 @@ impl Counters {
     /// Rooms with at least one member now.
     pub fn rooms(&self) -> u64 {
         self.rooms.load(Relaxed)
+    }
+
+    /// Memberships now: connections in rooms, one per connection per room.
+    pub fn memberships(&self) -> u64 {
+        self.memberships.load(Relaxed)
+    }
+
+    /// Bytes charged against the memory budget now: queued output,
+    /// partially received frames and room state (SPEC.md 11.4).
+    pub fn memory_used(&self) -> u64 {
+        self.memory.used()
+    }
+
+    /// The memory budget, in bytes.
+    pub fn memory_budget(&self) -> u64 {
+        self.memory.limit()
+    }
+
+    /// Whether the server is shedding load: it went over its memory budget
+    /// and is not yet back to the low-water mark.
+    pub fn memory_shedding(&self) -> bool {
+        self.memory.is_shedding()
     }
 
     /// Connections cut off as slow consumers so far.

@@ -74,7 +74,8 @@ impl Harness {
                     items: shared.config.queue_items,
                     bytes: shared.config.queue_bytes,
                 };
-                let (outbound, rx) = Outbound::new(id, limits);
+                let memory = Arc::clone(&shared.counters.memory);
+                let (outbound, rx) = Outbound::accounted(id, limits, memory);
                 Client {
                     session: Session::new(Arc::clone(&shared), Arc::clone(&outbound)),
                     decoder: Decoder::new(MAX_FRAME),

@@ -14,7 +14,11 @@
 //!   with the deliver-or-cut rule, the shared output that publishers flush
 //!   and the writer thread finishes (sleeping on a futex `doorbell`), the
 //!   state machine, the typed close reason and the one teardown.
-//! - `rooms`: which connections are in which room; broadcast.
+//! - `rooms`: which connections are in which room (sharded maps, within
+//!   the server-wide caps); broadcast.
+//! - `budget`: the server-wide memory budget, charged where bytes are
+//!   queued, buffered or put in rooms; `shed`: what the server does past
+//!   it (cut the heaviest connections with OVERLOADED).
 //! - `shared`: what all connection threads share (settings, rooms,
 //!   counters, the registry of live connections).
 //! - [`config`](Config): settings, validated in one place.
@@ -38,6 +42,7 @@
 // Unit tests may unwrap: a panic there is a test failure with a backtrace.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod budget;
 mod config;
 mod conn;
 mod counters;
@@ -47,9 +52,14 @@ pub mod fuzzing;
 mod rooms;
 mod server;
 mod shared;
+mod shed;
 mod sys;
 
-pub use config::{Config, ConfigError, MAX_TIMEOUT, MIN_MAX_FRAME};
+pub use budget::parse_bytes;
+pub use config::{
+    Budget, Config, ConfigError, MAX_TIMEOUT, MIN_MAX_FRAME, MIN_MEMORY_BUDGET,
+    default_memory_budget,
+};
 pub use conn::{CloseReason, ConnState};
 pub use counters::Counters;
 pub use server::{RunningServer, Server, ShutdownHandle};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use protocol::ErrorCode;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError, default_memory_budget};
 use crate::conn::close::CloseReason;
 use crate::conn::outbound::Batch;
 use crate::conn::transport::Tcp;
@@ -45,9 +45,9 @@ impl Server {
     /// socket and checks system limits. An invalid setting is an
     /// `InvalidInput` error whose message names its flag.
     pub fn bind(config: Config) -> io::Result<Server> {
-        let config = config
-            .validate()
-            .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+        let invalid = |error| io::Error::new(io::ErrorKind::InvalidInput, error);
+        let mut config = config.validate().map_err(invalid)?;
+        config.budget.memory = Some(memory_budget(&config).map_err(invalid)?);
         let listener = TcpListener::bind(config.addr)?;
         let local_addr = listener.local_addr()?;
         let capacity = crate::sys::limits::check(config.max_connections);
@@ -75,6 +75,12 @@ impl Server {
     /// The server's live counters.
     pub fn counters(&self) -> Arc<Counters> {
         Arc::clone(&self.shared.counters)
+    }
+
+    /// The memory budget in bytes: `--memory-budget`, or the default
+    /// derived from the machine's memory.
+    pub fn memory_budget(&self) -> u64 {
+        self.shared.counters.memory_budget()
     }
 
     /// A handle that stops this server from another thread.
@@ -241,10 +247,48 @@ fn drain_without_waiting(stream: &mut impl Read, limit: usize) -> usize {
     total
 }
 
+/// The memory budget the server runs with: the one set, if the machine
+/// has that much memory, else the default for the machine. Logged with the
+/// machine's memory, so an operator sees both numbers.
+fn memory_budget(config: &Config) -> Result<u64, ConfigError> {
+    let physical = crate::sys::memory::physical_memory();
+    let budget = match (config.budget.memory, physical) {
+        (Some(budget), Some(physical)) if budget > physical => {
+            return Err(ConfigError {
+                flag: "memory-budget",
+                problem: format!(
+                    "is {budget} bytes, more than this machine's {physical} bytes of memory; set it lower (without it the budget is half the memory, at most 16 GiB)"
+                ),
+            });
+        }
+        (Some(budget), _) => budget,
+        (None, physical) => default_memory_budget(physical),
+    };
+    match physical {
+        Some(physical) => log::info!(
+            "memory budget {budget} bytes, of this machine's {physical} bytes (queued output, partial frames and room state together)"
+        ),
+        None => log::warn!(
+            "memory budget {budget} bytes; this machine's memory is unknown, so the budget is not checked against it"
+        ),
+    }
+    Ok(budget)
+}
+
 fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, id: u64) {
     let live = shared.counters.connections.load(Relaxed) as usize;
     if live >= shared.max_connections {
         let why = format!("server is full ({} connections)", shared.max_connections);
+        reject(shared, stream, addr, &why);
+        return;
+    }
+    let memory = &shared.counters.memory;
+    if memory.is_shedding() {
+        let why = format!(
+            "server is over its memory budget ({} of {} bytes in use)",
+            memory.used(),
+            memory.limit()
+        );
         reject(shared, stream, addr, &why);
         return;
     }
@@ -254,8 +298,10 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, id: u64) {
     }
 }
 
-/// Starts the thread that does the server's periodic chores (today: giving
-/// memory back after a crowd leaves); it ends with the server.
+/// Starts the thread that does the server's periodic chores: shedding
+/// load past the memory budget (at once when usage crosses it, and checked
+/// every second), and giving memory back after a crowd leaves. It ends
+/// with the server.
 fn start_housekeeping(shared: &Arc<Shared>) {
     let shared = Arc::clone(shared);
     let started = std::thread::Builder::new()
@@ -263,8 +309,14 @@ fn start_housekeeping(shared: &Arc<Shared>) {
         .stack_size(64 * 1024)
         .spawn(move || {
             while !shared.shutting_down.load(Ordering::Acquire) {
-                std::thread::sleep(Duration::from_secs(1));
-                shared.trim_after_crowd();
+                let crossed = shared
+                    .counters
+                    .memory
+                    .wait_for_alarm(Duration::from_secs(1));
+                crate::shed::shed(&shared);
+                if !crossed {
+                    shared.trim_after_crowd();
+                }
             }
         });
     if let Err(error) = started {

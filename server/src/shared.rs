@@ -1,5 +1,6 @@
 //! What every connection thread shares: the settings, the rooms, the
-//! counters, and the registry of live connections that shutdown walks.
+//! counters (with the memory budget), and the registry of live connections
+//! that shutdown and shedding walk.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::config::Config;
+use crate::budget::MemoryBudget;
+use crate::config::{Config, default_memory_budget};
 use crate::conn::peer::Peer;
 use crate::counters::Counters;
 use crate::rooms::Rooms;
@@ -32,11 +34,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Settings `config` (validated); a memory budget left unset is
+    /// derived from the machine's memory here.
     pub(crate) fn new(config: Config, max_connections: usize, local_addr: SocketAddr) -> Shared {
+        let limit = config
+            .budget
+            .memory
+            .unwrap_or_else(|| default_memory_budget(crate::sys::memory::physical_memory()));
+        let memory = Arc::new(MemoryBudget::new(limit));
         Shared {
+            rooms: Rooms::new(config.budget, Arc::clone(&memory)),
+            counters: Arc::new(Counters::with_memory(memory)),
             config,
-            rooms: Rooms::default(),
-            counters: Arc::default(),
             registry: Mutex::default(),
             registry_changed: Condvar::new(),
             shutting_down: AtomicBool::new(false),

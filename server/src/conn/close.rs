@@ -36,11 +36,18 @@ pub enum CloseReason {
     Shutdown,
     /// A connection thread panicked: a bug, not the client's doing.
     ThreadPanic,
+    /// The server was over its memory budget and this was the heaviest
+    /// connection (OVERLOADED); it is cut at once, not flushed, since what
+    /// it holds is what the server must give back.
+    Overloaded {
+        /// Bytes it held (queued for it, and of a frame it was sending).
+        held_bytes: usize,
+    },
 }
 
 impl CloseReason {
     /// How many kinds there are, for per-kind counters.
-    pub const KINDS: usize = 10;
+    pub const KINDS: usize = 11;
 
     /// The kinds' names, in [`CloseReason::index`] order.
     pub const NAMES: [&'static str; Self::KINDS] = [
@@ -54,6 +61,7 @@ impl CloseReason {
         "server_full",
         "shutdown",
         "thread_panic",
+        "overloaded",
     ];
 
     /// The reason for a fatal ERROR with `code`.
@@ -63,6 +71,7 @@ impl CloseReason {
             ErrorCode::ServerFull => CloseReason::ServerFull,
             ErrorCode::ShuttingDown => CloseReason::Shutdown,
             ErrorCode::SlowConsumer => CloseReason::SlowConsumer { queued_bytes: 0 },
+            ErrorCode::Overloaded => CloseReason::Overloaded { held_bytes: 0 },
             code => CloseReason::Protocol(code),
         }
     }
@@ -80,6 +89,7 @@ impl CloseReason {
             CloseReason::ServerFull => 7,
             CloseReason::Shutdown => 8,
             CloseReason::ThreadPanic => 9,
+            CloseReason::Overloaded { .. } => 10,
         }
     }
 
@@ -91,6 +101,7 @@ impl CloseReason {
             CloseReason::SlowConsumer { .. } => Some(ErrorCode::SlowConsumer),
             CloseReason::ServerFull => Some(ErrorCode::ServerFull),
             CloseReason::Shutdown => Some(ErrorCode::ShuttingDown),
+            CloseReason::Overloaded { .. } => Some(ErrorCode::Overloaded),
             CloseReason::ClientClosed
             | CloseReason::ClientReset
             | CloseReason::WriteTimeout
@@ -110,14 +121,19 @@ impl CloseReason {
             CloseReason::ServerFull => {
                 Some("server cannot start another connection now (thread limit); try again later")
             }
+            CloseReason::Overloaded { .. } => Some(
+                "the server is over its memory budget and your connection held the most of it; read what you are sent, and reconnect later",
+            ),
             _ => None,
         }
     }
 
     /// Whether the writer should flush what is queued and end with the
-    /// final ERROR, rather than drop the output.
+    /// final ERROR, rather than drop the output. An OVERLOADED connection
+    /// is not flushed: the server is shedding what it holds, and a client
+    /// that does not read would keep it for the whole write timeout.
     pub const fn flushes(self) -> bool {
-        self.code().is_some()
+        self.code().is_some() && !matches!(self, CloseReason::Overloaded { .. })
     }
 }
 
@@ -136,6 +152,10 @@ impl fmt::Display for CloseReason {
             CloseReason::ServerFull => f.write_str("server full"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
             CloseReason::ThreadPanic => f.write_str("connection thread panicked"),
+            CloseReason::Overloaded { held_bytes } => write!(
+                f,
+                "overloaded: shed over the memory budget, holding {held_bytes} bytes"
+            ),
         }
     }
 }
@@ -155,6 +175,7 @@ mod tests {
         CloseReason::ServerFull,
         CloseReason::Shutdown,
         CloseReason::ThreadPanic,
+        CloseReason::Overloaded { held_bytes: 1 },
     ];
 
     #[test]
@@ -179,7 +200,10 @@ mod tests {
         for reason in EVERY {
             let decided_elsewhere = matches!(
                 reason,
-                CloseReason::SlowConsumer { .. } | CloseReason::Shutdown | CloseReason::ServerFull
+                CloseReason::SlowConsumer { .. }
+                    | CloseReason::Shutdown
+                    | CloseReason::ServerFull
+                    | CloseReason::Overloaded { .. }
             );
             assert_eq!(
                 reason.standard_message().is_some(),

@@ -26,6 +26,7 @@ use super::close::CloseReason;
 use super::doorbell::Doorbell;
 use super::output::{Accounts, Flushed, Output};
 use super::state::{ConnState, StateCell};
+use crate::budget::MemoryBudget;
 use crate::counters::Counters;
 use crate::sys::wake::Wakeable;
 
@@ -54,6 +55,9 @@ pub(crate) struct Outbound {
     /// Bytes pushed and not yet written; bounded by `max_bytes`.
     queued_bytes: AtomicUsize,
     max_bytes: usize,
+    /// The server-wide budget: every change of `queued_bytes` is charged
+    /// or credited to it too, and what is left when the queue goes.
+    memory: Arc<MemoryBudget>,
     /// INIT → OPEN ⟷ DRAINING → CLOSING → CLOSED; DRAINING follows the
     /// queue's fill, which is why the state lives beside the queue.
     state: StateCell,
@@ -73,8 +77,20 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
-    /// A queue for connection `id`, and the receiver its writer takes from.
+    /// A queue for connection `id` outside any server's budget, and the
+    /// receiver its writer takes from.
+    #[cfg(test)]
     pub(crate) fn new(id: u64, limits: QueueLimits) -> (Arc<Outbound>, Receiver<Outgoing>) {
+        Outbound::accounted(id, limits, Arc::default())
+    }
+
+    /// A queue for connection `id` whose bytes count against `memory`, and
+    /// the receiver its writer takes from.
+    pub(crate) fn accounted(
+        id: u64,
+        limits: QueueLimits,
+        memory: Arc<MemoryBudget>,
+    ) -> (Arc<Outbound>, Receiver<Outgoing>) {
         let (tx, rx) = crossbeam_channel::bounded(limits.items);
         let output = Output::new(rx.clone());
         let outbound = Outbound {
@@ -82,6 +98,7 @@ impl Outbound {
             tx,
             queued_bytes: AtomicUsize::new(0),
             max_bytes: limits.bytes,
+            memory,
             state: StateCell::default(),
             reason: OnceLock::new(),
             final_error: OnceLock::new(),
@@ -176,12 +193,16 @@ impl Outbound {
 
     /// Reserves queue bytes for `len`; one batch is always allowed into an
     /// empty queue so a frame larger than the bound still goes through.
+    /// While the server is over its memory budget a queue that holds
+    /// anything takes nothing more, so the budget is exceeded by at most
+    /// one batch per connection while the heaviest are being shed.
     fn reserve(&self, len: usize) -> bool {
         let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
-        if before > 0 && before + len > self.max_bytes {
+        if before > 0 && (before + len > self.max_bytes || self.memory.is_over()) {
             self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
             return false;
         }
+        self.memory.charge(len);
         if before + len > self.max_bytes / 2
             && before <= self.max_bytes / 2
             && self
@@ -200,6 +221,7 @@ impl Outbound {
     /// Counts bytes the writer adds on its own (the final ERROR).
     pub(crate) fn reserve_unbounded(&self, len: usize) {
         self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        self.memory.charge(len);
     }
 
     /// Called by the writer after writing `len` bytes, as each partial write
@@ -207,6 +229,7 @@ impl Outbound {
     /// publishers all along and is never taken for a stuck one.
     pub(crate) fn written(&self, len: usize) {
         let after = self.queued_bytes.fetch_sub(len, Ordering::AcqRel) - len;
+        self.memory.credit(len);
         if after < self.max_bytes / 4
             && self.state.get() == ConnState::Draining
             && self
@@ -250,6 +273,7 @@ impl Outbound {
             Err(_) => {
                 self.queued_bytes
                     .fetch_sub(batch.bytes.len(), Ordering::AcqRel);
+                self.memory.credit(batch.bytes.len());
             }
         }
         result
@@ -299,6 +323,14 @@ impl Outbound {
         if self.close(CloseReason::SlowConsumer { queued_bytes }) {
             counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+impl Drop for Outbound {
+    /// What was queued and never written (a connection that ended with a
+    /// backlog) goes with the queue: it leaves the budget now.
+    fn drop(&mut self) {
+        self.memory.credit(*self.queued_bytes.get_mut());
     }
 }
 

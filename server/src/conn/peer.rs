@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use super::outbound::Outbound;
 use super::transport::Cut;
@@ -22,6 +22,9 @@ pub(crate) struct Peer {
     /// Set once the writer has written its last byte, so the reader knows
     /// when to stop lingering.
     writer_done: AtomicBool,
+    /// Bytes of the reader's buffer (a frame partly received, mostly), as
+    /// charged to the memory budget; for choosing whom to shed.
+    pub(crate) read_buffer: AtomicUsize,
 }
 
 impl Peer {
@@ -34,6 +37,7 @@ impl Peer {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             writer_done: AtomicBool::new(false),
+            read_buffer: AtomicUsize::new(0),
         }
     }
 
@@ -57,5 +61,11 @@ impl Peer {
 
     pub(crate) fn writer_done(&self) -> bool {
         self.writer_done.load(Ordering::Acquire)
+    }
+
+    /// What this connection makes the server hold now: bytes queued for
+    /// it and its read buffer.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.outbound.queued_bytes() + self.read_buffer.load(Ordering::Relaxed)
     }
 }

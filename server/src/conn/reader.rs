@@ -16,6 +16,7 @@ use super::peer::Peer;
 use super::session::{Served, Session};
 use super::teardown::{Role, ThreadExit, thread_panicked};
 use super::transport::{ReadHalf, is_timeout};
+use crate::budget::MemoryBudget;
 use crate::shared::Shared;
 use crate::sys::thread::StackTrim;
 use crate::sys::wake::WaitMask;
@@ -71,6 +72,36 @@ fn read_failed(connection_id: &str, error: &std::io::Error) -> Ended {
     Ended::Client(CloseReason::ClientReset)
 }
 
+/// The reader's buffer as charged to the memory budget: it grows toward a
+/// frame's declared length as the frame arrives, so a client sending a
+/// maximum frame slowly holds that much. Charged after each read, in one
+/// delta, and credited when the reader ends.
+struct ReadCharge<'a> {
+    memory: &'a MemoryBudget,
+    peer: &'a Peer,
+    charged: usize,
+}
+
+impl ReadCharge<'_> {
+    fn update(&mut self, capacity: usize) {
+        if capacity > self.charged {
+            self.memory.charge(capacity - self.charged);
+        } else if capacity < self.charged {
+            self.memory.credit(self.charged - capacity);
+        } else {
+            return;
+        }
+        self.charged = capacity;
+        self.peer.read_buffer.store(capacity, Relaxed);
+    }
+}
+
+impl Drop for ReadCharge<'_> {
+    fn drop(&mut self) {
+        self.update(0);
+    }
+}
+
 fn serve<R: ReadHalf>(
     shared: &Shared,
     peer: &Peer,
@@ -81,6 +112,11 @@ fn serve<R: ReadHalf>(
 ) -> Ended {
     let idle = shared.config.idle_timeout;
     let mut decoder = Decoder::new(shared.config.max_frame);
+    let mut charge = ReadCharge {
+        memory: &shared.counters.memory,
+        peer,
+        charged: 0,
+    };
     let mut last_frame = Instant::now();
     // Whether the connection is idle: no read buffer, waiting in ppoll.
     let mut trimmed = false;
@@ -134,6 +170,7 @@ fn serve<R: ReadHalf>(
                 // Quiet for a while: give back the read buffer and the
                 // stack pages this thread is not using.
                 decoder.release_if_empty();
+                charge.update(decoder.capacity());
                 stack.trim();
                 trimmed = true;
                 continue;
@@ -142,6 +179,7 @@ fn serve<R: ReadHalf>(
             Err(e) => return read_failed(session.connection_id(), &e),
         };
         decoder.commit(n);
+        charge.update(decoder.capacity());
         *bytes_in += n as u64;
         shared.counters.bytes_in.fetch_add(n as u64, Relaxed);
         session.begin_read(n, unix_ms());

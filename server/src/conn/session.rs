@@ -231,10 +231,19 @@ impl Session {
             return;
         }
         self.flush();
-        let joined = self
+        let joined = match self
             .shared
             .rooms
-            .join(room, &self.outbound, &self.shared.counters);
+            .join(room, &self.outbound, &self.shared.counters)
+        {
+            Ok(joined) => joined,
+            Err(refused) => {
+                let message = format!("JOIN_ROOM {}: {refused}", Quoted(room));
+                let error = ErrorPayload::new(ErrorCode::InvalidRoom, message);
+                self.reply_error(error.about(Some(room.to_owned()), id));
+                return;
+            }
+        };
         if joined.new {
             self.rooms.insert(Arc::clone(&joined.name));
             log::debug!(

@@ -33,12 +33,13 @@ impl Job for Writer {
 /// started the client is told SERVER_FULL and the connection ends.
 pub(crate) fn start(shared: &Arc<Shared>, transport: impl Transport, id: u64, addr: SocketAddr) {
     let config = &shared.config;
-    let (outbound, _rx) = Outbound::new(
+    let (outbound, _rx) = Outbound::accounted(
         id,
         QueueLimits {
             items: config.queue_items,
             bytes: config.queue_bytes,
         },
+        Arc::clone(&shared.counters.memory),
     );
     let (read, write, cut) = transport.split();
     outbound.output().attach(Box::new(write));

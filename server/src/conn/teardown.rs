@@ -88,7 +88,10 @@ pub(crate) fn thread_finished(shared: &Shared, peer: &Arc<Peer>) {
     let (bytes_in, bytes_out) = (peer.bytes_in.load(Relaxed), peer.bytes_out.load(Relaxed));
     let (id, addr) = (peer.id(), peer.addr);
     match reason {
-        CloseReason::SlowConsumer { .. } | CloseReason::WriteTimeout | CloseReason::ThreadPanic => {
+        CloseReason::SlowConsumer { .. }
+        | CloseReason::WriteTimeout
+        | CloseReason::ThreadPanic
+        | CloseReason::Overloaded { .. } => {
             log::warn!(
                 "c{id}: disconnected from {addr} ({reason}; {bytes_in} bytes in, {bytes_out} bytes out)"
             );

@@ -1,4 +1,5 @@
-//! Giving freed heap memory back to the system.
+//! Giving freed heap memory back to the system, and how much the machine
+//! has (for the memory budget).
 //!
 //! glibc keeps memory that connection threads freed in its per-thread
 //! arenas, ready for reuse. After a crowd leaves, that is most of the
@@ -15,4 +16,21 @@ pub(crate) fn release_free_heap() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// The machine's physical memory in bytes, or `None` if the system will
+/// not say. (A container's own limit may be lower; this is what the
+/// machine has.)
+pub(crate) fn physical_memory() -> Option<u64> {
+    // SAFETY: sysconf has no preconditions; it returns -1 for a name the
+    // system does not know.
+    let (pages, page_size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let pages = u64::try_from(pages).ok()?;
+    let page_size = u64::try_from(page_size).ok()?;
+    pages.checked_mul(page_size).filter(|&bytes| bytes > 0)
 }

@@ -10,7 +10,8 @@
 //! - [`wake`]: interrupting a reader that waits for input, with a signal
 //!   whose target is guaranteed alive by the type that sends it.
 //! - [`socket`]: what `std` does not expose about a TCP socket.
-//! - [`memory`]: giving freed heap memory back after a crowd leaves.
+//! - [`memory`]: giving freed heap memory back after a crowd leaves, and
+//!   the machine's physical memory.
 //! - [`limits`]: file descriptors, threads and memory-map areas the system
 //!   allows, checked against `--max-connections`.
 //! - [`signals`]: SIGINT and SIGTERM as ordinary events for the binary.

@@ -41,6 +41,21 @@ struct Args {
     /// Entries (batches of frames) a connection's outbound queue may hold.
     #[arg(long, env = "RELAY_QUEUE_FRAMES", default_value_t = 64)]
     queue_frames: usize,
+    /// Rooms that may exist at once, server-wide; a JOIN that would create
+    /// one more gets INVALID_ROOM.
+    #[arg(long, env = "RELAY_MAX_TOTAL_ROOMS", default_value_t = server::Budget::default().max_rooms)]
+    max_total_rooms: usize,
+    /// Memberships (one connection in one room) at once, server-wide; a
+    /// JOIN past it gets INVALID_ROOM.
+    #[arg(long, env = "RELAY_MAX_MEMBERSHIPS", default_value_t = server::Budget::default().max_memberships)]
+    max_memberships: usize,
+    /// Bytes the server may hold for clients: queued output, partially
+    /// received frames and room state together, e.g. 512M or 2G. Past it
+    /// new connections get SERVER_FULL and the heaviest are cut with
+    /// OVERLOADED. Default: half the machine's memory, at most 16G; more
+    /// than the machine has is refused.
+    #[arg(long, env = "RELAY_MEMORY_BUDGET", value_parser = server::parse_bytes)]
+    memory_budget: Option<u64>,
     /// Log every frame and state transition (also RELAY_DEBUG=1).
     #[arg(long)]
     debug: bool,
@@ -64,6 +79,11 @@ fn config(args: &Args) -> Result<server::Config, String> {
         max_rooms_per_connection: args.max_rooms,
         queue_items: args.queue_frames,
         queue_bytes: args.queue_bytes,
+        budget: server::Budget {
+            max_rooms: args.max_total_rooms,
+            max_memberships: args.max_memberships,
+            memory: args.memory_budget,
+        },
     };
     config.validate().map_err(|error| error.to_string())
 }
@@ -110,9 +130,12 @@ fn main() -> ExitCode {
     }
     println!("listening on {}", server.local_addr());
     log::info!(
-        "accepting up to {} connections, frames up to {} bytes",
+        "accepting up to {} connections, frames up to {} bytes, {} rooms and {} memberships in all, a memory budget of {} bytes",
         server.max_connections(),
-        args.max_frame
+        args.max_frame,
+        args.max_total_rooms,
+        args.max_memberships,
+        server.memory_budget()
     );
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,

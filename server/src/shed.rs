@@ -1,0 +1,66 @@
+//! What the server does past its memory budget: cut the connections that
+//! hold the most until usage is back to the low-water mark.
+//!
+//! A connection's weight is what it makes the server hold: bytes queued for
+//! it and its read buffer. The heaviest is, in practice, a client that does
+//! not read what it is sent: one that sends three 1 MiB HEARTBEATs and
+//! never reads leaves 3.3 MB queued without ever being a slow consumer, and
+//! 800 of them held 2.14 GB. Each is closed with OVERLOADED and its socket
+//! cut at once: its queue is what the server must give back, and waiting
+//! for a client that does not read to take a final ERROR would keep it for
+//! the write timeout. Runs on the housekeeping thread, off the hot path,
+//! woken the moment usage crosses the budget.
+
+use std::sync::Arc;
+
+use crate::conn::close::CloseReason;
+use crate::conn::peer::Peer;
+use crate::shared::Shared;
+
+/// If the server is over its memory budget, cuts the heaviest connections
+/// until what is left is at most the low-water mark; returns how many it
+/// cut.
+pub(crate) fn shed(shared: &Shared) -> usize {
+    let memory = &shared.counters.memory;
+    if !memory.recheck() {
+        return 0;
+    }
+    let mut peers: Vec<(usize, Arc<Peer>)> = shared
+        .peers()
+        .into_iter()
+        .map(|peer| (peer.held_bytes(), peer))
+        .filter(|&(held, _)| held > 0)
+        .collect();
+    peers.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    // What usage will be once the connections cut are gone: their bytes
+    // leave the budget as their threads end, a moment later.
+    let mut projected = memory.used();
+    let mut cut = 0;
+    for (held, peer) in peers {
+        if projected <= memory.low_water() {
+            break;
+        }
+        projected = projected.saturating_sub(held as u64);
+        // One already closing is on its way out; count it as gone.
+        if peer
+            .outbound
+            .close(CloseReason::Overloaded { held_bytes: held })
+        {
+            peer.cut();
+            cut += 1;
+            log::warn!(
+                "c{}: cut with OVERLOADED, holding {held} bytes ({} of the {}-byte memory budget in use)",
+                peer.id(),
+                memory.used(),
+                memory.limit()
+            );
+        }
+    }
+    if cut > 0 {
+        log::warn!(
+            "over the memory budget: cut {cut} connection(s); refusing new connections until usage is at most {} bytes",
+            memory.low_water()
+        );
+    }
+    cut
+}
