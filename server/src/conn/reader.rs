@@ -83,22 +83,26 @@ struct ReadCharge<'a> {
 }
 
 impl ReadCharge<'_> {
-    fn update(&mut self, capacity: usize) {
+    /// Charges the change to `decoder`'s buffer. The connection weighs its
+    /// buffer for shedding only while a frame is partly received: an empty
+    /// buffer is a reader between frames, not a client holding memory.
+    fn update(&mut self, decoder: &Decoder) {
+        let capacity = decoder.capacity();
         if capacity > self.charged {
             self.memory.charge(capacity - self.charged);
         } else if capacity < self.charged {
             self.memory.credit(self.charged - capacity);
-        } else {
-            return;
         }
         self.charged = capacity;
-        self.peer.read_buffer.store(capacity, Relaxed);
+        let weight = if decoder.buffered() > 0 { capacity } else { 0 };
+        self.peer.read_buffer.store(weight, Relaxed);
     }
 }
 
 impl Drop for ReadCharge<'_> {
     fn drop(&mut self) {
-        self.update(0);
+        self.memory.credit(self.charged);
+        self.peer.read_buffer.store(0, Relaxed);
     }
 }
 
@@ -170,7 +174,7 @@ fn serve<R: ReadHalf>(
                 // Quiet for a while: give back the read buffer and the
                 // stack pages this thread is not using.
                 decoder.release_if_empty();
-                charge.update(decoder.capacity());
+                charge.update(&decoder);
                 stack.trim();
                 trimmed = true;
                 continue;
@@ -179,11 +183,11 @@ fn serve<R: ReadHalf>(
             Err(e) => return read_failed(session.connection_id(), &e),
         };
         decoder.commit(n);
-        charge.update(decoder.capacity());
         *bytes_in += n as u64;
         shared.counters.bytes_in.fetch_add(n as u64, Relaxed);
         session.begin_read(n, unix_ms());
         let (served, frames) = handle_frames(session, &mut decoder);
+        charge.update(&decoder);
         if frames > 0 {
             last_frame = Instant::now();
         }
