@@ -19,12 +19,10 @@
 //! falls to the low-water mark, [`LOW_WATER`] of the budget, so the server
 //! does not flap at the line.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
-
-use crate::counters::Padded;
 
 /// What one room costs beyond its name, as counted against the budget: the
 /// map entry, the room's record and its member list's first allocation.
@@ -39,12 +37,17 @@ pub(crate) const MEMBERSHIP_BYTES: usize = 512;
 /// eighths: 7/8).
 pub(crate) const LOW_WATER: (u64, u64) = (7, 8);
 
+/// The count, on cache lines of its own: every push and write of every
+/// connection touches it, and sharing a line would slow what sits beside it.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Used(AtomicU64);
+
 /// The budget and what is charged against it now.
 #[derive(Debug)]
 pub(crate) struct MemoryBudget {
-    /// Bytes charged now; on a cache line of its own, since every push and
-    /// write of every connection touches it.
-    used: Padded,
+    /// Bytes charged now.
+    used: Used,
     /// The budget, in bytes.
     limit: u64,
     /// Where shedding stops.
@@ -61,7 +64,7 @@ pub(crate) struct MemoryBudget {
 impl MemoryBudget {
     pub(crate) fn new(limit: u64) -> MemoryBudget {
         MemoryBudget {
-            used: Padded::default(),
+            used: Used::default(),
             limit,
             low_water: limit / LOW_WATER.1 * LOW_WATER.0,
             shedding: AtomicBool::new(false),
@@ -85,13 +88,13 @@ impl MemoryBudget {
 
     /// Bytes charged now.
     pub(crate) fn used(&self) -> u64 {
-        self.used.load(Relaxed)
+        self.used.0.load(Relaxed)
     }
 
     /// Counts `bytes` more; crossing the budget starts shedding.
     pub(crate) fn charge(&self, bytes: usize) {
         let bytes = bytes as u64;
-        let before = self.used.fetch_add(bytes, Relaxed);
+        let before = self.used.0.fetch_add(bytes, Relaxed);
         if before <= self.limit && before.saturating_add(bytes) > self.limit {
             self.start_shedding();
         }
@@ -100,7 +103,7 @@ impl MemoryBudget {
     /// Counts `bytes` fewer; falling to the low-water mark ends shedding.
     pub(crate) fn credit(&self, bytes: usize) {
         let bytes = bytes as u64;
-        let before = self.used.fetch_sub(bytes, Relaxed);
+        let before = self.used.0.fetch_sub(bytes, Relaxed);
         debug_assert!(before >= bytes, "credited {bytes} with {before} charged");
         if before.wrapping_sub(bytes) <= self.low_water && self.shedding.load(Relaxed) {
             self.shedding.store(false, Relaxed);

@@ -31,7 +31,7 @@ pub(crate) fn shed(shared: &Shared) -> usize {
         .map(|peer| (peer.held_bytes(), peer))
         .filter(|&(held, _)| held > 0)
         .collect();
-    peers.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    peers.sort_unstable_by_key(|&(held, _)| std::cmp::Reverse(held));
     // What usage will be once the connections cut are gone: their bytes
     // leave the budget as their threads end, a moment later.
     let mut projected = memory.used();

@@ -201,7 +201,11 @@ fn past_the_budget_the_heaviest_is_cut_and_new_connections_wait_for_the_low_wate
     let mut refused = Raw::connect(addr);
     refused.expect_fatal("SERVER_FULL");
     // The reading client is served all along.
-    reader.send_raw(&raw_frame(MessageType::Heartbeat, Flags::BINARY, b"still here"));
+    reader.send_raw(&raw_frame(
+        MessageType::Heartbeat,
+        Flags::BINARY,
+        b"still here",
+    ));
     assert_eq!(reader.expect(MessageType::Heartbeat).payload, b"still here");
     // It leaves rooms until the server is under the low-water mark: new
     // connections are welcome again.
@@ -265,14 +269,17 @@ fn clients_that_never_read_cannot_take_the_server_past_its_budget() {
     let attack = Arc::new(attack);
     let (done, finished) = std::sync::mpsc::channel::<()>();
     let finished = Arc::new(std::sync::Mutex::new(finished));
+    let sent = Arc::new(AtomicU64::new(0));
     let attackers: Vec<_> = (0..ATTACKERS)
         .map(|_| {
             let (attack, finished) = (Arc::clone(&attack), Arc::clone(&finished));
+            let sent = Arc::clone(&sent);
             std::thread::spawn(move || {
                 let mut stream = TcpStream::connect(addr).unwrap();
                 stream.set_write_timeout(Some(testkit::WAIT)).unwrap();
                 // The server may cut it part way; that is the point.
                 let _ = stream.write_all(&attack);
+                sent.fetch_add(1, Ordering::Relaxed);
                 // Holds the connection open, unread, until the test ends.
                 let _ = finished.lock().unwrap().recv_timeout(testkit::WAIT);
                 drop(stream);
@@ -288,6 +295,11 @@ fn clients_that_never_read_cannot_take_the_server_past_its_budget() {
         let delivery = bob.expect(MessageType::Message).json();
         assert_eq!(delivery["content"], format!("round {round}"));
     }
+    // Every attacker has sent all it could (the server read it all, or cut
+    // it off as a slow consumer or OVERLOADED).
+    wait_until("the attack to be over", || {
+        sent.load(Ordering::Relaxed) == ATTACKERS as u64
+    });
     wait_until("usage to be back under the budget", || {
         counters.memory_used() <= BUDGET && !counters.memory_shedding()
     });
@@ -300,14 +312,20 @@ fn clients_that_never_read_cannot_take_the_server_past_its_budget() {
     // excess is at most one batch queued and one frame being received per
     // connection.
     let connections = (ATTACKERS + 3) as u64;
-    eprintln!("peak usage {peak:?} of a {BUDGET}-byte budget", peak = peak.load(Ordering::Relaxed));
+    eprintln!(
+        "peak usage {peak:?} of a {BUDGET}-byte budget",
+        peak = peak.load(Ordering::Relaxed)
+    );
     let bound = BUDGET + connections * 2 * (MAX_FRAME + 64 * 1024);
     let peak = peak.load(Ordering::Relaxed);
     assert!(
         peak <= bound,
         "peak usage {peak} bytes, above {bound} (the budget, {BUDGET}, and two frames a connection)"
     );
-    assert!(peak > BUDGET, "the attack never reached the budget ({peak} bytes)");
+    assert!(
+        peak > BUDGET,
+        "the attack never reached the budget ({peak} bytes)"
+    );
     drop(done);
     for attacker in attackers {
         attacker.join().unwrap();
