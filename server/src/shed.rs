@@ -8,12 +8,17 @@
 //! 800 of them held 2.14 GB. Each is closed with OVERLOADED and its socket
 //! cut at once: its queue is what the server must give back, and waiting
 //! for a client that does not read to take a final ERROR would keep it for
-//! the write timeout. Runs on the housekeeping thread, off the hot path,
+//! the write timeout. The ERROR goes out only if the socket takes it
+//! without waiting (a client sending a huge frame slowly gets it; one that
+//! reads nothing cannot). Runs on the housekeeping thread, off the hot path,
 //! woken the moment usage crosses the budget.
 
 use std::sync::Arc;
 
+use protocol::ErrorCode;
+
 use crate::conn::close::CloseReason;
+use crate::conn::outbound::Batch;
 use crate::conn::peer::Peer;
 use crate::shared::Shared;
 
@@ -42,10 +47,21 @@ pub(crate) fn shed(shared: &Shared) -> usize {
         }
         projected = projected.saturating_sub(held as u64);
         // One already closing is on its way out; count it as gone.
-        if peer
-            .outbound
-            .close(CloseReason::Overloaded { held_bytes: held })
-        {
+        let outbound = &peer.outbound;
+        if outbound.is_closing() {
+            continue;
+        }
+        // The output first: once the close is recorded the writer would
+        // end it without the ERROR.
+        let reason = CloseReason::Overloaded { held_bytes: held };
+        let last = reason
+            .code()
+            .zip(reason.standard_message())
+            .map(|(code, message)| Arc::new(Batch::error(code, message)));
+        if outbound.output().shed(&**outbound, &shared.counters, last) {
+            shared.counters.error_sent(ErrorCode::Overloaded);
+        }
+        if outbound.close(reason) {
             peer.cut();
             cut += 1;
             log::warn!(

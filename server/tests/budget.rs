@@ -192,10 +192,11 @@ fn past_the_budget_the_heaviest_is_cut_and_new_connections_wait_for_the_low_wate
     partial.extend([1, MessageType::Heartbeat as u8, Flags::BINARY.bits()]);
     partial.extend(vec![b'x'; 700 * 1024]);
     heavy.send_raw(&partial);
-    wait_until("the heavy connection to be cut", || {
+    // Its socket had room: it is told why.
+    heavy.expect_fatal("OVERLOADED");
+    wait_until("the heavy connection to be counted closed", || {
         closes(&counters, "overloaded") == 1
     });
-    heavy.expect_close();
     // Still over the low-water mark: a new connection is refused.
     assert!(counters.memory_shedding());
     let mut refused = Raw::connect(addr);

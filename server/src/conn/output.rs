@@ -214,6 +214,45 @@ impl Output {
     pub(crate) fn abandon(&self) {
         self.state.lock().close();
     }
+
+    /// Ends the output of a connection being shed: drops what is queued
+    /// unwritten and writes `last` (the final ERROR) only if no write is
+    /// under way and the socket takes it without waiting. A client that is
+    /// not reading, the usual reason to be shed, has a full socket and
+    /// never gets it; nothing waits for it. Returns whether `last` went
+    /// out whole.
+    #[inline(never)]
+    pub(crate) fn shed(
+        &self,
+        outbound: &impl Accounts,
+        counters: &Counters,
+        last: Option<Arc<Batch>>,
+    ) -> bool {
+        let Some(mut state) = self.state.try_lock() else {
+            return false;
+        };
+        if state.done {
+            return false;
+        }
+        // Queued bytes leave the budget when the queue goes, with the
+        // connection; the memory itself goes now.
+        let written = if state.offset == 0
+            && let Some(last) = last
+        {
+            state.pending.clear();
+            if let Some(rx) = &state.rx {
+                while rx.try_recv().is_ok() {}
+            }
+            outbound.reserve_unbounded(last.bytes.len());
+            state.pending.push(last);
+            state.write(outbound, counters, Wait::No).is_ok() && state.pending.is_empty()
+        } else {
+            false
+        };
+        state.pending.clear();
+        state.close();
+        written
+    }
 }
 
 /// Whether a write may wait for the socket.
