@@ -333,3 +333,23 @@ fn clients_that_never_read_cannot_take_the_server_past_its_budget() {
     }
     wait_until("the attackers to be gone", || counters.connections() == 3);
 }
+
+#[test]
+fn a_budget_above_the_machines_memory_is_refused_at_start() {
+    let config = server::Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        budget: server::Budget {
+            memory: Some(1 << 62),
+            ..server::Budget::default()
+        },
+        ..Default::default()
+    };
+    let error = server::Server::bind(config).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+    let message = error.to_string();
+    assert!(
+        message
+            .starts_with("--memory-budget is 4611686018427387904 bytes, more than this machine's"),
+        "{message}"
+    );
+}

@@ -103,6 +103,11 @@ fn main() -> ExitCode {
     let signals = server::Signals::block();
     let server = match server::Server::bind(config) {
         Ok(server) => server,
+        // A setting checked against the machine (the memory budget).
+        Err(error) if error.kind() == std::io::ErrorKind::InvalidInput => {
+            eprintln!("relay: {error}");
+            return ExitCode::from(2);
+        }
         Err(error) => {
             eprintln!(
                 "relay: cannot listen on {}: {error}; is another server using it?",
