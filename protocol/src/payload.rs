@@ -128,6 +128,20 @@ pub struct Stats {
     pub slow_consumers: u64,
     /// ERROR frames sent, by code.
     pub errors: BTreeMap<String, u64>,
+    /// Memberships now (one connection in one room); left out when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub memberships: u64,
+    /// Bytes counted against the server's memory budget now (SPEC.md
+    /// 11.4); left out when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub memory_used: u64,
+    /// The server's memory budget in bytes; left out when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub memory_budget: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// Client → server JOIN_ROOM and LEAVE_ROOM.

@@ -577,6 +577,9 @@ proptest! {
                     .iter()
                     .map(|(code, n)| (code.as_str().to_owned(), *n))
                     .collect::<BTreeMap<_, _>>(),
+                memberships: counters[3] / 2,
+                memory_used: counters[4] / 3,
+                memory_budget: counters[5],
             }),
             id: None,
         };

@@ -146,6 +146,9 @@ impl Counters {
             bytes_out: self.bytes_out.load(Relaxed),
             slow_consumers: self.slow_consumers.load(Relaxed),
             errors,
+            memberships: self.memberships.load(Relaxed),
+            memory_used: self.memory.used(),
+            memory_budget: self.memory.limit(),
         }
     }
 }

@@ -97,6 +97,10 @@ fn a_join_past_the_membership_cap_is_refused_until_a_member_leaves() {
     });
     assert_eq!(first.join("d")["status"], "joined");
     assert_eq!(counters.rooms(), 3);
+    // A client sees the same counts in a HELLO answer.
+    let stats = first.stats();
+    assert_eq!((stats.rooms, stats.memberships), (3, 3));
+    assert!(stats.memory_used > 0 && stats.memory_used < stats.memory_budget);
 }
 
 #[test]
