@@ -4,6 +4,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::auth::AuthConfig;
+
 /// The longest timeout accepted: a day. Longer ones overflow clock
 /// arithmetic on some platforms and are never what anyone means.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
@@ -38,6 +40,9 @@ pub struct Config {
     /// Bytes a connection's outbound queue may hold; raised to two maximum
     /// frames if set lower, so a frame of the maximum size always fits.
     pub queue_bytes: usize,
+    /// Who may connect, and what they may do (SPEC.md 11.1, 11.2); off by
+    /// default: anyone, under any name, anywhere.
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -52,6 +57,7 @@ impl Default for Config {
             max_rooms_per_connection: 1000,
             queue_items: 64,
             queue_bytes: 4 << 20,
+            auth: AuthConfig::default(),
         }
     }
 }
