@@ -117,10 +117,22 @@ fn jwt_hs256_missing_wrong_expired_and_valid() {
     let addr = server.local_addr();
     let key = EncodingKey::from_secret(&secret);
     let now = now_secs();
-    let valid = sign(Algorithm::HS256, &key, &json!({"sub": "ann", "exp": now + 600}));
-    let expired = sign(Algorithm::HS256, &key, &json!({"sub": "ann", "exp": now - 5}));
+    let valid = sign(
+        Algorithm::HS256,
+        &key,
+        &json!({"sub": "ann", "exp": now + 600}),
+    );
+    let expired = sign(
+        Algorithm::HS256,
+        &key,
+        &json!({"sub": "ann", "exp": now - 5}),
+    );
     let other_key = EncodingKey::from_secret(&random_secret());
-    let wrong = sign(Algorithm::HS256, &other_key, &json!({"sub": "ann", "exp": now + 600}));
+    let wrong = sign(
+        Algorithm::HS256,
+        &other_key,
+        &json!({"sub": "ann", "exp": now + 600}),
+    );
     let no_exp = sign(Algorithm::HS256, &key, &json!({"sub": "ann"}));
     let messages = [
         refused(addr, json!({})),
@@ -169,7 +181,11 @@ fn jwt_es256_and_eddsa_valid_expired_and_forged() {
             _ => EncodingKey::from_ed_pem(private.as_bytes()).unwrap(),
         };
         let now = now_secs();
-        let valid = sign(jwt_algorithm, &key, &json!({"sub": "ann", "exp": now + 600}));
+        let valid = sign(
+            jwt_algorithm,
+            &key,
+            &json!({"sub": "ann", "exp": now + 600}),
+        );
         let expired = sign(jwt_algorithm, &key, &json!({"sub": "ann", "exp": now - 5}));
         // Algorithm confusion: HS256 keyed with the public key's bytes.
         let forged = sign(
@@ -183,7 +199,11 @@ fn jwt_es256_and_eddsa_valid_expired_and_forged() {
             Algorithm::ES256 => EncodingKey::from_ec_pem(other_private.as_bytes()).unwrap(),
             _ => EncodingKey::from_ed_pem(other_private.as_bytes()).unwrap(),
         };
-        let wrong = sign(jwt_algorithm, &other_key, &json!({"sub": "ann", "exp": now + 600}));
+        let wrong = sign(
+            jwt_algorithm,
+            &other_key,
+            &json!({"sub": "ann", "exp": now + 600}),
+        );
         let messages = [
             refused(addr, json!({})),
             refused(addr, json!({"token": expired})),
@@ -264,7 +284,10 @@ fn forbidden_joins_and_publishes_are_refused_and_the_connection_stays() {
     }
     for room in ["chat.general", "chat.random", "lobby"] {
         assert_eq!(lim.join(room)["status"], "joined");
-        assert_eq!(svc.expect(MessageType::Message).json()["type"], "userJoined");
+        assert_eq!(
+            svc.expect(MessageType::Message).json()["type"],
+            "userJoined"
+        );
     }
     assert_eq!(
         server.counters().errors_sent(ErrorCode::Forbidden),
@@ -282,7 +305,9 @@ fn forbidden_joins_and_publishes_are_refused_and_the_connection_stays() {
         assert_eq!(error.room.as_deref(), Some(room));
         assert_eq!(error.id, Some(protocol::RequestId::Text("m1".into())));
         let mut payload = Vec::new();
-        BinaryPublish { room, body: b"no" }.encode(&mut payload).unwrap();
+        BinaryPublish { room, body: b"no" }
+            .encode(&mut payload)
+            .unwrap();
         lim.send_raw(&raw_frame(MessageType::Message, Flags::BINARY, &payload));
         let error = lim.expect_error("FORBIDDEN");
         assert_eq!(error.room.as_deref(), Some(room));
@@ -318,7 +343,10 @@ fn wait_for_clock(unix_secs: u64) {
         .as_millis()
         <= u128::from(unix_secs) * 1000 + 200
     {
-        assert!(Instant::now() < deadline, "the clock did not reach {unix_secs}");
+        assert!(
+            Instant::now() < deadline,
+            "the clock did not reach {unix_secs}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -329,8 +357,16 @@ fn a_refresh_keeps_the_connection_past_the_first_expiry() {
     let server = hs_server(&secret);
     let key = EncodingKey::from_secret(&secret);
     let now = now_secs();
-    let short = sign(Algorithm::HS256, &key, &json!({"sub": "ann", "exp": now + 2}));
-    let long = sign(Algorithm::HS256, &key, &json!({"sub": "ann", "exp": now + 600}));
+    let short = sign(
+        Algorithm::HS256,
+        &key,
+        &json!({"sub": "ann", "exp": now + 2}),
+    );
+    let long = sign(
+        Algorithm::HS256,
+        &key,
+        &json!({"sub": "ann", "exp": now + 600}),
+    );
     let mut ann = accepted(server.local_addr(), json!({"token": short}));
     ann.join("r");
     ann.send_json(MessageType::Hello, &json!({"token": long, "id": 1}));
@@ -349,7 +385,13 @@ fn a_refresh_for_another_user_or_with_a_bad_token_is_refused() {
     let addr = server.local_addr();
     let key = EncodingKey::from_secret(&secret);
     let now = now_secs();
-    let token = |sub: &str| sign(Algorithm::HS256, &key, &json!({"sub": sub, "exp": now + 600}));
+    let token = |sub: &str| {
+        sign(
+            Algorithm::HS256,
+            &key,
+            &json!({"sub": sub, "exp": now + 600}),
+        )
+    };
     let mut ann = accepted(addr, json!({"token": token("ann")}));
     ann.send_json(MessageType::Hello, &json!({"token": token("bob")}));
     let error = ann.expect_error("AUTH_FAILED");
@@ -376,9 +418,15 @@ fn a_refresh_with_fewer_permissions_leaves_the_rooms_it_no_longer_allows() {
         ann.join(room);
     }
     for _ in 0..2 {
-        assert_eq!(bob.expect(MessageType::Message).json()["type"], "userJoined");
+        assert_eq!(
+            bob.expect(MessageType::Message).json()["type"],
+            "userJoined"
+        );
     }
-    ann.send_json(MessageType::Hello, &json!({"token": "ann-lobby-0123456789abcdef"}));
+    ann.send_json(
+        MessageType::Hello,
+        &json!({"token": "ann-lobby-0123456789abcdef"}),
+    );
     let error = ann.expect_error("FORBIDDEN");
     assert!(!error.fatal);
     assert_eq!(error.room.as_deref(), Some("chat.x"));
@@ -389,7 +437,10 @@ fn a_refresh_with_fewer_permissions_leaves_the_rooms_it_no_longer_allows() {
     assert_eq!(left["user"], "ann");
     // Still in the lobby, and may publish there.
     ann.publish("lobby", json!("still here"));
-    assert_eq!(bob.expect(MessageType::Message).json()["content"], "still here");
+    assert_eq!(
+        bob.expect(MessageType::Message).json()["content"],
+        "still here"
+    );
     ann.send_json(MessageType::JoinRoom, &json!({"room": "chat.x"}));
     ann.expect_error("FORBIDDEN");
 }
@@ -402,14 +453,20 @@ fn an_expired_token_ends_an_idle_connection_with_token_expired() {
     let exp = now_secs() + 1;
     let token = sign(Algorithm::HS256, &key, &json!({"sub": "ann", "exp": exp}));
     let mut ann = accepted(server.local_addr(), json!({"token": token}));
-    let mut bob = accepted(server.local_addr(), json!({"token": sign(
-        Algorithm::HS256,
-        &key,
-        &json!({"sub": "bob", "exp": exp + 600}),
-    )}));
+    let mut bob = accepted(
+        server.local_addr(),
+        json!({"token": sign(
+            Algorithm::HS256,
+            &key,
+            &json!({"sub": "bob", "exp": exp + 600}),
+        )}),
+    );
     ann.join("r");
     bob.join("r");
-    assert_eq!(ann.expect(MessageType::Message).json()["type"], "userJoined");
+    assert_eq!(
+        ann.expect(MessageType::Message).json()["type"],
+        "userJoined"
+    );
     // Silent from here: the server must act on its own clock.
     let error = ann.expect_error("TOKEN_EXPIRED");
     assert!(error.fatal);

@@ -50,7 +50,11 @@ pub struct JwtVerifier {
 impl fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let algorithms: Vec<_> = self.keys.iter().map(|(alg, _)| alg).collect();
-        write!(f, "JwtVerifier({algorithms:?}, leeway {} s)", self.leeway_secs)
+        write!(
+            f,
+            "JwtVerifier({algorithms:?}, leeway {} s)",
+            self.leeway_secs
+        )
     }
 }
 
@@ -164,11 +168,15 @@ impl JwtVerifier {
         algorithm: Option<&str>,
     ) -> Result<JwtVerifier, JwtKeyError> {
         let pem = std::fs::read(path).map_err(|error| {
-            JwtKeyError(format!("--jwt-public-key {}: cannot be read: {error}", path.display()))
+            JwtKeyError(format!(
+                "--jwt-public-key {}: cannot be read: {error}",
+                path.display()
+            ))
         })?;
-        self.with_public_key_pem(&pem, algorithm).map_err(|JwtKeyError(problem)| {
-            JwtKeyError(format!("--jwt-public-key {}: {problem}", path.display()))
-        })
+        self.with_public_key_pem(&pem, algorithm)
+            .map_err(|JwtKeyError(problem)| {
+                JwtKeyError(format!("--jwt-public-key {}: {problem}", path.display()))
+            })
     }
 
     /// The algorithms this verifier accepts.
@@ -183,7 +191,8 @@ impl JwtVerifier {
     /// Checks `token` at `now_ms` (milliseconds since the Unix epoch).
     pub fn verify(&self, token: &str, now_ms: u64) -> Result<Identity, AuthFailure> {
         let refuse = |error: JwtError| AuthFailure::Jwt(error);
-        let header = decode_header(token).map_err(|error| refuse(JwtError::Invalid(error.to_string())))?;
+        let header =
+            decode_header(token).map_err(|error| refuse(JwtError::Invalid(error.to_string())))?;
         let Some((algorithm, key)) = self.keys.iter().find(|(alg, _)| *alg == header.alg) else {
             return Err(refuse(JwtError::Algorithm(format!("{:?}", header.alg))));
         };
@@ -228,11 +237,15 @@ impl JwtVerifier {
 }
 
 /// The key in `pem`, and the one algorithm it will verify.
-fn public_key(pem: &[u8], algorithm: Option<&str>) -> Result<(Algorithm, DecodingKey), JwtKeyError> {
+fn public_key(
+    pem: &[u8],
+    algorithm: Option<&str>,
+) -> Result<(Algorithm, DecodingKey), JwtKeyError> {
     let text = String::from_utf8_lossy(pem);
     if text.contains("PRIVATE KEY") {
         return Err(JwtKeyError(
-            "is a private key; give the server the public key only (openssl pkey -pubout)".to_owned(),
+            "is a private key; give the server the public key only (openssl pkey -pubout)"
+                .to_owned(),
         ));
     }
     if text.contains("CERTIFICATE") {
@@ -296,7 +309,12 @@ mod tests {
     const NOW: u64 = NOW_MS / 1000;
 
     fn hs(claims: serde_json::Value) -> String {
-        encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -308,8 +326,13 @@ mod tests {
         assert_eq!(&*identity.user, "ann");
         assert_eq!(identity.expires_at_ms, Some((NOW + 90) * 1000));
         assert!(identity.permissions.may_join("chat.x"));
-        assert!(!identity.permissions.may_publish("chat.x"), "a missing key allows nothing");
-        let all = verifier.verify(&hs(json!({"sub": "ann", "exp": NOW + 60})), NOW_MS).unwrap();
+        assert!(
+            !identity.permissions.may_publish("chat.x"),
+            "a missing key allows nothing"
+        );
+        let all = verifier
+            .verify(&hs(json!({"sub": "ann", "exp": NOW + 60})), NOW_MS)
+            .unwrap();
         assert_eq!(all.permissions, Permissions::everything());
     }
 
@@ -367,12 +390,18 @@ mod tests {
         let verifier = JwtVerifier::new(0)
             .with_public_key_pem(ed.public_key_pem().as_bytes(), None)
             .unwrap();
-        assert_eq!(verifier.algorithms().collect::<Vec<_>>(), [Algorithm::EdDSA]);
+        assert_eq!(
+            verifier.algorithms().collect::<Vec<_>>(),
+            [Algorithm::EdDSA]
+        );
         let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let verifier = JwtVerifier::new(0)
             .with_public_key_pem(ec.public_key_pem().as_bytes(), None)
             .unwrap();
-        assert_eq!(verifier.algorithms().collect::<Vec<_>>(), [Algorithm::ES256]);
+        assert_eq!(
+            verifier.algorithms().collect::<Vec<_>>(),
+            [Algorithm::ES256]
+        );
         let private = JwtVerifier::new(0).with_public_key_pem(ed.serialize_pem().as_bytes(), None);
         assert!(private.unwrap_err().0.contains("private key"));
         let mismatch =
@@ -380,7 +409,8 @@ mod tests {
         assert!(mismatch.unwrap_err().0.contains("cannot verify RS256"));
         let garbage = JwtVerifier::new(0).with_public_key_pem(b"hello", None);
         assert!(garbage.unwrap_err().0.contains("no RSA, EC or Ed25519"));
-        let bad_name = JwtVerifier::new(0).with_public_key_pem(ec.public_key_pem().as_bytes(), Some("XY1"));
+        let bad_name =
+            JwtVerifier::new(0).with_public_key_pem(ec.public_key_pem().as_bytes(), Some("XY1"));
         assert!(bad_name.unwrap_err().0.contains("not a JWT algorithm"));
     }
 

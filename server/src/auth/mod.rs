@@ -59,7 +59,9 @@ impl fmt::Display for AuthFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AuthFailure::Missing => f.write_str("HELLO carried no token"),
-            AuthFailure::Unknown => f.write_str("the token is neither a known static token nor a JWT"),
+            AuthFailure::Unknown => {
+                f.write_str("the token is neither a known static token nor a JWT")
+            }
             AuthFailure::Expired => f.write_str("the JWT has expired"),
             AuthFailure::Jwt(error) => write!(f, "JWT refused: {error}"),
         }
@@ -128,9 +130,18 @@ mod tests {
             tokens: Some(table),
             jwt: Some(JwtVerifier::hs256(&[7; 32], 30)),
         };
-        assert_eq!(&*config.authenticate(Some("s3cret-service-token"), 0).unwrap().user, "svc");
+        assert_eq!(
+            &*config
+                .authenticate(Some("s3cret-service-token"), 0)
+                .unwrap()
+                .user,
+            "svc"
+        );
         assert_eq!(config.authenticate(None, 0), Err(AuthFailure::Missing));
-        assert_eq!(config.authenticate(Some("nope"), 0), Err(AuthFailure::Unknown));
+        assert_eq!(
+            config.authenticate(Some("nope"), 0),
+            Err(AuthFailure::Unknown)
+        );
         assert!(matches!(
             config.authenticate(Some("a.b.c"), 0),
             Err(AuthFailure::Jwt(_))

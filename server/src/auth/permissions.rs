@@ -225,10 +225,22 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_refused_with_a_reason() {
-        for bad in ["", ".*", "a*", "*.x", "a.*.b", " a", "a\u{7}", &"x".repeat(65)] {
+        for bad in [
+            "",
+            ".*",
+            "a*",
+            "*.x",
+            "a.*.b",
+            " a",
+            "a\u{7}",
+            &"x".repeat(65),
+        ] {
             let error = Patterns::parse([bad]).unwrap_err().to_string();
             assert!(error.starts_with("room pattern \""), "{error}");
-            assert!(error.ends_with("use a room name, \"prefix.*\" or \"*\""), "{error}");
+            assert!(
+                error.ends_with("use a room name, \"prefix.*\" or \"*\""),
+                "{error}"
+            );
         }
         let many = vec!["a"; MAX_PATTERNS + 1];
         assert!(Patterns::parse(many).is_err());
@@ -237,6 +249,9 @@ mod tests {
 
     #[test]
     fn patterns_print_as_written() {
-        assert_eq!(patterns(&["chat.*", "lobby", "*"]).to_string(), "chat.*,lobby,*");
+        assert_eq!(
+            patterns(&["chat.*", "lobby", "*"]).to_string(),
+            "chat.*,lobby,*"
+        );
     }
 }

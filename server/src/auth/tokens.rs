@@ -85,7 +85,11 @@ impl fmt::Display for TokensError {
         if self.line == 0 {
             write!(f, "--auth-tokens {}: {}", self.source, self.problem)
         } else {
-            write!(f, "--auth-tokens {}:{}: {}", self.source, self.line, self.problem)
+            write!(
+                f,
+                "--auth-tokens {}:{}: {}",
+                self.source, self.line, self.problem
+            )
         }
     }
 }
@@ -212,7 +216,9 @@ fn permissions<'a>(fields: impl Iterator<Item = &'a str>) -> Result<Permissions,
             }
         };
         if slot.is_some() {
-            return Err(format!("{key}= given twice; list its patterns once, comma-separated"));
+            return Err(format!(
+                "{key}= given twice; list its patterns once, comma-separated"
+            ));
         }
         let patterns = value.split(',').filter(|pattern| !pattern.is_empty());
         *slot = Some(Patterns::parse(patterns).map_err(|error| format!("{key}=: {error}"))?);
@@ -254,7 +260,10 @@ delta-token-0123456789 reader join=*
         assert!(admin.permissions.may_join("x") && admin.permissions.may_publish("y"));
         let reader = table.get("delta-token-0123456789").unwrap();
         assert!(reader.permissions.may_join("x"));
-        assert!(!reader.permissions.may_publish("x"), "an action not listed is nowhere");
+        assert!(
+            !reader.permissions.may_publish("x"),
+            "an action not listed is nowhere"
+        );
         assert!(table.get("alpha-token-012345678").is_none());
         assert!(table.get("").is_none());
     }
@@ -266,24 +275,51 @@ delta-token-0123456789 reader join=*
     #[test]
     fn errors_name_the_file_and_line_and_never_the_token() {
         let cases = [
-            ("ok-token-0123456789 a\nsecret-token-xyz\n", 2, "without a user"),
-            ("secret-token-xyz a\nsecret-token-xyz b\n", 2, "same token as line 1"),
-            ("secret-token-xyz a read=x\n", 1, "unknown permission \"read\""),
+            (
+                "ok-token-0123456789 a\nsecret-token-xyz\n",
+                2,
+                "without a user",
+            ),
+            (
+                "secret-token-xyz a\nsecret-token-xyz b\n",
+                2,
+                "same token as line 1",
+            ),
+            (
+                "secret-token-xyz a read=x\n",
+                1,
+                "unknown permission \"read\"",
+            ),
             ("secret-token-xyz a join\n", 1, "is not a permission"),
             ("secret-token-xyz a join=x join=y\n", 1, "join= given twice"),
-            ("secret-token-xyz a join=a*\n", 1, "join=: room pattern \"a*\""),
-            ("secret-token-xyz a\u{7}b\n", 1, "user id has a control character"),
+            (
+                "secret-token-xyz a join=a*\n",
+                1,
+                "join=: room pattern \"a*\"",
+            ),
+            (
+                "secret-token-xyz a\u{7}b\n",
+                1,
+                "user id has a control character",
+            ),
         ];
         for (text, line, problem) in cases {
             let error = error(text);
             assert_eq!(error.line, line, "{text:?}");
             let shown = error.to_string();
-            assert!(shown.starts_with(&format!("--auth-tokens tokens.txt:{line}: ")), "{shown}");
+            assert!(
+                shown.starts_with(&format!("--auth-tokens tokens.txt:{line}: ")),
+                "{shown}"
+            );
             assert!(shown.contains(problem), "{shown}");
             assert!(!shown.contains("secret-token"), "{shown}");
         }
         let long = format!("{} a\n", "x".repeat(protocol::MAX_TOKEN_LEN + 1));
-        assert!(error(&long).problem.contains("longer than a HELLO may carry"));
+        assert!(
+            error(&long)
+                .problem
+                .contains("longer than a HELLO may carry")
+        );
     }
 
     #[test]
@@ -296,6 +332,10 @@ delta-token-0123456789 reader join=*
     #[test]
     fn a_missing_file_is_named() {
         let error = TokenTable::load(Path::new("/nonexistent/relay-tokens")).unwrap_err();
-        assert!(error.to_string().starts_with("--auth-tokens /nonexistent/relay-tokens: cannot be read"));
+        assert!(
+            error
+                .to_string()
+                .starts_with("--auth-tokens /nonexistent/relay-tokens: cannot be read")
+        );
     }
 }

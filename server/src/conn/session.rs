@@ -26,9 +26,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use protocol::{
-    BinaryDelivery, Content, ErrorCode, ErrorPayload, Flags, Frame, Hello, HelloReply, JsonDelivery,
-    MemberChange, MemberEvent, MessageType, PublisherJson, Quoted, Request, RequestId, RoomReply,
-    begin_frame, encode_json, end_frame,
+    BinaryDelivery, Content, ErrorCode, ErrorPayload, Flags, Frame, Hello, HelloReply,
+    JsonDelivery, MemberChange, MemberEvent, MessageType, PublisherJson, Quoted, Request,
+    RequestId, RoomReply, begin_frame, encode_json, end_frame,
 };
 use serde::Serialize;
 

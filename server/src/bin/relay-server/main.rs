@@ -50,7 +50,12 @@ struct Args {
     /// Shared secret for HS256 JWTs (at least 32 bytes). Turns
     /// authentication on. Prefer the environment variable: a flag shows in
     /// the process list.
-    #[arg(long, env = "RELAY_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "RELAY_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
     jwt_secret: Option<String>,
     /// Public key (PEM) for signed JWTs: RSA (RS256), EC P-256 (ES256) or
     /// Ed25519 (EdDSA). Turns authentication on.
