@@ -212,10 +212,11 @@ impl Session {
                     }
                     log::debug!("{}: INIT → OPEN", self.connection_id);
                     self.set_identity(user, hello.echo);
-                } else if hello.token.is_some() && self.config().auth.is_on() {
-                    if let Err(error) = self.refresh(&hello) {
-                        return self.fatal(error);
-                    }
+                } else if hello.token.is_some()
+                    && self.config().auth.is_on()
+                    && let Err(error) = self.refresh(&hello)
+                {
+                    return self.fatal(error);
                 }
                 self.hello_reply(hello.id);
             }
