@@ -865,6 +865,70 @@ mod tests {
         assert_eq!(told[0].1["connectionId"], "c1");
     }
 
+    fn with_tokens(tokens: &str) -> Arc<Shared> {
+        shared(crate::Config {
+            auth: crate::auth::AuthConfig {
+                tokens: Some(crate::auth::TokenTable::parse(tokens, "test").unwrap()),
+                jwt: None,
+            },
+            ..crate::Config::default()
+        })
+    }
+
+    #[test]
+    fn a_refresh_recomputes_the_publish_permission_of_joined_rooms() {
+        let shared = with_tokens(
+            "reader-token-0123456789 ann join=r publish=\nwriter-token-0123456789 ann\n",
+        );
+        let mut ann = Client::hello(&shared, 1, json!({"token": "reader-token-0123456789"}));
+        let mut bob = Client::hello(&shared, 2, json!({"token": "writer-token-0123456789"}));
+        bob.ok(MessageType::JoinRoom, json!({"room": "r"}));
+        ann.ok(MessageType::JoinRoom, json!({"room": "r"}));
+        ann.received();
+        bob.received();
+        ann.ok(MessageType::Message, json!({"room": "r", "content": 1}));
+        assert_eq!(ann.received()[0].1["code"], "FORBIDDEN");
+        assert_eq!(bob.received(), []);
+        ann.ok(
+            MessageType::Hello,
+            json!({"token": "writer-token-0123456789"}),
+        );
+        assert_eq!(ann.received()[0].0, MessageType::Hello);
+        ann.ok(MessageType::Message, json!({"room": "r", "content": 2}));
+        let delivered = bob.received();
+        assert_eq!(delivered[0].1["content"], 2);
+        assert_eq!(delivered[0].1["user"], "ann");
+    }
+
+    #[test]
+    fn a_frame_read_after_the_token_expired_is_not_served() {
+        let secret = [9u8; 32];
+        let shared = shared(crate::Config {
+            auth: crate::auth::AuthConfig {
+                tokens: None,
+                jwt: Some(crate::auth::JwtVerifier::hs256(&secret, 0)),
+            },
+            ..crate::Config::default()
+        });
+        // The test clock reads 1_700_000_000_000 ms; the token ends 1 s later.
+        let claims = json!({"sub": "ann", "exp": 1_700_000_001u64});
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(&secret),
+        )
+        .unwrap();
+        let mut ann = Client::hello(&shared, 1, json!({"token": token}));
+        assert_eq!(ann.session.expires_at_ms(), Some(1_700_000_001_000));
+        let mut join = Vec::new();
+        encode_json(&mut join, MessageType::JoinRoom, &json!({"room": "r"})).unwrap();
+        ann.session.begin_read(join.len(), 1_700_000_001_000);
+        let (frame, _) = parse_frame(&join, u32::MAX).unwrap().unwrap();
+        assert!(ann.session.handle(&frame).is_break());
+        assert_eq!(ann.final_error().code, ErrorCode::TokenExpired);
+        assert_eq!(shared.rooms.members("r"), 0);
+    }
+
     #[test]
     fn a_delivery_that_would_exceed_the_frame_limit_is_refused() {
         let shared = shared(crate::Config {
