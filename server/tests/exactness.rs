@@ -329,7 +329,7 @@ fn auth_error(example: &Value) -> OwnedFrame {
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_secs()
-                + 1;
+                + 3;
             let claims = json!({"sub": "spec", "exp": exp});
             let token = encode(
                 &Header::default(),
