@@ -4,6 +4,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::auth::AuthConfig;
+
 /// The longest timeout accepted: a day. Longer ones overflow clock
 /// arithmetic on some platforms and are never what anyone means.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
@@ -40,6 +42,9 @@ pub struct Config {
     pub queue_bytes: usize,
     /// What all clients together may make the server hold.
     pub budget: Budget,
+    /// Who may connect, and what they may do (SPEC.md 11.1, 11.2); off by
+    /// default: anyone, under any name, anywhere.
+    pub auth: AuthConfig,
 }
 
 /// Server-wide bounds: what all connections together may hold, whatever
@@ -100,6 +105,7 @@ impl Default for Config {
             queue_items: 64,
             queue_bytes: 4 << 20,
             budget: Budget::default(),
+            auth: AuthConfig::default(),
         }
     }
 }

@@ -21,6 +21,8 @@
 //!   it (cut the heaviest connections with OVERLOADED).
 //! - `shared`: what all connection threads share (settings, rooms,
 //!   counters, the registry of live connections).
+//! - [`auth`]: who a client is and what it may do: static tokens, JWTs,
+//!   room permissions.
 //! - [`config`](Config): settings, validated in one place.
 //! - [`counters`](Counters): the counters HELLO answers carry, and closes by
 //!   reason.
@@ -42,6 +44,7 @@
 // Unit tests may unwrap: a panic there is a test failure with a backtrace.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod auth;
 mod budget;
 mod config;
 mod conn;
