@@ -115,6 +115,12 @@ impl MemoryBudget {
         self.used() > self.limit
     }
 
+    /// Whether charging `bytes` more would go over the budget: what room
+    /// state checks before it grows, since it is never shed.
+    pub(crate) fn would_exceed(&self, bytes: usize) -> bool {
+        self.used().saturating_add(bytes as u64) > self.limit
+    }
+
     /// Whether the server is shedding: over the budget, and not yet back
     /// to the low-water mark.
     pub(crate) fn is_shedding(&self) -> bool {

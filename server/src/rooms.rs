@@ -89,7 +89,7 @@ pub(crate) enum JoinRefused {
     Rooms(u64),
     /// `--max-memberships` memberships exist already.
     Memberships(u64),
-    /// The server is over its memory budget.
+    /// The server is at its memory budget.
     Memory,
 }
 
@@ -105,7 +105,7 @@ impl fmt::Display for JoinRefused {
                 "the server's limit of {limit} room memberships is reached; try again later"
             ),
             JoinRefused::Memory => {
-                f.write_str("the server is over its memory budget; try again later")
+                f.write_str("the server is at its memory budget; try again later")
             }
         }
     }
@@ -153,7 +153,10 @@ impl Rooms {
                 new,
             });
         }
-        if self.memory.is_over() {
+        if self
+            .memory
+            .would_exceed(ROOM_BYTES + room.len() + MEMBERSHIP_BYTES)
+        {
             return Err(JoinRefused::Memory);
         }
         if counters.rooms.fetch_add(1, Ordering::Relaxed) >= self.max_rooms {
@@ -181,8 +184,10 @@ impl Rooms {
     }
 
     /// Counts one more membership, if the cap and the budget allow it.
+    /// Room state is never shed, so it never takes the server over the
+    /// budget: a join that would is refused instead.
     fn take_membership(&self, counters: &Counters) -> Result<(), JoinRefused> {
-        if self.memory.is_over() {
+        if self.memory.would_exceed(MEMBERSHIP_BYTES) {
             return Err(JoinRefused::Memory);
         }
         if counters.memberships.fetch_add(1, Ordering::Relaxed) >= self.max_memberships {

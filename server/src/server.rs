@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use protocol::ErrorCode;
 
+use crate::budget::{MEMBERSHIP_BYTES, ROOM_BYTES};
 use crate::config::{Config, ConfigError, default_memory_budget};
 use crate::conn::close::CloseReason;
 use crate::conn::outbound::Batch;
@@ -264,6 +265,15 @@ fn memory_budget(config: &Config) -> Result<u64, ConfigError> {
         (Some(budget), _) => budget,
         (None, physical) => default_memory_budget(physical),
     };
+    let rooms = (config.budget.max_rooms as u64).saturating_mul(ROOM_BYTES as u64);
+    let memberships =
+        (config.budget.max_memberships as u64).saturating_mul(MEMBERSHIP_BYTES as u64);
+    if rooms.saturating_add(memberships) > budget / 2 {
+        log::warn!(
+            "--max-total-rooms and --max-memberships allow room state of about {} bytes, more than half the {budget}-byte memory budget; joins will be refused at the budget, and little is left for queued output",
+            rooms.saturating_add(memberships)
+        );
+    }
     match physical {
         Some(physical) => log::info!(
             "memory budget {budget} bytes, of this machine's {physical} bytes (queued output, partial frames and room state together)"
