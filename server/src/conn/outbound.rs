@@ -424,6 +424,33 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_charges_the_budget_and_gives_it_all_back() {
+        let memory = Arc::new(MemoryBudget::new(1000));
+        let (outbound, rx) = Outbound::accounted(7, SMALL, Arc::clone(&memory));
+        outbound.state().advance(ConnState::Open).unwrap();
+        outbound.try_push(&batch(300)).unwrap();
+        outbound.try_push(&batch(200)).unwrap();
+        assert_eq!(memory.used(), 500);
+        // Another's bytes take the server over its budget: a queue holding
+        // anything takes no more, an empty one still takes one batch.
+        memory.charge(600);
+        assert_eq!(outbound.try_push(&batch(10)), Err(PushError::Full));
+        let (empty, _empty_rx) = Outbound::accounted(8, SMALL, Arc::clone(&memory));
+        empty.state().advance(ConnState::Open).unwrap();
+        empty.try_push(&batch(50)).unwrap();
+        assert_eq!(memory.used(), 1150);
+        memory.credit(600);
+        drop((empty, _empty_rx));
+        assert_eq!(memory.used(), 500, "a queue gives back what it held");
+        // Written bytes leave the budget as they go.
+        write_one(&outbound, &rx);
+        assert_eq!(memory.used(), 200);
+        outbound.try_push(&batch(10)).unwrap();
+        drop((outbound, rx));
+        assert_eq!(memory.used(), 0);
+    }
+
+    #[test]
     fn one_oversized_batch_still_fits_an_empty_queue() {
         let (outbound, rx) = open(SMALL);
         outbound.try_push(&batch(5000)).unwrap();
