@@ -391,6 +391,11 @@ mod tests {
         written: Arc<Mutex<Vec<u8>>>,
         budget: Arc<AtomicUsize>,
         closed: Arc<AtomicUsize>,
+        /// Bytes accepted but held back, as TLS holds records the socket
+        /// did not take; the next non-waiting write holds its bytes too
+        /// when `hold` is set.
+        held: Arc<AtomicUsize>,
+        hold: Arc<AtomicUsize>,
     }
 
     impl WriteHalf for Script {
@@ -419,7 +424,19 @@ mod tests {
                     break;
                 }
             }
+            if self.hold.load(Ordering::Relaxed) > 0 {
+                self.held.fetch_add(n, Ordering::Relaxed);
+            }
             Ok(n)
+        }
+
+        fn has_pending(&self) -> bool {
+            self.held.load(Ordering::Relaxed) > 0
+        }
+
+        fn flush_pending(&mut self) -> io::Result<()> {
+            self.held.store(0, Ordering::Relaxed);
+            Ok(())
         }
 
         fn close_write(&mut self) {
@@ -534,6 +551,24 @@ mod tests {
         assert_eq!(output.flush_now(&ledger, &counters), Flushed::Handed);
         assert!(!output.write_waiting(&ledger, &counters).unwrap());
         assert_eq!(script.written.lock().len(), 6);
+    }
+
+    #[test]
+    fn bytes_the_transport_holds_back_are_left_to_the_writer_to_flush() {
+        let (output, tx, script) = setup(usize::MAX);
+        script.hold.store(1, Ordering::Relaxed);
+        let ledger = Ledger::default();
+        let counters = Counters::default();
+        tx.send(batch(1, 10)).unwrap();
+        // All taken, but not all in the socket: not done, and the writer
+        // is rung.
+        assert_eq!(output.flush_now(&ledger, &counters), Flushed::Handed);
+        assert_eq!(ledger.rings.load(Ordering::Relaxed), 1);
+        assert!(output.has_work(), "held bytes are work for the writer");
+        assert!(output.write_waiting(&ledger, &counters).unwrap());
+        assert_eq!(script.held.load(Ordering::Relaxed), 0);
+        assert!(!output.has_work());
+        assert!(!output.write_waiting(&ledger, &counters).unwrap());
     }
 
     #[test]

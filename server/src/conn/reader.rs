@@ -99,7 +99,7 @@ fn handshake<R: ReadHalf>(
             Err(error) => {
                 let failures = shared.counters.tls_handshake_failures.fetch_add(1, Relaxed) + 1;
                 let addr = peer.addr;
-                if failures == 1 || failures % 100 == 0 {
+                if failures == 1 || failures.is_multiple_of(100) {
                     log::info!(
                         "c{id}: TLS handshake with {addr} failed: {error} ({failures} failed handshakes so far; the others are logged at debug)"
                     );

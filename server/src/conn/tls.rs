@@ -206,11 +206,17 @@ impl Session {
         }
     }
 
-    /// Encrypts and writes as much of `bufs` as the socket takes now, one
-    /// chunk at a time; returns the plaintext bytes taken (0 when the
-    /// socket is still busy with earlier records). The last chunk's records
-    /// may still be in `out`: [`Session::pending`] says so.
-    fn write_now(&mut self, socket: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    /// Encrypts one chunk of `bufs`, `skip` bytes in, and writes it as far
+    /// as the socket takes it now; returns the plaintext bytes taken (0
+    /// when the socket is still busy with earlier records) and whether
+    /// their records all reached the socket ([`Session::pending`] counts
+    /// the rest).
+    fn write_chunk(
+        &mut self,
+        socket: &TcpStream,
+        bufs: &[IoSlice<'_>],
+        skip: usize,
+    ) -> io::Result<(usize, bool)> {
         if self.conn.is_handshaking() {
             return Err(io::Error::new(
                 io::ErrorKind::NotConnected,
@@ -221,23 +227,15 @@ impl Session {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
         if !self.flush(socket)? {
-            return Ok(0);
+            return Ok((0, false));
         }
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        let mut taken = 0;
-        while taken < total {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let count = chunk_of(bufs, taken, &mut slices);
-            let n = self.conn.writer().write_vectored(&slices[..count])?;
-            if n == 0 {
-                break;
-            }
-            taken += n;
-            if !self.flush(socket)? {
-                break;
-            }
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let count = chunk_of(bufs, skip, &mut slices);
+        if count == 0 {
+            return Ok((0, true));
         }
-        Ok(taken)
+        let taken = self.conn.writer().write_vectored(&slices[..count])?;
+        Ok((taken, self.flush(socket)?))
     }
 }
 
@@ -268,6 +266,32 @@ fn chunk_of<'a>(bufs: &'a [IoSlice<'_>], mut skip: usize, slices: &mut [IoSlice<
 impl Stream {
     fn lock(&self) -> MutexGuard<'_, Session> {
         self.session.lock()
+    }
+
+    /// Encrypts and writes as much of `bufs` as the socket takes now, a
+    /// chunk per turn of the lock, so a large write never keeps the reader
+    /// from the session for longer than one chunk. With `wait`, takes the
+    /// lock even when busy (the writer); without, gives up when it is
+    /// (a publisher). Returns the plaintext bytes taken.
+    fn write_now(&self, bufs: &[IoSlice<'_>], wait: bool) -> io::Result<usize> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut taken = 0;
+        while taken < total {
+            let mut session = if wait {
+                self.lock()
+            } else {
+                match self.session.try_lock() {
+                    Some(session) => session,
+                    None => break,
+                }
+            };
+            let (n, flushed) = session.write_chunk(&self.socket, bufs, taken)?;
+            taken += n;
+            if n == 0 || !flushed {
+                break;
+            }
+        }
+        Ok(taken)
     }
 
     /// Writes what the session holds, waiting (without the lock) up to the
@@ -414,7 +438,7 @@ impl WriteHalf for TlsWrite {
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let stream = &*self.0;
         loop {
-            let n = stream.lock().write_now(&stream.socket, bufs)?;
+            let n = stream.write_now(bufs, true)?;
             if n > 0 || bufs.iter().all(|b| b.is_empty()) {
                 return Ok(n);
             }
@@ -425,20 +449,21 @@ impl WriteHalf for TlsWrite {
     }
 
     fn write_vectored_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let stream = &*self.0;
-        // A publisher never waits: the reader (decrypting) or the writer
-        // has it, and the writer will write this.
-        let Some(mut session) = stream.session.try_lock() else {
-            return Err(io::ErrorKind::WouldBlock.into());
-        };
-        match session.write_now(&stream.socket, bufs)? {
+        // A publisher never waits: when the reader (decrypting) or the
+        // writer has the session, the writer will write this.
+        match self.0.write_now(bufs, false)? {
             0 => Err(io::ErrorKind::WouldBlock.into()),
             n => Ok(n),
         }
     }
 
     fn has_pending(&self) -> bool {
-        self.0.lock().pending() > 0
+        // Busy counts as pending: whoever has the session may be leaving
+        // records behind, and a needless flush by the writer costs nothing.
+        self.0
+            .session
+            .try_lock()
+            .is_none_or(|session| session.pending() > 0)
     }
 
     fn flush_pending(&mut self) -> io::Result<()> {
