@@ -432,3 +432,22 @@ fn shutdown_says_shutting_down_over_tls() {
         TcpStream::connect(tls.addr()).is_err()
     });
 }
+
+#[test]
+fn a_full_server_turns_tls_clients_away_before_any_handshake() {
+    let tls = Tls::start(
+        None,
+        Duration::from_secs(30),
+        Config {
+            max_connections: 1,
+            ..Config::default()
+        },
+    );
+    let mut ann = tls.hello("ann");
+    assert!(refused(tls.addr(), tls.trust()));
+    let mut plain = Raw::connect(tls.server.local_addr());
+    plain.expect_fatal("SERVER_FULL");
+    // Turned away at the door: no handshake was started, none failed.
+    assert_eq!(tls.server.counters().tls_handshake_failures(), 0);
+    ann.join("still-here");
+}
