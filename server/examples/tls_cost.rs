@@ -23,7 +23,7 @@ const MEMBERS: usize = 100;
 /// One client, over either transport.
 enum Client {
     Plain(Raw),
-    Tls(TlsClient),
+    Tls(Box<TlsClient>),
 }
 
 impl Client {
@@ -31,7 +31,9 @@ impl Client {
         if plain {
             Client::Plain(Raw::hello(addr, json!({})).0)
         } else {
-            Client::Tls(TlsClient::hello(addr, client_config(ca, None), json!({})).0)
+            Client::Tls(Box::new(
+                TlsClient::hello(addr, client_config(ca, None), json!({})).0,
+            ))
         }
     }
 
