@@ -145,13 +145,13 @@ fn main() {
     let ca = TestCa::new("bench CA");
     let issued = ca.server("bench");
     let server = testkit::start_server_with(Config {
-        tls: Some(TlsConfig {
+        tls: Some(Box::new(TlsConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             cert: dir.write("cert.pem", &issued.cert_pem),
             key: dir.write("key.pem", &issued.key_pem),
             client_ca: None,
             handshake_timeout: Duration::from_secs(10),
-        }),
+        })),
         ..Config::default()
     });
     let ca = ca.pem();

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::AuthConfig;
+
 /// The longest timeout accepted: a day. Longer ones overflow clock
 /// arithmetic on some platforms and are never what anyone means.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
@@ -40,8 +42,11 @@ pub struct Config {
     /// frames if set lower, so a frame of the maximum size always fits.
     pub queue_bytes: usize,
     /// A second listener that speaks TLS (SPEC.md 11.3); `None` for plain
-    /// TCP only.
-    pub tls: Option<TlsConfig>,
+    /// TCP only. Boxed: it is rarely there, and `Config` is passed by value.
+    pub tls: Option<Box<TlsConfig>>,
+    /// Who may connect, and what they may do (SPEC.md 11.1, 11.2); off by
+    /// default: anyone, under any name, anywhere.
+    pub auth: AuthConfig,
 }
 
 /// The TLS listener: where, with which certificate, and whether clients
@@ -83,6 +88,7 @@ impl Default for Config {
             queue_items: 64,
             queue_bytes: 4 << 20,
             tls: None,
+            auth: AuthConfig::default(),
         }
     }
 }

@@ -37,13 +37,13 @@ impl Tls {
         let key = dir.write("key.pem", &issued.key_pem);
         let client_ca = client_ca.map(|ca| dir.write("client-ca.pem", ca.pem()));
         let server = start_server_with(Config {
-            tls: Some(TlsConfig {
+            tls: Some(Box::new(TlsConfig {
                 addr: SocketAddr::from(([127, 0, 0, 1], 0)),
                 cert: cert.clone(),
                 key: key.clone(),
                 client_ca,
                 handshake_timeout,
-            }),
+            })),
             ..config
         });
         Tls {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use protocol::{Decoder, HelloReply, MessageType};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::pem::PemObject;
@@ -29,7 +29,7 @@ use crate::raw::WAIT;
 
 /// A certificate authority made for one test.
 pub struct TestCa {
-    key: KeyPair,
+    issuer: Issuer<'static, KeyPair>,
     cert: rcgen::Certificate,
 }
 
@@ -63,7 +63,10 @@ impl TestCa {
             KeyUsagePurpose::DigitalSignature,
         ];
         let cert = params.self_signed(&key).expect("a CA certificate");
-        TestCa { key, cert }
+        TestCa {
+            issuer: Issuer::new(params, key),
+            cert,
+        }
     }
 
     /// The CA certificate, as PEM (for `--tls-client-ca` or a client's
@@ -119,9 +122,7 @@ impl TestCa {
             .push(DnType::CommonName, common_name);
         params.subject_alt_names = sans;
         params.extended_key_usages = vec![usage];
-        let cert = params
-            .signed_by(&key, &self.cert, &self.key)
-            .expect("a certificate");
+        let cert = params.signed_by(&key, &self.issuer).expect("a certificate");
         Issued {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
