@@ -40,6 +40,12 @@ const CHUNK: usize = 16 * 1024;
 const OUT_RETAIN: usize = 4 * 1024;
 /// Slices handed to rustls per step at most.
 const MAX_SLICES: usize = 64;
+/// Answers the reader's input produced (alerts, key updates) that may wait
+/// for the socket before the reader stops reading and waits for them to
+/// go out: a client that makes the server talk and never reads cannot
+/// make `out` grow past this. Above one chunk's records, so the writer's
+/// own output never trips it.
+const MAX_BACKLOG: usize = 4 * CHUNK;
 
 /// An accepted socket and its TLS session, not yet split.
 #[derive(Debug)]
@@ -328,6 +334,13 @@ impl ReadHalf for TlsRead {
                 let mut session = stream.lock();
                 if let Some(result) = session.take_plaintext(buf) {
                     return result;
+                }
+                if session.pending() > MAX_BACKLOG {
+                    drop(session);
+                    // Bounded by the write timeout: a client that does
+                    // not read its answers is closed.
+                    stream.flush_waiting()?;
+                    continue;
                 }
                 match session.receive(&stream.socket)? {
                     // Decrypted (or the end): take it on the next turn.
