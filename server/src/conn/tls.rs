@@ -12,9 +12,10 @@
 //! Encrypted bytes leave rustls into `out`, this transport's own buffer, so
 //! how many are still to be written is known exactly (for
 //! [`ReadHalf::unsent_bytes`] and [`WriteHalf::has_pending`]). New
-//! plaintext is taken only once `out` is empty, so `out` never holds more
-//! than one chunk's records: the bound on what a connection that stops
-//! reading costs beyond its queue.
+//! plaintext is taken only once `out` is empty, so writes leave at most one
+//! chunk's records in it, and the reader stops reading while the answers
+//! its input produced pass [`MAX_BACKLOG`]: the bound on what a connection
+//! that stops reading costs beyond its queue.
 //!
 //! The handshake is done by the reader thread, before the first frame, and
 //! bounded by the handshake timeout: a client that connects and says
