@@ -36,6 +36,9 @@ pub enum CloseReason {
     Shutdown,
     /// A connection thread panicked: a bug, not the client's doing.
     ThreadPanic,
+    /// The TLS handshake failed or did not finish within the handshake
+    /// timeout (no ERROR: no frame can be sent without one).
+    TlsHandshake,
     /// The server was over its memory budget and this was the heaviest
     /// connection (OVERLOADED); it is cut at once, not flushed, since what
     /// it holds is what the server must give back.
@@ -47,7 +50,7 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// How many kinds there are, for per-kind counters.
-    pub const KINDS: usize = 11;
+    pub const KINDS: usize = 12;
 
     /// The kinds' names, in [`CloseReason::index`] order.
     pub const NAMES: [&'static str; Self::KINDS] = [
@@ -61,6 +64,7 @@ impl CloseReason {
         "server_full",
         "shutdown",
         "thread_panic",
+        "tls_handshake",
         "overloaded",
     ];
 
@@ -89,7 +93,8 @@ impl CloseReason {
             CloseReason::ServerFull => 7,
             CloseReason::Shutdown => 8,
             CloseReason::ThreadPanic => 9,
-            CloseReason::Overloaded { .. } => 10,
+            CloseReason::TlsHandshake => 10,
+            CloseReason::Overloaded { .. } => 11,
         }
     }
 
@@ -106,7 +111,8 @@ impl CloseReason {
             | CloseReason::ClientReset
             | CloseReason::WriteTimeout
             | CloseReason::WriteError
-            | CloseReason::ThreadPanic => None,
+            | CloseReason::ThreadPanic
+            | CloseReason::TlsHandshake => None,
         }
     }
 
@@ -152,6 +158,7 @@ impl fmt::Display for CloseReason {
             CloseReason::ServerFull => f.write_str("server full"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
             CloseReason::ThreadPanic => f.write_str("connection thread panicked"),
+            CloseReason::TlsHandshake => f.write_str("TLS handshake failed"),
             CloseReason::Overloaded { held_bytes } => write!(
                 f,
                 "overloaded: shed over the memory budget, holding {held_bytes} bytes"
@@ -175,6 +182,7 @@ mod tests {
         CloseReason::ServerFull,
         CloseReason::Shutdown,
         CloseReason::ThreadPanic,
+        CloseReason::TlsHandshake,
         CloseReason::Overloaded { held_bytes: 1 },
     ];
 
