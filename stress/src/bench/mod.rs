@@ -139,6 +139,9 @@ pub struct Options {
     pub nats_bin: Option<PathBuf>,
     /// Run Relay in this process even if a server binary is there.
     pub in_process: bool,
+    /// Also run fan-out and latency over Relay's TLS port, beside plain TCP
+    /// on the same server (a certificate is made for the run).
+    pub tls: bool,
     /// Fail the verdict when a figure misses its bar.
     pub check_targets: bool,
     pub quiet: bool,
@@ -174,6 +177,7 @@ impl Default for Options {
             redis_bin: None,
             nats_bin: None,
             in_process: false,
+            tls: false,
             check_targets: false,
             quiet: false,
         }

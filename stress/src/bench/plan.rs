@@ -8,6 +8,7 @@
 use serde_json::{Value, json};
 
 use super::subject::{Launch, Subject};
+use super::throughput::Over;
 use super::{Options, Outcome, Which, memory, rooms, setup, throughput};
 use crate::error::{Error, Result};
 use crate::peer::System;
@@ -146,11 +147,21 @@ pub(super) fn run_system(launch: &Launch, options: &Options) -> Vec<Step> {
                 match which {
                     Which::Fanout => {
                         for &s in &options.subscribers {
-                            steps.push(Step::Done(which, throughput::fanout(subject, options, s)));
+                            for over in overs(subject) {
+                                steps.push(Step::Done(
+                                    which,
+                                    throughput::fanout(subject, options, s, over),
+                                ));
+                            }
                         }
                     }
                     Which::Latency => {
-                        steps.push(Step::Done(which, throughput::latency(subject, options)))
+                        for over in overs(subject) {
+                            steps.push(Step::Done(
+                                which,
+                                throughput::latency(subject, options, over),
+                            ));
+                        }
                     }
                     Which::Rooms => steps.push(Step::Done(which, rooms::run(subject, options))),
                     Which::Setup => steps.push(Step::Done(which, setup::run(subject, options))),
@@ -192,6 +203,15 @@ pub(super) fn run_system(launch: &Launch, options: &Options) -> Vec<Step> {
         }
     }
     steps
+}
+
+/// The ports fan-out and latency run over: plain, then TLS when the server
+/// has a TLS port (`--tls`), one right after the other on the same server.
+fn overs(subject: &Subject) -> Vec<Over> {
+    match subject.tls {
+        Some(_) => vec![Over::Plain, Over::Tls],
+        None => vec![Over::Plain],
+    }
 }
 
 /// Starts a server, runs `body` against it, stops it.
@@ -238,5 +258,6 @@ pub(super) fn parameters(options: &Options) -> Value {
         "connections": {"clients": options.connections, "room_size": options.idle_room_size},
         "memory": {"clients": options.memory_connections, "rooms_each": options.memory_rooms, "room_size": options.idle_room_size},
         "client_threads": options.threads,
+        "tls": options.tls,
     })
 }

@@ -14,6 +14,7 @@ use crate::peer::System;
 use crate::peer::servers::PeerServer;
 use crate::sys::{CpuMeter, ProcStatus};
 use crate::target::Target;
+use crate::tls::TlsClient;
 
 /// How to get a server of one system.
 #[derive(Debug, Clone)]
@@ -69,6 +70,7 @@ impl Launch {
             system,
             addr,
             pid,
+            tls: None,
             owner,
         })
     }
@@ -86,6 +88,8 @@ pub struct Subject {
     pub addr: SocketAddr,
     /// The server's own process, when it has one this tool knows.
     pub pid: Option<u32>,
+    /// Its TLS port and how to trust it (`bench --tls`).
+    pub tls: Option<(SocketAddr, TlsClient)>,
     owner: Owner,
 }
 
