@@ -210,6 +210,16 @@ pub fn run(options: &Options) -> Result<Report> {
     crate::sys::start_clock();
     let mut report = Report::new("bench");
     let systems = plan::systems(options)?;
+    if options.tls && options.target.addr.is_some() {
+        return Err(crate::error::Error::new(
+            "--tls starts Relay with a TLS port of its own; leave out --addr and --target",
+        ));
+    }
+    let pki = if options.tls {
+        Some(crate::tls::TestPki::generate()?)
+    } else {
+        None
+    };
     let mut results = Results::default();
     let mut json_systems = Map::new();
     for (system, launch) in &systems {
@@ -233,7 +243,7 @@ pub fn run(options: &Options) -> Result<Report> {
                     String::new()
                 }
             ));
-            for step in plan::run_system(launch, options) {
+            for step in plan::run_system(launch, options, pki.as_ref()) {
                 let (which, outcome) = match step {
                     plan::Step::Line(line) => {
                         report.line(line);

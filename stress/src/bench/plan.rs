@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::peer::System;
 use crate::peer::servers::{binary_name, find_binary};
 use crate::target::sibling_server_binary;
+use crate::tls::TestPki;
 
 /// One step of a system's run, in the order it happened.
 #[derive(Debug)]
@@ -120,7 +121,9 @@ fn max_connections(options: &Options) -> usize {
 }
 
 /// Runs the chosen workloads against one system.
-pub(super) fn run_system(launch: &Launch, options: &Options) -> Vec<Step> {
+/// `tls`: the certificate for a TLS port beside the plain one, on the
+/// server fan-out and latency run against (Relay only).
+pub(super) fn run_system(launch: &Launch, options: &Options, tls: Option<&TestPki>) -> Vec<Step> {
     let mut steps = Vec::new();
     let max = max_connections(options);
     let in_process = matches!(launch, Launch::RelayInProcess(_));
@@ -142,7 +145,8 @@ pub(super) fn run_system(launch: &Launch, options: &Options) -> Vec<Step> {
         })
         .collect();
     if !shared.is_empty() {
-        with_subject(launch, max, &shared, &mut steps, |subject, steps| {
+        let tls = tls.filter(|_| launch.system() == System::Relay);
+        with_subject(launch, max, tls, &shared, &mut steps, |subject, steps| {
             for &which in &shared {
                 match which {
                     Which::Fanout => {
@@ -174,6 +178,7 @@ pub(super) fn run_system(launch: &Launch, options: &Options) -> Vec<Step> {
         with_subject(
             launch,
             max,
+            None,
             &[Which::Connections],
             &mut steps,
             |subject, steps| {
@@ -189,6 +194,7 @@ pub(super) fn run_system(launch: &Launch, options: &Options) -> Vec<Step> {
             with_subject(
                 launch,
                 max,
+                None,
                 &[Which::Memory],
                 &mut steps,
                 |subject, steps| {
@@ -218,11 +224,12 @@ fn overs(subject: &Subject) -> Vec<Over> {
 fn with_subject(
     launch: &Launch,
     max: usize,
+    tls: Option<&TestPki>,
     workloads: &[Which],
     steps: &mut Vec<Step>,
     body: impl FnOnce(&Subject, &mut Vec<Step>),
 ) {
-    match launch.start(max) {
+    match launch.start(max, tls) {
         Ok(subject) => {
             let names: Vec<&str> = workloads.iter().map(|&w| key(w)).collect();
             steps.push(Step::Line(format!(
