@@ -2,7 +2,10 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::auth::AuthConfig;
 
 /// The longest timeout accepted: a day. Longer ones overflow clock
 /// arithmetic on some platforms and are never what anyone means.
@@ -38,6 +41,38 @@ pub struct Config {
     /// Bytes a connection's outbound queue may hold; raised to two maximum
     /// frames if set lower, so a frame of the maximum size always fits.
     pub queue_bytes: usize,
+    /// A second listener that speaks TLS (SPEC.md 11.3); `None` for plain
+    /// TCP only. Boxed: it is rarely there, and `Config` is passed by value.
+    pub tls: Option<Box<TlsConfig>>,
+    /// Who may connect, and what they may do (SPEC.md 11.1, 11.2); off by
+    /// default: anyone, under any name, anywhere.
+    pub auth: AuthConfig,
+}
+
+/// The TLS listener: where, with which certificate, and whether clients
+/// must show one.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Where to listen for TLS, beside [`Config::addr`]. Port 0 picks a
+    /// free port (see `Server::tls_addr`).
+    pub addr: SocketAddr,
+    /// PEM certificate chain, leaf first (`--tls-cert`).
+    pub cert: PathBuf,
+    /// PEM private key of the leaf certificate (`--tls-key`).
+    pub key: PathBuf,
+    /// PEM CA certificates: when set, every client must show a certificate
+    /// they signed (mutual TLS; `--tls-client-ca`).
+    pub client_ca: Option<PathBuf>,
+    /// A connection whose handshake has not finished after this long is
+    /// cut, so a client that connects and says nothing (or trickles its
+    /// ClientHello) holds its threads for this long at most.
+    pub handshake_timeout: Duration,
+}
+
+impl TlsConfig {
+    /// The default `--tls-handshake-timeout`: ample for a handshake across
+    /// the world, short enough that silent sockets do not pile up.
+    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 }
 
 impl Default for Config {
@@ -52,6 +87,8 @@ impl Default for Config {
             max_rooms_per_connection: 1000,
             queue_items: 64,
             queue_bytes: 4 << 20,
+            tls: None,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -101,6 +138,18 @@ impl Config {
                     ),
                 });
             }
+        }
+        if let Some(tls) = &self.tls
+            && (tls.handshake_timeout.is_zero() || tls.handshake_timeout > MAX_TIMEOUT)
+        {
+            return Err(ConfigError {
+                flag: "tls-handshake-timeout",
+                problem: format!(
+                    "must be above 0 and at most {} seconds, not {}",
+                    MAX_TIMEOUT.as_secs(),
+                    tls.handshake_timeout.as_secs_f64()
+                ),
+            });
         }
         if self.stall_timeout > MAX_TIMEOUT {
             return Err(ConfigError {

@@ -9,14 +9,19 @@
 //!
 //! - [`server`](Server): the accept loop, admission, shutdown, and the
 //!   housekeeping thread (giving memory back after a crowd leaves).
-//! - `conn/`: one connection: the transport seam, its reader thread, the
+//! - `conn/`: one connection: the transport seam (plain TCP, and TLS in
+//!   `conn::tls`), its reader thread, the
 //!   request handling (`session`, no socket), the bounded outbound queue
 //!   with the deliver-or-cut rule, the shared output that publishers flush
 //!   and the writer thread finishes (sleeping on a futex `doorbell`), the
 //!   state machine, the typed close reason and the one teardown.
+//! - `tls`: the TLS listener's certificates, loaded from PEM, reloaded on
+//!   request ([`TlsReloader`]), and who a client certificate names.
 //! - `rooms`: which connections are in which room; broadcast.
 //! - `shared`: what all connection threads share (settings, rooms,
 //!   counters, the registry of live connections).
+//! - [`auth`]: who a client is and what it may do: static tokens, JWTs,
+//!   room permissions.
 //! - [`config`](Config): settings, validated in one place.
 //! - [`counters`](Counters): the counters HELLO answers carry, and closes by
 //!   reason.
@@ -38,6 +43,7 @@
 // Unit tests may unwrap: a panic there is a test failure with a backtrace.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod auth;
 mod config;
 mod conn;
 mod counters;
@@ -48,9 +54,11 @@ mod rooms;
 mod server;
 mod shared;
 mod sys;
+mod tls;
 
-pub use config::{Config, ConfigError, MAX_TIMEOUT, MIN_MAX_FRAME};
+pub use config::{Config, ConfigError, MAX_TIMEOUT, MIN_MAX_FRAME, TlsConfig};
 pub use conn::{CloseReason, ConnState};
 pub use counters::Counters;
 pub use server::{RunningServer, Server, ShutdownHandle};
 pub use sys::signals::{Signal, Signals};
+pub use tls::{TlsError, TlsReloader};

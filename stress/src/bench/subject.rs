@@ -66,13 +66,13 @@ impl Launch {
             Launch::RelayInProcess(config) => {
                 let config = server::Config {
                     max_connections,
-                    tls: tls.map(|pki| server::TlsConfig {
+                    tls: tls.map(|pki| Box::new(server::TlsConfig {
                         addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
                         cert: pki.cert.clone(),
                         key: pki.key.clone(),
                         client_ca: None,
                         handshake_timeout: server::TlsConfig::DEFAULT_HANDSHAKE_TIMEOUT,
-                    }),
+                    })),
                     ..config.clone()
                 };
                 let target = Target::in_process(config)?;

@@ -4,6 +4,7 @@
 mod logger;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -41,6 +42,49 @@ struct Args {
     /// Entries (batches of frames) a connection's outbound queue may hold.
     #[arg(long, env = "RELAY_QUEUE_FRAMES", default_value_t = 64)]
     queue_frames: usize,
+    /// Also listen for TLS here (needs --tls-cert and --tls-key); the plain
+    /// --addr port keeps working beside it.
+    #[arg(long, env = "RELAY_TLS_ADDR")]
+    tls_addr: Option<SocketAddr>,
+    /// PEM certificate chain for the TLS port, leaf first. Reread on SIGHUP.
+    #[arg(long, env = "RELAY_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of that certificate. Reread on SIGHUP.
+    #[arg(long, env = "RELAY_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): TLS clients must show a certificate they
+    /// signed (mutual TLS). Reread on SIGHUP.
+    #[arg(long, env = "RELAY_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+    /// Seconds a TLS handshake may take before the connection is cut.
+    #[arg(long, env = "RELAY_TLS_HANDSHAKE_TIMEOUT", default_value_t = 10.0)]
+    tls_handshake_timeout: f64,
+    /// Static tokens for services, one per line: TOKEN USER
+    /// [join=PATTERNS] [publish=PATTERNS] (SPEC.md 11.1). Turns
+    /// authentication on.
+    #[arg(long, env = "RELAY_AUTH_TOKENS", value_name = "FILE")]
+    auth_tokens: Option<PathBuf>,
+    /// Shared secret for HS256 JWTs (at least 32 bytes). Turns
+    /// authentication on. Prefer the environment variable: a flag shows in
+    /// the process list.
+    #[arg(
+        long,
+        env = "RELAY_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    jwt_secret: Option<String>,
+    /// Public key (PEM) for signed JWTs: RSA (RS256), EC P-256 (ES256) or
+    /// Ed25519 (EdDSA). Turns authentication on.
+    #[arg(long, env = "RELAY_JWT_PUBLIC_KEY", value_name = "FILE")]
+    jwt_public_key: Option<PathBuf>,
+    /// The algorithm of --jwt-public-key, when not the key's default:
+    /// RS384, RS512, PS256, PS384, PS512 or ES384.
+    #[arg(long, env = "RELAY_JWT_ALGORITHM", requires = "jwt_public_key")]
+    jwt_algorithm: Option<String>,
+    /// Seconds of clock skew allowed on a JWT's exp and nbf.
+    #[arg(long, env = "RELAY_JWT_LEEWAY", default_value_t = server::auth::jwt::DEFAULT_LEEWAY_SECS)]
+    jwt_leeway: u64,
     /// Log every frame and state transition (also RELAY_DEBUG=1).
     #[arg(long)]
     debug: bool,
@@ -51,6 +95,58 @@ struct Args {
 fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value)
         .map_err(|_| format!("--{flag} must be a number of seconds above 0, not {value}"))
+}
+
+/// The TLS port's settings: all of --tls-addr, --tls-cert and --tls-key, or
+/// none of them.
+fn tls(args: &Args) -> Result<Option<Box<server::TlsConfig>>, String> {
+    let handshake_timeout = seconds(args.tls_handshake_timeout, "tls-handshake-timeout")?;
+    match (&args.tls_addr, &args.tls_cert, &args.tls_key) {
+        (None, None, None) if args.tls_client_ca.is_none() => Ok(None),
+        (Some(addr), Some(cert), Some(key)) => Ok(Some(Box::new(server::TlsConfig {
+            addr: *addr,
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+            handshake_timeout,
+        }))),
+        _ => Err(
+            "--tls-addr, --tls-cert and --tls-key go together (--tls-client-ca needs them too); give all three for a TLS port, or none"
+                .into(),
+        ),
+    }
+}
+
+/// Authentication from the flags; a file or key that cannot be used is an
+/// error that names it (never a token or the secret).
+fn auth(args: &Args) -> Result<server::auth::AuthConfig, String> {
+    use server::auth::{JwtVerifier, TokenTable, jwt::MIN_SECRET_LEN};
+    let tokens = match &args.auth_tokens {
+        Some(path) => Some(TokenTable::load(path).map_err(|error| error.to_string())?),
+        None => None,
+    };
+    let mut jwt = None;
+    if let Some(secret) = &args.jwt_secret {
+        if secret.is_empty() {
+            return Err("--jwt-secret is empty; give a random secret of at least 32 bytes".into());
+        }
+        if secret.len() < MIN_SECRET_LEN {
+            log::warn!(
+                "--jwt-secret is {} bytes; use at least {MIN_SECRET_LEN} random bytes, or it can be guessed",
+                secret.len()
+            );
+        }
+        jwt = Some(JwtVerifier::new(args.jwt_leeway).with_secret(secret.as_bytes()));
+    }
+    if let Some(path) = &args.jwt_public_key {
+        let verifier = jwt.unwrap_or_else(|| JwtVerifier::new(args.jwt_leeway));
+        jwt = Some(
+            verifier
+                .with_public_key_file(path, args.jwt_algorithm.as_deref())
+                .map_err(|error| error.to_string())?,
+        );
+    }
+    Ok(server::auth::AuthConfig { tokens, jwt })
 }
 
 fn config(args: &Args) -> Result<server::Config, String> {
@@ -64,8 +160,41 @@ fn config(args: &Args) -> Result<server::Config, String> {
         max_rooms_per_connection: args.max_rooms,
         queue_items: args.queue_frames,
         queue_bytes: args.queue_bytes,
+        tls: tls(args)?,
+        auth: auth(args)?,
     };
     config.validate().map_err(|error| error.to_string())
+}
+
+/// SIGHUP: reread the TLS files; on failure keep the ones in force.
+fn reload(reloader: Option<&server::TlsReloader>) {
+    match reloader {
+        None => log::info!("SIGHUP received; nothing to reload (no TLS port)"),
+        Some(reloader) => match reloader.reload() {
+            Ok(()) => log::info!(
+                "SIGHUP received; TLS certificate reloaded: new connections use it, open ones keep theirs"
+            ),
+            Err(error) => log::error!(
+                "SIGHUP received; TLS reload failed, keeping the certificate in force: {error}"
+            ),
+        },
+    }
+}
+
+/// Says at start who may connect, so an open server is never a surprise.
+fn log_auth(args: &Args) {
+    if args.auth_tokens.is_none() && args.jwt_secret.is_none() && args.jwt_public_key.is_none() {
+        log::warn!(
+            "authentication is off: anyone who can reach this port may join any room under any name; see --auth-tokens and --jwt-secret"
+        );
+        return;
+    }
+    if let Some(path) = &args.auth_tokens {
+        log::info!("authentication: static tokens from {}", path.display());
+    }
+    if args.jwt_secret.is_some() || args.jwt_public_key.is_some() {
+        log::info!("authentication: JWTs, {} s leeway", args.jwt_leeway);
+    }
 }
 
 fn main() -> ExitCode {
@@ -83,6 +212,11 @@ fn main() -> ExitCode {
     let signals = server::Signals::block();
     let server = match server::Server::bind(config) {
         Ok(server) => server,
+        // A setting or a TLS file that cannot work; the message names it.
+        Err(error) if error.kind() == std::io::ErrorKind::InvalidInput => {
+            eprintln!("relay: {error}");
+            return ExitCode::from(2);
+        }
         Err(error) => {
             eprintln!(
                 "relay: cannot listen on {}: {error}; is another server using it?",
@@ -92,23 +226,36 @@ fn main() -> ExitCode {
         }
     };
     let handle = server.shutdown_handle();
+    let reloader = server.tls_reloader();
     let spawned = std::thread::Builder::new()
         .name("relay-signals".into())
         .spawn(move || {
-            let signal = signals.wait();
-            log::info!(
-                "signal {} received; shutting down (again to exit at once)",
-                signal.number()
-            );
-            handle.shutdown();
-            signals.wait();
-            std::process::exit(130);
+            let mut stopping = false;
+            loop {
+                let signal = signals.wait();
+                match signal {
+                    server::Signal::Hangup => reload(reloader.as_ref()),
+                    _ if stopping => std::process::exit(130),
+                    _ => {
+                        log::info!(
+                            "signal {} received; shutting down (again to exit at once)",
+                            signal.number()
+                        );
+                        handle.shutdown();
+                        stopping = true;
+                    }
+                }
+            }
         });
     if let Err(error) = spawned {
         eprintln!("relay: cannot start the signal thread: {error}");
         return ExitCode::FAILURE;
     }
     println!("listening on {}", server.local_addr());
+    if let Some(addr) = server.tls_addr() {
+        println!("listening for TLS on {addr}");
+    }
+    log_auth(&args);
     log::info!(
         "accepting up to {} connections, frames up to {} bytes",
         server.max_connections(),
