@@ -119,6 +119,9 @@ impl SwarmStream {
             Some(tls) => SwarmStream::Tls(Box::new(TlsSocket {
                 conn: tls.start()?,
                 stream,
+                cipher: Vec::new(),
+                start: 0,
+                end: 0,
             })),
         })
     }
@@ -162,6 +165,13 @@ impl Write for SwarmStream {
 pub struct TlsSocket {
     conn: ClientConnection,
     stream: TcpStream,
+    /// Ciphertext read from the socket and not yet given to rustls: the
+    /// socket is read 64 KiB at a time, where rustls's own `read_tls`
+    /// asks it for 4 KiB per call, and the client side of a fan-out bench
+    /// must not be what limits it.
+    cipher: Vec<u8>,
+    start: usize,
+    end: usize,
 }
 
 impl std::fmt::Debug for TlsSocket {
@@ -187,9 +197,18 @@ impl Read for TlsSocket {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
-            if self.conn.read_tls(&mut self.stream)? == 0 {
-                return Ok(0);
+            if self.start == self.end {
+                if self.cipher.is_empty() {
+                    self.cipher = vec![0; 64 * 1024];
+                }
+                let n = self.stream.read(&mut self.cipher)?;
+                if n == 0 {
+                    return Ok(0);
+                }
+                (self.start, self.end) = (0, n);
             }
+            let mut pending = &self.cipher[self.start..self.end];
+            self.start += self.conn.read_tls(&mut pending)?;
             self.conn.process_new_packets().map_err(io::Error::other)?;
             // Handshake messages, and what was written before it ended.
             match self.send_pending() {

@@ -45,8 +45,8 @@ pub fn run(args: &args::Args) -> Result<ExitCode, String> {
         tls: endpoint.tls.then(|| args.tls_options()),
         ..Options::default()
     };
-    let client = Client::connect_host(&endpoint.host, endpoint.port, &options)
-        .map_err(|e| e.to_string())?;
+    let client =
+        Client::connect_host(&endpoint.host, endpoint.port, &options).map_err(|e| e.to_string())?;
     // With a token the server names the user; only an explicit --name is
     // sent (and must match), never the login name.
     let (name, hello) = match &args.token {

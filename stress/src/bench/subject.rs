@@ -66,13 +66,15 @@ impl Launch {
             Launch::RelayInProcess(config) => {
                 let config = server::Config {
                     max_connections,
-                    tls: tls.map(|pki| Box::new(server::TlsConfig {
-                        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-                        cert: pki.cert.clone(),
-                        key: pki.key.clone(),
-                        client_ca: None,
-                        handshake_timeout: server::TlsConfig::DEFAULT_HANDSHAKE_TIMEOUT,
-                    })),
+                    tls: tls.map(|pki| {
+                        Box::new(server::TlsConfig {
+                            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                            cert: pki.cert.clone(),
+                            key: pki.key.clone(),
+                            client_ca: None,
+                            handshake_timeout: server::TlsConfig::DEFAULT_HANDSHAKE_TIMEOUT,
+                        })
+                    }),
                     ..config.clone()
                 };
                 let target = Target::in_process(config)?;
@@ -85,9 +87,9 @@ impl Launch {
             Launch::External { addr, pid, .. } => (*addr, *pid, Owner::External),
         };
         if let (Some(pki), Owner::Relay(target)) = (tls, &owner) {
-            let tls_addr = target.tls_addr().ok_or_else(|| {
-                crate::error::Error::new("the server announced no TLS port")
-            })?;
+            let tls_addr = target
+                .tls_addr()
+                .ok_or_else(|| crate::error::Error::new("the server announced no TLS port"))?;
             tls_client = Some((tls_addr, pki.client()?));
         }
         Ok(Subject {
