@@ -172,7 +172,7 @@ fn hint(error: io::Error) -> String {
     let text = error.to_string();
     if text.contains("UnknownIssuer") {
         format!("{text}; pass --ca with the certificate of the CA that signed the server's")
-    } else if text.contains("NotValidForName") {
+    } else if text.contains("NotValidForName") || text.contains("not valid for name") {
         format!("{text}; connect with the name the certificate was issued for")
     } else if text.contains("CorruptMessage") || text.contains("InvalidContentType") {
         format!("{text}; the server does not speak TLS on this port")
