@@ -49,7 +49,7 @@ mod server;
 mod shared;
 mod sys;
 
-pub use config::{Config, ConfigError, MAX_TIMEOUT, MIN_MAX_FRAME};
+pub use config::{Config, ConfigError, MAX_TIMEOUT, MIN_MAX_FRAME, RateLimits};
 pub use conn::{CloseReason, ConnState};
 pub use counters::Counters;
 pub use server::{RunningServer, Server, ShutdownHandle};

@@ -7,7 +7,8 @@
 //! - [`transport`]: the seam to the bytes (plain TCP today): a read half,
 //!   a write half, and a cut.
 //! - [`reader`]: the reader thread's I/O loop: read, decode, idle clock,
-//!   stack trimming, lingering after a close.
+//!   stack trimming, lingering after a close; [`rate`]: the rate limits it
+//!   applies to each frame.
 //! - [`session`]: request handling, with no socket: HELLO, JOIN, LEAVE,
 //!   MESSAGE, HEARTBEAT.
 //! - [`gather`]: a read's answers and deliveries gathered into shared
@@ -30,6 +31,7 @@ mod gather;
 pub(crate) mod outbound;
 mod output;
 pub(crate) mod peer;
+pub(crate) mod rate;
 pub(crate) mod reader;
 pub(crate) mod session;
 pub(crate) mod start;
