@@ -15,6 +15,7 @@
 //!   and the writer thread finishes (sleeping on a futex `doorbell`), the
 //!   state machine, the typed close reason and the one teardown.
 //! - `rooms`: which connections are in which room; broadcast.
+//! - `per_address`: connections per IP address (`--max-connections-per-ip`).
 //! - `shared`: what all connection threads share (settings, rooms,
 //!   counters, the registry of live connections).
 //! - [`config`](Config): settings, validated in one place.
@@ -44,6 +45,7 @@ mod counters;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod per_address;
 mod rooms;
 mod server;
 mod shared;

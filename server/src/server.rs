@@ -15,6 +15,7 @@ use crate::conn::close::CloseReason;
 use crate::conn::outbound::Batch;
 use crate::conn::transport::Tcp;
 use crate::counters::Counters;
+use crate::per_address::TooMany;
 use crate::shared::Shared;
 
 /// After SHUTTING_DOWN, how long writers get to flush before sockets are cut.
@@ -248,8 +249,19 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, id: u64) {
         reject(shared, stream, addr, &why);
         return;
     }
+    let slot = match shared.per_address.admit(addr.ip()) {
+        Ok(slot) => slot,
+        Err(TooMany { limit }) => {
+            let why = format!(
+                "too many connections from {} (at most {limit} per address)",
+                addr.ip()
+            );
+            reject(shared, stream, addr, &why);
+            return;
+        }
+    };
     match Tcp::new(stream, shared.config.write_timeout) {
-        Ok(transport) => crate::conn::start::start(shared, transport, id, addr),
+        Ok(transport) => crate::conn::start::start(shared, transport, id, addr, slot),
         Err(error) => log::warn!("{addr}: socket setup failed: {error}"),
     }
 }

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use super::outbound::Outbound;
+use parking_lot::Mutex;
+
 use super::transport::Cut;
+use crate::per_address::Slot;
 
 #[derive(Debug)]
 pub(crate) struct Peer {
@@ -22,10 +25,18 @@ pub(crate) struct Peer {
     /// Set once the writer has written its last byte, so the reader knows
     /// when to stop lingering.
     writer_done: AtomicBool,
+    /// Its place in the per-address count, given back when the connection
+    /// closes.
+    slot: Mutex<Slot>,
 }
 
 impl Peer {
-    pub(crate) fn new(outbound: Arc<Outbound>, addr: SocketAddr, cut: Arc<dyn Cut>) -> Peer {
+    pub(crate) fn new(
+        outbound: Arc<Outbound>,
+        addr: SocketAddr,
+        cut: Arc<dyn Cut>,
+        slot: Slot,
+    ) -> Peer {
         Peer {
             outbound,
             addr,
@@ -34,6 +45,7 @@ impl Peer {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             writer_done: AtomicBool::new(false),
+            slot: Mutex::new(slot),
         }
     }
 
@@ -49,6 +61,11 @@ impl Peer {
     /// Records that one of the two threads has ended; true for the last.
     pub(crate) fn thread_ended(&self) -> bool {
         self.threads_left.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    /// Stops counting the connection against its address.
+    pub(crate) fn release_slot(&self) {
+        self.slot.lock().release();
     }
 
     pub(crate) fn set_writer_done(&self) {
