@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
-use super::outbound::Outbound;
 use parking_lot::Mutex;
 
+use super::outbound::Outbound;
 use super::transport::Cut;
 use crate::per_address::Slot;
 
