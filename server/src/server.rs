@@ -266,8 +266,9 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, id: u64) {
     }
 }
 
-/// Starts the thread that does the server's periodic chores (today: giving
-/// memory back after a crowd leaves); it ends with the server.
+/// Starts the thread that does the server's periodic chores (giving memory
+/// back after a crowd leaves; waking writers to watch bytes that publishers
+/// left in their sockets); it ends with the server.
 fn start_housekeeping(shared: &Arc<Shared>) {
     let shared = Arc::clone(shared);
     let started = std::thread::Builder::new()
@@ -277,6 +278,7 @@ fn start_housekeeping(shared: &Arc<Shared>) {
             while !shared.shutting_down.load(Ordering::Acquire) {
                 std::thread::sleep(Duration::from_secs(1));
                 shared.trim_after_crowd();
+                crate::conn::writer::ring_unwatched(&shared);
             }
         });
     if let Err(error) = started {

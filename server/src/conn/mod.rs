@@ -16,7 +16,8 @@
 //! - [`outbound`]: the bounded queue, its accounting, the one
 //!   deliver-or-cut rule, and the verdict that ends the output;
 //!   [`output`]: the write half and what is being written, shared by the
-//!   writer and the publishers that flush for it.
+//!   writer and the publishers that flush for it; [`progress`]: whether
+//!   the client still takes it (reaping one that stopped reading).
 //! - [`writer`]: the writer thread: coalesced, vectored writes;
 //!   [`doorbell`]: how it sleeps and is woken.
 //! - [`peer`]: the connection as the registry sees it; [`start`]: its
@@ -31,6 +32,7 @@ mod gather;
 pub(crate) mod outbound;
 mod output;
 pub(crate) mod peer;
+mod progress;
 pub(crate) mod rate;
 pub(crate) mod reader;
 pub(crate) mod session;
@@ -38,7 +40,7 @@ pub(crate) mod start;
 pub(crate) mod state;
 mod teardown;
 pub(crate) mod transport;
-mod writer;
+pub(crate) mod writer;
 
 pub use close::CloseReason;
 pub use state::ConnState;

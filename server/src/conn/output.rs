@@ -19,20 +19,32 @@
 //! for a publisher's non-blocking write at most. A publisher that cannot
 //! finish rings the writer's doorbell, so nothing queued is left unwritten.
 //!
+//! The writer also keeps an eye on a client that stops reading (see
+//! `progress`): while it owes bytes it looks every check interval, blocked
+//! in a write or asleep, and gives up once the client has taken nothing for
+//! the write timeout. Bytes a publisher leaves in a socket the writer is not
+//! watching start the clock, without a wake-up (thin traffic stays one
+//! `sendmsg` per delivery); the housekeeping thread rings such a writer
+//! within a second ([`Output::unwatched`]). After a close, the final flush
+//! has the write timeout from the moment of the close, however slowly the
+//! client keeps reading.
+//!
 //! The writing functions are `#[inline(never)]`: their frames (an array of
 //! 64 slices) then stay off the writer's frame that sleeps, and off the
 //! reader's, so the stack pages they touch can be given back while the
 //! connection is idle (see `sys::thread::trim_stack`).
 
 use std::io::{self, IoSlice};
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 use protocol::parse_frame;
 
 use super::batch::{Batch, Outgoing};
+use super::progress::{Delivery, Seen, check_interval};
 use super::transport::{WriteHalf, is_timeout};
 use crate::counters::Counters;
 
@@ -55,6 +67,9 @@ const MAX_SLICES: usize = 64;
 #[derive(Debug)]
 pub(crate) struct Output {
     state: Mutex<State>,
+    /// When the connection's close was decided: the final flush must end
+    /// within the write timeout of it.
+    closing_at: OnceLock<Instant>,
 }
 
 struct State {
@@ -73,6 +88,15 @@ struct State {
     done: bool,
     /// Bytes written to this client, for the disconnect log.
     bytes_out: u64,
+    /// Whether the client takes what it is sent.
+    delivery: Delivery,
+    /// The writer looks at this socket every check interval while it owes
+    /// bytes. When it does not, bytes a publisher leaves behind set
+    /// `unwatched`, and the housekeeping thread turns that into `rewatch`
+    /// and rings it.
+    watching: bool,
+    unwatched: bool,
+    rewatch: bool,
 }
 
 impl std::fmt::Debug for State {
@@ -104,13 +128,75 @@ impl Output {
                 offset: 0,
                 done: false,
                 bytes_out: 0,
+                delivery: Delivery::new(crate::config::MAX_TIMEOUT),
+                watching: false,
+                unwatched: false,
+                rewatch: false,
             }),
+            closing_at: OnceLock::new(),
         }
     }
 
-    /// Gives the output its write half.
-    pub(crate) fn attach(&self, sink: Box<dyn WriteHalf>) {
-        self.state.lock().sink = Some(sink);
+    /// Gives the output its write half, and the write timeout that judges
+    /// whether the client still takes what it is sent.
+    pub(crate) fn attach(&self, sink: Box<dyn WriteHalf>, write_timeout: Duration) {
+        let mut state = self.state.lock();
+        state.sink = Some(sink);
+        state.delivery = Delivery::new(write_timeout);
+    }
+
+    /// Starts the final flush's clock: the connection is closing.
+    pub(crate) fn closing(&self) {
+        self.closing_at.get_or_init(Instant::now);
+    }
+
+    /// Whether the connection has been closing for longer than the final
+    /// flush may take.
+    pub(crate) fn past_flush_bound(&self) -> bool {
+        let Some(at) = self.closing_at.get() else {
+            return false;
+        };
+        at.elapsed() >= self.state.lock().delivery.timeout()
+    }
+
+    /// Whether a publisher left bytes in this socket while the writer was
+    /// not watching it; if so the writer is to look (the caller rings it).
+    pub(crate) fn unwatched(&self) -> bool {
+        let mut state = self.state.lock();
+        if !state.unwatched || state.watching {
+            return false;
+        }
+        state.unwatched = false;
+        state.rewatch = true;
+        true
+    }
+
+    /// The idle writer's look at bytes still in the socket: how long it may
+    /// sleep before looking again (`None`: nothing is owed, sleep until
+    /// rung), or `TimedOut` when the client has taken nothing for the
+    /// write timeout.
+    pub(crate) fn watch(&self) -> io::Result<Option<Duration>> {
+        let mut state = self.state.lock();
+        state.rewatch = false;
+        state.unwatched = false;
+        if state.done {
+            return Ok(None);
+        }
+        let queued =
+            !state.pending.is_empty() || state.rx.as_ref().is_some_and(|rx| !rx.is_empty());
+        let unsent = state.sink.as_ref().and_then(|sink| sink.unsent_bytes());
+        let written = state.bytes_out;
+        match state.delivery.look(written, unsent, queued, Instant::now()) {
+            Seen::Idle => {
+                state.watching = false;
+                Ok(None)
+            }
+            Seen::Owed => {
+                state.watching = true;
+                Ok(Some(check_interval(state.delivery.timeout())))
+            }
+            Seen::Stuck => Err(stuck()),
+        }
     }
 
     /// Bytes written to this client so far.
@@ -135,7 +221,8 @@ impl Output {
             return Flushed::Handed;
         }
         state.take_queued();
-        let flushed = match state.write(outbound, counters, Wait::No) {
+        let before = state.bytes_out;
+        let flushed = match state.write(outbound, counters, Wait::No, &self.closing_at) {
             Ok(()) if state.pending.is_empty() => Flushed::All,
             Ok(()) => Flushed::Handed,
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => Flushed::Handed,
@@ -143,6 +230,12 @@ impl Output {
             Err(_) => Flushed::Handed,
         };
         let more = state.rx.as_ref().is_some_and(|rx| !rx.is_empty());
+        // Bytes left in a socket nobody watches: the clock starts now, and
+        // the writer looks once housekeeping rings it.
+        if !state.watching && state.bytes_out > before {
+            state.unwatched = true;
+            state.delivery.owing(Instant::now());
+        }
         drop(state);
         if flushed == Flushed::Handed || more {
             outbound.ring();
@@ -167,14 +260,16 @@ impl Output {
         if state.pending.is_empty() {
             return Ok(false);
         }
-        state.write(outbound, counters, Wait::Yes)?;
+        state.write(outbound, counters, Wait::Yes, &self.closing_at)?;
         Ok(true)
     }
 
-    /// Whether anything is queued or pending.
+    /// Whether anything is queued or pending, or a socket is to be watched.
     pub(crate) fn has_work(&self) -> bool {
         let state = self.state.lock();
-        !state.pending.is_empty() || state.rx.as_ref().is_some_and(|rx| !rx.is_empty())
+        !state.pending.is_empty()
+            || state.rewatch
+            || state.rx.as_ref().is_some_and(|rx| !rx.is_empty())
     }
 
     /// Ends the output: writes what is queued and `last` (the final ERROR),
@@ -197,14 +292,16 @@ impl Output {
             if state.pending.is_empty() {
                 break;
             }
-            result = state.write(outbound, counters, Wait::Yes);
+            result = state.write(outbound, counters, Wait::Yes, &self.closing_at);
         }
         if result.is_ok()
             && let Some(last) = last
         {
             outbound.reserve_unbounded(last.bytes.len());
             state.pending.push(last);
-            written = state.write(outbound, counters, Wait::Yes).is_ok();
+            written = state
+                .write(outbound, counters, Wait::Yes, &self.closing_at)
+                .is_ok();
         }
         state.close();
         written
@@ -245,20 +342,30 @@ impl State {
     /// Writes `pending`, all of it (`Wait::Yes`) or what the socket takes
     /// now (`Wait::No`). Queue room is given back as bytes go out, so a
     /// member reading slowly but steadily makes room for its publishers all
-    /// along and is never taken for a stuck one.
+    /// along and is never taken for a stuck one. A waiting write looks at
+    /// the client's progress every check interval, and ends once the client
+    /// has taken nothing for the write timeout, or once the connection has
+    /// been closing (`closing_at`) for that long.
     fn write(
         &mut self,
         outbound: &impl Accounts,
         counters: &Counters,
         wait: Wait,
+        closing_at: &OnceLock<Instant>,
     ) -> io::Result<()> {
         let State {
             sink,
             pending,
             offset,
             bytes_out,
+            delivery,
             ..
         } = self;
+        let interval = check_interval(delivery.timeout());
+        let mut looked = Instant::now();
+        if wait == Wait::Yes {
+            delivery.owing(looked);
+        }
         let Some(sink) = sink.as_mut() else {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "no socket yet"));
         };
@@ -287,10 +394,10 @@ impl State {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if wait == Wait::Yes && is_timeout(&e) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no progress for the write timeout; the client stopped reading",
-                    ));
+                    // A check interval without the socket taking a byte.
+                    looked = Instant::now();
+                    look(delivery, &**sink, *bytes_out, closing_at, looked)?;
+                    continue;
                 }
                 Err(e) => return Err(e),
             };
@@ -312,12 +419,61 @@ impl State {
             pending.drain(..done);
             *offset = left;
             counters.frames_out.fetch_add(frames, Relaxed);
+            if wait == Wait::Yes && !pending.is_empty() {
+                // A client trickling a few bytes at a time keeps writes
+                // succeeding: look all the same.
+                let now = Instant::now();
+                if now - looked >= interval {
+                    looked = now;
+                    look(delivery, &**sink, *bytes_out, closing_at, now)?;
+                } else {
+                    past_bound(delivery, closing_at, now)?;
+                }
+            }
             if wait == Wait::No && !pending.is_empty() {
                 return Ok(());
             }
         }
         Ok(())
     }
+}
+
+/// A waiting write's look at the client: an error once it has taken
+/// nothing for the write timeout, or the final flush has run out of time.
+fn look(
+    delivery: &mut Delivery,
+    sink: &dyn WriteHalf,
+    written: u64,
+    closing_at: &OnceLock<Instant>,
+    now: Instant,
+) -> io::Result<()> {
+    past_bound(delivery, closing_at, now)?;
+    match delivery.look(written, sink.unsent_bytes(), true, now) {
+        Seen::Stuck => Err(stuck()),
+        Seen::Idle | Seen::Owed => Ok(()),
+    }
+}
+
+/// An error once the connection has been closing for the write timeout: a
+/// client that keeps reading a byte at a time cannot hold its connection,
+/// its threads and its backlog after it was cut.
+fn past_bound(delivery: &Delivery, closing_at: &OnceLock<Instant>, now: Instant) -> io::Result<()> {
+    match closing_at.get() {
+        Some(at) if now.saturating_duration_since(*at) >= delivery.timeout() => {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the final flush took the whole write timeout; the client reads too slowly",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn stuck() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the client took nothing for the write timeout; it stopped reading",
+    )
 }
 
 /// Logs each frame about to be written (`--debug`).
@@ -423,7 +579,7 @@ mod tests {
         let output = Output::new(rx);
         let script = Script::default();
         script.budget.store(budget, Ordering::Relaxed);
-        output.attach(Box::new(script.clone()));
+        output.attach(Box::new(script.clone()), Duration::from_secs(30));
         (output, tx, script)
     }
 

@@ -247,7 +247,8 @@ pub(crate) fn handle_frames(
 
 /// Reads and discards input after the connection was closed, until the
 /// client has received everything we sent, or closes its side, or stops
-/// making progress for the write timeout.
+/// making progress for the write timeout, or the write timeout has passed
+/// since the close.
 ///
 /// Closing a socket that has unread input, or that receives input after the
 /// close, makes the kernel reset the connection and throw away what is still
@@ -275,7 +276,8 @@ fn linger<R: ReadHalf>(shared: &Shared, peer: &Peer, read: &mut R) {
             // The writer has its own write timeout.
             progress_at = now;
         }
-        if now - progress_at >= write_timeout {
+        // Past the final flush's bound, however slowly the client reads.
+        if now - progress_at >= write_timeout || peer.outbound.output().past_flush_bound() {
             return;
         }
         if read.set_read_timeout(LINGER_POLL).is_err() {

@@ -48,7 +48,9 @@ pub(crate) fn start(
         },
     );
     let (read, write, cut) = transport.split();
-    outbound.output().attach(Box::new(write));
+    outbound
+        .output()
+        .attach(Box::new(write), config.write_timeout);
     let peer = Arc::new(Peer::new(outbound, addr, cut, slot));
     shared.register(&peer);
     let counters = &shared.counters;
