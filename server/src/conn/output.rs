@@ -364,6 +364,7 @@ impl State {
         let interval = check_interval(delivery.timeout());
         let mut looked = Instant::now();
         if wait == Wait::Yes {
+            past_bound(delivery, closing_at, looked)?;
             delivery.owing(looked);
         }
         let Some(sink) = sink.as_mut() else {

@@ -58,6 +58,14 @@ impl Peer {
         self.cut.cut();
     }
 
+    /// Ends the connection and throws away what the kernel still holds for
+    /// the client: it was given up on (it stopped reading, or read too
+    /// slowly to take its final ERROR in time), and its backlog must not
+    /// outlive the connection.
+    pub(crate) fn abort(&self) {
+        self.cut.abort();
+    }
+
     /// Records that one of the two threads has ended; true for the last.
     pub(crate) fn thread_ended(&self) -> bool {
         self.threads_left.fetch_sub(1, Ordering::AcqRel) == 1

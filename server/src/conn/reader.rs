@@ -276,8 +276,10 @@ fn linger<R: ReadHalf>(shared: &Shared, peer: &Peer, read: &mut R) {
             // The writer has its own write timeout.
             progress_at = now;
         }
-        // Past the final flush's bound, however slowly the client reads.
+        // No progress, or past the final flush's bound however slowly the
+        // client reads: give up on it, and on what it has not taken.
         if now - progress_at >= write_timeout || peer.outbound.output().past_flush_bound() {
+            peer.abort();
             return;
         }
         if read.set_read_timeout(LINGER_POLL).is_err() {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::progress::check_interval;
-use crate::sys::socket::{send_vectored_now, unsent_bytes};
+use crate::sys::socket::{reset_on_close, send_vectored_now, unsent_bytes};
 use crate::sys::wake::{WaitMask, wait_readable};
 
 /// A connection's bytes, before they are handed to its two threads.
@@ -70,6 +70,12 @@ pub(crate) trait WriteHalf: Send + 'static {
 /// passed, a panicking thread).
 pub(crate) trait Cut: Send + Sync + Debug {
     fn cut(&self);
+
+    /// Cuts, and makes the final close discard what the kernel still holds
+    /// for the client (a reset), for a client given up on.
+    fn abort(&self) {
+        self.cut();
+    }
 }
 
 /// Plain TCP. Both halves share the one socket (one file descriptor per
@@ -150,6 +156,11 @@ impl WriteHalf for TcpWrite {
 impl Cut for TcpStream {
     fn cut(&self) {
         let _ = self.shutdown(Shutdown::Both);
+    }
+
+    fn abort(&self) {
+        let _ = reset_on_close(self);
+        self.cut();
     }
 }
 

@@ -103,8 +103,10 @@ impl Writer {
         let outbound = &self.peer.outbound;
         let output = outbound.output();
         if !reason.flushes() {
-            if matches!(reason, CloseReason::WriteTimeout | CloseReason::WriteError) {
-                self.peer.cut();
+            match reason {
+                CloseReason::WriteTimeout => self.peer.abort(),
+                CloseReason::WriteError => self.peer.cut(),
+                _ => {}
             }
             output.abandon();
             return;
@@ -120,7 +122,7 @@ impl Writer {
         if output.past_flush_bound() {
             // The client read too slowly to take even its final ERROR in
             // time: end the connection now (the reader stops lingering).
-            self.peer.cut();
+            self.peer.abort();
         }
     }
 }
