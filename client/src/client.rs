@@ -326,6 +326,39 @@ impl Client {
         self.hello(&hello, timeout)
     }
 
+    /// HELLO with a token, for a server that requires authentication
+    /// (SPEC.md 11.1); waits for the answer. The server takes the user from
+    /// the token: `user`, if given, must be the token's (else the fatal
+    /// `AUTH_FAILED`, as for a missing, wrong or expired token).
+    pub fn hello_with_token(
+        &self,
+        user: Option<&str>,
+        token: &str,
+        echo: bool,
+        timeout: Duration,
+    ) -> Result<HelloReply, ClientError> {
+        let hello = Hello {
+            user_id: user.map(str::to_owned),
+            client_version: Some(CLIENT_VERSION.to_owned()),
+            echo,
+            id: None,
+            token: Some(protocol::Token(token.to_owned())),
+        };
+        self.hello(&hello, timeout)
+    }
+
+    /// Replaces the connection's token before it expires (SPEC.md 11.1):
+    /// HELLO again with the new one, for the same user. Rooms the new
+    /// token does not allow are left, each with a non-fatal `FORBIDDEN`
+    /// event before the answer.
+    pub fn refresh_token(&self, token: &str, timeout: Duration) -> Result<HelloReply, ClientError> {
+        let hello = Hello {
+            token: Some(protocol::Token(token.to_owned())),
+            ..Hello::default()
+        };
+        self.hello(&hello, timeout)
+    }
+
     /// The server's counters at this moment: sends HELLO again (which an open
     /// connection may do; its fields are ignored) and reads the answer's stats.
     ///

@@ -214,3 +214,39 @@ fn help_names_the_history_file() {
         "{out}"
     );
 }
+
+fn start_server_with_tokens() -> server::RunningServer {
+    let tokens = "cli-test-token-0123456789 carol join=r publish=r\n";
+    start_server_with(server::Config {
+        auth: server::auth::AuthConfig {
+            tokens: Some(server::auth::TokenTable::parse(tokens, "test").expect("tokens")),
+            jwt: None,
+        },
+        ..server::Config::default()
+    })
+}
+
+#[test]
+fn a_token_logs_in_as_its_user() {
+    let server = start_server_with_tokens();
+    let (status, out, err) = run_script(
+        server.local_addr(),
+        &["--token", "cli-test-token-0123456789", "--echo"],
+        "join r\nhi\njoin other\n",
+    );
+    assert!(status.success(), "{err}");
+    assert!(out.lines().any(|l| l.starts_with("[r] carol (")), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("error: FORBIDDEN: ")),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_wrong_token_is_refused_with_auth_failed() {
+    let server = start_server_with_tokens();
+    let (status, _, err) = run_script(server.local_addr(), &["--token", "wrong"], "join r\n");
+    assert!(!status.success());
+    assert!(err.contains("AUTH_FAILED: authentication failed"), "{err}");
+    assert!(!err.contains("wrong"), "{err}");
+}

@@ -488,3 +488,45 @@ fn shutdown_unblocks_a_write_the_server_does_not_read() {
     });
     let _ = release.send(());
 }
+
+#[test]
+fn tokens_are_sent_in_hello_and_auth_errors_keep_their_codes() {
+    let server = testkit::start_server_with(server::Config {
+        auth: server::auth::AuthConfig {
+            tokens: Some(
+                server::auth::TokenTable::parse(
+                    "lib-test-token-0123456789 dan join=a publish=a\nlib-test-token-other-12345 dan join=a,b\n",
+                    "test",
+                )
+                .expect("tokens"),
+            ),
+            jwt: None,
+        },
+        ..server::Config::default()
+    });
+    let refused = Client::connect(server.local_addr()).expect("connect");
+    match refused.hello_with_token(None, "nope", false, WAIT) {
+        Err(ClientError::Server(error)) => {
+            assert_eq!(error.code, ErrorCode::AuthFailed);
+            assert!(error.fatal);
+        }
+        other => panic!("expected AUTH_FAILED, got {other:?}"),
+    }
+    let client = Client::connect(server.local_addr()).expect("connect");
+    client
+        .hello_with_token(Some("dan"), "lib-test-token-0123456789", false, WAIT)
+        .expect("hello");
+    match client.join_and_wait("b", WAIT) {
+        Err(ClientError::Server(error)) => {
+            assert_eq!(error.code, ErrorCode::Forbidden);
+            assert!(!error.fatal);
+        }
+        other => panic!("expected FORBIDDEN, got {other:?}"),
+    }
+    client
+        .refresh_token("lib-test-token-other-12345", WAIT)
+        .expect("refresh");
+    client
+        .join_and_wait("b", WAIT)
+        .expect("allowed after the refresh");
+}

@@ -4,6 +4,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::auth::AuthConfig;
+
 /// The longest timeout accepted: a day. Longer ones overflow clock
 /// arithmetic on some platforms and are never what anyone means.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
@@ -45,6 +47,9 @@ pub struct Config {
     /// and behind a NAT or a proxy many honest clients share one address,
     /// so only the operator knows a fitting number.
     pub max_connections_per_ip: usize,
+    /// Who may connect, and what they may do (SPEC.md 11.1, 11.2); off by
+    /// default: anyone, under any name, anywhere.
+    pub auth: AuthConfig,
 }
 
 /// How fast one connection may send: token buckets for frames and for
@@ -129,6 +134,7 @@ impl Default for Config {
             queue_bytes: 4 << 20,
             rates: RateLimits::default(),
             max_connections_per_ip: 0,
+            auth: AuthConfig::default(),
         }
     }
 }

@@ -18,6 +18,8 @@
 //! - `per_address`: connections per IP address (`--max-connections-per-ip`).
 //! - `shared`: what all connection threads share (settings, rooms,
 //!   counters, the registry of live connections).
+//! - [`auth`]: who a client is and what it may do: static tokens, JWTs,
+//!   room permissions.
 //! - [`config`](Config): settings, validated in one place.
 //! - [`counters`](Counters): the counters HELLO answers carry, and closes by
 //!   reason.
@@ -39,6 +41,7 @@
 // Unit tests may unwrap: a panic there is a test failure with a backtrace.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod auth;
 mod config;
 mod conn;
 mod counters;

@@ -67,3 +67,114 @@ fn bad_flags_are_refused_with_a_reason() {
         "{stderr}"
     );
 }
+
+/// A file for one test, removed when dropped.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &str) -> TempFile {
+        let path = std::env::temp_dir().join(format!("relay-{}-{name}", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn auth_tokens_turn_authentication_on() {
+    let tokens = TempFile::new(
+        "tokens",
+        "# services\nbinary-test-token-0123456789 svc join=lobby\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relay-server"))
+        .args(["--addr", "127.0.0.1:0", "--auth-tokens"])
+        .arg(&tokens.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    let mut refused = Raw::connect(addr);
+    refused.send_json(
+        MessageType::Hello,
+        &json!({"token": "binary-test-token-wrong"}),
+    );
+    refused.expect_fatal("AUTH_FAILED");
+    let (mut svc, _) = Raw::hello(addr, json!({"token": "binary-test-token-0123456789"}));
+    assert_eq!(svc.join("lobby")["status"], "joined");
+    svc.send_json(MessageType::JoinRoom, &json!({"room": "elsewhere"}));
+    svc.expect_error("FORBIDDEN");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_bad_tokens_file_is_a_startup_error_that_names_the_line() {
+    let tokens = TempFile::new(
+        "bad-tokens",
+        "first-secret-token-0123 ann\nfirst-secret-token-0123 bob\n",
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_relay-server"))
+        .args(["--addr", "127.0.0.1:0", "--auth-tokens"])
+        .arg(&tokens.0)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let expected = format!(
+        "relay: --auth-tokens {}:2: the same token as line 1; each token must be unique",
+        tokens.0.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(!stderr.contains("first-secret-token"), "{stderr}");
+    let missing = Command::new(env!("CARGO_BIN_EXE_relay-server"))
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--auth-tokens",
+            "/nonexistent/tokens",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    let stderr = String::from_utf8(missing.stderr).unwrap();
+    assert!(
+        stderr.contains("relay: --auth-tokens /nonexistent/tokens: cannot be read"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn without_authentication_the_server_warns_that_anyone_may_connect() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relay-server"))
+        .args(["--addr", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    // The warning comes before the "accepting up to" line, which always
+    // comes: reading stops there whatever happened.
+    while !log.contains("accepting up to") {
+        if stderr.read_line(&mut log).unwrap() == 0 {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(log.contains("WARN  authentication is off: anyone"), "{log}");
+}

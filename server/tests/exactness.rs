@@ -307,10 +307,67 @@ fn the_error_examples_in_the_spec_are_what_the_server_sends() {
                 }
                 client.expect(MessageType::Error)
             }
+            "AUTH_FAILED" | "FORBIDDEN" | "TOKEN_EXPIRED" => auth_error(&example),
             other => {
                 panic!("SPEC.md has an ERROR example for {other}; teach this test to cause it")
             }
         };
+        assert_eq!(sent.flags, Flags::JSON);
         assert_eq!(sent.text(), text, "the server's ERROR differs from SPEC.md");
+    }
+}
+
+/// Causes the authentication ERROR of a SPEC.md example (11.1, 11.2) on a
+/// server that requires a token, and returns it.
+fn auth_error(example: &Value) -> OwnedFrame {
+    use ::server::auth::{AuthConfig, JwtVerifier, TokenTable};
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let secret = b"a secret for this test run only, 32+ bytes";
+    let tokens = "spec-token-0123456789abcdef spec join=lobby publish=\n";
+    let server = start_server_with(::server::Config {
+        auth: AuthConfig {
+            tokens: Some(TokenTable::parse(tokens, "test").unwrap()),
+            jwt: Some(JwtVerifier::hs256(secret, 0)),
+        },
+        ..Default::default()
+    });
+    let addr = server.local_addr();
+    let code = example["code"].as_str().unwrap();
+    let message = example["message"].as_str().unwrap();
+    match code {
+        "AUTH_FAILED" => {
+            let mut client = Raw::connect(addr);
+            client.send_json(MessageType::Hello, &json!({"token": "wrong"}));
+            client.expect(MessageType::Error)
+        }
+        "FORBIDDEN" if message.starts_with("JOIN_ROOM") => {
+            let (mut client, _) = Raw::hello(addr, json!({"token": "spec-token-0123456789abcdef"}));
+            client.send_json(MessageType::JoinRoom, &json!({"room": example["room"]}));
+            client.expect(MessageType::Error)
+        }
+        "FORBIDDEN" => {
+            let (mut client, _) = Raw::hello(addr, json!({"token": "spec-token-0123456789abcdef"}));
+            client.join(example["room"].as_str().unwrap());
+            let request = json!({"room": example["room"], "content": 1, "id": example["id"]});
+            client.send_json(MessageType::Message, &request);
+            client.expect(MessageType::Error)
+        }
+        _ => {
+            let exp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 3;
+            let claims = json!({"sub": "spec", "exp": exp});
+            let token = encode(
+                &Header::default(),
+                &claims,
+                &EncodingKey::from_secret(secret),
+            )
+            .unwrap();
+            let (mut client, _) = Raw::hello(addr, json!({"token": token}));
+            // Silent: the server cuts the connection on its own clock.
+            client.expect(MessageType::Error)
+        }
     }
 }

@@ -28,6 +28,13 @@ pub struct Args {
     #[arg(long, short)]
     pub name: Option<String>,
 
+    /// Token for a server that requires authentication (a static token or
+    /// a JWT); the server then takes your name from it, and --name, if
+    /// given, must match. Prefer RELAY_TOKEN: a flag shows in the process
+    /// list.
+    #[arg(long, env = "RELAY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
     /// Also show your own messages, as the server relays them back.
     #[arg(long)]
     pub echo: bool,

@@ -45,10 +45,22 @@ pub fn run(args: &args::Args) -> Result<ExitCode, String> {
     };
     let client =
         Client::connect_host(&args.host, args.port, &options).map_err(|e| e.to_string())?;
-    let name = args.user_name();
-    let hello = client
-        .hello_as(Some(&name), args.echo, timeout)
-        .map_err(|error| format!("{}:{} refused the login: {error}", args.host, args.port))?;
+    // With a token the server names the user; only an explicit --name is
+    // sent (and must match), never the login name.
+    let (name, hello) = match &args.token {
+        Some(token) => {
+            let name = args.name.clone().filter(|name| !name.trim().is_empty());
+            let hello = client.hello_with_token(name.as_deref(), token, args.echo, timeout);
+            (name.unwrap_or_else(|| "the token's user".to_owned()), hello)
+        }
+        None => {
+            let name = args.user_name();
+            let hello = client.hello_as(Some(&name), args.echo, timeout);
+            (name, hello)
+        }
+    };
+    let hello =
+        hello.map_err(|error| format!("{}:{} refused the login: {error}", args.host, args.port))?;
     let client = Arc::new(client);
     let style = Style::detect();
     // The line editor needs a terminal on both sides; `client | tee log`

@@ -38,6 +38,7 @@ enum Ended {
 pub(crate) fn run<R: ReadHalf>(shared: Arc<Shared>, peer: Arc<Peer>, mut read: R) {
     let _exit = ThreadExit::new(&shared, &peer, Role::Reader);
     let mut session = Session::new(Arc::clone(&shared), Arc::clone(&peer.outbound));
+    session.set_peer_addr(peer.addr);
     let mut bytes_in = 0;
     let ended = peer.outbound.reader().run_registered(|mask| {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -106,6 +107,19 @@ fn serve<R: ReadHalf>(
             let _ = session.fatal(ErrorPayload::new(ErrorCode::IdleTimeout, message));
             return Ended::Session;
         }
+        // The token's expiry is a second deadline: wait for whichever
+        // comes first, so a silent client is still cut when it passes.
+        let left = match session.expires_at_ms() {
+            None => left,
+            Some(at) => {
+                let token_left = Duration::from_millis(at.saturating_sub(unix_ms()));
+                if token_left.is_zero() {
+                    let _ = session.token_expired();
+                    return Ended::Session;
+                }
+                left.min(token_left)
+            }
+        };
         // Never block in read() for long: a close from another thread is
         // only seen between reads or inside the idle wait below.
         let wanted = if trimmed {

@@ -8,27 +8,35 @@
 //! code that takes the connection out of rooms, which makes room cleanup
 //! happen exactly once however the connection ends.
 //!
+//! With authentication on (SPEC.md 11), the session also holds the
+//! connection's credentials: who the token says the client is, what it
+//! may join and publish to, and when the token runs out. The reader wakes
+//! at that time ([`Session::expires_at_ms`]); the session checks it on
+//! every frame too, so an expired token is never served.
+//!
 //! The handlers that build frames are `#[inline(never)]`, so their large
 //! stack frames never sit on the reader's frame that blocks in `read`: an
 //! idle reader gives back the stack pages below that frame, and handling
 //! inlined into it would keep them resident for every idle connection.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use protocol::{
-    BinaryDelivery, Content, ErrorCode, ErrorPayload, Flags, Frame, HelloReply, JsonDelivery,
-    MemberChange, MemberEvent, MessageType, PublisherJson, Quoted, Request, RequestId, RoomReply,
-    begin_frame, encode_json, end_frame,
+    BinaryDelivery, Content, ErrorCode, ErrorPayload, Flags, Frame, Hello, HelloReply,
+    JsonDelivery, MemberChange, MemberEvent, MessageType, PublisherJson, Quoted, Request,
+    RequestId, RoomReply, begin_frame, encode_json, end_frame,
 };
 use serde::Serialize;
 
 use super::gather::{Outbox, Target};
 use super::outbound::{Outbound, Stalled};
 use super::state::ConnState;
+use crate::auth::{AUTH_FAILED_MESSAGE, Identity, Permissions};
 use crate::shared::Shared;
 
 /// `Break` when the connection stops being served: a fatal error was
@@ -45,7 +53,18 @@ pub(crate) struct Session {
     echo: bool,
     /// The publisher part of every delivery, escaped once at HELLO.
     publisher: PublisherJson,
-    rooms: HashSet<Arc<str>>,
+    /// The rooms joined, each with whether this connection may publish
+    /// to it: decided at JOIN (and again on a token refresh), so MESSAGE
+    /// checks its permission without matching a pattern.
+    rooms: HashMap<Arc<str>, bool>,
+    /// What the credentials allow; everything when authentication is off.
+    permissions: Permissions,
+    /// When the token expires (leeway included), in ms since the Unix
+    /// epoch; `None` for no token or one that does not expire.
+    expires_at_ms: Option<u64>,
+    /// Where the client connects from, for the log of a failed
+    /// authentication.
+    peer_addr: Option<SocketAddr>,
     outbox: Outbox,
     /// Milliseconds since the Unix epoch at the last read.
     now_ms: u64,
@@ -67,7 +86,10 @@ impl Session {
             user: None,
             echo: false,
             publisher: PublisherJson::default(),
-            rooms: HashSet::new(),
+            rooms: HashMap::new(),
+            permissions: Permissions::everything(),
+            expires_at_ms: None,
+            peer_addr: None,
             outbox: Outbox::default(),
             now_ms: 0,
             frames_uncounted: 0,
@@ -79,10 +101,20 @@ impl Session {
         &self.connection_id
     }
 
+    pub(crate) fn set_peer_addr(&mut self, addr: SocketAddr) {
+        self.peer_addr = Some(addr);
+    }
+
+    /// When the connection's token expires, in ms since the Unix epoch:
+    /// the reader wakes then, even for a silent client.
+    pub(crate) fn expires_at_ms(&self) -> Option<u64> {
+        self.expires_at_ms
+    }
+
     /// The rooms this connection is in, as the session knows them.
     #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn rooms(&self) -> impl Iterator<Item = &str> {
-        self.rooms.iter().map(|room| &**room)
+        self.rooms.keys().map(|room| &**room)
     }
 
     /// Starts a read of `len` bytes at `now_ms`: deliveries are stamped with
@@ -123,6 +155,11 @@ impl Session {
             return ControlFlow::Break(());
         }
         self.frames_uncounted += 1;
+        if let Some(at) = self.expires_at_ms
+            && self.now_ms >= at
+        {
+            return self.token_expired();
+        }
         if log::log_enabled!(log::Level::Debug) {
             log::debug!(
                 "{} → {} v1 flags={:?} payload={}B",
@@ -161,11 +198,26 @@ impl Session {
         match request {
             Request::Hello(hello) => {
                 if state == ConnState::Init {
+                    let user = match self.authenticate(&hello) {
+                        Ok(Some(identity)) => {
+                            let user = identity.user.to_string();
+                            self.permissions = identity.permissions;
+                            self.expires_at_ms = identity.expires_at_ms;
+                            Some(user)
+                        }
+                        Ok(None) => hello.user_id,
+                        Err(error) => return self.fatal(error),
+                    };
                     if self.outbound.state().advance(ConnState::Open).is_err() {
                         return ControlFlow::Break(());
                     }
                     log::debug!("{}: INIT → OPEN", self.connection_id);
-                    self.set_identity(hello.user_id, hello.echo);
+                    self.set_identity(user, hello.echo);
+                } else if hello.token.is_some()
+                    && self.config().auth.is_on()
+                    && let Err(error) = self.refresh(&hello)
+                {
+                    return self.fatal(error);
                 }
                 self.hello_reply(hello.id);
             }
@@ -247,6 +299,105 @@ impl Session {
         self.outbox.frames += 1;
     }
 
+    /// Who a first HELLO's credentials say the client is: `None` when
+    /// authentication is off (the HELLO's `userId` stands), the token's
+    /// identity when on, or the fatal AUTH_FAILED to answer with.
+    ///
+    /// A client certificate (mutual TLS) would be one more source of an
+    /// identity, taken here when the HELLO carries no token.
+    fn authenticate(&self, hello: &Hello) -> Result<Option<Identity>, ErrorPayload> {
+        let auth = &self.config().auth;
+        if !auth.is_on() {
+            return Ok(None);
+        }
+        let identity = self.check_token(hello)?;
+        if let Some(claimed) = &hello.user_id
+            && **claimed != *identity.user
+        {
+            self.log_auth_failure(&"the userId is not the token's user");
+            return Err(ErrorPayload::new(
+                ErrorCode::AuthFailed,
+                "HELLO userId is not the token's user; leave userId out or send the token's",
+            )
+            .about(None, hello.id.clone()));
+        }
+        Ok(Some(identity))
+    }
+
+    /// The identity of the HELLO's token, or the one AUTH_FAILED that
+    /// every missing, wrong or expired token gets.
+    fn check_token(&self, hello: &Hello) -> Result<Identity, ErrorPayload> {
+        let token = hello.token.as_ref().map(|token| token.as_str());
+        self.config()
+            .auth
+            .authenticate(token, self.now_ms)
+            .map_err(|failure| {
+                self.log_auth_failure(&failure);
+                ErrorPayload::new(ErrorCode::AuthFailed, AUTH_FAILED_MESSAGE)
+                    .about(None, hello.id.clone())
+            })
+    }
+
+    fn log_auth_failure(&self, why: &dyn std::fmt::Display) {
+        let from = self
+            .peer_addr
+            .map_or_else(|| "an unknown address".to_owned(), |addr| addr.to_string());
+        log::warn!(
+            "{}: authentication failed for a client at {from}: {why}",
+            self.connection_id
+        );
+    }
+
+    /// A HELLO with a token on an open connection: the new token replaces
+    /// the old one's expiry and permissions. It must be for the same user.
+    /// Rooms the new permissions do not let it join are left, each with a
+    /// FORBIDDEN that names it.
+    fn refresh(&mut self, hello: &Hello) -> Result<(), ErrorPayload> {
+        let identity = self.check_token(hello)?;
+        if self.user.as_deref() != Some(&*identity.user) {
+            self.log_auth_failure(&"a refresh token for another user");
+            return Err(ErrorPayload::new(
+                ErrorCode::AuthFailed,
+                "HELLO token is for another user than this connection's; reconnect to change user",
+            )
+            .about(None, hello.id.clone()));
+        }
+        self.expires_at_ms = identity.expires_at_ms;
+        self.permissions = identity.permissions;
+        let mut withdrawn = Vec::new();
+        for (room, may_publish) in &mut self.rooms {
+            if self.permissions.may_join(room) {
+                *may_publish = self.permissions.may_publish(room);
+            } else {
+                withdrawn.push(Arc::clone(room));
+            }
+        }
+        if withdrawn.is_empty() {
+            return Ok(());
+        }
+        self.flush();
+        for room in withdrawn {
+            self.rooms.remove(&room);
+            self.depart(Arc::clone(&room));
+            let message = format!(
+                "the new token does not allow {}, so you have left it",
+                Quoted(&room)
+            );
+            let error = ErrorPayload::new(ErrorCode::Forbidden, message);
+            self.reply_error(error.about(Some(room.to_string()), None));
+        }
+        Ok(())
+    }
+
+    /// Ends the connection: its token ran out without a refresh.
+    #[inline(never)]
+    pub(crate) fn token_expired(&mut self) -> Served {
+        self.fatal(ErrorPayload::new(
+            ErrorCode::TokenExpired,
+            "the token expired; send HELLO with a fresh token before it does to stay connected",
+        ))
+    }
+
     fn set_identity(&mut self, user: Option<String>, echo: bool) {
         self.echo = echo;
         self.publisher = PublisherJson::new(&self.connection_id, user.as_deref());
@@ -254,7 +405,16 @@ impl Session {
     }
 
     fn join(&mut self, room: &str, id: Option<RequestId>) {
-        let member = self.rooms.contains(room);
+        if !self.permissions.may_join(room) {
+            let message = format!(
+                "JOIN_ROOM {}: your token does not allow this room",
+                Quoted(room)
+            );
+            let error = ErrorPayload::new(ErrorCode::Forbidden, message);
+            self.reply_error(error.about(Some(room.to_owned()), id));
+            return;
+        }
+        let member = self.rooms.contains_key(room);
         if !member && self.rooms.len() >= self.config().max_rooms_per_connection {
             let message = format!(
                 "JOIN_ROOM {}: already in {} rooms, the most one connection may join; leave one first",
@@ -271,7 +431,8 @@ impl Session {
             .rooms
             .join(room, &self.outbound, &self.shared.counters);
         if joined.new {
-            self.rooms.insert(Arc::clone(&joined.name));
+            let may_publish = self.permissions.may_publish(room);
+            self.rooms.insert(Arc::clone(&joined.name), may_publish);
             log::debug!(
                 "{} joined {room:?} ({} members)",
                 self.connection_id,
@@ -292,8 +453,8 @@ impl Session {
 
     fn leave(&mut self, room: &str, id: Option<RequestId>) {
         self.flush();
-        let members = match self.rooms.take(room) {
-            Some(name) => self.depart(name),
+        let members = match self.rooms.remove_entry(room) {
+            Some((name, _)) => self.depart(name),
             None => self.shared.rooms.members(room),
         };
         let reply = RoomReply {
@@ -343,7 +504,7 @@ impl Session {
         if self.rooms.is_empty() {
             return;
         }
-        let rooms: Vec<Arc<str>> = self.rooms.drain().collect();
+        let rooms: Vec<Arc<str>> = self.rooms.drain().map(|(room, _)| room).collect();
         let shared = Arc::clone(&self.shared);
         let told = shared
             .rooms
@@ -358,8 +519,17 @@ impl Session {
         let name = if target_is_room && self.outbox.frames > 0 {
             None
         } else {
-            match self.rooms.get(room) {
-                Some(name) => Some(Arc::clone(name)),
+            match self.rooms.get_key_value(room) {
+                Some((name, true)) => Some(Arc::clone(name)),
+                Some((_, false)) => {
+                    let message = format!(
+                        "MESSAGE to {}: your token does not allow publishing there",
+                        Quoted(room)
+                    );
+                    let error = ErrorPayload::new(ErrorCode::Forbidden, message);
+                    self.reply_error(error.about(Some(room.to_owned()), id));
+                    return;
+                }
                 None => {
                     let message = format!(
                         "MESSAGE to {}, which you have not joined; send JOIN_ROOM first",
@@ -739,6 +909,70 @@ mod tests {
         assert_eq!(told.len(), 1);
         assert_eq!(told[0].1["type"], "userLeft");
         assert_eq!(told[0].1["connectionId"], "c1");
+    }
+
+    fn with_tokens(tokens: &str) -> Arc<Shared> {
+        shared(crate::Config {
+            auth: crate::auth::AuthConfig {
+                tokens: Some(crate::auth::TokenTable::parse(tokens, "test").unwrap()),
+                jwt: None,
+            },
+            ..crate::Config::default()
+        })
+    }
+
+    #[test]
+    fn a_refresh_recomputes_the_publish_permission_of_joined_rooms() {
+        let shared = with_tokens(
+            "reader-token-0123456789 ann join=r publish=\nwriter-token-0123456789 ann\n",
+        );
+        let mut ann = Client::hello(&shared, 1, json!({"token": "reader-token-0123456789"}));
+        let mut bob = Client::hello(&shared, 2, json!({"token": "writer-token-0123456789"}));
+        bob.ok(MessageType::JoinRoom, json!({"room": "r"}));
+        ann.ok(MessageType::JoinRoom, json!({"room": "r"}));
+        ann.received();
+        bob.received();
+        ann.ok(MessageType::Message, json!({"room": "r", "content": 1}));
+        assert_eq!(ann.received()[0].1["code"], "FORBIDDEN");
+        assert_eq!(bob.received(), []);
+        ann.ok(
+            MessageType::Hello,
+            json!({"token": "writer-token-0123456789"}),
+        );
+        assert_eq!(ann.received()[0].0, MessageType::Hello);
+        ann.ok(MessageType::Message, json!({"room": "r", "content": 2}));
+        let delivered = bob.received();
+        assert_eq!(delivered[0].1["content"], 2);
+        assert_eq!(delivered[0].1["user"], "ann");
+    }
+
+    #[test]
+    fn a_frame_read_after_the_token_expired_is_not_served() {
+        let secret = [9u8; 32];
+        let shared = shared(crate::Config {
+            auth: crate::auth::AuthConfig {
+                tokens: None,
+                jwt: Some(crate::auth::JwtVerifier::hs256(&secret, 0)),
+            },
+            ..crate::Config::default()
+        });
+        // The test clock reads 1_700_000_000_000 ms; the token ends 1 s later.
+        let claims = json!({"sub": "ann", "exp": 1_700_000_001u64});
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(&secret),
+        )
+        .unwrap();
+        let mut ann = Client::hello(&shared, 1, json!({"token": token}));
+        assert_eq!(ann.session.expires_at_ms(), Some(1_700_000_001_000));
+        let mut join = Vec::new();
+        encode_json(&mut join, MessageType::JoinRoom, &json!({"room": "r"})).unwrap();
+        ann.session.begin_read(join.len(), 1_700_000_001_000);
+        let (frame, _) = parse_frame(&join, u32::MAX).unwrap().unwrap();
+        assert!(ann.session.handle(&frame).is_break());
+        assert_eq!(ann.final_error().code, ErrorCode::TokenExpired);
+        assert_eq!(shared.rooms.members("r"), 0);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod logger;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -58,6 +59,32 @@ struct Args {
     /// SERVER_FULL. 0 (the default) is no limit.
     #[arg(long, env = "RELAY_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     max_connections_per_ip: usize,
+    /// Static tokens for services, one per line: TOKEN USER
+    /// [join=PATTERNS] [publish=PATTERNS] (SPEC.md 11.1). Turns
+    /// authentication on.
+    #[arg(long, env = "RELAY_AUTH_TOKENS", value_name = "FILE")]
+    auth_tokens: Option<PathBuf>,
+    /// Shared secret for HS256 JWTs (at least 32 bytes). Turns
+    /// authentication on. Prefer the environment variable: a flag shows in
+    /// the process list.
+    #[arg(
+        long,
+        env = "RELAY_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    jwt_secret: Option<String>,
+    /// Public key (PEM) for signed JWTs: RSA (RS256), EC P-256 (ES256) or
+    /// Ed25519 (EdDSA). Turns authentication on.
+    #[arg(long, env = "RELAY_JWT_PUBLIC_KEY", value_name = "FILE")]
+    jwt_public_key: Option<PathBuf>,
+    /// The algorithm of --jwt-public-key, when not the key's default:
+    /// RS384, RS512, PS256, PS384, PS512 or ES384.
+    #[arg(long, env = "RELAY_JWT_ALGORITHM", requires = "jwt_public_key")]
+    jwt_algorithm: Option<String>,
+    /// Seconds of clock skew allowed on a JWT's exp and nbf.
+    #[arg(long, env = "RELAY_JWT_LEEWAY", default_value_t = server::auth::jwt::DEFAULT_LEEWAY_SECS)]
+    jwt_leeway: u64,
     /// Log every frame and state transition (also RELAY_DEBUG=1).
     #[arg(long)]
     debug: bool,
@@ -68,6 +95,38 @@ struct Args {
 fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value)
         .map_err(|_| format!("--{flag} must be a number of seconds above 0, not {value}"))
+}
+
+/// Authentication from the flags; a file or key that cannot be used is an
+/// error that names it (never a token or the secret).
+fn auth(args: &Args) -> Result<server::auth::AuthConfig, String> {
+    use server::auth::{JwtVerifier, TokenTable, jwt::MIN_SECRET_LEN};
+    let tokens = match &args.auth_tokens {
+        Some(path) => Some(TokenTable::load(path).map_err(|error| error.to_string())?),
+        None => None,
+    };
+    let mut jwt = None;
+    if let Some(secret) = &args.jwt_secret {
+        if secret.is_empty() {
+            return Err("--jwt-secret is empty; give a random secret of at least 32 bytes".into());
+        }
+        if secret.len() < MIN_SECRET_LEN {
+            log::warn!(
+                "--jwt-secret is {} bytes; use at least {MIN_SECRET_LEN} random bytes, or it can be guessed",
+                secret.len()
+            );
+        }
+        jwt = Some(JwtVerifier::new(args.jwt_leeway).with_secret(secret.as_bytes()));
+    }
+    if let Some(path) = &args.jwt_public_key {
+        let verifier = jwt.unwrap_or_else(|| JwtVerifier::new(args.jwt_leeway));
+        jwt = Some(
+            verifier
+                .with_public_key_file(path, args.jwt_algorithm.as_deref())
+                .map_err(|error| error.to_string())?,
+        );
+    }
+    Ok(server::auth::AuthConfig { tokens, jwt })
 }
 
 fn config(args: &Args) -> Result<server::Config, String> {
@@ -87,8 +146,25 @@ fn config(args: &Args) -> Result<server::Config, String> {
             seconds(args.rate_burst, "rate-burst")?,
         ),
         max_connections_per_ip: args.max_connections_per_ip,
+        auth: auth(args)?,
     };
     config.validate().map_err(|error| error.to_string())
+}
+
+/// Says at start who may connect, so an open server is never a surprise.
+fn log_auth(args: &Args) {
+    if args.auth_tokens.is_none() && args.jwt_secret.is_none() && args.jwt_public_key.is_none() {
+        log::warn!(
+            "authentication is off: anyone who can reach this port may join any room under any name; see --auth-tokens and --jwt-secret"
+        );
+        return;
+    }
+    if let Some(path) = &args.auth_tokens {
+        log::info!("authentication: static tokens from {}", path.display());
+    }
+    if args.jwt_secret.is_some() || args.jwt_public_key.is_some() {
+        log::info!("authentication: JWTs, {} s leeway", args.jwt_leeway);
+    }
 }
 
 fn main() -> ExitCode {
@@ -132,6 +208,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     println!("listening on {}", server.local_addr());
+    log_auth(&args);
     log::info!(
         "accepting up to {} connections, frames up to {} bytes",
         server.max_connections(),
