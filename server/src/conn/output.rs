@@ -362,11 +362,17 @@ impl State {
             ..
         } = self;
         let interval = check_interval(delivery.timeout());
-        let mut looked = Instant::now();
-        if wait == Wait::Yes {
-            past_bound(delivery, closing_at, looked)?;
-            delivery.owing(looked);
-        }
+        // When a waiting write last looked at the client; a publisher's
+        // write never waits, and reads no clock.
+        let mut looked = match wait {
+            Wait::Yes => {
+                let now = Instant::now();
+                past_bound(delivery, closing_at, now)?;
+                delivery.owing(now);
+                Some(now)
+            }
+            Wait::No => None,
+        };
         let Some(sink) = sink.as_mut() else {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "no socket yet"));
         };
@@ -396,8 +402,9 @@ impl State {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if wait == Wait::Yes && is_timeout(&e) => {
                     // A check interval without the socket taking a byte.
-                    looked = Instant::now();
-                    look(delivery, &**sink, *bytes_out, closing_at, looked)?;
+                    let now = Instant::now();
+                    looked = Some(now);
+                    look(delivery, &**sink, *bytes_out, closing_at, now)?;
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -420,12 +427,14 @@ impl State {
             pending.drain(..done);
             *offset = left;
             counters.frames_out.fetch_add(frames, Relaxed);
-            if wait == Wait::Yes && !pending.is_empty() {
+            if let Some(at) = looked
+                && !pending.is_empty()
+            {
                 // A client trickling a few bytes at a time keeps writes
                 // succeeding: look all the same.
                 let now = Instant::now();
-                if now - looked >= interval {
-                    looked = now;
+                if now - at >= interval {
+                    looked = Some(now);
                     look(delivery, &**sink, *bytes_out, closing_at, now)?;
                 } else {
                     past_bound(delivery, closing_at, now)?;

@@ -201,8 +201,13 @@ fn pause_reading(peer: &Peer, pause: Duration, mask: &WaitMask) -> bool {
         if left.is_zero() {
             return false;
         }
-        // Interrupted means woken by a close, seen at the top of the loop.
-        let _ = pause_thread(left, mask);
+        match pause_thread(left, mask) {
+            // Woken by a close: seen at the top of the loop.
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Ok(()) => {}
+            // Cannot happen (no descriptors to be bad); never spin.
+            Err(_) => std::thread::sleep(left),
+        }
     }
 }
 
