@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::auth::AuthConfig;
@@ -47,6 +48,9 @@ pub struct Config {
     /// and behind a NAT or a proxy many honest clients share one address,
     /// so only the operator knows a fitting number.
     pub max_connections_per_ip: usize,
+    /// A second listener that speaks TLS (SPEC.md 11.3); `None` for plain
+    /// TCP only. Boxed: it is rarely there, and `Config` is passed by value.
+    pub tls: Option<Box<TlsConfig>>,
     /// Who may connect, and what they may do (SPEC.md 11.1, 11.2); off by
     /// default: anyone, under any name, anywhere.
     pub auth: AuthConfig,
@@ -120,6 +124,32 @@ impl Default for RateLimits {
     }
 }
 
+/// The TLS listener: where, with which certificate, and whether clients
+/// must show one.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Where to listen for TLS, beside [`Config::addr`]. Port 0 picks a
+    /// free port (see `Server::tls_addr`).
+    pub addr: SocketAddr,
+    /// PEM certificate chain, leaf first (`--tls-cert`).
+    pub cert: PathBuf,
+    /// PEM private key of the leaf certificate (`--tls-key`).
+    pub key: PathBuf,
+    /// PEM CA certificates: when set, every client must show a certificate
+    /// they signed (mutual TLS; `--tls-client-ca`).
+    pub client_ca: Option<PathBuf>,
+    /// A connection whose handshake has not finished after this long is
+    /// cut, so a client that connects and says nothing (or trickles its
+    /// ClientHello) holds its threads for this long at most.
+    pub handshake_timeout: Duration,
+}
+
+impl TlsConfig {
+    /// The default `--tls-handshake-timeout`: ample for a handshake across
+    /// the world, short enough that silent sockets do not pile up.
+    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -134,6 +164,7 @@ impl Default for Config {
             queue_bytes: 4 << 20,
             rates: RateLimits::default(),
             max_connections_per_ip: 0,
+            tls: None,
             auth: AuthConfig::default(),
         }
     }
@@ -196,6 +227,18 @@ impl Config {
             });
         }
         self.rates.largest_frame = u64::from(self.max_frame) + protocol::LENGTH_PREFIX as u64;
+        if let Some(tls) = &self.tls
+            && (tls.handshake_timeout.is_zero() || tls.handshake_timeout > MAX_TIMEOUT)
+        {
+            return Err(ConfigError {
+                flag: "tls-handshake-timeout",
+                problem: format!(
+                    "must be above 0 and at most {} seconds, not {}",
+                    MAX_TIMEOUT.as_secs(),
+                    tls.handshake_timeout.as_secs_f64()
+                ),
+            });
+        }
         if self.stall_timeout > MAX_TIMEOUT {
             return Err(ConfigError {
                 flag: "stall-timeout-ms",

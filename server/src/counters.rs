@@ -37,6 +37,9 @@ pub struct Counters {
     /// Connection threads that panicked (a bug; each one's connection was
     /// still closed cleanly). Not on the wire.
     pub(crate) thread_panics: AtomicU64,
+    /// TLS handshakes that failed or timed out (a plain client on the TLS
+    /// port, a slowloris, a refused client certificate). Not on the wire.
+    pub(crate) tls_handshake_failures: AtomicU64,
     /// ERROR frames sent, indexed like [`ErrorCode::ALL`].
     errors: [AtomicU64; ErrorCode::ALL.len()],
     /// Connections closed, by kind of close reason. Not on the wire.
@@ -90,6 +93,11 @@ impl Counters {
     /// Connection threads that panicked so far; anything but 0 is a bug.
     pub fn thread_panics(&self) -> u64 {
         self.thread_panics.load(Relaxed)
+    }
+
+    /// TLS handshakes that failed or ran out of time so far.
+    pub fn tls_handshake_failures(&self) -> u64 {
+        self.tls_handshake_failures.load(Relaxed)
     }
 
     /// All counters, as HELLO answers carry them.

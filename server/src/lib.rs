@@ -9,11 +9,14 @@
 //!
 //! - [`server`](Server): the accept loop, admission, shutdown, and the
 //!   housekeeping thread (giving memory back after a crowd leaves).
-//! - `conn/`: one connection: the transport seam, its reader thread, the
+//! - `conn/`: one connection: the transport seam (plain TCP, and TLS in
+//!   `conn::tls`), its reader thread, the
 //!   request handling (`session`, no socket), the bounded outbound queue
 //!   with the deliver-or-cut rule, the shared output that publishers flush
 //!   and the writer thread finishes (sleeping on a futex `doorbell`), the
 //!   state machine, the typed close reason and the one teardown.
+//! - `tls`: the TLS listener's certificates, loaded from PEM, reloaded on
+//!   request ([`TlsReloader`]), and who a client certificate names.
 //! - `rooms`: which connections are in which room; broadcast.
 //! - `per_address`: connections per IP address (`--max-connections-per-ip`).
 //! - `shared`: what all connection threads share (settings, rooms,
@@ -53,9 +56,11 @@ mod rooms;
 mod server;
 mod shared;
 mod sys;
+mod tls;
 
-pub use config::{Config, ConfigError, MAX_TIMEOUT, MIN_MAX_FRAME, RateLimits};
+pub use config::{Config, ConfigError, MAX_TIMEOUT, MIN_MAX_FRAME, RateLimits, TlsConfig};
 pub use conn::{CloseReason, ConnState};
 pub use counters::Counters;
 pub use server::{RunningServer, Server, ShutdownHandle};
 pub use sys::signals::{Signal, Signals};
+pub use tls::{TlsError, TlsReloader};

@@ -1,10 +1,11 @@
-//! The accept loop, admission, and shutdown: the public [`Server`],
+//! The accept loops (plain TCP, and TLS when configured, each on its own
+//! thread), admission, and shutdown: the public [`Server`],
 //! [`RunningServer`] and [`ShutdownHandle`].
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering, Ordering::Relaxed};
+use std::sync::atomic::{Ordering, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -13,10 +14,12 @@ use protocol::ErrorCode;
 use crate::config::Config;
 use crate::conn::close::CloseReason;
 use crate::conn::outbound::Batch;
+use crate::conn::tls::Tls;
 use crate::conn::transport::Tcp;
 use crate::counters::Counters;
 use crate::per_address::TooMany;
-use crate::shared::Shared;
+use crate::shared::{Shared, TlsListening};
+use crate::tls::{Certificates, TlsReloader};
 
 /// After SHUTTING_DOWN, how long writers get to flush before sockets are cut.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
@@ -25,7 +28,16 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    /// The TLS port's socket, when `Config::tls` asks for one.
+    tls_listener: Option<TcpListener>,
     shared: Arc<Shared>,
+}
+
+/// Which port a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Port {
+    Plain,
+    Tls,
 }
 
 /// A server running on a background thread. Dropping it shuts it down.
@@ -42,29 +54,60 @@ pub struct ShutdownHandle {
 }
 
 impl Server {
-    /// Validates `config` (see [`Config::validate`]), binds the listening
-    /// socket and checks system limits. An invalid setting is an
+    /// Validates `config` (see [`Config::validate`]), loads the TLS
+    /// certificate files if any, binds the listening sockets and checks
+    /// system limits. An invalid setting or unusable TLS file is an
     /// `InvalidInput` error whose message names its flag.
     pub fn bind(config: Config) -> io::Result<Server> {
         let config = config
             .validate()
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+        let certificates = match &config.tls {
+            Some(tls) => Some(
+                Certificates::load(tls)
+                    .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?,
+            ),
+            None => None,
+        };
         let listener = TcpListener::bind(config.addr)?;
         let local_addr = listener.local_addr()?;
+        let (tls_listener, tls) = match (&config.tls, certificates) {
+            (Some(tls), Some(certificates)) => {
+                let listener = TcpListener::bind(tls.addr).map_err(|error| {
+                    io::Error::new(error.kind(), format!("--tls-addr {}: {error}", tls.addr))
+                })?;
+                let addr = listener.local_addr()?;
+                let certificates = Arc::new(certificates);
+                (Some(listener), Some(TlsListening { addr, certificates }))
+            }
+            _ => (None, None),
+        };
         let capacity = crate::sys::limits::check(config.max_connections);
         for warning in &capacity.warnings {
             log::warn!("{warning}");
         }
-        let shared = Shared::new(config, capacity.connections, local_addr);
+        let shared = Shared::new(config, capacity.connections, local_addr).with_tls(tls);
         Ok(Server {
             listener,
+            tls_listener,
             shared: Arc::new(shared),
         })
     }
 
-    /// The address actually bound (useful with port 0).
+    /// The plain TCP address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
+    }
+
+    /// The TLS address actually bound, if the server has a TLS port.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.shared.tls_addr()
+    }
+
+    /// Reloads the TLS files on request (SIGHUP in `relay-server`), if the
+    /// server has a TLS port.
+    pub fn tls_reloader(&self) -> Option<TlsReloader> {
+        self.shared.tls_reloader()
     }
 
     /// Connections this server admits: `--max-connections`, capped by what
@@ -89,30 +132,23 @@ impl Server {
     /// was cut after the shutdown flush bound).
     pub fn run(self) -> io::Result<()> {
         start_housekeeping(&self.shared);
-        let next_id = AtomicU64::new(1);
-        let mut last_warning: Option<Instant> = None;
-        while !self.shared.shutting_down.load(Ordering::Acquire) {
-            match self.listener.accept() {
-                Ok((stream, addr)) => {
-                    if self.shared.shutting_down.load(Ordering::Acquire) {
-                        break;
-                    }
-                    admit(&self.shared, stream, addr, next_id.fetch_add(1, Relaxed));
-                }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => {
-                    // Out of file descriptors, most likely: back off briefly
-                    // instead of spinning; connections closing will free
-                    // some. Warn at most once a second.
-                    if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-                        log::warn!("accept failed: {error}; retrying");
-                        last_warning = Some(Instant::now());
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+        let tls_thread = match self.tls_listener {
+            Some(listener) => {
+                let shared = Arc::clone(&self.shared);
+                Some(
+                    std::thread::Builder::new()
+                        .name("relay-accept-tls".into())
+                        .spawn(move || accept_loop(&shared, listener, Port::Tls))?,
+                )
             }
+            None => None,
+        };
+        accept_loop(&self.shared, self.listener, Port::Plain);
+        if let Some(thread) = tls_thread
+            && thread.join().is_err()
+        {
+            log::error!("the TLS accept thread panicked");
         }
-        drop(self.listener);
         close_all(&self.shared);
         let stats = self.shared.counters.snapshot();
         log::info!(
@@ -142,9 +178,19 @@ impl Server {
 }
 
 impl RunningServer {
-    /// The address actually bound (useful with port 0).
+    /// The plain TCP address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
+    }
+
+    /// The TLS address actually bound, if the server has a TLS port.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.shared.tls_addr()
+    }
+
+    /// Reloads the TLS files on request, if the server has a TLS port.
+    pub fn tls_reloader(&self) -> Option<TlsReloader> {
+        self.shared.tls_reloader()
     }
 
     /// The server's live counters.
@@ -189,16 +235,44 @@ impl ShutdownHandle {
         if self.shared.shutting_down.swap(true, Ordering::AcqRel) {
             return;
         }
-        // Wake the accept loop with a connection of our own.
-        let mut addr = self.shared.local_addr;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(if addr.is_ipv4() {
-                [127, 0, 0, 1].into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            });
+        // Wake each accept loop with a connection of our own.
+        let tls = self.shared.tls.as_ref().map(|tls| tls.addr);
+        for mut addr in std::iter::once(self.shared.local_addr).chain(tls) {
+            if addr.ip().is_unspecified() {
+                addr.set_ip(if addr.is_ipv4() {
+                    [127, 0, 0, 1].into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
         }
-        let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+    }
+}
+
+/// Accepts connections on one port until the server shuts down.
+fn accept_loop(shared: &Arc<Shared>, listener: TcpListener, port: Port) {
+    let mut last_warning: Option<Instant> = None;
+    while !shared.shutting_down.load(Ordering::Acquire) {
+        match listener.accept() {
+            Ok((stream, addr)) => {
+                if shared.shutting_down.load(Ordering::Acquire) {
+                    break;
+                }
+                admit(shared, stream, addr, shared.next_id(), port);
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                // Out of file descriptors, most likely: back off briefly
+                // instead of spinning; connections closing will free
+                // some. Warn at most once a second.
+                if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                    log::warn!("accept failed: {error}; retrying");
+                    last_warning = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 }
 
@@ -242,11 +316,24 @@ fn drain_without_waiting(stream: &mut impl Read, limit: usize) -> usize {
     total
 }
 
-fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, id: u64) {
+/// Turns a connection on the TLS port away. No ERROR: a frame could only
+/// be sent after a handshake, and the accept loop never does one; the
+/// client sees the connection close before the handshake ends.
+fn reject_tls(mut stream: TcpStream, addr: SocketAddr, why: &str) {
+    log::warn!("rejecting {addr} on the TLS port: {why}");
+    if stream.set_nonblocking(true).is_ok() {
+        drain_without_waiting(&mut stream, REJECT_DRAIN);
+    }
+}
+
+fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, id: u64, port: Port) {
     let live = shared.counters.connections.load(Relaxed) as usize;
     if live >= shared.max_connections {
         let why = format!("server is full ({} connections)", shared.max_connections);
-        reject(shared, stream, addr, &why);
+        match port {
+            Port::Plain => reject(shared, stream, addr, &why),
+            Port::Tls => reject_tls(stream, addr, &why),
+        }
         return;
     }
     let slot = match shared.per_address.admit(addr.ip()) {
@@ -256,13 +343,27 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, id: u64) {
                 "too many connections from {} (at most {limit} per address)",
                 addr.ip()
             );
-            reject(shared, stream, addr, &why);
+            match port {
+                Port::Plain => reject(shared, stream, addr, &why),
+                Port::Tls => reject_tls(stream, addr, &why),
+            }
             return;
         }
     };
-    match Tcp::new(stream, shared.config.write_timeout) {
-        Ok(transport) => crate::conn::start::start(shared, transport, id, addr, slot),
-        Err(error) => log::warn!("{addr}: socket setup failed: {error}"),
+    let write_timeout = shared.config.write_timeout;
+    let started = match (port, &shared.tls, &shared.config.tls) {
+        (Port::Tls, Some(tls), Some(config)) => Tls::new(
+            stream,
+            tls.certificates.current(),
+            write_timeout,
+            config.handshake_timeout,
+        )
+        .map(|transport| crate::conn::start::start(shared, transport, id, addr, slot)),
+        _ => Tcp::new(stream, write_timeout)
+            .map(|transport| crate::conn::start::start(shared, transport, id, addr, slot)),
+    };
+    if let Err(error) = started {
+        log::warn!("{addr}: socket setup failed: {error}");
     }
 }
 

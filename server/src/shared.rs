@@ -14,6 +14,7 @@ use crate::conn::peer::Peer;
 use crate::counters::Counters;
 use crate::per_address::PerAddress;
 use crate::rooms::Rooms;
+use crate::tls::Certificates;
 
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -32,6 +33,17 @@ pub(crate) struct Shared {
     pub(crate) per_address: Arc<PerAddress>,
     /// The most connections open at once since the heap was last trimmed.
     crowd: AtomicU64,
+    /// The next connection's number, for both listeners.
+    next_id: AtomicU64,
+    /// The TLS listener's address and certificates, when there is one.
+    pub(crate) tls: Option<TlsListening>,
+}
+
+/// What the TLS listener needs beyond the plain one.
+#[derive(Debug)]
+pub(crate) struct TlsListening {
+    pub(crate) addr: SocketAddr,
+    pub(crate) certificates: Arc<Certificates>,
 }
 
 impl Shared {
@@ -47,7 +59,29 @@ impl Shared {
             max_connections,
             local_addr,
             crowd: AtomicU64::new(0),
+            next_id: AtomicU64::new(1),
+            tls: None,
         }
+    }
+
+    /// The same, with a TLS listener.
+    pub(crate) fn with_tls(self, tls: Option<TlsListening>) -> Shared {
+        Shared { tls, ..self }
+    }
+
+    pub(crate) fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|tls| tls.addr)
+    }
+
+    pub(crate) fn tls_reloader(&self) -> Option<crate::tls::TlsReloader> {
+        self.tls.as_ref().map(|tls| crate::tls::TlsReloader {
+            certificates: Arc::clone(&tls.certificates),
+        })
+    }
+
+    /// A number for a new connection, unique across both listeners.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Notes that `live` connections are open now, after one was admitted.

@@ -24,6 +24,9 @@
 //!   wait for events with timeouts, never for fixed sleeps.
 //! - [`server`] (feature `server`, on by default): [`start_server`] and
 //!   [`start_server_with`], a real server in-process on 127.0.0.1, port 0.
+//! - [`tls`] (feature `tls`): certificates made on the spot (rcgen), a
+//!   temporary folder for their files, and [`tls::TlsClient`], the frame
+//!   connection over rustls.
 //!
 //! # The `server` feature
 //!
@@ -38,6 +41,8 @@ pub mod frames;
 pub mod raw;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use conn::{CLIENT_MAX_FRAME, Conn, RecvError, WireError, server_stats, wait_for_stats};
 pub use frames::{

@@ -36,11 +36,14 @@ pub enum CloseReason {
     Shutdown,
     /// A connection thread panicked: a bug, not the client's doing.
     ThreadPanic,
+    /// The TLS handshake failed or did not finish within the handshake
+    /// timeout (no ERROR: no frame can be sent without one).
+    TlsHandshake,
 }
 
 impl CloseReason {
     /// How many kinds there are, for per-kind counters.
-    pub const KINDS: usize = 10;
+    pub const KINDS: usize = 11;
 
     /// The kinds' names, in [`CloseReason::index`] order.
     pub const NAMES: [&'static str; Self::KINDS] = [
@@ -54,6 +57,7 @@ impl CloseReason {
         "server_full",
         "shutdown",
         "thread_panic",
+        "tls_handshake",
     ];
 
     /// The reason for a fatal ERROR with `code`.
@@ -80,6 +84,7 @@ impl CloseReason {
             CloseReason::ServerFull => 7,
             CloseReason::Shutdown => 8,
             CloseReason::ThreadPanic => 9,
+            CloseReason::TlsHandshake => 10,
         }
     }
 
@@ -95,7 +100,8 @@ impl CloseReason {
             | CloseReason::ClientReset
             | CloseReason::WriteTimeout
             | CloseReason::WriteError
-            | CloseReason::ThreadPanic => None,
+            | CloseReason::ThreadPanic
+            | CloseReason::TlsHandshake => None,
         }
     }
 
@@ -136,6 +142,7 @@ impl fmt::Display for CloseReason {
             CloseReason::ServerFull => f.write_str("server full"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
             CloseReason::ThreadPanic => f.write_str("connection thread panicked"),
+            CloseReason::TlsHandshake => f.write_str("TLS handshake failed"),
         }
     }
 }
@@ -155,6 +162,7 @@ mod tests {
         CloseReason::ServerFull,
         CloseReason::Shutdown,
         CloseReason::ThreadPanic,
+        CloseReason::TlsHandshake,
     ];
 
     #[test]

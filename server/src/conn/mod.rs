@@ -4,8 +4,9 @@
 //! transport ─read half─▶ reader ─frames─▶ session ─▶ rooms ─▶ outbound ─▶ writer ─write half─▶ transport
 //! ```
 //!
-//! - [`transport`]: the seam to the bytes (plain TCP today): a read half,
-//!   a write half, and a cut.
+//! - [`transport`]: the seam to the bytes (plain TCP; [`tls`], TLS with the
+//!   reader and writer sharing one rustls session): a read half, a write
+//!   half, and a cut.
 //! - [`reader`]: the reader thread's I/O loop: read, decode, idle clock,
 //!   stack trimming, lingering after a close; [`rate`]: the rate limits it
 //!   applies to each frame.
@@ -39,6 +40,7 @@ pub(crate) mod session;
 pub(crate) mod start;
 pub(crate) mod state;
 mod teardown;
+pub(crate) mod tls;
 pub(crate) mod transport;
 pub(crate) mod writer;
 

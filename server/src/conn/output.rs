@@ -29,6 +29,11 @@
 //! has the write timeout from the moment of the close, however slowly the
 //! client keeps reading.
 //!
+//! A transport may accept bytes and still hold some of them (TLS encrypts
+//! a record, and the socket takes only part of it): the write half says so
+//! ([`WriteHalf::has_pending`]), that counts as work left for the writer,
+//! and the writer flushes it like any other backlog.
+//!
 //! The writing functions are `#[inline(never)]`: their frames (an array of
 //! 64 slices) then stay off the writer's frame that sleeps, and off the
 //! reader's, so the stack pages they touch can be given back while the
@@ -223,7 +228,7 @@ impl Output {
         state.take_queued();
         let before = state.bytes_out;
         let flushed = match state.write(outbound, counters, Wait::No, &self.closing_at) {
-            Ok(()) if state.pending.is_empty() => Flushed::All,
+            Ok(()) if state.pending.is_empty() && !state.sink_has_pending() => Flushed::All,
             Ok(()) => Flushed::Handed,
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => Flushed::Handed,
             // A real error: the writer meets it too and closes.
@@ -258,18 +263,24 @@ impl Output {
         }
         state.take_queued();
         if state.pending.is_empty() {
+            if state.sink_has_pending() {
+                state.flush_sink(&self.closing_at)?;
+                return Ok(true);
+            }
             return Ok(false);
         }
         state.write(outbound, counters, Wait::Yes, &self.closing_at)?;
         Ok(true)
     }
 
-    /// Whether anything is queued or pending, or a socket is to be watched.
+    /// Whether anything is queued or pending, here or in the transport, or
+    /// a socket is to be watched.
     pub(crate) fn has_work(&self) -> bool {
         let state = self.state.lock();
         !state.pending.is_empty()
             || state.rewatch
             || state.rx.as_ref().is_some_and(|rx| !rx.is_empty())
+            || state.sink_has_pending()
     }
 
     /// Ends the output: writes what is queued and `last` (the final ERROR),
@@ -299,9 +310,12 @@ impl Output {
         {
             outbound.reserve_unbounded(last.bytes.len());
             state.pending.push(last);
+            // Written means in the socket, not merely accepted by the
+            // transport.
             written = state
                 .write(outbound, counters, Wait::Yes, &self.closing_at)
-                .is_ok();
+                .is_ok()
+                && state.flush_sink(&self.closing_at).is_ok();
         }
         state.close();
         written
@@ -327,6 +341,37 @@ impl State {
             match rx.try_recv() {
                 Ok(batch) => self.pending.push(batch),
                 Err(_) => break,
+            }
+        }
+    }
+
+    fn sink_has_pending(&self) -> bool {
+        self.sink.as_ref().is_some_and(|sink| sink.has_pending())
+    }
+
+    /// Writes what the transport still holds, looking at the client's
+    /// progress every check interval like a waiting write (see `write`).
+    fn flush_sink(&mut self, closing_at: &OnceLock<Instant>) -> io::Result<()> {
+        let State {
+            sink,
+            bytes_out,
+            delivery,
+            ..
+        } = self;
+        let Some(sink) = sink.as_mut() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        past_bound(delivery, closing_at, now)?;
+        delivery.owing(now);
+        loop {
+            match sink.flush_pending() {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => {
+                    look(delivery, &**sink, *bytes_out, closing_at, Instant::now())?;
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -518,6 +563,11 @@ mod tests {
         written: Arc<Mutex<Vec<u8>>>,
         budget: Arc<AtomicUsize>,
         closed: Arc<AtomicUsize>,
+        /// Bytes accepted but held back, as TLS holds records the socket
+        /// did not take; the next non-waiting write holds its bytes too
+        /// when `hold` is set.
+        held: Arc<AtomicUsize>,
+        hold: Arc<AtomicUsize>,
     }
 
     impl WriteHalf for Script {
@@ -546,7 +596,19 @@ mod tests {
                     break;
                 }
             }
+            if self.hold.load(Ordering::Relaxed) > 0 {
+                self.held.fetch_add(n, Ordering::Relaxed);
+            }
             Ok(n)
+        }
+
+        fn has_pending(&self) -> bool {
+            self.held.load(Ordering::Relaxed) > 0
+        }
+
+        fn flush_pending(&mut self) -> io::Result<()> {
+            self.held.store(0, Ordering::Relaxed);
+            Ok(())
         }
 
         fn close_write(&mut self) {
@@ -661,6 +723,24 @@ mod tests {
         assert_eq!(output.flush_now(&ledger, &counters), Flushed::Handed);
         assert!(!output.write_waiting(&ledger, &counters).unwrap());
         assert_eq!(script.written.lock().len(), 6);
+    }
+
+    #[test]
+    fn bytes_the_transport_holds_back_are_left_to_the_writer_to_flush() {
+        let (output, tx, script) = setup(usize::MAX);
+        script.hold.store(1, Ordering::Relaxed);
+        let ledger = Ledger::default();
+        let counters = Counters::default();
+        tx.send(batch(1, 10)).unwrap();
+        // All taken, but not all in the socket: not done, and the writer
+        // is rung.
+        assert_eq!(output.flush_now(&ledger, &counters), Flushed::Handed);
+        assert_eq!(ledger.rings.load(Ordering::Relaxed), 1);
+        assert!(output.has_work(), "held bytes are work for the writer");
+        assert!(output.write_waiting(&ledger, &counters).unwrap());
+        assert_eq!(script.held.load(Ordering::Relaxed), 0);
+        assert!(!output.has_work());
+        assert!(!output.write_waiting(&ledger, &counters).unwrap());
     }
 
     #[test]

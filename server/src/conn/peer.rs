@@ -3,8 +3,8 @@
 //! end.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
@@ -28,6 +28,9 @@ pub(crate) struct Peer {
     /// Its place in the per-address count, given back when the connection
     /// closes.
     slot: Mutex<Slot>,
+    /// Who the client's verified certificate names (mutual TLS), known once
+    /// the reader has finished the handshake; see `tls::identity`.
+    client_identity: OnceLock<Arc<str>>,
 }
 
 impl Peer {
@@ -46,6 +49,7 @@ impl Peer {
             bytes_out: AtomicU64::new(0),
             writer_done: AtomicBool::new(false),
             slot: Mutex::new(slot),
+            client_identity: OnceLock::new(),
         }
     }
 
@@ -78,6 +82,18 @@ impl Peer {
 
     pub(crate) fn set_writer_done(&self) {
         self.writer_done.store(true, Ordering::Release);
+    }
+
+    /// Who the client's certificate names, once the TLS handshake is done;
+    /// `None` on plain TCP, without mutual TLS, or for a certificate that
+    /// names nobody.
+    #[allow(dead_code)] // For the session's authentication, which comes next.
+    pub(crate) fn client_identity(&self) -> Option<&Arc<str>> {
+        self.client_identity.get()
+    }
+
+    pub(crate) fn set_client_identity(&self, identity: Arc<str>) {
+        let _ = self.client_identity.set(identity);
     }
 
     pub(crate) fn writer_done(&self) -> bool {

@@ -42,6 +42,9 @@ pub(crate) fn run<R: ReadHalf>(shared: Arc<Shared>, peer: Arc<Peer>, mut read: R
     let mut bytes_in = 0;
     let ended = peer.outbound.reader().run_registered(|mask| {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if let Err(ended) = handshake(&shared, &peer, &mut read, mask) {
+                return ended;
+            }
             serve(&shared, &peer, &mut session, &mut read, mask, &mut bytes_in)
         }))
         .unwrap_or_else(|_| {
@@ -59,6 +62,56 @@ pub(crate) fn run<R: ReadHalf>(shared: Arc<Shared>, peer: Arc<Peer>, mut read: R
         Ended::Session => linger(&shared, &peer, &mut read),
     }
     peer.bytes_in.store(bytes_in, Relaxed);
+}
+
+/// Sets the transport up (TLS: the handshake, within its own timeout);
+/// records the client's identity. A failure is counted and logged (at
+/// debug, and at info for the first and every 100th, so a flood of bad
+/// handshakes cannot flood the log) and ends the connection.
+fn handshake<R: ReadHalf>(
+    shared: &Shared,
+    peer: &Peer,
+    read: &mut R,
+    mask: &WaitMask,
+) -> Result<(), Ended> {
+    let id = peer.id();
+    loop {
+        match read.handshake(mask) {
+            Ok(done) => {
+                if let Some(summary) = done.summary {
+                    match &done.client_identity {
+                        Some(identity) => log::info!(
+                            "c{id}: TLS established ({summary}); client certificate identity {identity:?}"
+                        ),
+                        None => log::info!("c{id}: TLS established ({summary})"),
+                    }
+                }
+                if let Some(identity) = done.client_identity {
+                    peer.set_client_identity(identity);
+                }
+                return Ok(());
+            }
+            // Woken: the connection is closing (a shutdown), or a stray
+            // wake-up, after which the handshake resumes.
+            Err(e) if e.kind() == ErrorKind::Interrupted => {
+                if peer.outbound.is_closing() {
+                    return Err(Ended::Session);
+                }
+            }
+            Err(error) => {
+                let failures = shared.counters.tls_handshake_failures.fetch_add(1, Relaxed) + 1;
+                let addr = peer.addr;
+                if failures == 1 || failures.is_multiple_of(100) {
+                    log::info!(
+                        "c{id}: TLS handshake with {addr} failed: {error} ({failures} failed handshakes so far; the others are logged at debug)"
+                    );
+                } else {
+                    log::debug!("c{id}: TLS handshake with {addr} failed: {error}");
+                }
+                return Err(Ended::Client(CloseReason::TlsHandshake));
+            }
+        }
+    }
 }
 
 fn unix_ms() -> u64 {

@@ -2,8 +2,8 @@
 //! reader thread, a write half owned by the writer thread, and a [`Cut`]
 //! that any thread may use to end the connection at once.
 //!
-//! Plain TCP is the one implementation today; TLS and WebSocket will be two
-//! more. Session logic never names a socket type, and only the write half
+//! Plain TCP is implemented here, TLS in `conn::tls`; WebSocket will be
+//! another. Session logic never names a socket type, and only the write half
 //! can write, so the writer stays the one owner of the byte order.
 
 use std::fmt::Debug;
@@ -38,8 +38,28 @@ pub(crate) trait ReadHalf: Send + 'static {
     fn wait_readable(&mut self, timeout: Duration, mask: &WaitMask) -> io::Result<bool>;
 
     /// Bytes sent to the client that it has not yet acknowledged, so a
-    /// closing connection knows when its last ERROR has arrived.
+    /// closing connection knows when its last ERROR has arrived. Includes
+    /// bytes the transport holds that have not reached the socket yet.
     fn unsent_bytes(&self) -> Option<usize>;
+
+    /// Sets the connection up before any frame is read (TLS: the
+    /// handshake, bounded by its own timeout). Plain TCP has nothing to do.
+    /// `Interrupted` when the thread is woken (the connection is closing);
+    /// calling again resumes, within the same time bound.
+    fn handshake(&mut self, _mask: &WaitMask) -> io::Result<Handshake> {
+        Ok(Handshake::default())
+    }
+}
+
+/// What a transport learned while it set the connection up.
+#[derive(Debug, Default)]
+pub(crate) struct Handshake {
+    /// What was negotiated, for the connect log (`TLSv1_3, TLS13_AES_...`);
+    /// `None` for plain TCP.
+    pub(crate) summary: Option<String>,
+    /// Who the verified client certificate names (mutual TLS; the rule is
+    /// in `tls::identity`).
+    pub(crate) client_identity: Option<Arc<str>>,
 }
 
 /// What the writer thread may do with the connection.
@@ -52,8 +72,23 @@ pub(crate) trait WriteHalf: Send + 'static {
     /// `WouldBlock` when it takes nothing. Publishers flush with this.
     fn write_vectored_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
 
+    /// Whether bytes already accepted by a write are still held by the
+    /// transport, not yet in the socket (TLS records encrypted while the
+    /// socket was full). Someone must then call
+    /// [`WriteHalf::flush_pending`]: the writer thread.
+    fn has_pending(&self) -> bool {
+        false
+    }
+
+    /// Writes what [`WriteHalf::has_pending`] reports, waiting at most the
+    /// write timeout for each bit of progress.
+    fn flush_pending(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Ends the server's direction; the client reads the end of stream after
-    /// everything written.
+    /// everything written (TLS: pending records, then close_notify, then
+    /// the FIN).
     fn close_write(&mut self);
 
     /// Bytes written that the client has not acknowledged yet, or `None`

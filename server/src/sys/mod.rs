@@ -13,7 +13,8 @@
 //! - [`memory`]: giving freed heap memory back after a crowd leaves.
 //! - [`limits`]: file descriptors, threads and memory-map areas the system
 //!   allows, checked against `--max-connections`.
-//! - [`signals`]: SIGINT and SIGTERM as ordinary events for the binary.
+//! - [`signals`]: SIGINT, SIGTERM and SIGHUP as ordinary events for the
+//!   binary.
 //!
 //! Relay relies on Linux: `ppoll`, `SIOCOUTQ`, `pthread_getattr_np`,
 //! `/proc`. Other systems are refused at compile time, below, rather than

@@ -1,7 +1,7 @@
 //! Process signals as ordinary events: the binary blocks them in every
 //! thread before it starts any, then one thread waits for them with
-//! `sigwait`, so a signal becomes a plain function call (a shutdown) instead
-//! of code running inside a signal handler.
+//! `sigwait`, so a signal becomes a plain function call (a shutdown, a TLS
+//! reload) instead of code running inside a signal handler.
 
 use std::fmt;
 
@@ -12,6 +12,8 @@ pub enum Signal {
     Interrupt,
     /// `kill`, a service manager stopping the server.
     Terminate,
+    /// `kill -HUP`, a service manager's reload: reread the TLS files.
+    Hangup,
 }
 
 impl Signal {
@@ -20,10 +22,11 @@ impl Signal {
         match self {
             Signal::Interrupt => libc::SIGINT,
             Signal::Terminate => libc::SIGTERM,
+            Signal::Hangup => libc::SIGHUP,
         }
     }
 
-    const ALL: [Signal; 2] = [Signal::Interrupt, Signal::Terminate];
+    const ALL: [Signal; 3] = [Signal::Interrupt, Signal::Terminate, Signal::Hangup];
 }
 
 impl fmt::Display for Signal {
@@ -31,11 +34,12 @@ impl fmt::Display for Signal {
         f.write_str(match self {
             Signal::Interrupt => "SIGINT",
             Signal::Terminate => "SIGTERM",
+            Signal::Hangup => "SIGHUP",
         })
     }
 }
 
-/// SIGINT and SIGTERM, blocked in the calling thread and in every
+/// SIGINT, SIGTERM and SIGHUP, blocked in the calling thread and in every
 /// thread it starts afterwards, and waited for with [`Signals::wait`].
 #[derive(Clone, Copy)]
 pub struct Signals {

@@ -126,17 +126,49 @@ pub(crate) fn wait_readable(
     timeout: Duration,
     mask: &WaitMask,
 ) -> io::Result<bool> {
+    wait_ready(fd, Interest::Read, timeout, Some(mask))
+}
+
+/// What a wait for a socket is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interest {
+    /// Input (or the end of stream).
+    Read,
+    /// Room in the send buffer.
+    Write,
+    /// Either: a TLS handshake that has bytes to send and expects more.
+    Both,
+}
+
+/// Waits until `fd` is ready for `interest` (an error or hang-up counts as
+/// ready: the next call on it reports it), or the timeout passes. With a
+/// `mask`, a wake-up of the calling registered thread ends the wait with
+/// `Interrupted`; without, the thread's own mask stays (a thread that
+/// blocks the wake signal then is not interrupted, as in a blocking read).
+pub(crate) fn wait_ready(
+    fd: &impl AsRawFd,
+    interest: Interest,
+    timeout: Duration,
+    mask: Option<&WaitMask>,
+) -> io::Result<bool> {
+    let events = match interest {
+        Interest::Read => libc::POLLIN | libc::POLLRDHUP,
+        Interest::Write => libc::POLLOUT,
+        Interest::Both => libc::POLLIN | libc::POLLRDHUP | libc::POLLOUT,
+    };
     let mut poll = libc::pollfd {
         fd: fd.as_raw_fd(),
-        events: libc::POLLIN | libc::POLLRDHUP,
+        events,
         revents: 0,
     };
     let timeout = libc::timespec {
         tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
         tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
     };
-    // SAFETY: `poll`, `timeout` and the mask are valid for the call.
-    let rc = unsafe { libc::ppoll(&mut poll, 1, &timeout, &mask.0) };
+    let mask = mask.map_or(std::ptr::null(), |mask| &mask.0 as *const libc::sigset_t);
+    // SAFETY: `poll` and `timeout` are valid for the call; the mask is
+    // either null (keep the thread's mask) or a valid set.
+    let rc = unsafe { libc::ppoll(&mut poll, 1, &timeout, mask) };
     match rc {
         -1 => Err(io::Error::last_os_error()),
         0 => Ok(false),

@@ -59,6 +59,23 @@ struct Args {
     /// SERVER_FULL. 0 (the default) is no limit.
     #[arg(long, env = "RELAY_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     max_connections_per_ip: usize,
+    /// Also listen for TLS here (needs --tls-cert and --tls-key); the plain
+    /// --addr port keeps working beside it.
+    #[arg(long, env = "RELAY_TLS_ADDR")]
+    tls_addr: Option<SocketAddr>,
+    /// PEM certificate chain for the TLS port, leaf first. Reread on SIGHUP.
+    #[arg(long, env = "RELAY_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of that certificate. Reread on SIGHUP.
+    #[arg(long, env = "RELAY_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): TLS clients must show a certificate they
+    /// signed (mutual TLS). Reread on SIGHUP.
+    #[arg(long, env = "RELAY_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+    /// Seconds a TLS handshake may take before the connection is cut.
+    #[arg(long, env = "RELAY_TLS_HANDSHAKE_TIMEOUT", default_value_t = 10.0)]
+    tls_handshake_timeout: f64,
     /// Static tokens for services, one per line: TOKEN USER
     /// [join=PATTERNS] [publish=PATTERNS] (SPEC.md 11.1). Turns
     /// authentication on.
@@ -95,6 +112,26 @@ struct Args {
 fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value)
         .map_err(|_| format!("--{flag} must be a number of seconds above 0, not {value}"))
+}
+
+/// The TLS port's settings: all of --tls-addr, --tls-cert and --tls-key, or
+/// none of them.
+fn tls(args: &Args) -> Result<Option<Box<server::TlsConfig>>, String> {
+    let handshake_timeout = seconds(args.tls_handshake_timeout, "tls-handshake-timeout")?;
+    match (&args.tls_addr, &args.tls_cert, &args.tls_key) {
+        (None, None, None) if args.tls_client_ca.is_none() => Ok(None),
+        (Some(addr), Some(cert), Some(key)) => Ok(Some(Box::new(server::TlsConfig {
+            addr: *addr,
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+            handshake_timeout,
+        }))),
+        _ => Err(
+            "--tls-addr, --tls-cert and --tls-key go together (--tls-client-ca needs them too); give all three for a TLS port, or none"
+                .into(),
+        ),
+    }
 }
 
 /// Authentication from the flags; a file or key that cannot be used is an
@@ -146,9 +183,25 @@ fn config(args: &Args) -> Result<server::Config, String> {
             seconds(args.rate_burst, "rate-burst")?,
         ),
         max_connections_per_ip: args.max_connections_per_ip,
+        tls: tls(args)?,
         auth: auth(args)?,
     };
     config.validate().map_err(|error| error.to_string())
+}
+
+/// SIGHUP: reread the TLS files; on failure keep the ones in force.
+fn reload(reloader: Option<&server::TlsReloader>) {
+    match reloader {
+        None => log::info!("SIGHUP received; nothing to reload (no TLS port)"),
+        Some(reloader) => match reloader.reload() {
+            Ok(()) => log::info!(
+                "SIGHUP received; TLS certificate reloaded: new connections use it, open ones keep theirs"
+            ),
+            Err(error) => log::error!(
+                "SIGHUP received; TLS reload failed, keeping the certificate in force: {error}"
+            ),
+        },
+    }
 }
 
 /// Says at start who may connect, so an open server is never a surprise.
@@ -182,6 +235,11 @@ fn main() -> ExitCode {
     let signals = server::Signals::block();
     let server = match server::Server::bind(config) {
         Ok(server) => server,
+        // A setting or a TLS file that cannot work; the message names it.
+        Err(error) if error.kind() == std::io::ErrorKind::InvalidInput => {
+            eprintln!("relay: {error}");
+            return ExitCode::from(2);
+        }
         Err(error) => {
             eprintln!(
                 "relay: cannot listen on {}: {error}; is another server using it?",
@@ -191,23 +249,35 @@ fn main() -> ExitCode {
         }
     };
     let handle = server.shutdown_handle();
+    let reloader = server.tls_reloader();
     let spawned = std::thread::Builder::new()
         .name("relay-signals".into())
         .spawn(move || {
-            let signal = signals.wait();
-            log::info!(
-                "signal {} received; shutting down (again to exit at once)",
-                signal.number()
-            );
-            handle.shutdown();
-            signals.wait();
-            std::process::exit(130);
+            let mut stopping = false;
+            loop {
+                let signal = signals.wait();
+                match signal {
+                    server::Signal::Hangup => reload(reloader.as_ref()),
+                    _ if stopping => std::process::exit(130),
+                    _ => {
+                        log::info!(
+                            "signal {} received; shutting down (again to exit at once)",
+                            signal.number()
+                        );
+                        handle.shutdown();
+                        stopping = true;
+                    }
+                }
+            }
         });
     if let Err(error) = spawned {
         eprintln!("relay: cannot start the signal thread: {error}");
         return ExitCode::FAILURE;
     }
     println!("listening on {}", server.local_addr());
+    if let Some(addr) = server.tls_addr() {
+        println!("listening for TLS on {addr}");
+    }
     log_auth(&args);
     log::info!(
         "accepting up to {} connections, frames up to {} bytes",
