@@ -1,5 +1,6 @@
 //! Limits against abuse (SPEC.md 11.4): rate limits per connection, the
-//! per-address connection cap, and reaping clients that stop reading.
+//! per-address connection cap, and reaping clients that stop reading (over
+//! plain TCP and over TLS).
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use protocol::{ErrorCode, Flags, MessageType, RequestId};
 use serde_json::json;
-use server::{Config, RateLimits, RunningServer};
+use server::{Config, RateLimits, RunningServer, TlsConfig};
+use testkit::tls::{TempDir, TestCa, TlsClient, client_config};
 use testkit::{Raw, json_frame, raw_frame, start_server_with, wait_until};
 
 fn heartbeat(len: usize) -> Vec<u8> {
@@ -328,4 +330,41 @@ fn a_trickling_reader_after_a_slow_consumer_cut_is_gone_within_the_write_timeout
         cut.elapsed()
     );
     drop(trickler);
+}
+
+#[test]
+fn a_tls_client_that_never_reads_is_reaped_within_the_write_timeout() {
+    let write_timeout = Duration::from_secs(2);
+    let dir = TempDir::new("limits-tls");
+    let ca = TestCa::new("Relay test CA");
+    let issued = ca.server("limits");
+    let server = start_server_with(Config {
+        write_timeout,
+        tls: Some(Box::new(TlsConfig {
+            addr: ([127, 0, 0, 1], 0).into(),
+            cert: dir.write("cert.pem", &issued.cert_pem),
+            key: dir.write("key.pem", &issued.key_pem),
+            client_ca: None,
+            handshake_timeout: Duration::from_secs(30),
+        })),
+        ..Default::default()
+    });
+    let addr = server.tls_addr().unwrap();
+    let (mut client, _) = TlsClient::hello(addr, client_config(&ca.pem(), None), json!({}));
+    let started = Instant::now();
+    for _ in 0..3 {
+        client.send_raw(&heartbeat(1024 * 1024 - 3));
+    }
+    let sent = Instant::now();
+    wait_until("the TLS non-reader to be cut", || {
+        server.counters().connections() == 0
+    });
+    let (from_start, from_last) = (started.elapsed(), sent.elapsed());
+    eprintln!("TLS non-reader cut {from_last:?} after its last frame");
+    assert!(
+        from_start >= write_timeout && from_last <= write_timeout * 3,
+        "cut {from_last:?} after its last frame, with a {write_timeout:?} write timeout"
+    );
+    assert_eq!(closes(&server, "write_timeout"), 1);
+    drop(client);
 }
