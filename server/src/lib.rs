@@ -18,6 +18,7 @@
 //! - `tls`: the TLS listener's certificates, loaded from PEM, reloaded on
 //!   request ([`TlsReloader`]), and who a client certificate names.
 //! - `rooms`: which connections are in which room; broadcast.
+//! - `per_address`: connections per IP address (`--max-connections-per-ip`).
 //! - `shared`: what all connection threads share (settings, rooms,
 //!   counters, the registry of live connections).
 //! - [`auth`]: who a client is and what it may do: static tokens, JWTs,
@@ -50,13 +51,14 @@ mod counters;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod per_address;
 mod rooms;
 mod server;
 mod shared;
 mod sys;
 mod tls;
 
-pub use config::{Config, ConfigError, MAX_TIMEOUT, MIN_MAX_FRAME, TlsConfig};
+pub use config::{Config, ConfigError, MAX_TIMEOUT, MIN_MAX_FRAME, RateLimits, TlsConfig};
 pub use conn::{CloseReason, ConnState};
 pub use counters::Counters;
 pub use server::{RunningServer, Server, ShutdownHandle};

@@ -12,6 +12,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::config::Config;
 use crate::conn::peer::Peer;
 use crate::counters::Counters;
+use crate::per_address::PerAddress;
 use crate::rooms::Rooms;
 use crate::tls::Certificates;
 
@@ -28,6 +29,8 @@ pub(crate) struct Shared {
     /// Connections allowed: `--max-connections` capped by system limits.
     pub(crate) max_connections: usize,
     pub(crate) local_addr: SocketAddr,
+    /// Live connections per IP address, for `--max-connections-per-ip`.
+    pub(crate) per_address: Arc<PerAddress>,
     /// The most connections open at once since the heap was last trimmed.
     crowd: AtomicU64,
     /// The next connection's number, for both listeners.
@@ -46,6 +49,7 @@ pub(crate) struct TlsListening {
 impl Shared {
     pub(crate) fn new(config: Config, max_connections: usize, local_addr: SocketAddr) -> Shared {
         Shared {
+            per_address: Arc::new(PerAddress::new(config.max_connections_per_ip)),
             config,
             rooms: Rooms::default(),
             counters: Arc::default(),
