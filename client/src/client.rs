@@ -19,6 +19,7 @@ use serde_json::value::RawValue;
 use crate::error::{ClientError, DisconnectReason};
 use crate::event::{Event, HeartbeatReply, RoomAck};
 use crate::reader::{self, ECHO_NO, ECHO_YES, Shared};
+use crate::tls::{self, ReadHalf, TlsOptions, WriteHalf};
 
 /// How a [`Client`] connects and buffers.
 #[derive(Debug, Clone)]
@@ -33,6 +34,9 @@ pub struct Options {
     pub event_capacity: usize,
     /// Give up a write that makes no progress for this long (`None`: wait).
     pub write_timeout: Option<Duration>,
+    /// Speak TLS (a server's `--tls-addr` port); `None` is plain TCP. The
+    /// handshake must finish within `connect_timeout`.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for Options {
@@ -42,14 +46,16 @@ impl Default for Options {
             max_frame: 16 * 1024 * 1024,
             event_capacity: 4096,
             write_timeout: None,
+            tls: None,
         }
     }
 }
 
-/// The write half: the socket and a buffer reused for encoding.
+/// The write half: the socket (plain or TLS) and a buffer reused for
+/// encoding.
 #[derive(Debug)]
 struct Writer {
-    stream: TcpStream,
+    stream: WriteHalf,
     buf: Vec<u8>,
 }
 
@@ -119,7 +125,7 @@ impl Client {
                 addr: "the server address".into(),
                 source,
             })?;
-        Client::connect_addrs(addrs, "the server address", options)
+        Client::connect_addrs(addrs, "the server address", None, options)
     }
 
     /// Connects to `host` and `port`; errors name them.
@@ -131,18 +137,27 @@ impl Client {
                 addr: label.clone(),
                 source,
             })?;
-        Client::connect_addrs(addrs, &label, options)
+        Client::connect_addrs(addrs, &label, Some(host), options)
     }
 
+    /// `host` is the name TLS checks the certificate against (by default;
+    /// see [`TlsOptions::server_name`]); without one, the address is.
     fn connect_addrs(
         addrs: impl Iterator<Item = SocketAddr>,
         label: &str,
+        host: Option<&str>,
         options: &Options,
     ) -> Result<Client, ClientError> {
         let mut last = None;
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, options.connect_timeout) {
-                Ok(stream) => return Client::from_stream(stream, options),
+                Ok(stream) => match &options.tls {
+                    None => return Client::from_stream(stream, options),
+                    Some(tls) => {
+                        let host = host.map_or_else(|| addr.ip().to_string(), str::to_owned);
+                        return Client::from_tls_stream(stream, &host, tls, options);
+                    }
+                },
                 Err(error) => {
                     last = Some(match error.kind() {
                         io::ErrorKind::ConnectionRefused => ClientError::ConnectionRefused { addr },
@@ -166,23 +181,64 @@ impl Client {
         }))
     }
 
-    /// Wraps an already connected stream (no HELLO is sent yet).
+    /// Wraps an already connected stream (no HELLO is sent yet); plain TCP,
+    /// whatever `options.tls` says.
     pub fn from_stream(stream: TcpStream, options: &Options) -> Result<Client, ClientError> {
         stream.set_nodelay(true).map_err(ClientError::Io)?;
-        stream
-            .set_write_timeout(options.write_timeout)
-            .map_err(ClientError::Io)?;
-        let local_addr = stream.local_addr().map_err(ClientError::Io)?;
-        let peer_addr = stream.peer_addr().map_err(ClientError::Io)?;
         let read_half = stream.try_clone().map_err(ClientError::Io)?;
         let control = stream.try_clone().map_err(ClientError::Io)?;
+        Client::from_halves(
+            ReadHalf::Plain(read_half),
+            WriteHalf::Plain(stream),
+            control,
+            options,
+        )
+    }
+
+    /// Runs the TLS handshake on an already connected stream, checking the
+    /// server's certificate against `host`, and wraps it (no HELLO is sent
+    /// yet).
+    pub fn from_tls_stream(
+        mut stream: TcpStream,
+        host: &str,
+        tls: &TlsOptions,
+        options: &Options,
+    ) -> Result<Client, ClientError> {
+        stream.set_nodelay(true).map_err(ClientError::Io)?;
+        let config = tls.client_config().map_err(ClientError::Tls)?;
+        let name = tls.name_for(host).map_err(ClientError::Tls)?;
+        let conn = tls::handshake(&mut stream, config, name, options.connect_timeout)
+            .map_err(ClientError::Tls)?;
+        let read_half = stream.try_clone().map_err(ClientError::Io)?;
+        let control = stream.try_clone().map_err(ClientError::Io)?;
+        let (read, write) = tls::split(conn, read_half, stream);
+        Client::from_halves(ReadHalf::Tls(read), WriteHalf::Tls(write), control, options)
+    }
+
+    fn from_halves(
+        read: ReadHalf,
+        write: WriteHalf,
+        control: TcpStream,
+        options: &Options,
+    ) -> Result<Client, ClientError> {
+        control
+            .set_write_timeout(options.write_timeout)
+            .map_err(ClientError::Io)?;
+        let local_addr = control.local_addr().map_err(ClientError::Io)?;
+        let peer_addr = control.peer_addr().map_err(ClientError::Io)?;
         let (sender, events) = crossbeam_channel::bounded(options.event_capacity.max(1));
         let shared = Arc::new(Shared::new());
-        let reader = reader::spawn(read_half, options.max_frame, sender, Arc::clone(&shared))
-            .map_err(ClientError::Io)?;
+        let reader = reader::spawn(
+            read,
+            control.try_clone().map_err(ClientError::Io)?,
+            options.max_frame,
+            sender,
+            Arc::clone(&shared),
+        )
+        .map_err(ClientError::Io)?;
         Ok(Client {
             writer: Mutex::new(Writer {
-                stream,
+                stream: write,
                 buf: Vec::with_capacity(4096),
             }),
             control,

@@ -135,6 +135,9 @@ pub enum ClientError {
         /// How the server showed that it does not offer it.
         why: &'static str,
     },
+    /// TLS could not be set up: a certificate file, or the handshake (the
+    /// server's certificate not trusted, not TLS on that port, ...).
+    Tls(crate::tls::TlsError),
     /// Writing to the socket failed.
     Io(io::Error),
 }
@@ -189,6 +192,7 @@ impl fmt::Display for ClientError {
                 f,
                 "{what} is not available from this server: {why}; the connection is unaffected"
             ),
+            ClientError::Tls(error) => write!(f, "{error}"),
             ClientError::Io(error) => write!(f, "connection failed: {error}"),
         }
     }
@@ -200,6 +204,7 @@ impl std::error::Error for ClientError {
             ClientError::Connect { source, .. } | ClientError::Resolve { source, .. } => {
                 Some(source)
             }
+            ClientError::Tls(error) => Some(error),
             ClientError::Io(error) => Some(error),
             ClientError::Server(error) => Some(error),
             _ => None,

@@ -8,6 +8,8 @@
 //! - [`event`]: what the server sends, as owned, typed [`Event`]s.
 //! - [`error`]: [`ClientError`], [`ServerError`] and [`DisconnectReason`],
 //!   with messages that say what to do.
+//! - [`tls`]: [`TlsOptions`] for a server's TLS port (`Options::tls`),
+//!   with rustls.
 //! - `reader` (private): the reader thread that decodes the socket with
 //!   [`protocol::Decoder`] and feeds a bounded channel of events.
 //!
@@ -52,8 +54,10 @@ pub mod client;
 pub mod error;
 pub mod event;
 mod reader;
+pub mod tls;
 
 pub use crate::client::{CLIENT_VERSION, Client, Options};
 pub use crate::error::{ClientError, DisconnectReason, ServerError};
 pub use crate::event::{Body, Event, HeartbeatReply, MemberEvent, Message, RoomAck};
+pub use crate::tls::{TlsError, TlsOptions};
 pub use protocol::{ErrorCode, Hello, HelloReply, MemberChange, Stats};

@@ -9,6 +9,8 @@
 
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
+
+use crate::tls::ReadHalf;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -92,8 +94,10 @@ pub(crate) fn heartbeat_payload(seq: u64, sent_us: u64) -> String {
 }
 
 /// Starts the reader thread for `stream`.
+/// `control` is the socket itself, to shut down: `stream` may be TLS.
 pub(crate) fn spawn(
-    stream: TcpStream,
+    stream: ReadHalf,
+    control: TcpStream,
     max_frame: u32,
     events: Sender<Event>,
     shared: Arc<Shared>,
@@ -101,10 +105,16 @@ pub(crate) fn spawn(
     thread::Builder::new()
         .name("relay-client-reader".into())
         .stack_size(256 * 1024)
-        .spawn(move || run(stream, Decoder::new(max_frame), &events, &shared))
+        .spawn(move || run(stream, &control, Decoder::new(max_frame), &events, &shared))
 }
 
-fn run(mut stream: TcpStream, mut decoder: Decoder, events: &Sender<Event>, shared: &Shared) {
+fn run(
+    mut stream: ReadHalf,
+    control: &TcpStream,
+    mut decoder: Decoder,
+    events: &Sender<Event>,
+    shared: &Shared,
+) {
     // The last fatal ERROR read: the server closes right after it, and that
     // close is reported with it.
     let mut fatal: Option<ServerError> = None;
@@ -145,13 +155,13 @@ fn run(mut stream: TcpStream, mut decoder: Decoder, events: &Sender<Event>, shar
             }
             if events.send(event).is_err() {
                 // The handle is gone: nobody wants the rest.
-                let _ = stream.shutdown(Shutdown::Both);
+                let _ = control.shutdown(Shutdown::Both);
                 return;
             }
         }
     };
     if matches!(reason, DisconnectReason::ProtocolViolation(_)) {
-        let _ = stream.shutdown(Shutdown::Both);
+        let _ = control.shutdown(Shutdown::Both);
     }
     shared.set_reason(reason.clone());
     let _ = events.send(Event::Disconnected(reason));

@@ -41,6 +41,13 @@ pub struct Config {
     /// Bytes a connection's outbound queue may hold; raised to two maximum
     /// frames if set lower, so a frame of the maximum size always fits.
     pub queue_bytes: usize,
+    /// Per-connection limits on what a client sends (RATE_LIMITED).
+    pub rates: RateLimits,
+    /// Connections one IP address may hold at once; 0 is no limit. Off by
+    /// default: the benches open thousands of connections from 127.0.0.1,
+    /// and behind a NAT or a proxy many honest clients share one address,
+    /// so only the operator knows a fitting number.
+    pub max_connections_per_ip: usize,
     /// What all clients together may make the server hold.
     pub budget: Budget,
     /// A second listener that speaks TLS (SPEC.md 11.3); `None` for plain
@@ -49,6 +56,74 @@ pub struct Config {
     /// Who may connect, and what they may do (SPEC.md 11.1, 11.2); off by
     /// default: anyone, under any name, anywhere.
     pub auth: AuthConfig,
+}
+
+/// How fast one connection may send: token buckets for frames and for
+/// bytes, each refilling at its rate and holding `burst` worth of it. A
+/// limit of 0 is off.
+///
+/// The defaults are generous on purpose: they sit well above what one
+/// client pushes through its connection's reader thread here. Measured
+/// with `relay-stress bench` on a 2-core machine, the busiest publisher
+/// reached 4.2 M frames/s (fan-out 1→1, 109-byte frames) and 1.1 GB/s
+/// (fan-out 1→1, 4 KiB content); the defaults are about 2.4 times both,
+/// and a burst of 2 s holds 100 times the bench's 200,000-message run. So
+/// they never touch normal use or a benchmark, and bound only a client on
+/// a much faster machine; an operator facing untrusted clients sets them
+/// to the application's needs (a chat: `--rate-frames 100 --rate-bytes
+/// 1048576`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Frames a second (`--rate-frames`); 0 is no limit.
+    pub frames_per_sec: u64,
+    /// Bytes a second, counted on the wire with each frame's 4-byte length
+    /// (`--rate-bytes`); 0 is no limit.
+    pub bytes_per_sec: u64,
+    /// How much of each rate a quiet client may save up and spend at once
+    /// (`--rate-burst`, seconds). The byte bucket always holds at least one
+    /// frame of the maximum size, so every legal frame can pass.
+    pub burst: Duration,
+    /// The largest frame on the wire (`max_frame` + 4); set by
+    /// [`Config::validate`].
+    largest_frame: u64,
+}
+
+impl RateLimits {
+    /// Limits of `frames_per_sec` and `bytes_per_sec` (0: off), each with
+    /// `burst` worth of tokens.
+    pub fn new(frames_per_sec: u64, bytes_per_sec: u64, burst: Duration) -> RateLimits {
+        RateLimits {
+            frames_per_sec,
+            bytes_per_sec,
+            burst,
+            largest_frame: 0,
+        }
+    }
+
+    /// No limits at all.
+    pub fn off() -> RateLimits {
+        RateLimits::new(0, 0, Duration::from_secs(1))
+    }
+
+    /// Frames the frame bucket holds: at least one.
+    pub(crate) fn frame_capacity(&self) -> u64 {
+        capacity(self.frames_per_sec, self.burst).max(1)
+    }
+
+    /// Bytes the byte bucket holds: at least one frame of the maximum size.
+    pub(crate) fn byte_capacity(&self) -> u64 {
+        capacity(self.bytes_per_sec, self.burst).max(self.largest_frame)
+    }
+}
+
+fn capacity(rate: u64, burst: Duration) -> u64 {
+    (u128::from(rate) * burst.as_nanos() / 1_000_000_000).min(u128::from(u64::MAX)) as u64
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits::new(10_000_000, 5 << 29, Duration::from_secs(2))
+    }
 }
 
 /// Server-wide bounds: what all connections together may hold, whatever
@@ -134,6 +209,8 @@ impl Default for Config {
             max_rooms_per_connection: 1000,
             queue_items: 64,
             queue_bytes: 4 << 20,
+            rates: RateLimits::default(),
+            max_connections_per_ip: 0,
             budget: Budget::default(),
             tls: None,
             auth: AuthConfig::default(),
@@ -187,6 +264,17 @@ impl Config {
                 });
             }
         }
+        if self.rates.burst.is_zero() || self.rates.burst > MAX_TIMEOUT {
+            return Err(ConfigError {
+                flag: "rate-burst",
+                problem: format!(
+                    "must be above 0 and at most {} seconds, not {}",
+                    MAX_TIMEOUT.as_secs(),
+                    self.rates.burst.as_secs_f64()
+                ),
+            });
+        }
+        self.rates.largest_frame = u64::from(self.max_frame) + protocol::LENGTH_PREFIX as u64;
         if let Some(tls) = &self.tls
             && (tls.handshake_timeout.is_zero() || tls.handshake_timeout > MAX_TIMEOUT)
         {

@@ -12,12 +12,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 use protocol::{Decoder, Flags, parse_frame};
 
 use crate::config::Config;
 use crate::conn::outbound::{Outbound, Outgoing, QueueLimits};
+use crate::conn::rate::Limiter;
 use crate::conn::reader::handle_frames;
 use crate::conn::session::Session;
 use crate::shared::Shared;
@@ -28,6 +30,7 @@ const MAX_FRAME: u32 = 2048;
 struct Client {
     session: Session,
     decoder: Decoder,
+    limiter: Limiter,
     outbound: Arc<Outbound>,
     rx: Receiver<Outgoing>,
     closed: bool,
@@ -79,6 +82,7 @@ impl Harness {
                 Client {
                     session: Session::new(Arc::clone(&shared), Arc::clone(&outbound)),
                     decoder: Decoder::new(MAX_FRAME),
+                    limiter: Limiter::new(&shared.config.rates, Instant::now()),
                     outbound,
                     rx,
                     closed: false,
@@ -105,7 +109,19 @@ impl Harness {
             client.decoder.commit(n);
             rest = &rest[n..];
             client.session.begin_read(n, 1_700_000_000_000);
-            let (served, _) = handle_frames(&mut client.session, &mut client.decoder);
+            // Refusals for the rate limits need no pause here: the frames
+            // left in the decoder are simply handed over again.
+            let served = loop {
+                let handled = handle_frames(
+                    &mut client.session,
+                    &mut client.decoder,
+                    &mut client.limiter,
+                    Instant::now(),
+                );
+                if handled.served.is_break() || handled.pause.is_none() {
+                    break handled.served;
+                }
+            };
             if served.is_break() {
                 client.session.count_frames_in();
                 client.closed = true;

@@ -22,6 +22,7 @@
 //! - `budget`: the server-wide memory budget, charged where bytes are
 //!   queued, buffered or put in rooms; `shed`: what the server does past
 //!   it (cut the heaviest connections with OVERLOADED).
+//! - `per_address`: connections per IP address (`--max-connections-per-ip`).
 //! - `shared`: what all connection threads share (settings, rooms,
 //!   counters, the registry of live connections).
 //! - [`auth`]: who a client is and what it may do: static tokens, JWTs,
@@ -55,6 +56,7 @@ mod counters;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod per_address;
 mod rooms;
 mod server;
 mod shared;
@@ -64,8 +66,8 @@ mod tls;
 
 pub use budget::parse_bytes;
 pub use config::{
-    Budget, Config, ConfigError, MAX_TIMEOUT, MIN_MAX_FRAME, MIN_MEMORY_BUDGET, TlsConfig,
-    default_memory_budget,
+    Budget, Config, ConfigError, MAX_TIMEOUT, MIN_MAX_FRAME, MIN_MEMORY_BUDGET, RateLimits,
+    TlsConfig, default_memory_budget,
 };
 pub use conn::{CloseReason, ConnState};
 pub use counters::Counters;

@@ -18,6 +18,7 @@ use crate::conn::outbound::Batch;
 use crate::conn::tls::Tls;
 use crate::conn::transport::Tcp;
 use crate::counters::Counters;
+use crate::per_address::TooMany;
 use crate::shared::{Shared, TlsListening};
 use crate::tls::{Certificates, TlsReloader};
 
@@ -393,6 +394,20 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, id: u64, por
         }
         return;
     }
+    let slot = match shared.per_address.admit(addr.ip()) {
+        Ok(slot) => slot,
+        Err(TooMany { limit }) => {
+            let why = format!(
+                "too many connections from {} (at most {limit} per address)",
+                addr.ip()
+            );
+            match port {
+                Port::Plain => reject(shared, stream, addr, &why),
+                Port::Tls => reject_tls(stream, addr, &why),
+            }
+            return;
+        }
+    };
     let write_timeout = shared.config.write_timeout;
     let started = match (port, &shared.tls, &shared.config.tls) {
         (Port::Tls, Some(tls), Some(config)) => Tls::new(
@@ -401,9 +416,9 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, id: u64, por
             write_timeout,
             config.handshake_timeout,
         )
-        .map(|transport| crate::conn::start::start(shared, transport, id, addr)),
+        .map(|transport| crate::conn::start::start(shared, transport, id, addr, slot)),
         _ => Tcp::new(stream, write_timeout)
-            .map(|transport| crate::conn::start::start(shared, transport, id, addr)),
+            .map(|transport| crate::conn::start::start(shared, transport, id, addr, slot)),
     };
     if let Err(error) = started {
         log::warn!("{addr}: socket setup failed: {error}");
@@ -412,7 +427,8 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, id: u64, por
 
 /// Starts the thread that does the server's periodic chores: shedding
 /// load past the memory budget (at once when usage crosses it, and checked
-/// every second), and giving memory back after a crowd leaves. It ends
+/// every second), giving memory back after a crowd leaves, and waking
+/// writers to watch bytes that publishers left in their sockets. It ends
 /// with the server.
 fn start_housekeeping(shared: &Arc<Shared>) {
     let shared = Arc::clone(shared);
@@ -428,6 +444,7 @@ fn start_housekeeping(shared: &Arc<Shared>) {
                 crate::shed::shed(&shared);
                 if !crossed {
                     shared.trim_after_crowd();
+                    crate::conn::writer::ring_unwatched(&shared);
                 }
             }
         });

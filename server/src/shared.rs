@@ -14,6 +14,7 @@ use crate::budget::MemoryBudget;
 use crate::config::{Config, default_memory_budget};
 use crate::conn::peer::Peer;
 use crate::counters::Counters;
+use crate::per_address::PerAddress;
 use crate::rooms::Rooms;
 use crate::tls::Certificates;
 
@@ -30,6 +31,8 @@ pub(crate) struct Shared {
     /// Connections allowed: `--max-connections` capped by system limits.
     pub(crate) max_connections: usize,
     pub(crate) local_addr: SocketAddr,
+    /// Live connections per IP address, for `--max-connections-per-ip`.
+    pub(crate) per_address: Arc<PerAddress>,
     /// The most connections open at once since the heap was last trimmed.
     crowd: AtomicU64,
     /// The next connection's number, for both listeners.
@@ -57,6 +60,7 @@ impl Shared {
         Shared {
             rooms: Rooms::new(config.budget, Arc::clone(&memory)),
             counters: Arc::new(Counters::with_memory(memory)),
+            per_address: Arc::new(PerAddress::new(config.max_connections_per_ip)),
             config,
             registry: Mutex::default(),
             registry_changed: Condvar::new(),

@@ -10,7 +10,8 @@
 //! for a client that does not read to take a final ERROR would keep it for
 //! the write timeout. The ERROR goes out only if the socket takes it
 //! without waiting (a client sending a huge frame slowly gets it; one that
-//! reads nothing cannot). Runs on the housekeeping thread, off the hot path,
+//! reads nothing cannot, and is reset, which frees the kernel's buffers
+//! for it too). Runs on the housekeeping thread, off the hot path,
 //! woken the moment usage crosses the budget.
 
 use std::sync::Arc;
@@ -58,11 +59,18 @@ pub(crate) fn shed(shared: &Shared) -> usize {
             .code()
             .zip(reason.standard_message())
             .map(|(code, message)| Arc::new(Batch::error(code, message)));
-        if outbound.output().shed(&**outbound, &shared.counters, last) {
+        let told = outbound.output().shed(&**outbound, &shared.counters, last);
+        if told {
             shared.counters.error_sent(ErrorCode::Overloaded);
         }
         if outbound.close(reason) {
-            peer.cut();
+            // Told: close, so the ERROR reaches it. Not told, its socket
+            // is full: reset, so what the kernel holds for it goes too.
+            if told {
+                peer.cut();
+            } else {
+                peer.abort();
+            }
             cut += 1;
             log::warn!(
                 "c{}: cut with OVERLOADED, holding {held} bytes ({} of the {}-byte memory budget in use)",

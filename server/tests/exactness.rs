@@ -279,6 +279,34 @@ fn the_error_examples_in_the_spec_are_what_the_server_sends() {
                 handle.shutdown();
                 client.expect(MessageType::Error)
             }
+            "RATE_LIMITED" => {
+                // 10 frames a second, a burst of 1 s: the HELLO and 9 JOINs
+                // in one read take the 10 tokens, and the next JOIN needs
+                // exactly 100 ms.
+                drop(server);
+                let server = start_server_with(::server::Config {
+                    rates: ::server::RateLimits::new(10, 0, std::time::Duration::from_secs(1)),
+                    ..Default::default()
+                });
+                let mut client = Raw::connect(server.local_addr());
+                let mut burst = json_frame(MessageType::Hello, &json!({}));
+                for id in 1..=9 {
+                    burst.extend(json_frame(
+                        MessageType::JoinRoom,
+                        &json!({"room": "r", "id": id}),
+                    ));
+                }
+                burst.extend(json_frame(
+                    MessageType::JoinRoom,
+                    &json!({"room": example["room"], "id": example["id"]}),
+                ));
+                client.send_raw(&burst);
+                client.expect(MessageType::Hello);
+                for _ in 1..=9 {
+                    client.expect(MessageType::JoinRoom);
+                }
+                client.expect(MessageType::Error)
+            }
             "AUTH_FAILED" | "FORBIDDEN" | "TOKEN_EXPIRED" => auth_error(&example),
             other => {
                 panic!("SPEC.md has an ERROR example for {other}; teach this test to cause it")

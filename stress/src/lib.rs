@@ -36,6 +36,7 @@ pub mod server_message;
 pub mod swarm;
 pub mod sys;
 pub mod target;
+pub mod tls;
 pub mod wire;
 
 pub use error::{Error, Result};

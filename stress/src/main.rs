@@ -105,6 +105,11 @@ enum Scenario {
         /// run every workload against each; prints a side-by-side table.
         #[arg(long)]
         compare: bool,
+        /// Also run fan-out and latency over Relay's TLS port, beside plain
+        /// TCP on the same server (a throwaway CA and certificate are made
+        /// for the run). Relay only; not with --addr or --target.
+        #[arg(long)]
+        tls: bool,
         /// Runs of every workload; the table shows medians.
         #[arg(long, default_value_t = 1)]
         repeat: usize,
@@ -241,6 +246,7 @@ fn run(cli: Cli) -> Result<Report, Error> {
             only,
             target: bench_target,
             compare,
+            tls,
             repeat,
             subscribers,
             payload,
@@ -278,6 +284,7 @@ fn run(cli: Cli) -> Result<Report, Error> {
                 system,
                 which: only,
                 compare,
+                tls,
                 repeat: repeat.max(1),
                 subscribers,
                 payload,

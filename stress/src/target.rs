@@ -33,6 +33,8 @@ enum Kind {
 /// A server the scenarios talk to.
 pub struct Target {
     addr: SocketAddr,
+    /// Its TLS port, when it has one.
+    tls_addr: Option<SocketAddr>,
     kind: Kind,
 }
 
@@ -60,6 +62,7 @@ impl Target {
             .context("starting the in-process server")?;
         Ok(Target {
             addr: running.local_addr(),
+            tls_addr: running.tls_addr(),
             kind: Kind::InProcess(running),
         })
     }
@@ -68,22 +71,30 @@ impl Target {
     pub fn remote(addr: SocketAddr, pid: Option<u32>) -> Target {
         Target {
             addr,
+            tls_addr: None,
             kind: Kind::Remote { pid },
         }
     }
 
     /// Spawns the server binary on 127.0.0.1:0 with `args` and waits for its
-    /// `listening on <addr>` line.
+    /// `listening on <addr>` line (and `listening for TLS on <addr>` when
+    /// `args` has `--tls-addr`).
     pub fn child(binary: &Path, args: &[String]) -> Result<Target> {
         let child = ChildServer::spawn(binary, args)?;
         Ok(Target {
             addr: child.addr,
+            tls_addr: child.tls_addr,
             kind: Kind::Child(child),
         })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The TLS port, for a server started with one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// The server's own process id: a child's, or the one given with
@@ -180,6 +191,7 @@ pub fn sibling_server_binary() -> Option<PathBuf> {
 struct ChildServer {
     child: Child,
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     binary: PathBuf,
 }
 
@@ -199,8 +211,11 @@ impl ChildServer {
         if let Some(stdout) = child.stdout.take() {
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
-                    if let Some(addr) = line.trim().strip_prefix("listening on ") {
-                        let _ = tx.send(addr.trim().to_owned());
+                    let line = line.trim();
+                    if let Some(addr) = line.strip_prefix("listening on ") {
+                        let _ = tx.send((false, addr.trim().to_owned()));
+                    } else if let Some(addr) = line.strip_prefix("listening for TLS on ") {
+                        let _ = tx.send((true, addr.trim().to_owned()));
                     }
                 }
             });
@@ -209,12 +224,24 @@ impl ChildServer {
             log_tail.follow(stderr);
         }
         let started = Instant::now();
+        let wants_tls = args.iter().any(|arg| arg == "--tls-addr");
+        let (mut addr, mut tls_addr) = (None, None);
         let addr = loop {
+            if let Some(addr) = addr
+                && (tls_addr.is_some() || !wants_tls)
+            {
+                break addr;
+            }
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(text) => {
-                    break text
+                Ok((tls, text)) => {
+                    let parsed = text
                         .parse::<SocketAddr>()
                         .context(format!("reading the address from `listening on {text}`"))?;
+                    if tls {
+                        tls_addr = Some(parsed);
+                    } else {
+                        addr = Some(parsed);
+                    }
                 }
                 Err(_) => {
                     if let Ok(Some(status)) = child.try_wait() {
@@ -237,6 +264,7 @@ impl ChildServer {
         Ok(ChildServer {
             child,
             addr,
+            tls_addr,
             binary: binary.to_path_buf(),
         })
     }

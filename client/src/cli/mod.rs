@@ -39,12 +39,14 @@ use self::session::{Flow, Session};
 pub fn run(args: &args::Args) -> Result<ExitCode, String> {
     args.check()?;
     let timeout = args.timeout();
+    let endpoint = args.endpoint()?;
     let options = Options {
         connect_timeout: timeout,
+        tls: endpoint.tls.then(|| args.tls_options()),
         ..Options::default()
     };
     let client =
-        Client::connect_host(&args.host, args.port, &options).map_err(|e| e.to_string())?;
+        Client::connect_host(&endpoint.host, endpoint.port, &options).map_err(|e| e.to_string())?;
     // With a token the server names the user; only an explicit --name is
     // sent (and must match), never the login name.
     let (name, hello) = match &args.token {
@@ -59,8 +61,7 @@ pub fn run(args: &args::Args) -> Result<ExitCode, String> {
             (name, hello)
         }
     };
-    let hello =
-        hello.map_err(|error| format!("{}:{} refused the login: {error}", args.host, args.port))?;
+    let hello = hello.map_err(|error| format!("{endpoint} refused the login: {error}"))?;
     let client = Arc::new(client);
     let style = Style::detect();
     // The line editor needs a terminal on both sides; `client | tee log`
@@ -100,9 +101,10 @@ pub fn run(args: &args::Args) -> Result<ExitCode, String> {
         history: history::path(),
     };
     let mut greeting = format!(
-        "connected to {}:{} as {} ({})",
-        args.host,
-        args.port,
+        "connected to {}:{}{} as {} ({})",
+        endpoint.host,
+        endpoint.port,
+        if endpoint.tls { " (TLS)" } else { "" },
         format::clean(&name),
         hello.connection_id
     );

@@ -158,6 +158,8 @@ impl Outbound {
         if let Ok(from) = self.state.advance(ConnState::Closing) {
             log::debug!("c{}: {from} → CLOSING ({reason})", self.id);
         }
+        // The final flush is bounded from now.
+        self.output.closing();
         // The writer finishes what is queued, then sees the reason.
         self.bell.ring();
         self.reader.wake();

@@ -19,6 +19,16 @@
 //! for a publisher's non-blocking write at most. A publisher that cannot
 //! finish rings the writer's doorbell, so nothing queued is left unwritten.
 //!
+//! The writer also keeps an eye on a client that stops reading (see
+//! `progress`): while it owes bytes it looks every check interval, blocked
+//! in a write or asleep, and gives up once the client has taken nothing for
+//! the write timeout. Bytes a publisher leaves in a socket the writer is not
+//! watching start the clock, without a wake-up (thin traffic stays one
+//! `sendmsg` per delivery); the housekeeping thread rings such a writer
+//! within a second ([`Output::unwatched`]). After a close, the final flush
+//! has the write timeout from the moment of the close, however slowly the
+//! client keeps reading.
+//!
 //! A transport may accept bytes and still hold some of them (TLS encrypts
 //! a record, and the socket takes only part of it): the write half says so
 //! ([`WriteHalf::has_pending`]), that counts as work left for the writer,
@@ -30,14 +40,16 @@
 //! connection is idle (see `sys::thread::trim_stack`).
 
 use std::io::{self, IoSlice};
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 use protocol::parse_frame;
 
 use super::batch::{Batch, Outgoing};
+use super::progress::{Delivery, Seen, check_interval};
 use super::transport::{WriteHalf, is_timeout};
 use crate::counters::Counters;
 
@@ -60,6 +72,13 @@ const MAX_SLICES: usize = 64;
 #[derive(Debug)]
 pub(crate) struct Output {
     state: Mutex<State>,
+    /// When the connection's close was decided: the final flush must end
+    /// within the write timeout of it.
+    closing_at: OnceLock<Instant>,
+    /// The write timeout, set once at `attach`: read without the lock by
+    /// a lingering reader, which must not wait for a writer blocked in a
+    /// write (it would stop draining the client's input meanwhile).
+    write_timeout: OnceLock<Duration>,
 }
 
 struct State {
@@ -78,6 +97,15 @@ struct State {
     done: bool,
     /// Bytes written to this client, for the disconnect log.
     bytes_out: u64,
+    /// Whether the client takes what it is sent.
+    delivery: Delivery,
+    /// The writer looks at this socket every check interval while it owes
+    /// bytes. When it does not, bytes a publisher leaves behind set
+    /// `unwatched`, and the housekeeping thread turns that into `rewatch`
+    /// and rings it.
+    watching: bool,
+    unwatched: bool,
+    rewatch: bool,
 }
 
 impl std::fmt::Debug for State {
@@ -109,13 +137,82 @@ impl Output {
                 offset: 0,
                 done: false,
                 bytes_out: 0,
+                delivery: Delivery::new(crate::config::MAX_TIMEOUT),
+                watching: false,
+                unwatched: false,
+                rewatch: false,
             }),
+            closing_at: OnceLock::new(),
+            write_timeout: OnceLock::new(),
         }
     }
 
-    /// Gives the output its write half.
-    pub(crate) fn attach(&self, sink: Box<dyn WriteHalf>) {
-        self.state.lock().sink = Some(sink);
+    /// Gives the output its write half, and the write timeout that judges
+    /// whether the client still takes what it is sent.
+    pub(crate) fn attach(&self, sink: Box<dyn WriteHalf>, write_timeout: Duration) {
+        let mut state = self.state.lock();
+        state.sink = Some(sink);
+        state.delivery = Delivery::new(write_timeout);
+        let _ = self.write_timeout.set(write_timeout);
+    }
+
+    /// Starts the final flush's clock: the connection is closing.
+    pub(crate) fn closing(&self) {
+        self.closing_at.get_or_init(Instant::now);
+    }
+
+    /// Whether the connection has been closing for longer than the final
+    /// flush may take.
+    pub(crate) fn past_flush_bound(&self) -> bool {
+        let Some(at) = self.closing_at.get() else {
+            return false;
+        };
+        let timeout = self
+            .write_timeout
+            .get()
+            .copied()
+            .unwrap_or(crate::config::MAX_TIMEOUT);
+        at.elapsed() >= timeout
+    }
+
+    /// Whether a publisher left bytes in this socket while the writer was
+    /// not watching it; if so the writer is to look (the caller rings it).
+    pub(crate) fn unwatched(&self) -> bool {
+        let mut state = self.state.lock();
+        if !state.unwatched || state.watching {
+            return false;
+        }
+        state.unwatched = false;
+        state.rewatch = true;
+        true
+    }
+
+    /// The idle writer's look at bytes still in the socket: how long it may
+    /// sleep before looking again (`None`: nothing is owed, sleep until
+    /// rung), or `TimedOut` when the client has taken nothing for the
+    /// write timeout.
+    pub(crate) fn watch(&self) -> io::Result<Option<Duration>> {
+        let mut state = self.state.lock();
+        state.rewatch = false;
+        state.unwatched = false;
+        if state.done {
+            return Ok(None);
+        }
+        let queued =
+            !state.pending.is_empty() || state.rx.as_ref().is_some_and(|rx| !rx.is_empty());
+        let unsent = state.sink.as_ref().and_then(|sink| sink.unsent_bytes());
+        let written = state.bytes_out;
+        match state.delivery.look(written, unsent, queued, Instant::now()) {
+            Seen::Idle => {
+                state.watching = false;
+                Ok(None)
+            }
+            Seen::Owed => {
+                state.watching = true;
+                Ok(Some(check_interval(state.delivery.timeout())))
+            }
+            Seen::Stuck => Err(stuck()),
+        }
     }
 
     /// Bytes written to this client so far.
@@ -140,7 +237,8 @@ impl Output {
             return Flushed::Handed;
         }
         state.take_queued();
-        let flushed = match state.write(outbound, counters, Wait::No) {
+        let before = state.bytes_out;
+        let flushed = match state.write(outbound, counters, Wait::No, &self.closing_at) {
             Ok(()) if state.pending.is_empty() && !state.sink_has_pending() => Flushed::All,
             Ok(()) => Flushed::Handed,
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => Flushed::Handed,
@@ -148,6 +246,12 @@ impl Output {
             Err(_) => Flushed::Handed,
         };
         let more = state.rx.as_ref().is_some_and(|rx| !rx.is_empty());
+        // Bytes left in a socket nobody watches: the clock starts now, and
+        // the writer looks once housekeeping rings it.
+        if !state.watching && state.bytes_out > before {
+            state.unwatched = true;
+            state.delivery.owing(Instant::now());
+        }
         drop(state);
         if flushed == Flushed::Handed || more {
             outbound.ring();
@@ -171,19 +275,21 @@ impl Output {
         state.take_queued();
         if state.pending.is_empty() {
             if state.sink_has_pending() {
-                state.flush_sink()?;
+                state.flush_sink(&self.closing_at)?;
                 return Ok(true);
             }
             return Ok(false);
         }
-        state.write(outbound, counters, Wait::Yes)?;
+        state.write(outbound, counters, Wait::Yes, &self.closing_at)?;
         Ok(true)
     }
 
-    /// Whether anything is queued or pending, here or in the transport.
+    /// Whether anything is queued or pending, here or in the transport, or
+    /// a socket is to be watched.
     pub(crate) fn has_work(&self) -> bool {
         let state = self.state.lock();
         !state.pending.is_empty()
+            || state.rewatch
             || state.rx.as_ref().is_some_and(|rx| !rx.is_empty())
             || state.sink_has_pending()
     }
@@ -208,7 +314,7 @@ impl Output {
             if state.pending.is_empty() {
                 break;
             }
-            result = state.write(outbound, counters, Wait::Yes);
+            result = state.write(outbound, counters, Wait::Yes, &self.closing_at);
         }
         if result.is_ok()
             && let Some(last) = last
@@ -217,8 +323,10 @@ impl Output {
             state.pending.push(last);
             // Written means in the socket, not merely accepted by the
             // transport.
-            written =
-                state.write(outbound, counters, Wait::Yes).is_ok() && state.flush_sink().is_ok();
+            written = state
+                .write(outbound, counters, Wait::Yes, &self.closing_at)
+                .is_ok()
+                && state.flush_sink(&self.closing_at).is_ok();
         }
         state.close();
         written
@@ -259,7 +367,11 @@ impl Output {
             }
             outbound.reserve_unbounded(last.bytes.len());
             state.pending.push(last);
-            state.write(outbound, counters, Wait::No).is_ok() && state.pending.is_empty()
+            state
+                .write(outbound, counters, Wait::No, &self.closing_at)
+                .is_ok()
+                && state.pending.is_empty()
+                && !state.sink_has_pending()
         } else {
             false
         };
@@ -291,21 +403,27 @@ impl State {
         self.sink.as_ref().is_some_and(|sink| sink.has_pending())
     }
 
-    /// Writes what the transport still holds, waiting up to the write
-    /// timeout for each bit of progress.
-    fn flush_sink(&mut self) -> io::Result<()> {
-        let Some(sink) = self.sink.as_mut() else {
+    /// Writes what the transport still holds, looking at the client's
+    /// progress every check interval like a waiting write (see `write`).
+    fn flush_sink(&mut self, closing_at: &OnceLock<Instant>) -> io::Result<()> {
+        let State {
+            sink,
+            bytes_out,
+            delivery,
+            ..
+        } = self;
+        let Some(sink) = sink.as_mut() else {
             return Ok(());
         };
+        let now = Instant::now();
+        past_bound(delivery, closing_at, now)?;
+        delivery.owing(now);
         loop {
             match sink.flush_pending() {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_timeout(&e) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no progress for the write timeout; the client stopped reading",
-                    ));
+                    look(delivery, &**sink, *bytes_out, closing_at, Instant::now())?;
                 }
                 Err(e) => return Err(e),
             }
@@ -323,20 +441,37 @@ impl State {
     /// Writes `pending`, all of it (`Wait::Yes`) or what the socket takes
     /// now (`Wait::No`). Queue room is given back as bytes go out, so a
     /// member reading slowly but steadily makes room for its publishers all
-    /// along and is never taken for a stuck one.
+    /// along and is never taken for a stuck one. A waiting write looks at
+    /// the client's progress every check interval, and ends once the client
+    /// has taken nothing for the write timeout, or once the connection has
+    /// been closing (`closing_at`) for that long.
     fn write(
         &mut self,
         outbound: &impl Accounts,
         counters: &Counters,
         wait: Wait,
+        closing_at: &OnceLock<Instant>,
     ) -> io::Result<()> {
         let State {
             sink,
             pending,
             offset,
             bytes_out,
+            delivery,
             ..
         } = self;
+        let interval = check_interval(delivery.timeout());
+        // When a waiting write last looked at the client; a publisher's
+        // write never waits, and reads no clock.
+        let mut looked = match wait {
+            Wait::Yes => {
+                let now = Instant::now();
+                past_bound(delivery, closing_at, now)?;
+                delivery.owing(now);
+                Some(now)
+            }
+            Wait::No => None,
+        };
         let Some(sink) = sink.as_mut() else {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "no socket yet"));
         };
@@ -365,10 +500,11 @@ impl State {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if wait == Wait::Yes && is_timeout(&e) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no progress for the write timeout; the client stopped reading",
-                    ));
+                    // A check interval without the socket taking a byte.
+                    let now = Instant::now();
+                    looked = Some(now);
+                    look(delivery, &**sink, *bytes_out, closing_at, now)?;
+                    continue;
                 }
                 Err(e) => return Err(e),
             };
@@ -390,12 +526,63 @@ impl State {
             pending.drain(..done);
             *offset = left;
             counters.frames_out.fetch_add(frames, Relaxed);
+            if let Some(at) = looked
+                && !pending.is_empty()
+            {
+                // A client trickling a few bytes at a time keeps writes
+                // succeeding: look all the same.
+                let now = Instant::now();
+                if now - at >= interval {
+                    looked = Some(now);
+                    look(delivery, &**sink, *bytes_out, closing_at, now)?;
+                } else {
+                    past_bound(delivery, closing_at, now)?;
+                }
+            }
             if wait == Wait::No && !pending.is_empty() {
                 return Ok(());
             }
         }
         Ok(())
     }
+}
+
+/// A waiting write's look at the client: an error once it has taken
+/// nothing for the write timeout, or the final flush has run out of time.
+fn look(
+    delivery: &mut Delivery,
+    sink: &dyn WriteHalf,
+    written: u64,
+    closing_at: &OnceLock<Instant>,
+    now: Instant,
+) -> io::Result<()> {
+    past_bound(delivery, closing_at, now)?;
+    match delivery.look(written, sink.unsent_bytes(), true, now) {
+        Seen::Stuck => Err(stuck()),
+        Seen::Idle | Seen::Owed => Ok(()),
+    }
+}
+
+/// An error once the connection has been closing for the write timeout: a
+/// client that keeps reading a byte at a time cannot hold its connection,
+/// its threads and its backlog after it was cut.
+fn past_bound(delivery: &Delivery, closing_at: &OnceLock<Instant>, now: Instant) -> io::Result<()> {
+    match closing_at.get() {
+        Some(at) if now.saturating_duration_since(*at) >= delivery.timeout() => {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the final flush took the whole write timeout; the client reads too slowly",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn stuck() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the client took nothing for the write timeout; it stopped reading",
+    )
 }
 
 /// Logs each frame about to be written (`--debug`).
@@ -518,7 +705,7 @@ mod tests {
         let output = Output::new(rx);
         let script = Script::default();
         script.budget.store(budget, Ordering::Relaxed);
-        output.attach(Box::new(script.clone()));
+        output.attach(Box::new(script.clone()), Duration::from_secs(30));
         (output, tx, script)
     }
 

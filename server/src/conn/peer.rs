@@ -6,8 +6,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use parking_lot::Mutex;
+
 use super::outbound::Outbound;
 use super::transport::Cut;
+use crate::per_address::Slot;
 
 #[derive(Debug)]
 pub(crate) struct Peer {
@@ -22,6 +25,9 @@ pub(crate) struct Peer {
     /// Set once the writer has written its last byte, so the reader knows
     /// when to stop lingering.
     writer_done: AtomicBool,
+    /// Its place in the per-address count, given back when the connection
+    /// closes.
+    slot: Mutex<Slot>,
     /// Who the client's verified certificate names (mutual TLS), known once
     /// the reader has finished the handshake; see `tls::identity`.
     client_identity: OnceLock<Arc<str>>,
@@ -31,7 +37,12 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub(crate) fn new(outbound: Arc<Outbound>, addr: SocketAddr, cut: Arc<dyn Cut>) -> Peer {
+    pub(crate) fn new(
+        outbound: Arc<Outbound>,
+        addr: SocketAddr,
+        cut: Arc<dyn Cut>,
+        slot: Slot,
+    ) -> Peer {
         Peer {
             outbound,
             addr,
@@ -40,6 +51,7 @@ impl Peer {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             writer_done: AtomicBool::new(false),
+            slot: Mutex::new(slot),
             client_identity: OnceLock::new(),
             read_buffer: AtomicUsize::new(0),
         }
@@ -54,9 +66,22 @@ impl Peer {
         self.cut.cut();
     }
 
+    /// Ends the connection and throws away what the kernel still holds for
+    /// the client: it was given up on (it stopped reading, or read too
+    /// slowly to take its final ERROR in time), and its backlog must not
+    /// outlive the connection.
+    pub(crate) fn abort(&self) {
+        self.cut.abort();
+    }
+
     /// Records that one of the two threads has ended; true for the last.
     pub(crate) fn thread_ended(&self) -> bool {
         self.threads_left.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    /// Stops counting the connection against its address.
+    pub(crate) fn release_slot(&self) {
+        self.slot.lock().release();
     }
 
     pub(crate) fn set_writer_done(&self) {

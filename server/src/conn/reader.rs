@@ -9,17 +9,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use protocol::{Decoder, ErrorCode, ErrorPayload};
+use protocol::{Decoder, ErrorCode, ErrorPayload, HEADER_LEN};
 
 use super::close::CloseReason;
 use super::peer::Peer;
+use super::rate::{Limiter, Verdict};
 use super::session::{Served, Session};
 use super::teardown::{Role, ThreadExit, thread_panicked};
 use super::transport::{ReadHalf, is_timeout};
 use crate::budget::MemoryBudget;
 use crate::shared::Shared;
 use crate::sys::thread::StackTrim;
-use crate::sys::wake::WaitMask;
+use crate::sys::wake::{WaitMask, pause as pause_thread};
 
 /// How often a closing connection looks at how much the client still has to
 /// receive.
@@ -175,6 +176,7 @@ fn serve<R: ReadHalf>(
         peer,
         charged: 0,
     };
+    let mut limiter = Limiter::new(&shared.config.rates, Instant::now());
     let mut last_frame = Instant::now();
     // Whether the connection is idle: no read buffer, waiting in ppoll.
     let mut trimmed = false;
@@ -253,35 +255,105 @@ fn serve<R: ReadHalf>(
         *bytes_in += n as u64;
         shared.counters.bytes_in.fetch_add(n as u64, Relaxed);
         session.begin_read(n, unix_ms());
-        let (served, frames) = handle_frames(session, &mut decoder);
-        charge.update(&decoder);
-        if frames > 0 {
-            last_frame = Instant::now();
-        }
-        if served.is_break() {
-            session.count_frames_in();
-            return Ended::Session;
+        let mut now = Instant::now();
+        loop {
+            let handled = handle_frames(session, &mut decoder, &mut limiter, now);
+            charge.update(&decoder);
+            if handled.frames > 0 {
+                last_frame = now;
+            }
+            if handled.served.is_break() {
+                session.count_frames_in();
+                return Ended::Session;
+            }
+            let Some(pause) = handled.pause else { break };
+            // The refusal goes out now; then nothing is read for as long as
+            // the refused frame needed, and the frames already read wait.
+            session.end_read();
+            if pause_reading(peer, pause, mask) {
+                return Ended::Session;
+            }
+            now = Instant::now();
+            limiter.resumed(now);
+            // The client was told to wait: the wait is not idleness.
+            last_frame = now;
+            session.begin_read(0, unix_ms());
         }
         session.end_read();
     }
 }
 
-/// Hands every complete frame of the decoder to the session; returns how
-/// that went and how many frames there were.
-pub(crate) fn handle_frames(session: &mut Session, decoder: &mut Decoder) -> (Served, u64) {
+/// Reads nothing for `pause` (a rate limit's refusal): the client's input
+/// waits in the kernel, which pushes back on it. Returns whether the
+/// connection closed meanwhile.
+fn pause_reading(peer: &Peer, pause: Duration, mask: &WaitMask) -> bool {
+    let until = Instant::now() + pause;
+    loop {
+        if peer.outbound.is_closing() {
+            return true;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        match pause_thread(left, mask) {
+            // Woken by a close: seen at the top of the loop.
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Ok(()) => {}
+            // Cannot happen (no descriptors to be bad); never spin.
+            Err(_) => std::thread::sleep(left),
+        }
+    }
+}
+
+/// How a read's frames went.
+pub(crate) struct Handled {
+    /// `Break` when the connection stops being served.
+    pub(crate) served: Served,
+    /// Complete frames handled (refused ones included).
+    pub(crate) frames: u64,
+    /// A frame was refused for the rate limits: read nothing for this long,
+    /// then hand the decoder's remaining frames over again.
+    pub(crate) pause: Option<Duration>,
+}
+
+/// Hands the decoder's complete frames to the session, each judged by the
+/// rate `limiter` at `now` (the time of the read), until one is refused.
+pub(crate) fn handle_frames(
+    session: &mut Session,
+    decoder: &mut Decoder,
+    limiter: &mut Limiter,
+    now: Instant,
+) -> Handled {
     let mut frames = 0;
+    let handled = |served, frames, pause| Handled {
+        served,
+        frames,
+        pause,
+    };
     loop {
         match decoder.next_frame() {
             Ok(Some(frame)) => {
                 frames += 1;
-                if session.handle(&frame).is_break() {
-                    return (ControlFlow::Break(()), frames);
+                match limiter.check(HEADER_LEN + frame.payload.len(), now) {
+                    Verdict::Pass => {
+                        if session.handle(&frame).is_break() {
+                            return handled(ControlFlow::Break(()), frames, None);
+                        }
+                    }
+                    Verdict::Refuse(wait) => {
+                        session.rate_limited(&frame, wait);
+                        return handled(ControlFlow::Continue(()), frames, Some(wait));
+                    }
+                    Verdict::Abuse => {
+                        return handled(session.rate_abuse(&frame), frames, None);
+                    }
                 }
             }
-            Ok(None) => return (ControlFlow::Continue(()), frames),
+            Ok(None) => return handled(ControlFlow::Continue(()), frames, None),
             Err(error) => {
                 let error = ErrorPayload::new(error.code(), error.to_string());
-                return (session.fatal(error), frames);
+                return handled(session.fatal(error), frames, None);
             }
         }
     }
@@ -289,7 +361,8 @@ pub(crate) fn handle_frames(session: &mut Session, decoder: &mut Decoder) -> (Se
 
 /// Reads and discards input after the connection was closed, until the
 /// client has received everything we sent, or closes its side, or stops
-/// making progress for the write timeout.
+/// making progress for the write timeout, or the write timeout has passed
+/// since the close.
 ///
 /// Closing a socket that has unread input, or that receives input after the
 /// close, makes the kernel reset the connection and throw away what is still
@@ -317,7 +390,10 @@ fn linger<R: ReadHalf>(shared: &Shared, peer: &Peer, read: &mut R) {
             // The writer has its own write timeout.
             progress_at = now;
         }
-        if now - progress_at >= write_timeout {
+        // No progress, or past the final flush's bound however slowly the
+        // client reads: give up on it, and on what it has not taken.
+        if now - progress_at >= write_timeout || peer.outbound.output().past_flush_bound() {
+            peer.abort();
             return;
         }
         if read.set_read_timeout(LINGER_POLL).is_err() {

@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use protocol::{
     BinaryDelivery, Content, ErrorCode, ErrorPayload, Flags, Frame, Hello, HelloReply,
@@ -235,6 +236,40 @@ impl Session {
             }
         }
         ControlFlow::Continue(())
+    }
+
+    /// Refuses `frame` for going over the rate limits: a non-fatal
+    /// RATE_LIMITED naming the request (its room and id, when it has valid
+    /// ones) and when to try again. The frame has no other effect.
+    #[inline(never)]
+    pub(crate) fn rate_limited(&mut self, frame: &Frame<'_>, retry_after: Duration) {
+        self.frames_uncounted += 1;
+        let retry_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
+        let message = format!(
+            "{} refused: over this connection's rate limit; wait {retry_ms} ms, then send it again",
+            frame.kind
+        );
+        let (room, id) = about(frame);
+        let error = ErrorPayload::new(ErrorCode::RateLimited, message)
+            .retry_after(retry_ms)
+            .about(room, id);
+        self.reply_error(error);
+    }
+
+    /// Closes for sustained abuse of the rate limits: `frame` is refused
+    /// with a fatal RATE_LIMITED.
+    #[inline(never)]
+    pub(crate) fn rate_abuse(&mut self, frame: &Frame<'_>) -> Served {
+        self.frames_uncounted += 1;
+        let message = format!(
+            "over this connection's rate limit at every retry for {} s; disconnected",
+            super::rate::ABUSE_AFTER.as_secs()
+        );
+        let (room, id) = about(frame);
+        let error = ErrorPayload::new(ErrorCode::RateLimited, message)
+            .fatal()
+            .about(room, id);
+        self.fatal(error)
     }
 
     /// Answers a HELLO. The answer always fits `maxFrameSize`: in the rare
@@ -660,6 +695,17 @@ impl Session {
         // The writer sends it after everything already queued.
         self.outbound.close_with_error(&error);
         ControlFlow::Break(())
+    }
+}
+
+/// The room and id of the request in `frame`, for an ERROR about it;
+/// neither when the frame is not a valid request.
+fn about(frame: &Frame<'_>) -> (Option<String>, Option<RequestId>) {
+    match Request::parse(frame) {
+        Ok(Request::Join { room, id } | Request::Leave { room, id })
+        | Ok(Request::Publish { room, id, .. }) => (Some(room.into_owned()), id),
+        Ok(request) => (None, request.id().cloned()),
+        Err(error) => (error.room, error.id),
     }
 }
 

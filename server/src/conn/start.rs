@@ -13,6 +13,7 @@ use super::reader;
 use super::teardown;
 use super::transport::Transport;
 use super::writer::Writer;
+use crate::per_address::Slot;
 use crate::shared::Shared;
 use crate::sys::pool::Pool;
 use crate::sys::thread::{Closure, Job};
@@ -28,10 +29,16 @@ impl Job for Writer {
     }
 }
 
-/// Starts serving connection `id` from `addr` over `transport`: registers
-/// it and starts its writer and reader threads. When a thread cannot be
+/// Starts serving connection `id` from `addr` over `transport`, counted
+/// against its address by `slot`: registers it and starts its writer and reader threads. When a thread cannot be
 /// started the client is told SERVER_FULL and the connection ends.
-pub(crate) fn start(shared: &Arc<Shared>, transport: impl Transport, id: u64, addr: SocketAddr) {
+pub(crate) fn start(
+    shared: &Arc<Shared>,
+    transport: impl Transport,
+    id: u64,
+    addr: SocketAddr,
+    slot: Slot,
+) {
     let config = &shared.config;
     let (outbound, _rx) = Outbound::accounted(
         id,
@@ -42,8 +49,10 @@ pub(crate) fn start(shared: &Arc<Shared>, transport: impl Transport, id: u64, ad
         Arc::clone(&shared.counters.memory),
     );
     let (read, write, cut) = transport.split();
-    outbound.output().attach(Box::new(write));
-    let peer = Arc::new(Peer::new(outbound, addr, cut));
+    outbound
+        .output()
+        .attach(Box::new(write), config.write_timeout);
+    let peer = Arc::new(Peer::new(outbound, addr, cut, slot));
     shared.register(&peer);
     let counters = &shared.counters;
     let live = counters

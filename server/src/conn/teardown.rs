@@ -100,6 +100,7 @@ pub(crate) fn thread_finished(shared: &Shared, peer: &Arc<Peer>) {
             "c{id}: disconnected from {addr} ({reason}; {bytes_in} bytes in, {bytes_out} bytes out)"
         ),
     }
+    peer.release_slot();
     shared.counters.connections.fetch_sub(1, Relaxed);
     shared.unregister(id);
 }

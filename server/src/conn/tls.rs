@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, MutexGuard};
 use rustls::{ServerConfig, ServerConnection};
 
+use super::progress::check_interval;
 use super::transport::{Cut, Handshake, ReadHalf, Transport, WriteHalf};
-use crate::sys::socket::unsent_bytes;
+use crate::sys::socket::{reset_on_close, unsent_bytes};
 use crate::sys::wake::{Interest, WaitMask, wait_ready};
 
 /// Plaintext encrypted per step at most: one full TLS record. It bounds
@@ -61,7 +62,9 @@ pub(crate) struct Stream {
     /// Non-blocking; waits are `ppoll`s without the lock.
     socket: TcpStream,
     session: Mutex<Session>,
-    /// How long a write may wait for the socket without progress.
+    /// How long one blocking write waits for the socket: a check interval
+    /// of the write timeout, after which the writer looks at the client's
+    /// progress (see `progress`).
     write_timeout: Duration,
 }
 
@@ -116,7 +119,7 @@ impl Tls {
                     sent: 0,
                     closing: false,
                 }),
-                write_timeout,
+                write_timeout: check_interval(write_timeout),
             }),
             handshake_timeout,
         })
@@ -144,6 +147,11 @@ impl Transport for Tls {
 impl Cut for Stream {
     fn cut(&self) {
         let _ = self.socket.shutdown(Shutdown::Both);
+    }
+
+    fn abort(&self) {
+        let _ = reset_on_close(&self.socket);
+        self.cut();
     }
 }
 
@@ -301,8 +309,9 @@ impl Stream {
         Ok(taken)
     }
 
-    /// Writes what the session holds, waiting (without the lock) up to the
-    /// write timeout for each bit of progress.
+    /// Writes what the session holds, waiting (without the lock) up to a
+    /// check interval for each bit of progress; the caller judges whether
+    /// the client still reads.
     fn flush_waiting(&self) -> io::Result<()> {
         loop {
             if self.lock().flush(&self.socket)? {
@@ -482,6 +491,13 @@ impl WriteHalf for TlsWrite {
 
     fn flush_pending(&mut self) -> io::Result<()> {
         self.0.flush_waiting()
+    }
+
+    fn unsent_bytes(&self) -> Option<usize> {
+        // Encrypted bytes: a record's few bytes of overhead make the
+        // client's progress look a little smaller than it is, never larger.
+        let held = self.0.lock().pending();
+        unsent_bytes(&self.0.socket).map(|in_socket| in_socket + held)
     }
 
     fn close_write(&mut self) {

@@ -12,7 +12,8 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::sys::socket::{send_vectored_now, unsent_bytes};
+use super::progress::check_interval;
+use crate::sys::socket::{reset_on_close, send_vectored_now, unsent_bytes};
 use crate::sys::wake::{WaitMask, wait_readable};
 
 /// A connection's bytes, before they are handed to its two threads.
@@ -63,8 +64,8 @@ pub(crate) struct Handshake {
 
 /// What the writer thread may do with the connection.
 pub(crate) trait WriteHalf: Send + 'static {
-    /// Writes some of `bufs`, waiting at most the write timeout; a timeout
-    /// is `WouldBlock` or `TimedOut`.
+    /// Writes some of `bufs`, waiting at most a check interval of the write
+    /// timeout; a timeout is `WouldBlock` or `TimedOut`.
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
 
     /// Writes what the connection takes now of `bufs`, without waiting;
@@ -89,6 +90,14 @@ pub(crate) trait WriteHalf: Send + 'static {
     /// everything written (TLS: pending records, then close_notify, then
     /// the FIN).
     fn close_write(&mut self);
+
+    /// Bytes written that the client has not acknowledged yet, or `None`
+    /// if the transport cannot say; the writer judges whether the client
+    /// still reads by it (see `progress`). Without it, only the queue
+    /// counts.
+    fn unsent_bytes(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Ends the connection in both directions from any thread: for a
@@ -96,6 +105,12 @@ pub(crate) trait WriteHalf: Send + 'static {
 /// passed, a panicking thread).
 pub(crate) trait Cut: Send + Sync + Debug {
     fn cut(&self);
+
+    /// Cuts, and makes the final close discard what the kernel still holds
+    /// for the client (a reset), for a client given up on.
+    fn abort(&self) {
+        self.cut();
+    }
 }
 
 /// Plain TCP. Both halves share the one socket (one file descriptor per
@@ -106,10 +121,12 @@ pub(crate) struct Tcp(TcpStream);
 
 impl Tcp {
     /// Readies an accepted socket: Nagle off (relayed frames go out at once;
-    /// the writer already batches), and the write timeout.
+    /// the writer already batches), and a blocking write that returns every
+    /// check interval of the write timeout, for the writer to look at the
+    /// client's progress (see `progress`).
     pub(crate) fn new(stream: TcpStream, write_timeout: Duration) -> io::Result<Tcp> {
         stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(write_timeout))?;
+        stream.set_write_timeout(Some(check_interval(write_timeout)))?;
         Ok(Tcp(stream))
     }
 }
@@ -165,11 +182,20 @@ impl WriteHalf for TcpWrite {
     fn close_write(&mut self) {
         let _ = self.0.shutdown(Shutdown::Write);
     }
+
+    fn unsent_bytes(&self) -> Option<usize> {
+        unsent_bytes(&*self.0)
+    }
 }
 
 impl Cut for TcpStream {
     fn cut(&self) {
         let _ = self.shutdown(Shutdown::Both);
+    }
+
+    fn abort(&self) {
+        let _ = reset_on_close(self);
+        self.cut();
     }
 }
 

@@ -16,6 +16,17 @@ use super::teardown::{Role, ThreadExit};
 use crate::shared::Shared;
 use crate::sys::thread::StackTrim;
 
+/// Rings every writer whose socket has bytes from publishers it is not
+/// watching, so a client that reads nothing is reaped even when everything
+/// it was sent fit in its socket. Run by the housekeeping thread.
+pub(crate) fn ring_unwatched(shared: &Shared) {
+    for peer in shared.peers() {
+        if peer.outbound.output().unwatched() {
+            peer.outbound.bell().ring();
+        }
+    }
+}
+
 /// Everything the writer thread owns.
 pub(crate) struct Writer {
     pub(crate) shared: Arc<Shared>,
@@ -59,9 +70,24 @@ impl Writer {
             if let Some(reason) = outbound.close_reason() {
                 return reason;
             }
+            // Bytes still in the socket: look again within a check
+            // interval, and give up on a client that took none of them for
+            // the write timeout.
+            let watch = match output.watch() {
+                Ok(watch) => watch,
+                Err(error) => {
+                    log::debug!("c{}: {error}", self.peer.id());
+                    outbound.close(CloseReason::WriteTimeout);
+                    return CloseReason::WriteTimeout;
+                }
+            };
             // Idle: sleep until rung. Once in a while, wake after a short
             // silence to give back the stack pages this thread is not using.
-            let timeout = stack.due().then_some(IDLE_TRIM_AFTER);
+            let trim = stack.due().then_some(IDLE_TRIM_AFTER);
+            let timeout = match (watch, trim) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let rung = outbound
                 .bell()
                 .sleep(|| output.has_work() || outbound.is_closing(), timeout);
@@ -77,8 +103,10 @@ impl Writer {
         let outbound = &self.peer.outbound;
         let output = outbound.output();
         if !reason.flushes() {
-            if matches!(reason, CloseReason::WriteTimeout | CloseReason::WriteError) {
-                self.peer.cut();
+            match reason {
+                CloseReason::WriteTimeout => self.peer.abort(),
+                CloseReason::WriteError => self.peer.cut(),
+                _ => {}
             }
             output.abandon();
             return;
@@ -90,6 +118,11 @@ impl Writer {
             && let Some(code) = reason.code()
         {
             counters.error_sent(code);
+        }
+        if output.past_flush_bound() {
+            // The client read too slowly to take even its final ERROR in
+            // time: end the connection now (the reader stops lingering).
+            self.peer.abort();
         }
     }
 }

@@ -38,3 +38,29 @@ pub(crate) fn send_vectored_now(
         Ok(n as usize)
     }
 }
+
+/// Makes the close of `socket` reset the connection (`SO_LINGER` with a
+/// zero timeout), discarding what the kernel still holds for the peer: for
+/// a client given up on, whose backlog must not outlive its connection.
+pub(crate) fn reset_on_close(socket: &impl AsRawFd) -> std::io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads `size_of::<linger>()` bytes from `linger`,
+    // which lives across the call; the fd is open while `socket` is.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

@@ -176,6 +176,25 @@ pub(crate) fn wait_ready(
     }
 }
 
+/// Sleeps for `timeout` without looking at any socket, unless the thread
+/// is woken first (`Interrupted`). A rate-limited reader pauses with this:
+/// input keeps arriving and waits in the kernel, which pushes back on the
+/// client, while a close from another thread still ends the pause at once.
+pub(crate) fn pause(timeout: Duration, mask: &WaitMask) -> io::Result<()> {
+    let timeout = libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: no descriptors (a null array of length 0); `timeout` and the
+    // mask are valid for the call.
+    let rc = unsafe { libc::ppoll(std::ptr::null_mut(), 0, &timeout, &mask.0) };
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::{TcpListener, TcpStream};

@@ -139,6 +139,9 @@ pub struct Options {
     pub nats_bin: Option<PathBuf>,
     /// Run Relay in this process even if a server binary is there.
     pub in_process: bool,
+    /// Also run fan-out and latency over Relay's TLS port, beside plain TCP
+    /// on the same server (a certificate is made for the run).
+    pub tls: bool,
     /// Fail the verdict when a figure misses its bar.
     pub check_targets: bool,
     pub quiet: bool,
@@ -174,6 +177,7 @@ impl Default for Options {
             redis_bin: None,
             nats_bin: None,
             in_process: false,
+            tls: false,
             check_targets: false,
             quiet: false,
         }
@@ -206,6 +210,16 @@ pub fn run(options: &Options) -> Result<Report> {
     crate::sys::start_clock();
     let mut report = Report::new("bench");
     let systems = plan::systems(options)?;
+    if options.tls && options.target.addr.is_some() {
+        return Err(crate::error::Error::new(
+            "--tls starts Relay with a TLS port of its own; leave out --addr and --target",
+        ));
+    }
+    let pki = if options.tls {
+        Some(crate::tls::TestPki::generate()?)
+    } else {
+        None
+    };
     let mut results = Results::default();
     let mut json_systems = Map::new();
     for (system, launch) in &systems {
@@ -229,7 +243,7 @@ pub fn run(options: &Options) -> Result<Report> {
                     String::new()
                 }
             ));
-            for step in plan::run_system(launch, options) {
+            for step in plan::run_system(launch, options, pki.as_ref()) {
                 let (which, outcome) = match step {
                     plan::Step::Line(line) => {
                         report.line(line);

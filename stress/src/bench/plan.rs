@@ -8,11 +8,13 @@
 use serde_json::{Value, json};
 
 use super::subject::{Launch, Subject};
+use super::throughput::Over;
 use super::{Options, Outcome, Which, memory, rooms, setup, throughput};
 use crate::error::{Error, Result};
 use crate::peer::System;
 use crate::peer::servers::{binary_name, find_binary};
 use crate::target::sibling_server_binary;
+use crate::tls::TestPki;
 
 /// One step of a system's run, in the order it happened.
 #[derive(Debug)]
@@ -119,7 +121,9 @@ fn max_connections(options: &Options) -> usize {
 }
 
 /// Runs the chosen workloads against one system.
-pub(super) fn run_system(launch: &Launch, options: &Options) -> Vec<Step> {
+/// `tls`: the certificate for a TLS port beside the plain one, on the
+/// server fan-out and latency run against (Relay only).
+pub(super) fn run_system(launch: &Launch, options: &Options, tls: Option<&TestPki>) -> Vec<Step> {
     let mut steps = Vec::new();
     let max = max_connections(options);
     let in_process = matches!(launch, Launch::RelayInProcess(_));
@@ -141,16 +145,27 @@ pub(super) fn run_system(launch: &Launch, options: &Options) -> Vec<Step> {
         })
         .collect();
     if !shared.is_empty() {
-        with_subject(launch, max, &shared, &mut steps, |subject, steps| {
+        let tls = tls.filter(|_| launch.system() == System::Relay);
+        with_subject(launch, max, tls, &shared, &mut steps, |subject, steps| {
             for &which in &shared {
                 match which {
                     Which::Fanout => {
                         for &s in &options.subscribers {
-                            steps.push(Step::Done(which, throughput::fanout(subject, options, s)));
+                            for over in overs(subject) {
+                                steps.push(Step::Done(
+                                    which,
+                                    throughput::fanout(subject, options, s, over),
+                                ));
+                            }
                         }
                     }
                     Which::Latency => {
-                        steps.push(Step::Done(which, throughput::latency(subject, options)))
+                        for over in overs(subject) {
+                            steps.push(Step::Done(
+                                which,
+                                throughput::latency(subject, options, over),
+                            ));
+                        }
                     }
                     Which::Rooms => steps.push(Step::Done(which, rooms::run(subject, options))),
                     Which::Setup => steps.push(Step::Done(which, setup::run(subject, options))),
@@ -163,6 +178,7 @@ pub(super) fn run_system(launch: &Launch, options: &Options) -> Vec<Step> {
         with_subject(
             launch,
             max,
+            None,
             &[Which::Connections],
             &mut steps,
             |subject, steps| {
@@ -178,6 +194,7 @@ pub(super) fn run_system(launch: &Launch, options: &Options) -> Vec<Step> {
             with_subject(
                 launch,
                 max,
+                None,
                 &[Which::Memory],
                 &mut steps,
                 |subject, steps| {
@@ -194,15 +211,25 @@ pub(super) fn run_system(launch: &Launch, options: &Options) -> Vec<Step> {
     steps
 }
 
+/// The ports fan-out and latency run over: plain, then TLS when the server
+/// has a TLS port (`--tls`), one right after the other on the same server.
+fn overs(subject: &Subject) -> Vec<Over> {
+    match subject.tls {
+        Some(_) => vec![Over::Plain, Over::Tls],
+        None => vec![Over::Plain],
+    }
+}
+
 /// Starts a server, runs `body` against it, stops it.
 fn with_subject(
     launch: &Launch,
     max: usize,
+    tls: Option<&TestPki>,
     workloads: &[Which],
     steps: &mut Vec<Step>,
     body: impl FnOnce(&Subject, &mut Vec<Step>),
 ) {
-    match launch.start(max) {
+    match launch.start(max, tls) {
         Ok(subject) => {
             let names: Vec<&str> = workloads.iter().map(|&w| key(w)).collect();
             steps.push(Step::Line(format!(
@@ -238,5 +265,6 @@ pub(super) fn parameters(options: &Options) -> Value {
         "connections": {"clients": options.connections, "room_size": options.idle_room_size},
         "memory": {"clients": options.memory_connections, "rooms_each": options.memory_rooms, "room_size": options.idle_room_size},
         "client_threads": options.threads,
+        "tls": options.tls,
     })
 }

@@ -14,6 +14,7 @@ use crate::peer::System;
 use crate::peer::servers::PeerServer;
 use crate::sys::{CpuMeter, ProcStatus};
 use crate::target::Target;
+use crate::tls::{TestPki, TlsClient};
 
 /// How to get a server of one system.
 #[derive(Debug, Clone)]
@@ -41,12 +42,23 @@ impl Launch {
     }
 
     /// A server ready for clients; room for `max_connections` of them when
-    /// this tool starts it.
-    pub fn start(&self, max_connections: usize) -> Result<Subject> {
+    /// this tool starts it, and a TLS port with `tls`'s certificate (Relay).
+    pub fn start(&self, max_connections: usize, tls: Option<&TestPki>) -> Result<Subject> {
         let system = self.system();
+        let mut tls_client = None;
         let (addr, pid, owner) = match self {
             Launch::RelayChild(binary) => {
-                let args = vec!["--max-connections".to_owned(), max_connections.to_string()];
+                let mut args = vec!["--max-connections".to_owned(), max_connections.to_string()];
+                if let Some(pki) = tls {
+                    for (flag, value) in [
+                        ("--tls-addr", "127.0.0.1:0".into()),
+                        ("--tls-cert", pki.cert.display().to_string()),
+                        ("--tls-key", pki.key.display().to_string()),
+                    ] {
+                        args.push(flag.into());
+                        args.push(value);
+                    }
+                }
                 let target = Target::child(binary, &args)?;
                 let pid = target.pid();
                 (target.addr(), pid, Owner::Relay(target))
@@ -54,6 +66,15 @@ impl Launch {
             Launch::RelayInProcess(config) => {
                 let config = server::Config {
                     max_connections,
+                    tls: tls.map(|pki| {
+                        Box::new(server::TlsConfig {
+                            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                            cert: pki.cert.clone(),
+                            key: pki.key.clone(),
+                            client_ca: None,
+                            handshake_timeout: server::TlsConfig::DEFAULT_HANDSHAKE_TIMEOUT,
+                        })
+                    }),
                     ..config.clone()
                 };
                 let target = Target::in_process(config)?;
@@ -65,10 +86,17 @@ impl Launch {
             }
             Launch::External { addr, pid, .. } => (*addr, *pid, Owner::External),
         };
+        if let (Some(pki), Owner::Relay(target)) = (tls, &owner) {
+            let tls_addr = target
+                .tls_addr()
+                .ok_or_else(|| crate::error::Error::new("the server announced no TLS port"))?;
+            tls_client = Some((tls_addr, pki.client()?));
+        }
         Ok(Subject {
             system,
             addr,
             pid,
+            tls: tls_client,
             owner,
         })
     }
@@ -86,6 +114,8 @@ pub struct Subject {
     pub addr: SocketAddr,
     /// The server's own process, when it has one this tool knows.
     pub pid: Option<u32>,
+    /// Its TLS port and how to trust it (`bench --tls`).
+    pub tls: Option<(SocketAddr, TlsClient)>,
     owner: Owner,
 }
 

@@ -41,6 +41,11 @@ pub enum Metric {
     IdleKib,
     /// Share of the crowd's memory growth given back, %.
     MemoryReturned,
+    /// The same fan-out and latency over Relay's TLS port (`--tls`).
+    TlsFanout(usize),
+    TlsLatencyP50,
+    TlsLatencyP99,
+    TlsLatencyCpu,
 }
 
 impl Metric {
@@ -58,6 +63,10 @@ impl Metric {
             Metric::SetupRate => "setup_connections_per_s".into(),
             Metric::IdleKib => "idle_kib_per_connection".into(),
             Metric::MemoryReturned => "memory_returned_pct".into(),
+            Metric::TlsFanout(s) => format!("tls_fanout_{s}_deliveries_per_s"),
+            Metric::TlsLatencyP50 => "tls_latency_p50_us".into(),
+            Metric::TlsLatencyP99 => "tls_latency_p99_us".into(),
+            Metric::TlsLatencyCpu => "tls_latency_server_cpu_pct".into(),
         }
     }
 }
@@ -155,6 +164,20 @@ fn rows(options: &Options) -> Vec<Row> {
             });
         }
     }
+    if has(Which::Fanout) && options.tls {
+        for &s in &options.subscribers {
+            rows.push(Row {
+                label: format!("fan-out 1→{s} over TLS"),
+                metrics: vec![Metric::TlsFanout(s)],
+                show: |v| format!("{:.2} M", v[0] / 1e6),
+            });
+            rows.push(Row {
+                label: format!("fan-out 1→{s}: TLS as % of plain"),
+                metrics: vec![Metric::TlsFanout(s), Metric::Fanout(s)],
+                show: |v| format!("{:.0}%", 100.0 * v[0] / v[1]),
+            });
+        }
+    }
     if has(Which::Rooms) {
         let lead = format!(
             "rooms: {} clients in rooms of {}, {} msg/s each",
@@ -188,6 +211,18 @@ fn rows(options: &Options) -> Vec<Row> {
             metrics: vec![Metric::LatencyCpu],
             show: |v| format!("{:.1}", v[0]),
         });
+        if options.tls {
+            rows.push(Row {
+                label: "latency over TLS: p50 / p99 (µs)".into(),
+                metrics: vec![Metric::TlsLatencyP50, Metric::TlsLatencyP99],
+                show: |v| format!("{:.0} / {:.0}", v[0], v[1]),
+            });
+            rows.push(Row {
+                label: "latency over TLS: server CPU % of one core".into(),
+                metrics: vec![Metric::TlsLatencyCpu],
+                show: |v| format!("{:.1}", v[0]),
+            });
+        }
     }
     if has(Which::Setup) {
         rows.push(Row {

@@ -16,16 +16,49 @@ use crate::peer::publisher::Publisher;
 use crate::report::{Figure, Progress, round};
 use crate::swarm::{Plan, Swarm, Totals, content};
 use crate::sys::now_ns;
+use crate::tls::TlsClient;
+
+/// Which of the server's ports a run uses: the plain one, or TLS beside it
+/// (`bench --tls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Over {
+    Plain,
+    Tls,
+}
+
+impl Over {
+    /// The address and the TLS settings to use.
+    fn endpoint(self, subject: &Subject) -> Result<(std::net::SocketAddr, Option<&TlsClient>)> {
+        match self {
+            Over::Plain => Ok((subject.addr, None)),
+            Over::Tls => match &subject.tls {
+                Some((addr, tls)) => Ok((*addr, Some(tls))),
+                None => Err(Error::new("this server has no TLS port")),
+            },
+        }
+    }
+
+    /// How the report says it.
+    fn label(self) -> &'static str {
+        match self {
+            Over::Plain => "",
+            Over::Tls => " over TLS",
+        }
+    }
+}
 
 /// Subscribers on the swarm, all in `{prefix}0`, joined.
 fn subscribers(
     subject: &Subject,
     options: &Options,
+    over: Over,
     s: usize,
     prefix: &str,
     expect: u64,
 ) -> Result<(Swarm, Plan)> {
-    let mut plan = Plan::new(subject.addr, s, s, prefix);
+    let (addr, tls) = over.endpoint(subject)?;
+    let mut plan = Plan::new(addr, s, s, prefix);
+    plan.tls = tls.cloned();
     plan.system = subject.system;
     plan.threads = options.threads;
     plan.positions = 1;
@@ -66,13 +99,19 @@ fn delivery_checks(outcome: &mut Outcome, totals: &Totals, s: usize, expected: u
     complete
 }
 
-pub(super) fn fanout(subject: &Subject, options: &Options, s: usize) -> Result<Outcome> {
+pub(super) fn fanout(
+    subject: &Subject,
+    options: &Options,
+    s: usize,
+    over: Over,
+) -> Result<Outcome> {
     let mut progress = Progress::new("bench fanout", options.quiet);
     let m = options.messages;
-    let prefix = format!("bench-fanout-{s}-");
+    let prefix = format!("bench-fanout-{s}-{}-", over.label().trim());
     let room = format!("{prefix}0");
-    let (swarm, plan) = subscribers(subject, options, s, &prefix, m)?;
-    let mut publisher = Publisher::connect(subject.system, subject.addr, &room)?;
+    let (swarm, plan) = subscribers(subject, options, over, s, &prefix, m)?;
+    let (addr, tls) = over.endpoint(subject)?;
+    let mut publisher = Publisher::connect_over(subject.system, addr, &room, tls)?;
     let (frame, at) = dialect::publish_frame(subject.system, &room, options.payload);
     let per_batch = (options.batch_bytes / frame.len()).max(1);
     let mut batch = frame.repeat(per_batch);
@@ -121,7 +160,8 @@ pub(super) fn fanout(subject: &Subject, options: &Options, s: usize) -> Result<O
     let in_order = delivery_checks(&mut outcome, &totals, s, expected);
     outcome.figures.line(
         format!(
-            "  fan-out 1→{s}: {m} msgs × {s}, {}-byte content: ",
+            "  fan-out 1→{s}{}: {m} msgs × {s}, {}-byte content: ",
+            over.label(),
             options.payload.max(content::MIN_LEN)
         ),
         [
@@ -162,18 +202,24 @@ pub(super) fn fanout(subject: &Subject, options: &Options, s: usize) -> Result<O
     outcome
         .figures
         .json_only("out_of_order", totals.out_of_order);
-    outcome.metric(Metric::Fanout(s), in_order.then_some(rate));
+    outcome.figures.json_only("tls", over == Over::Tls);
+    let metric = match over {
+        Over::Plain => Metric::Fanout(s),
+        Over::Tls => Metric::TlsFanout(s),
+    };
+    outcome.metric(metric, in_order.then_some(rate));
     Ok(outcome)
 }
 
-pub(super) fn latency(subject: &Subject, options: &Options) -> Result<Outcome> {
+pub(super) fn latency(subject: &Subject, options: &Options, over: Over) -> Result<Outcome> {
     let mut progress = Progress::new("bench latency", options.quiet);
     let s = options.latency_subscribers.max(1);
     let total = (options.rate * options.latency_duration.as_secs_f64()).round() as u64;
-    let prefix = "bench-latency-";
+    let prefix = format!("bench-latency-{}-", over.label().trim());
     let room = format!("{prefix}0");
-    let (swarm, plan) = subscribers(subject, options, s, prefix, total)?;
-    let mut publisher = Publisher::connect(subject.system, subject.addr, &room)?;
+    let (swarm, plan) = subscribers(subject, options, over, s, &prefix, total)?;
+    let (addr, tls) = over.endpoint(subject)?;
+    let mut publisher = Publisher::connect_over(subject.system, addr, &room, tls)?;
     let (mut frame, at) = dialect::publish_frame(subject.system, &room, options.payload);
     let interval = Duration::from_secs_f64(1.0 / options.rate.max(1e-3));
     let live = Arc::clone(&swarm.live);
@@ -209,7 +255,8 @@ pub(super) fn latency(subject: &Subject, options: &Options) -> Result<Outcome> {
     let complete = delivery_checks(&mut outcome, &totals, s, total * s as u64);
     outcome.figures.line(
         format!(
-            "  latency at {} msg/s to {s} subscribers for {:.1} s ({}-byte content): ",
+            "  latency{} at {} msg/s to {s} subscribers for {:.1} s ({}-byte content): ",
+            over.label(),
             options.rate,
             sent_seconds,
             options.payload.max(content::MIN_LEN)
@@ -249,10 +296,19 @@ pub(super) fn latency(subject: &Subject, options: &Options) -> Result<Outcome> {
         .json_only("payload_bytes", options.payload.max(content::MIN_LEN));
     outcome.figures.json_only("client_threads", plan.threads);
     outcome.figures.json_only("samples", h.count());
+    outcome.figures.json_only("tls", over == Over::Tls);
+    let [p50, p99, cpu] = match over {
+        Over::Plain => [Metric::LatencyP50, Metric::LatencyP99, Metric::LatencyCpu],
+        Over::Tls => [
+            Metric::TlsLatencyP50,
+            Metric::TlsLatencyP99,
+            Metric::TlsLatencyCpu,
+        ],
+    };
     if complete {
-        outcome.metric(Metric::LatencyP50, us(0.5));
-        outcome.metric(Metric::LatencyP99, us(0.99));
+        outcome.metric(p50, us(0.5));
+        outcome.metric(p99, us(0.99));
     }
-    outcome.metric(Metric::LatencyCpu, cpu_percent);
+    outcome.metric(cpu, cpu_percent);
     Ok(outcome)
 }

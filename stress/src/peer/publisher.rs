@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::System;
 use super::dialect::{self, Event};
 use crate::error::{Context, Error, Result};
+use crate::tls::TlsClient;
 
 /// Most bytes a handshake reads before its answers must have come.
 const HANDSHAKE_BYTES: usize = 1024 * 1024;
@@ -24,8 +25,31 @@ pub fn handshake(
     acks: usize,
     timeout: Duration,
 ) -> Result<()> {
+    let socket = stream.try_clone().context("cloning the socket")?;
+    handshake_over(
+        &mut &*stream,
+        &mut &socket,
+        &socket,
+        system,
+        greeting,
+        acks,
+        timeout,
+    )
+}
+
+/// [`handshake`] over any pair of halves (TLS), with `socket` the
+/// connection itself for the read timeout.
+fn handshake_over(
+    reader: &mut impl Read,
+    writer: &mut impl Write,
+    socket: &TcpStream,
+    system: System,
+    greeting: &[u8],
+    acks: usize,
+    timeout: Duration,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    stream.write_all(greeting).context("sending the greeting")?;
+    writer.write_all(greeting).context("sending the greeting")?;
     let mut buf = vec![0u8; 16 * 1024];
     let mut filled = 0;
     let mut got = 0;
@@ -38,7 +62,7 @@ pub fn handshake(
                 system.name()
             )));
         }
-        stream
+        socket
             .set_read_timeout(Some(left))
             .context("setting a read timeout")?;
         if filled == buf.len() {
@@ -50,7 +74,7 @@ pub fn handshake(
             }
             buf.resize(buf.len() * 2, 0);
         }
-        let n = match stream.read(&mut buf[filled..]) {
+        let n = match reader.read(&mut buf[filled..]) {
             Ok(0) => {
                 return Err(Error::new(format!(
                     "{} closed the connection during the greeting",
@@ -81,7 +105,7 @@ pub fn handshake(
         buf.copy_within(at..filled, 0);
         filled -= at;
     }
-    stream
+    socket
         .set_read_timeout(None)
         .context("clearing the read timeout")?;
     Ok(())
@@ -92,10 +116,12 @@ pub fn handshake(
 /// (Relay's member events, Redis's PUBLISH counts) and counts NATS's PINGs,
 /// which [`Publisher::send`] answers between writes, so that only one thread
 /// ever writes.
-#[derive(Debug)]
 pub struct Publisher {
     system: System,
-    stream: TcpStream,
+    /// The write half: the socket, or TLS over it.
+    stream: Box<dyn Write + Send>,
+    /// The socket, to close.
+    socket: TcpStream,
     drain: Option<JoinHandle<()>>,
     /// PINGs the server sent (NATS), counted by the drain thread.
     pings: Arc<AtomicU64>,
@@ -103,14 +129,52 @@ pub struct Publisher {
     pongs: u64,
 }
 
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("system", &self.system)
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Publisher {
     /// Connects and gets ready to publish to `room`: Relay says HELLO and
     /// joins it (a Relay publisher is a member); Redis answers a PING;
     /// NATS answers CONNECT + PING.
     pub fn connect(system: System, addr: SocketAddr, room: &str) -> Result<Publisher> {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        Publisher::connect_over(system, addr, room, None)
+    }
+
+    /// [`Publisher::connect`], with TLS when `tls` is given (Relay's TLS
+    /// port at `addr`).
+    pub fn connect_over(
+        system: System,
+        addr: SocketAddr,
+        room: &str,
+        tls: Option<&TlsClient>,
+    ) -> Result<Publisher> {
+        let socket = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
             .context(format!("connecting the publisher to {addr}"))?;
-        let _ = stream.set_nodelay(true);
+        let _ = socket.set_nodelay(true);
+        let (mut reader, mut stream): (Box<dyn Read + Send>, Box<dyn Write + Send>) = match tls {
+            None => {
+                let reader = socket.try_clone().context("cloning the publisher socket")?;
+                let writer = socket.try_clone().context("cloning the publisher socket")?;
+                (Box::new(reader), Box::new(writer))
+            }
+            Some(tls) => {
+                let connection = socket.try_clone().context("cloning the publisher socket")?;
+                let (reader, writer) = client::tls::split_stream(
+                    connection,
+                    "127.0.0.1",
+                    &tls.options,
+                    Duration::from_secs(10),
+                )
+                .map_err(|e| Error::new(format!("publisher TLS to {addr}: {e}")))?;
+                (Box::new(reader), Box::new(writer))
+            }
+        };
         let mut greeting = Vec::new();
         match system {
             System::Relay => dialect::greeting(system, &mut greeting, &[room.to_owned()], true),
@@ -121,14 +185,15 @@ impl Publisher {
             System::Relay | System::Nats => 1,
             System::Redis => 0,
         };
-        handshake(
+        handshake_over(
+            &mut reader,
             &mut stream,
+            &socket,
             system,
             &greeting,
             acks,
             Duration::from_secs(10),
         )?;
-        let mut reader = stream.try_clone().context("cloning the publisher socket")?;
         let pings = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&pings);
         let drain = std::thread::Builder::new()
@@ -138,6 +203,7 @@ impl Publisher {
         Ok(Publisher {
             system,
             stream,
+            socket,
             drain: Some(drain),
             pings,
             pongs: 0,
@@ -160,14 +226,14 @@ impl Publisher {
 
     /// Closes the connection and waits for the reader thread.
     pub fn close(mut self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
         if let Some(drain) = self.drain.take() {
             let _ = drain.join();
         }
     }
 }
 
-fn drain(system: System, reader: &mut TcpStream, pings: &AtomicU64) {
+fn drain(system: System, reader: &mut dyn Read, pings: &AtomicU64) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut filled = 0;
     let mut hint = 0;

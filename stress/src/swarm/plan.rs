@@ -37,6 +37,8 @@ pub struct Plan {
     pub heartbeat_every: Duration,
     /// A subscriber that got this many deliveries counts as done.
     pub expect_per_client: Option<u64>,
+    /// Connect with TLS (Relay's TLS port at `addr`).
+    pub tls: Option<crate::tls::TlsClient>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +66,7 @@ impl Plan {
             max_connecting: 64,
             heartbeat_every: Duration::from_secs(20),
             expect_per_client: None,
+            tls: None,
         }
     }
 

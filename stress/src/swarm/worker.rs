@@ -9,6 +9,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
+
+use crate::tls::SwarmStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::content;
@@ -32,7 +34,7 @@ enum State {
 struct Client {
     room: usize,
     position: u32,
-    stream: Option<TcpStream>,
+    stream: Option<SwarmStream>,
     state: State,
     attempts: u32,
     /// The bytes of an incomplete frame left from the last read.
@@ -191,13 +193,15 @@ impl Worker {
             };
             let c = &mut self.clients[i];
             c.attempts += 1;
-            match TcpStream::connect(self.plan.addr) {
+            let connected = TcpStream::connect(self.plan.addr)
+                .and_then(|stream| SwarmStream::new(stream, self.plan.tls.as_ref()));
+            match connected {
                 Ok(mut stream) => {
                     if self
                         .poll
                         .registry()
                         .register(
-                            &mut stream,
+                            stream.socket(),
                             Token(i),
                             Interest::READABLE | Interest::WRITABLE,
                         )
@@ -222,7 +226,7 @@ impl Worker {
     fn connect_failed(&mut self, i: usize) {
         let c = &mut self.clients[i];
         if let Some(mut stream) = c.stream.take() {
-            let _ = self.poll.registry().deregister(&mut stream);
+            let _ = self.poll.registry().deregister(stream.socket());
         }
         c.partial.clear();
         c.out.clear();
@@ -242,7 +246,7 @@ impl Worker {
     fn on_writable(&mut self, i: usize) {
         let c = &mut self.clients[i];
         if c.state == State::Connecting {
-            let Some(stream) = c.stream.as_ref() else {
+            let Some(stream) = c.stream.as_mut().map(SwarmStream::socket) else {
                 return;
             };
             match stream.take_error() {
@@ -287,6 +291,11 @@ impl Worker {
         }
         c.out.clear();
         c.out_pos = 0;
+        // TLS records still waiting for room in the socket.
+        match stream.flush() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => self.lost(i),
+            _ => {}
+        }
     }
 
     /// The server closed a client (or it failed while greeting).
@@ -296,7 +305,7 @@ impl Worker {
             State::Ready => {
                 let c = &mut self.clients[i];
                 if let Some(mut stream) = c.stream.take() {
-                    let _ = self.poll.registry().deregister(&mut stream);
+                    let _ = self.poll.registry().deregister(stream.socket());
                 }
                 c.state = State::Closed;
                 self.totals.closed_early += 1;

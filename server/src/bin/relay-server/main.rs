@@ -42,6 +42,23 @@ struct Args {
     /// Entries (batches of frames) a connection's outbound queue may hold.
     #[arg(long, env = "RELAY_QUEUE_FRAMES", default_value_t = 64)]
     queue_frames: usize,
+    /// Frames a second one connection may send (HELLO and HEARTBEAT
+    /// included); more is refused with RATE_LIMITED. 0 turns the limit off.
+    /// The default is far above what one client reaches here.
+    #[arg(long, env = "RELAY_RATE_FRAMES", default_value_t = server::RateLimits::default().frames_per_sec)]
+    rate_frames: u64,
+    /// Bytes a second one connection may send (whole frames, length
+    /// prefix included); more is refused with RATE_LIMITED. 0 turns the
+    /// limit off.
+    #[arg(long, env = "RELAY_RATE_BYTES", default_value_t = server::RateLimits::default().bytes_per_sec)]
+    rate_bytes: u64,
+    /// Seconds of each rate a quiet connection may save up and send at once.
+    #[arg(long, env = "RELAY_RATE_BURST", default_value_t = server::RateLimits::default().burst.as_secs_f64())]
+    rate_burst: f64,
+    /// Connections one IP address may hold at once; more are refused with
+    /// SERVER_FULL. 0 (the default) is no limit.
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    max_connections_per_ip: usize,
     /// Rooms that may exist at once, server-wide; a JOIN that would create
     /// one more gets INVALID_ROOM.
     #[arg(long, env = "RELAY_MAX_TOTAL_ROOMS", default_value_t = server::Budget::default().max_rooms)]
@@ -175,6 +192,12 @@ fn config(args: &Args) -> Result<server::Config, String> {
         max_rooms_per_connection: args.max_rooms,
         queue_items: args.queue_frames,
         queue_bytes: args.queue_bytes,
+        rates: server::RateLimits::new(
+            args.rate_frames,
+            args.rate_bytes,
+            seconds(args.rate_burst, "rate-burst")?,
+        ),
+        max_connections_per_ip: args.max_connections_per_ip,
         budget: server::Budget {
             max_rooms: args.max_total_rooms,
             max_memberships: args.max_memberships,
