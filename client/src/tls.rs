@@ -268,21 +268,22 @@ impl Read for TlsRead {
         loop {
             {
                 let mut conn = lock(&self.conn);
-                // One read_tls at a time, with the plaintext taken out in
-                // between, keeps rustls's buffers within their limits.
-                if self.start < self.end {
+                // Plaintext first, and ciphertext one read_tls at a time
+                // only once it is all taken: rustls refuses to hold more
+                // than 16 KiB of plaintext nobody has read.
+                loop {
+                    match conn.reader().read(buf) {
+                        Ok(n) => return Ok(n),
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(error) => return Err(error),
+                    }
+                    if self.start == self.end {
+                        break;
+                    }
                     let mut pending = &self.cipher[self.start..self.end];
                     let taken = conn.read_tls(&mut pending)?;
                     self.start += taken;
                     conn.process_new_packets().map_err(io::Error::other)?;
-                }
-                match conn.reader().read(buf) {
-                    Ok(n) => return Ok(n),
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(error) => return Err(error),
-                }
-                if self.start < self.end {
-                    continue;
                 }
             }
             // Only this thread reads the socket, so it may wait here with

@@ -451,3 +451,64 @@ fn a_full_server_turns_tls_clients_away_before_any_handshake() {
     assert_eq!(tls.server.counters().tls_handshake_failures(), 0);
     ann.join("still-here");
 }
+
+#[test]
+fn a_client_certificate_names_the_user_and_stands_in_for_a_token() {
+    let clients = TestCa::new("Client CA");
+    let tokens = "tls-test-token-0123456789 bob\n";
+    let config = Config {
+        auth: server::auth::AuthConfig {
+            tokens: Some(server::auth::TokenTable::parse(tokens, "test").unwrap()),
+            jwt: None,
+        },
+        ..Config::default()
+    };
+    let tls = Tls::start(Some(&clients), Duration::from_secs(30), config);
+    let ca = tls.ca.pem();
+    let ann = clients.client("ann", Some("ann@example.com"));
+
+    // With authentication on, the certificate is enough: no token, and
+    // deliveries carry the certificate's name.
+    let (mut first, _) = TlsClient::hello(tls.addr(), client_config(&ca, Some(&ann)), json!({}));
+    let (mut second, _) = TlsClient::hello(
+        tls.addr(),
+        client_config(&ca, Some(&ann)),
+        json!({ "userId": "ann@example.com", "echo": true }),
+    );
+    first.join("r");
+    second.join("r");
+    first.expect(MessageType::Message);
+    second.publish("r", json!("hi"));
+    let delivery = first.expect(MessageType::Message).json();
+    assert_eq!(delivery["user"], "ann@example.com", "{delivery}");
+
+    // Another name in userId, or a token for another user, is refused.
+    for hello in [
+        json!({ "userId": "bob" }),
+        json!({ "token": "tls-test-token-0123456789" }),
+    ] {
+        let mut client = TlsClient::connect(tls.addr(), client_config(&ca, Some(&ann))).unwrap();
+        client.send_json(MessageType::Hello, &hello);
+        let error = client.expect(MessageType::Error).json();
+        assert_eq!(error["code"], "AUTH_FAILED", "{hello}: {error}");
+        assert_eq!(error["fatal"], true);
+        assert!(client.until_close(WAIT).is_ok(), "{hello}: not closed");
+    }
+}
+
+#[test]
+fn without_authentication_a_client_certificate_still_names_the_user() {
+    let clients = TestCa::new("Client CA");
+    let tls = Tls::start(Some(&clients), Duration::from_secs(30), Config::default());
+    let ca = tls.ca.pem();
+    let cn_only = clients.client("carol", None);
+    let (mut carol, _) = TlsClient::hello(
+        tls.addr(),
+        client_config(&ca, Some(&cn_only)),
+        json!({ "echo": true }),
+    );
+    carol.join("r");
+    carol.publish("r", json!("me"));
+    let delivery = carol.expect_skipping_messages(MessageType::Message).json();
+    assert_eq!(delivery["user"], "carol", "{delivery}");
+}

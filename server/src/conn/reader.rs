@@ -46,6 +46,7 @@ pub(crate) fn run<R: ReadHalf>(shared: Arc<Shared>, peer: Arc<Peer>, mut read: R
             if let Err(ended) = handshake(&shared, &peer, &mut read, mask) {
                 return ended;
             }
+            session.set_certificate_identity(peer.client_identity().cloned());
             serve(&shared, &peer, &mut session, &mut read, mask, &mut bytes_in)
         }))
         .unwrap_or_else(|_| {

@@ -65,6 +65,9 @@ pub(crate) struct Session {
     /// Where the client connects from, for the log of a failed
     /// authentication.
     peer_addr: Option<SocketAddr>,
+    /// Who the client's verified certificate names (mutual TLS): the user,
+    /// whatever HELLO's `userId` says (SPEC.md 11.1).
+    certificate: Option<Arc<str>>,
     outbox: Outbox,
     /// Milliseconds since the Unix epoch at the last read.
     now_ms: u64,
@@ -90,6 +93,7 @@ impl Session {
             permissions: Permissions::everything(),
             expires_at_ms: None,
             peer_addr: None,
+            certificate: None,
             outbox: Outbox::default(),
             now_ms: 0,
             frames_uncounted: 0,
@@ -103,6 +107,12 @@ impl Session {
 
     pub(crate) fn set_peer_addr(&mut self, addr: SocketAddr) {
         self.peer_addr = Some(addr);
+    }
+
+    /// The identity of the client's verified certificate, once the TLS
+    /// handshake is done.
+    pub(crate) fn set_certificate_identity(&mut self, identity: Option<Arc<str>>) {
+        self.certificate = identity;
     }
 
     /// When the connection's token expires, in ms since the Unix epoch:
@@ -307,17 +317,38 @@ impl Session {
     /// identity, taken here when the HELLO carries no token.
     fn authenticate(&self, hello: &Hello) -> Result<Option<Identity>, ErrorPayload> {
         let auth = &self.config().auth;
-        if !auth.is_on() {
-            return Ok(None);
-        }
-        let identity = self.check_token(hello)?;
+        // A verified client certificate is a credential of its own: it names
+        // the user, with no limit on rooms, and stands in for a token.
+        let certified = self.certificate.as_ref().map(|user| Identity {
+            user: Arc::clone(user),
+            permissions: Permissions::everything(),
+            expires_at_ms: None,
+        });
+        let identity = match certified {
+            Some(identity) if !auth.is_on() || hello.token.is_none() => identity,
+            _ if !auth.is_on() => return Ok(None),
+            certified => {
+                let identity = self.check_token(hello)?;
+                if let Some(certified) = certified
+                    && certified.user != identity.user
+                {
+                    self.log_auth_failure(&"the token is not for the certificate's user");
+                    return Err(ErrorPayload::new(
+                        ErrorCode::AuthFailed,
+                        "HELLO token is for another user than your client certificate names",
+                    )
+                    .about(None, hello.id.clone()));
+                }
+                identity
+            }
+        };
         if let Some(claimed) = &hello.user_id
             && **claimed != *identity.user
         {
-            self.log_auth_failure(&"the userId is not the token's user");
+            self.log_auth_failure(&"the userId is not the credentials' user");
             return Err(ErrorPayload::new(
                 ErrorCode::AuthFailed,
-                "HELLO userId is not the token's user; leave userId out or send the token's",
+                "HELLO userId is not the user your token or certificate names; leave userId out or send that one",
             )
             .about(None, hello.id.clone()));
         }
