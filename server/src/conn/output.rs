@@ -177,8 +177,14 @@ impl Output {
 
     /// Whether a publisher left bytes in this socket while the writer was
     /// not watching it; if so the writer is to look (the caller rings it).
+    /// Never waits for the lock: a writer blocked in a write holds it for
+    /// up to the write timeout, and the housekeeping thread that asks must
+    /// not stall behind it (it also sheds load past the memory budget). A
+    /// held lock means someone is writing; the next tick looks again.
     pub(crate) fn unwatched(&self) -> bool {
-        let mut state = self.state.lock();
+        let Some(mut state) = self.state.try_lock() else {
+            return false;
+        };
         if !state.unwatched || state.watching {
             return false;
         }
