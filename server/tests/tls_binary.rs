@@ -89,7 +89,7 @@ fn mutual_tls_and_a_sighup_reload_under_a_live_connection() {
     let (mut tls, _) = TlsClient::hello(
         secure,
         client_config(&ca.pem(), Some(&ann)),
-        json!({"userId": "ann"}),
+        json!({"userId": "ann@example.com"}),
     );
     tls.join("r");
     wait_until("the identity in the connect log", || {
@@ -110,6 +110,8 @@ fn mutual_tls_and_a_sighup_reload_under_a_live_connection() {
     tls.publish("r", json!({"after": "reload"}));
     let delivery = watcher.expect(MessageType::Message).json();
     assert_eq!(delivery["content"]["after"], "reload");
+    // The certificate names the sender.
+    assert_eq!(delivery["user"], "ann@example.com");
     // A new client trusting the second CA gets in.
     let (mut bob, _) = TlsClient::hello(
         secure,
@@ -117,7 +119,7 @@ fn mutual_tls_and_a_sighup_reload_under_a_live_connection() {
             &second_ca.pem(),
             Some(&clients.client("Bob", Some("bob.example.com"))),
         ),
-        json!({"userId": "bob"}),
+        json!({}),
     );
     bob.join("r");
     wait_until("bob's identity logged", || {
@@ -136,7 +138,7 @@ fn mutual_tls_and_a_sighup_reload_under_a_live_connection() {
             &second_ca.pem(),
             Some(&clients.client("Carl", Some("carl@example.com"))),
         ),
-        json!({"userId": "carl"}),
+        json!({}),
     );
 
     signal(&child, libc::SIGTERM);
