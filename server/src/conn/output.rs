@@ -189,6 +189,18 @@ impl Output {
             return false;
         }
         state.unwatched = false;
+        // The usual case: the client has taken everything already. Looking
+        // here costs one ioctl; waking the writer to look cost a context
+        // switch per connection per second, 5% of the server's CPU with
+        // 1,000 clients in chat rooms.
+        if state
+            .sink
+            .as_ref()
+            .and_then(|sink| sink.unsent_bytes())
+            .is_some_and(|unsent| unsent == 0)
+        {
+            return false;
+        }
         state.rewatch = true;
         true
     }
