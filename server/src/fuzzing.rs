@@ -54,10 +54,28 @@ impl Default for Harness {
     }
 }
 
+/// The static tokens of a fuzzed server with authentication on: one with
+/// permissions (so FORBIDDEN is reachable), one without.
+const FUZZ_TOKENS: &str = "fuzz-token-a a join=r,p.* publish=r\nfuzz-token-b b\n";
+
+/// What a fuzzed server turns on besides the defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Settings {
+    /// Static tokens ([`FUZZ_TOKENS`]): HELLO needs `fuzz-token-a` or `-b`.
+    pub auth: bool,
+    /// Rate limits low enough that a few frames reach them.
+    pub tight_rates: bool,
+}
+
 impl Harness {
     /// A server with `clients` connections (1 to 8).
     pub fn new(clients: usize) -> Harness {
-        let config = Config {
+        Harness::with(clients, Settings::default())
+    }
+
+    /// A server with `clients` connections (1 to 8) and `settings`.
+    pub fn with(clients: usize, settings: Settings) -> Harness {
+        let mut config = Config {
             max_frame: MAX_FRAME,
             max_rooms_per_connection: 8,
             queue_items: 8,
@@ -65,6 +83,16 @@ impl Harness {
             stall_timeout: std::time::Duration::ZERO,
             ..Config::default()
         };
+        if settings.auth {
+            match crate::auth::TokenTable::parse(FUZZ_TOKENS, "fuzz") {
+                Ok(tokens) => config.auth.tokens = Some(tokens),
+                Err(error) => panic!("the harness's tokens are invalid: {error}"),
+            }
+        }
+        if settings.tight_rates {
+            config.rates =
+                crate::config::RateLimits::new(20, 8 * 1024, std::time::Duration::from_secs(1));
+        }
         let config = match config.validate() {
             Ok(config) => config,
             Err(error) => panic!("the harness's own settings are invalid: {error}"),
@@ -193,13 +221,18 @@ fn check_frames(mut bytes: &[u8]) {
     }
 }
 
-/// Runs one fuzz input: the first byte picks how many clients; then each
-/// step is `client u8 | length u8 | bytes`.
+/// Runs one fuzz input: the first byte picks how many clients (bits 0–1),
+/// authentication (bit 2) and tight rate limits (bit 3); then each step is
+/// `client u8 | length u8 | bytes`.
 pub fn run(data: &[u8]) {
     let Some((&first, mut rest)) = data.split_first() else {
         return;
     };
-    let mut harness = Harness::new(usize::from(first % 4) + 1);
+    let settings = Settings {
+        auth: first & 4 != 0,
+        tight_rates: first & 8 != 0,
+    };
+    let mut harness = Harness::with(usize::from(first % 4) + 1, settings);
     while let [client, len, tail @ ..] = rest {
         let len = usize::from(*len).min(tail.len());
         harness.read(usize::from(*client), &tail[..len]);
@@ -232,5 +265,36 @@ mod tests {
         harness.read(1, &[0, 0, 0, 3, 9, 9, 9]);
         assert_eq!(harness.shared.rooms.members("r"), 1);
         run(&[2, 0, 3, 1, 2, 3]);
+    }
+
+    #[test]
+    fn tokens_permissions_and_rate_limits_are_reachable() {
+        let frame = |kind, payload: &str| {
+            let mut out = Vec::new();
+            protocol::encode(&mut out, kind, Flags::JSON, payload.as_bytes()).unwrap();
+            out
+        };
+        let settings = Settings {
+            auth: true,
+            tight_rates: true,
+        };
+        let mut harness = Harness::with(2, settings);
+        let mut a = frame(
+            protocol::MessageType::Hello,
+            r#"{"token":"fuzz-token-a"}"#,
+        );
+        a.extend(frame(protocol::MessageType::JoinRoom, r#"{"room":"r"}"#));
+        a.extend(frame(protocol::MessageType::JoinRoom, r#"{"room":"q"}"#));
+        harness.read(0, &a);
+        assert_eq!(harness.shared.rooms.members("r"), 1);
+        assert_eq!(harness.shared.rooms.members("q"), 0, "FORBIDDEN");
+        // A wrong token closes the client.
+        harness.read(1, &frame(protocol::MessageType::Hello, r#"{"token":"x"}"#));
+        assert!(harness.clients[1].closed);
+        // Far more frames than the rate allows: refused, not fatal.
+        let flood = frame(protocol::MessageType::Heartbeat, "{}").repeat(100);
+        harness.read(0, &flood);
+        assert!(!harness.clients[0].closed);
+        assert!(harness.shared.counters.errors_sent(protocol::ErrorCode::RateLimited) > 0);
     }
 }
