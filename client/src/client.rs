@@ -372,14 +372,7 @@ impl Client {
         echo: bool,
         timeout: Duration,
     ) -> Result<HelloReply, ClientError> {
-        let hello = Hello {
-            user_id: user.map(str::to_owned),
-            client_version: Some(CLIENT_VERSION.to_owned()),
-            echo,
-            id: None,
-            token: None,
-        };
-        self.hello(&hello, timeout)
+        self.greet(user, None, echo, timeout)
     }
 
     /// HELLO with a token, for a server that requires authentication
@@ -393,12 +386,22 @@ impl Client {
         echo: bool,
         timeout: Duration,
     ) -> Result<HelloReply, ClientError> {
+        self.greet(user, Some(token), echo, timeout)
+    }
+
+    fn greet(
+        &self,
+        user: Option<&str>,
+        token: Option<&str>,
+        echo: bool,
+        timeout: Duration,
+    ) -> Result<HelloReply, ClientError> {
         let hello = Hello {
             user_id: user.map(str::to_owned),
             client_version: Some(CLIENT_VERSION.to_owned()),
             echo,
             id: None,
-            token: Some(protocol::Token(token.to_owned())),
+            token: token.map(|token| protocol::Token(token.to_owned())),
         };
         self.hello(&hello, timeout)
     }

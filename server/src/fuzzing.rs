@@ -279,10 +279,7 @@ mod tests {
             tight_rates: true,
         };
         let mut harness = Harness::with(2, settings);
-        let mut a = frame(
-            protocol::MessageType::Hello,
-            r#"{"token":"fuzz-token-a"}"#,
-        );
+        let mut a = frame(protocol::MessageType::Hello, r#"{"token":"fuzz-token-a"}"#);
         a.extend(frame(protocol::MessageType::JoinRoom, r#"{"room":"r"}"#));
         a.extend(frame(protocol::MessageType::JoinRoom, r#"{"room":"q"}"#));
         harness.read(0, &a);
@@ -295,6 +292,12 @@ mod tests {
         let flood = frame(protocol::MessageType::Heartbeat, "{}").repeat(100);
         harness.read(0, &flood);
         assert!(!harness.clients[0].closed);
-        assert!(harness.shared.counters.errors_sent(protocol::ErrorCode::RateLimited) > 0);
+        assert!(
+            harness
+                .shared
+                .counters
+                .errors_sent(protocol::ErrorCode::RateLimited)
+                > 0
+        );
     }
 }

@@ -10,6 +10,17 @@ use protocol::MessageType;
 use serde_json::json;
 use testkit::{Raw, WAIT};
 
+/// The address of the server's first line, `listening on ADDR`.
+fn listening_on(stdout: &mut impl BufRead) -> std::net::SocketAddr {
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    line.trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap()
+}
+
 #[test]
 fn sigterm_stops_the_server_gracefully() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_relay-server"))
@@ -19,14 +30,7 @@ fn sigterm_stops_the_server_gracefully() {
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
+    let addr = listening_on(&mut stdout);
     let (mut client, _) = Raw::hello(addr, json!({"userId": "ann"}));
     client.join("r");
 
@@ -99,14 +103,7 @@ fn auth_tokens_turn_authentication_on() {
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
+    let addr = listening_on(&mut stdout);
     let mut refused = Raw::connect(addr);
     refused.send_json(
         MessageType::Hello,
