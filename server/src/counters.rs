@@ -61,6 +61,13 @@ impl Counters {
         }
     }
 
+    /// Log lines dropped because stderr was not read fast enough; one
+    /// count for the process (see [`crate::logging`]), here so the
+    /// counters' readers find it with the rest.
+    pub fn log_lines_dropped(&self) -> u64 {
+        crate::logging::lines_dropped()
+    }
+
     pub(crate) fn error_sent(&self, code: ErrorCode) {
         if let Some(index) = ErrorCode::ALL.iter().position(|&c| c == code) {
             self.errors[index].fetch_add(1, Relaxed);

@@ -28,6 +28,9 @@
 //! - [`auth`]: who a client is and what it may do: static tokens, JWTs,
 //!   room permissions.
 //! - [`config`](Config): settings, validated in one place.
+//! - [`logging`]: `tracing` output on a thread of its own, bounded and
+//!   lossy so a client can neither flood the log nor stall the server
+//!   through it; throttles for the lines clients can trigger.
 //! - [`counters`](Counters): the counters HELLO answers carry, and closes by
 //!   reason.
 //! - `sys/`: every `unsafe` block and OS specific (threads and the thread
@@ -56,6 +59,7 @@ mod counters;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod logging;
 mod per_address;
 mod rooms;
 mod server;

@@ -175,7 +175,7 @@ impl Rooms {
         map.insert(Arc::clone(&name), entry);
         drop(map);
         self.memory.charge(ROOM_BYTES + room.len());
-        log::debug!("room {room:?} created");
+        tracing::debug!("room {room:?} created");
         Ok(Joined {
             name,
             members: 1,
@@ -203,7 +203,7 @@ impl Rooms {
     pub(crate) fn leave(&self, room: &str, id: u64, counters: &Counters) -> usize {
         let left = self.remove_member(&mut self.shard(room).write(), room, id, counters);
         if left == Some(0) {
-            log::debug!("room {room:?} deleted");
+            tracing::debug!("room {room:?} deleted");
         }
         left.unwrap_or(0)
     }
@@ -238,7 +238,7 @@ impl Rooms {
             }
         }
         for room in deleted {
-            log::debug!("room {room:?} deleted");
+            tracing::debug!("room {room:?} deleted");
         }
         remaining
     }

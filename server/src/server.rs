@@ -18,6 +18,7 @@ use crate::conn::outbound::Batch;
 use crate::conn::tls::Tls;
 use crate::conn::transport::Tcp;
 use crate::counters::Counters;
+use crate::logging::{REFUSALS, throttled};
 use crate::per_address::TooMany;
 use crate::shared::{Shared, TlsListening};
 use crate::tls::{Certificates, TlsReloader};
@@ -86,7 +87,7 @@ impl Server {
         };
         let capacity = crate::sys::limits::check(config.max_connections);
         for warning in &capacity.warnings {
-            log::warn!("{warning}");
+            tracing::warn!("{warning}");
         }
         let shared = Shared::new(config, capacity.connections, local_addr).with_tls(tls);
         Ok(Server {
@@ -155,11 +156,11 @@ impl Server {
         if let Some(thread) = tls_thread
             && thread.join().is_err()
         {
-            log::error!("the TLS accept thread panicked");
+            tracing::error!("the TLS accept thread panicked");
         }
         close_all(&self.shared);
         let stats = self.shared.counters.snapshot();
-        log::info!(
+        tracing::info!(
             "stopped: {} connections served, {} frames in, {} frames out, {} bytes in, {} bytes out, {} slow consumers, errors {:?}",
             stats.connections_total,
             stats.frames_in,
@@ -223,8 +224,8 @@ impl RunningServer {
         if let Some(thread) = self.thread.take() {
             match thread.join() {
                 Ok(Ok(())) => {}
-                Ok(Err(error)) => log::error!("server stopped with an error: {error}"),
-                Err(_) => log::error!("the accept thread panicked"),
+                Ok(Err(error)) => tracing::error!("server stopped with an error: {error}"),
+                Err(_) => tracing::error!("the accept thread panicked"),
             }
         }
     }
@@ -275,7 +276,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener, port: Port) {
                 // instead of spinning; connections closing will free
                 // some. Warn at most once a second.
                 if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-                    log::warn!("accept failed: {error}; retrying");
+                    tracing::warn!("accept failed: {error}; retrying");
                     last_warning = Some(Instant::now());
                 }
                 std::thread::sleep(Duration::from_millis(10));
@@ -294,7 +295,7 @@ const REJECT_DRAIN: usize = 64 * 1024;
 /// ever waiting for the client: the accept loop must stay free for everyone
 /// else, whatever a rejected client does.
 fn reject(shared: &Shared, mut stream: TcpStream, addr: SocketAddr, why: &str) {
-    log::warn!("rejecting {addr}: {why}");
+    throttled!(REFUSALS, WARN, "rejecting {addr}: {why}");
     if stream.set_nonblocking(true).is_err() {
         return;
     }
@@ -345,16 +346,16 @@ fn memory_budget(config: &Config) -> Result<u64, ConfigError> {
     let memberships =
         (config.budget.max_memberships as u64).saturating_mul(MEMBERSHIP_BYTES as u64);
     if rooms.saturating_add(memberships) > budget / 2 {
-        log::warn!(
+        tracing::warn!(
             "--max-total-rooms and --max-memberships allow room state of about {} bytes, more than half the {budget}-byte memory budget; joins will be refused at the budget, and little is left for queued output",
             rooms.saturating_add(memberships)
         );
     }
     match physical {
-        Some(physical) => log::info!(
+        Some(physical) => tracing::info!(
             "memory budget {budget} bytes, of this machine's {physical} bytes (queued output, partial frames and room state together)"
         ),
-        None => log::warn!(
+        None => tracing::warn!(
             "memory budget {budget} bytes; this machine's memory is unknown, so the budget is not checked against it"
         ),
     }
@@ -365,7 +366,7 @@ fn memory_budget(config: &Config) -> Result<u64, ConfigError> {
 /// be sent after a handshake, and the accept loop never does one; the
 /// client sees the connection close before the handshake ends.
 fn reject_tls(mut stream: TcpStream, addr: SocketAddr, why: &str) {
-    log::warn!("rejecting {addr} on the TLS port: {why}");
+    throttled!(REFUSALS, WARN, "rejecting {addr} on the TLS port: {why}");
     if stream.set_nonblocking(true).is_ok() {
         drain_without_waiting(&mut stream, REJECT_DRAIN);
     }
@@ -421,7 +422,7 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, id: u64, por
             .map(|transport| crate::conn::start::start(shared, transport, id, addr, slot)),
     };
     if let Err(error) = started {
-        log::warn!("{addr}: socket setup failed: {error}");
+        throttled!(REFUSALS, WARN, "{addr}: socket setup failed: {error}");
     }
 }
 
@@ -449,7 +450,7 @@ fn start_housekeeping(shared: &Arc<Shared>) {
             }
         });
     if let Err(error) = started {
-        log::warn!(
+        tracing::warn!(
             "no housekeeping thread ({error}); memory freed by departed clients stays with the server"
         );
     }
@@ -458,14 +459,14 @@ fn start_housekeeping(shared: &Arc<Shared>) {
 /// SHUTTING_DOWN to everyone, a bounded flush, then cut what remains.
 fn close_all(shared: &Shared) {
     let peers = shared.peers();
-    log::info!("shutting down: closing {} connection(s)", peers.len());
+    tracing::info!("shutting down: closing {} connection(s)", peers.len());
     for peer in &peers {
         peer.outbound.close(CloseReason::Shutdown);
     }
     drop(peers);
     if !shared.wait_for_no_peers(SHUTDOWN_FLUSH) {
         let peers = shared.peers();
-        log::warn!(
+        tracing::warn!(
             "{} connections did not flush in time; cutting them",
             peers.len()
         );

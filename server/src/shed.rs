@@ -72,7 +72,7 @@ pub(crate) fn shed(shared: &Shared) -> usize {
                 peer.abort();
             }
             cut += 1;
-            log::warn!(
+            tracing::warn!(
                 "c{}: cut with OVERLOADED, holding {held} bytes ({} of the {}-byte memory budget in use)",
                 peer.id(),
                 memory.used(),
@@ -81,7 +81,7 @@ pub(crate) fn shed(shared: &Shared) -> usize {
         }
     }
     if cut > 0 {
-        log::warn!(
+        tracing::warn!(
             "over the memory budget: cut {cut} connection(s); refusing new connections until usage is at most {} bytes",
             memory.low_water()
         );

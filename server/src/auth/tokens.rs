@@ -140,7 +140,7 @@ impl TokenTable {
                 )));
             }
             if token.len() < SHORT_TOKEN {
-                log::warn!(
+                tracing::warn!(
                     "--auth-tokens {source}:{number}: the token is only {} bytes; tokens of {SHORT_TOKEN} or more random bytes cannot be guessed",
                     token.len()
                 );

@@ -156,7 +156,7 @@ impl Outbound {
             return false;
         }
         if let Ok(from) = self.state.advance(ConnState::Closing) {
-            log::debug!("c{}: {from} → CLOSING ({reason})", self.id);
+            tracing::debug!("c{}: {from} → CLOSING ({reason})", self.id);
         }
         // The final flush is bounded from now.
         self.output.closing();
@@ -211,7 +211,7 @@ impl Outbound {
                 .state
                 .advance_from(ConnState::Open, ConnState::Draining)
         {
-            log::debug!(
+            tracing::debug!(
                 "c{}: OPEN → DRAINING ({} bytes queued)",
                 self.id,
                 before + len
@@ -238,7 +238,7 @@ impl Outbound {
                 .state
                 .advance_from(ConnState::Draining, ConnState::Open)
         {
-            log::debug!("c{}: DRAINING → OPEN ({after} bytes queued)", self.id);
+            tracing::debug!("c{}: DRAINING → OPEN ({after} bytes queued)", self.id);
         }
     }
 

@@ -493,7 +493,7 @@ impl State {
         let Some(sink) = sink.as_mut() else {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "no socket yet"));
         };
-        if log::log_enabled!(log::Level::Debug) {
+        if tracing::enabled!(tracing::Level::DEBUG) {
             log_frames(outbound.id(), pending, *offset);
         }
         while !pending.is_empty() {
@@ -611,7 +611,7 @@ fn log_frames(id: u64, pending: &[Arc<Batch>], offset: usize) {
         }
         let mut rest = &batch.bytes[..];
         while let Ok(Some((frame, used))) = parse_frame(rest, u32::MAX) {
-            log::debug!(
+            tracing::debug!(
                 "c{id} ← {} v1 flags={:?} payload={}B",
                 frame.kind,
                 frame.flags,

@@ -34,6 +34,9 @@ pub(crate) struct Peer {
     /// Bytes of the reader's buffer (a frame partly received, mostly), as
     /// charged to the memory budget; for choosing whom to shed.
     pub(crate) read_buffer: AtomicUsize,
+    /// Entered by both threads, so every line about this connection
+    /// carries its id, address and (after HELLO) user.
+    pub(crate) span: tracing::Span,
 }
 
 impl Peer {
@@ -43,6 +46,13 @@ impl Peer {
         cut: Arc<dyn Cut>,
         slot: Slot,
     ) -> Peer {
+        let span = tracing::info_span!(
+            parent: None,
+            "conn",
+            conn = outbound.id(),
+            %addr,
+            user = tracing::field::Empty
+        );
         Peer {
             outbound,
             addr,
@@ -54,6 +64,7 @@ impl Peer {
             slot: Mutex::new(slot),
             client_identity: OnceLock::new(),
             read_buffer: AtomicUsize::new(0),
+            span,
         }
     }
 

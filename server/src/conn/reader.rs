@@ -18,6 +18,7 @@ use super::session::{Served, Session};
 use super::teardown::{Role, ThreadExit, thread_panicked};
 use super::transport::{ReadHalf, is_timeout};
 use crate::budget::MemoryBudget;
+use crate::logging::{CONNECTIONS, throttled};
 use crate::shared::Shared;
 use crate::sys::thread::StackTrim;
 use crate::sys::wake::{WaitMask, pause as pause_thread};
@@ -37,6 +38,7 @@ enum Ended {
 }
 
 pub(crate) fn run<R: ReadHalf>(shared: Arc<Shared>, peer: Arc<Peer>, mut read: R) {
+    let _span = peer.span.clone().entered();
     let _exit = ThreadExit::new(&shared, &peer, Role::Reader);
     let mut session = Session::new(Arc::clone(&shared), Arc::clone(&peer.outbound));
     session.set_peer_addr(peer.addr);
@@ -82,10 +84,12 @@ fn handshake<R: ReadHalf>(
             Ok(done) => {
                 if let Some(summary) = done.summary {
                     match &done.client_identity {
-                        Some(identity) => log::info!(
+                        Some(identity) => throttled!(
+                            CONNECTIONS,
+                            INFO,
                             "c{id}: TLS established ({summary}); client certificate identity {identity:?}"
                         ),
-                        None => log::info!("c{id}: TLS established ({summary})"),
+                        None => throttled!(CONNECTIONS, INFO, "c{id}: TLS established ({summary})"),
                     }
                 }
                 if let Some(identity) = done.client_identity {
@@ -104,11 +108,11 @@ fn handshake<R: ReadHalf>(
                 let failures = shared.counters.tls_handshake_failures.fetch_add(1, Relaxed) + 1;
                 let addr = peer.addr;
                 if failures == 1 || failures.is_multiple_of(100) {
-                    log::info!(
+                    tracing::info!(
                         "c{id}: TLS handshake with {addr} failed: {error} ({failures} failed handshakes so far; the others are logged at debug)"
                     );
                 } else {
-                    log::debug!("c{id}: TLS handshake with {addr} failed: {error}");
+                    tracing::debug!("c{id}: TLS handshake with {addr} failed: {error}");
                 }
                 return Err(Ended::Client(CloseReason::TlsHandshake));
             }
@@ -124,7 +128,7 @@ fn unix_ms() -> u64 {
 
 /// Why reading failed, as a close reason.
 fn read_failed(connection_id: &str, error: &std::io::Error) -> Ended {
-    log::debug!("{connection_id}: read failed: {error}");
+    tracing::debug!("{connection_id}: read failed: {error}");
     Ended::Client(CloseReason::ClientReset)
 }
 

@@ -37,6 +37,7 @@ use super::gather::{Outbox, Target};
 use super::outbound::{Outbound, Stalled};
 use super::state::ConnState;
 use crate::auth::{AUTH_FAILED_MESSAGE, Identity, Permissions};
+use crate::logging::{AUTH_FAILURES, CONNECTIONS, throttled};
 use crate::shared::Shared;
 
 /// `Break` when the connection stops being served: a fatal error was
@@ -170,8 +171,8 @@ impl Session {
         {
             return self.token_expired();
         }
-        if log::log_enabled!(log::Level::Debug) {
-            log::debug!(
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(
                 "{} → {} v1 flags={:?} payload={}B",
                 self.connection_id,
                 frame.kind,
@@ -221,7 +222,7 @@ impl Session {
                     if self.outbound.state().advance(ConnState::Open).is_err() {
                         return ControlFlow::Break(());
                     }
-                    log::debug!("{}: INIT → OPEN", self.connection_id);
+                    tracing::debug!("{}: INIT → OPEN", self.connection_id);
                     self.set_identity(user, hello.echo);
                 } else if hello.token.is_some()
                     && self.config().auth.is_on()
@@ -242,7 +243,7 @@ impl Session {
                 self.flush_if_large();
             }
             Request::ClientError => {
-                log::debug!("{}: ERROR frame from client ignored", self.connection_id);
+                tracing::debug!("{}: ERROR frame from client ignored", self.connection_id);
             }
         }
         ControlFlow::Continue(())
@@ -373,7 +374,9 @@ impl Session {
         let from = self
             .peer_addr
             .map_or_else(|| "an unknown address".to_owned(), |addr| addr.to_string());
-        log::warn!(
+        throttled!(
+            AUTH_FAILURES,
+            WARN,
             "{}: authentication failed for a client at {from}: {why}",
             self.connection_id
         );
@@ -432,6 +435,11 @@ impl Session {
     fn set_identity(&mut self, user: Option<String>, echo: bool) {
         self.echo = echo;
         self.publisher = PublisherJson::new(&self.connection_id, user.as_deref());
+        if let Some(user) = &user {
+            // The reader runs in the connection's span; from here on its
+            // lines, and the writer's, name the user.
+            tracing::Span::current().record("user", user.as_str());
+        }
         self.user = user;
     }
 
@@ -473,7 +481,7 @@ impl Session {
         if joined.new {
             let may_publish = self.permissions.may_publish(room);
             self.rooms.insert(Arc::clone(&joined.name), may_publish);
-            log::debug!(
+            tracing::debug!(
                 "{} joined {room:?} ({} members)",
                 self.connection_id,
                 joined.members
@@ -647,7 +655,7 @@ impl Session {
     fn finish_frame(&mut self, start: protocol::FrameStart) {
         match end_frame(&mut self.outbox.buf, start) {
             Ok(_) => self.outbox.frames += 1,
-            Err(error) => log::error!("{}: frame not encoded: {error}", self.connection_id),
+            Err(error) => tracing::error!("{}: frame not encoded: {error}", self.connection_id),
         }
     }
 
@@ -655,7 +663,7 @@ impl Session {
     fn push_json(&mut self, kind: MessageType, value: &impl Serialize) {
         match encode_json(&mut self.outbox.buf, kind, value) {
             Ok(_) => self.outbox.frames += 1,
-            Err(error) => log::error!("{}: frame not encoded: {error}", self.connection_id),
+            Err(error) => tracing::error!("{}: frame not encoded: {error}", self.connection_id),
         }
     }
 
@@ -666,7 +674,7 @@ impl Session {
 
     fn reply_error(&mut self, error: ErrorPayload) {
         // Debug only: a client can cause these as fast as it can send.
-        log::debug!(
+        tracing::debug!(
             "{}: error {}: {}",
             self.connection_id,
             error.code,
@@ -713,7 +721,9 @@ impl Session {
     /// Queues a fatal ERROR after everything already produced, and closes.
     #[inline(never)]
     pub(crate) fn fatal(&mut self, error: ErrorPayload) -> Served {
-        log::info!(
+        throttled!(
+            CONNECTIONS,
+            INFO,
             "{}: closing: {}: {}",
             self.connection_id,
             error.code,

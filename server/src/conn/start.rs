@@ -13,6 +13,7 @@ use super::reader;
 use super::teardown;
 use super::transport::Transport;
 use super::writer::Writer;
+use crate::logging::{CONNECTIONS, REFUSALS, throttled};
 use crate::per_address::Slot;
 use crate::shared::Shared;
 use crate::sys::pool::Pool;
@@ -63,14 +64,19 @@ pub(crate) fn start(
     counters
         .connections_total
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    log::info!("c{id}: connected from {addr}");
+    let _span = peer.span.enter();
+    throttled!(CONNECTIONS, INFO, "c{id}: connected from {addr}");
 
     let writer = Writer {
         shared: Arc::clone(shared),
         peer: Arc::clone(&peer),
     };
     if let Err((error, _)) = WRITERS.spawn(writer) {
-        log::warn!("c{id}: no writer thread ({error}); sending SERVER_FULL");
+        throttled!(
+            REFUSALS,
+            WARN,
+            "c{id}: no writer thread ({error}); sending SERVER_FULL"
+        );
         refuse_without_threads(shared, &peer);
         return;
     }
@@ -80,7 +86,11 @@ pub(crate) fn start(
     };
     if let Err((error, _)) = READERS.spawn(reader) {
         // The writer runs: it sends the SERVER_FULL and ends the connection.
-        log::warn!("c{id}: no reader thread ({error}); sending SERVER_FULL");
+        throttled!(
+            REFUSALS,
+            WARN,
+            "c{id}: no reader thread ({error}); sending SERVER_FULL"
+        );
         peer.outbound.close(CloseReason::ServerFull);
         teardown::thread_finished(shared, &peer);
     }

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::close::CloseReason;
 use super::peer::Peer;
 use super::state::ConnState;
+use crate::logging::{CONNECTIONS, throttled};
 use crate::shared::Shared;
 
 /// Which of the connection's two threads a [`ThreadExit`] belongs to.
@@ -52,7 +53,7 @@ impl Drop for ThreadExit {
 /// A connection thread panicked: close the connection at once, and count it
 /// (anything but 0 is a bug).
 pub(crate) fn thread_panicked(shared: &Shared, peer: &Peer) {
-    log::error!(
+    tracing::error!(
         "c{}: connection thread panicked; closing the connection",
         peer.id()
     );
@@ -71,10 +72,10 @@ pub(crate) fn thread_finished(shared: &Shared, peer: &Arc<Peer>) {
     let state = peer.outbound.state();
     let _ = state.advance(ConnState::Closing);
     if let Err(error) = state.advance(ConnState::Closed) {
-        log::error!("c{}: {error}", peer.id());
+        tracing::error!("c{}: {error}", peer.id());
         return;
     }
-    log::debug!("c{}: CLOSING → CLOSED", peer.id());
+    tracing::debug!("c{}: CLOSING → CLOSED", peer.id());
     peer.cut();
     // Every path to here recorded a reason first; "closed by client" is
     // the honest default should one ever be missing.
@@ -92,11 +93,15 @@ pub(crate) fn thread_finished(shared: &Shared, peer: &Arc<Peer>) {
         | CloseReason::WriteTimeout
         | CloseReason::ThreadPanic
         | CloseReason::Overloaded { .. } => {
-            log::warn!(
+            throttled!(
+                CONNECTIONS,
+                WARN,
                 "c{id}: disconnected from {addr} ({reason}; {bytes_in} bytes in, {bytes_out} bytes out)"
             );
         }
-        _ => log::info!(
+        _ => throttled!(
+            CONNECTIONS,
+            INFO,
             "c{id}: disconnected from {addr} ({reason}; {bytes_in} bytes in, {bytes_out} bytes out)"
         ),
     }

@@ -35,6 +35,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn run(self) {
+        let _span = self.peer.span.clone().entered();
         let _exit = ThreadExit::new(&self.shared, &self.peer, Role::Writer);
         // A panic (a bug) unwinds through `_exit`, which still closes the
         // connection properly.
@@ -62,7 +63,7 @@ impl Writer {
                     } else {
                         CloseReason::WriteError
                     };
-                    log::debug!("c{}: write failed: {error}", self.peer.id());
+                    tracing::debug!("c{}: write failed: {error}", self.peer.id());
                     outbound.close(reason);
                     return reason;
                 }
@@ -76,7 +77,7 @@ impl Writer {
             let watch = match output.watch() {
                 Ok(watch) => watch,
                 Err(error) => {
-                    log::debug!("c{}: {error}", self.peer.id());
+                    tracing::debug!("c{}: {error}", self.peer.id());
                     outbound.close(CloseReason::WriteTimeout);
                     return CloseReason::WriteTimeout;
                 }

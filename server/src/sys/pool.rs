@@ -65,7 +65,9 @@ impl<F: Job> Job for First<F> {
 
 fn run_caught(task: impl FnOnce()) {
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).is_err() {
-        log::error!("a connection thread panicked; that connection was dropped (this is a bug)");
+        tracing::error!(
+            "a connection thread panicked; that connection was dropped (this is a bug)"
+        );
     }
 }
 

@@ -72,7 +72,9 @@ extern "C" fn trampoline<F: Job>(arg: *mut c_void) -> *mut c_void {
     // is taken once.
     let job = unsafe { Box::from_raw(arg.cast::<F>()) };
     if catch_unwind(AssertUnwindSafe(move || job.run())).is_err() {
-        log::error!("a connection thread panicked; that connection was dropped (this is a bug)");
+        tracing::error!(
+            "a connection thread panicked; that connection was dropped (this is a bug)"
+        );
     }
     std::ptr::null_mut()
 }

@@ -1,8 +1,6 @@
 //! `relay-server`: the relay as a program. Flags, logging and signals live
 //! here; everything else is the library.
 
-mod logger;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -117,7 +115,26 @@ struct Args {
     /// Seconds of clock skew allowed on a JWT's exp and nbf.
     #[arg(long, env = "RELAY_JWT_LEEWAY", default_value_t = server::auth::jwt::DEFAULT_LEEWAY_SECS)]
     jwt_leeway: u64,
-    /// Log every frame and state transition (also RELAY_DEBUG=1).
+    /// Which lines to log, RUST_LOG style: a level (error, warn, info,
+    /// debug, trace) and per-module levels, e.g. `warn,server::conn=debug`.
+    /// RUST_LOG is read when this is not given.
+    #[arg(
+        long = "log",
+        env = "RUST_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    log_filter: String,
+    /// human (the default), or json: one object a line for log shippers.
+    #[arg(
+        long,
+        env = "RELAY_LOG_FORMAT",
+        default_value = "human",
+        value_name = "FORMAT"
+    )]
+    log_format: server::logging::Format,
+    /// Log every frame and state transition (also RELAY_DEBUG=1); the same
+    /// as --log debug.
     #[arg(long)]
     debug: bool,
 }
@@ -163,7 +180,7 @@ fn auth(args: &Args) -> Result<server::auth::AuthConfig, String> {
             return Err("--jwt-secret is empty; give a random secret of at least 32 bytes".into());
         }
         if secret.len() < MIN_SECRET_LEN {
-            log::warn!(
+            tracing::warn!(
                 "--jwt-secret is {} bytes; use at least {MIN_SECRET_LEN} random bytes, or it can be guessed",
                 secret.len()
             );
@@ -212,12 +229,12 @@ fn config(args: &Args) -> Result<server::Config, String> {
 /// SIGHUP: reread the TLS files; on failure keep the ones in force.
 fn reload(reloader: Option<&server::TlsReloader>) {
     match reloader {
-        None => log::info!("SIGHUP received; nothing to reload (no TLS port)"),
+        None => tracing::info!("SIGHUP received; nothing to reload (no TLS port)"),
         Some(reloader) => match reloader.reload() {
-            Ok(()) => log::info!(
+            Ok(()) => tracing::info!(
                 "SIGHUP received; TLS certificate reloaded: new connections use it, open ones keep theirs"
             ),
-            Err(error) => log::error!(
+            Err(error) => tracing::error!(
                 "SIGHUP received; TLS reload failed, keeping the certificate in force: {error}"
             ),
         },
@@ -227,23 +244,34 @@ fn reload(reloader: Option<&server::TlsReloader>) {
 /// Says at start who may connect, so an open server is never a surprise.
 fn log_auth(args: &Args) {
     if args.auth_tokens.is_none() && args.jwt_secret.is_none() && args.jwt_public_key.is_none() {
-        log::warn!(
+        tracing::warn!(
             "authentication is off: anyone who can reach this port may join any room under any name; see --auth-tokens and --jwt-secret"
         );
         return;
     }
     if let Some(path) = &args.auth_tokens {
-        log::info!("authentication: static tokens from {}", path.display());
+        tracing::info!("authentication: static tokens from {}", path.display());
     }
     if args.jwt_secret.is_some() || args.jwt_public_key.is_some() {
-        log::info!("authentication: JWTs, {} s leeway", args.jwt_leeway);
+        tracing::info!("authentication: JWTs, {} s leeway", args.jwt_leeway);
     }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Before any thread exists (the log writer is the first), so every
+    // thread inherits the mask.
+    let signals = server::Signals::block();
     let debug = args.debug || std::env::var("RELAY_DEBUG").is_ok_and(|v| v == "1" || v == "true");
-    logger::init(debug);
+    let filter = if debug { "debug" } else { &args.log_filter };
+    // Flushes on every return below, so the last lines reach stderr.
+    let _log = match server::logging::init(filter, args.log_format) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("relay: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let config = match config(&args) {
         Ok(config) => config,
         Err(error) => {
@@ -251,8 +279,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Before any thread exists, so every thread inherits the mask.
-    let signals = server::Signals::block();
     let server = match server::Server::bind(config) {
         Ok(server) => server,
         // A setting checked against the machine (the memory budget), or a
@@ -281,7 +307,7 @@ fn main() -> ExitCode {
                     server::Signal::Hangup => reload(reloader.as_ref()),
                     _ if stopping => std::process::exit(130),
                     _ => {
-                        log::info!(
+                        tracing::info!(
                             "signal {} received; shutting down (again to exit at once)",
                             signal.number()
                         );
@@ -300,7 +326,7 @@ fn main() -> ExitCode {
         println!("listening for TLS on {addr}");
     }
     log_auth(&args);
-    log::info!(
+    tracing::info!(
         "accepting up to {} connections, frames up to {} bytes, {} rooms and {} memberships in all, a memory budget of {} bytes",
         server.max_connections(),
         args.max_frame,
