@@ -21,6 +21,7 @@ use protocol::ErrorCode;
 use crate::conn::close::CloseReason;
 use crate::conn::outbound::Batch;
 use crate::conn::peer::Peer;
+use crate::logging::{CONNECTIONS, throttled};
 use crate::shared::Shared;
 
 /// If the server is over its memory budget, cuts the heaviest connections
@@ -72,7 +73,11 @@ pub(crate) fn shed(shared: &Shared) -> usize {
                 peer.abort();
             }
             cut += 1;
-            tracing::warn!(
+            // One line per connection, many connections at once: the
+            // summary after it says how many.
+            throttled!(
+                CONNECTIONS,
+                WARN,
                 "c{}: cut with OVERLOADED, holding {held} bytes ({} of the {}-byte memory budget in use)",
                 peer.id(),
                 memory.used(),
