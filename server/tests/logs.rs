@@ -68,12 +68,36 @@ fn a_stderr_nobody_reads_does_not_stop_the_server() {
         client.join("lobby");
     }
     // Reading again: the writer catches up and says what it dropped.
-    let log = stop(child, read_all(stderr));
-    assert!(log.contains("log lines dropped"), "{log}");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("no line saying how many were dropped");
+        if line.contains("log lines dropped") {
+            break;
+        }
+    }
+    // SAFETY: kill only sends a signal to the child we started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let mut tail = String::new();
+    while let Ok(line) = lines.recv_timeout(WAIT) {
+        tail.push_str(&line);
+        tail.push('\n');
+    }
+    assert!(child.wait().unwrap().success(), "{tail}");
     assert!(
-        log.contains(&format!("stopped: {CYCLES} connections served")),
+        tail.contains(&format!("stopped: {CYCLES} connections served")),
         "{}",
-        &log[log.len().saturating_sub(2000)..]
+        &tail[tail.len().saturating_sub(2000)..]
     );
 }
 
