@@ -260,14 +260,27 @@ fn a_second_signal_during_the_drain_exits_at_once() {
     let lines = log_lines(&mut child);
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let addr = listening_on(&mut stdout);
-    // Two clients: the first is told at once, the second not for 30 minutes.
-    let (mut first, _) = Raw::hello(addr, json!({}));
-    let (_second, _) = Raw::hello(addr, json!({}));
+    // Two clients: one is told at once, the other not for 30 minutes.
+    let (told_tx, told) = std::sync::mpsc::channel();
+    for _ in 0..2 {
+        let (client, _) = Raw::hello(addr, json!({}));
+        let mut conn: testkit::Conn =
+            testkit::Conn::from_stream(client.stream().try_clone().unwrap()).unwrap();
+        let told_tx = told_tx.clone();
+        std::thread::spawn(move || {
+            // The client told later sees the forced exit as EOF instead.
+            if let Ok(frame) = conn.recv(WAIT) {
+                let _ = told_tx.send(frame.expect_error());
+            }
+            drop(client);
+        });
+    }
 
     signal(&child, libc::SIGTERM);
-    let error = first.expect_error("SHUTTING_DOWN");
-    assert!(error.retry_after_ms.is_some(), "{error:?}");
     wait_for_line(&lines, "signal 15 received; draining");
+    let error = told.recv_timeout(WAIT).expect("no client was told");
+    assert_eq!(error.code.as_str(), "SHUTTING_DOWN", "{error:?}");
+    assert!(error.retry_after_ms.is_some(), "{error:?}");
     signal(&child, libc::SIGINT);
 
     let (tx, rx) = std::sync::mpsc::channel();

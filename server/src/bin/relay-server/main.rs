@@ -93,7 +93,7 @@ struct Args {
     tls_handshake_timeout: f64,
     /// Static tokens for services, one per line: TOKEN USER
     /// [join=PATTERNS] [publish=PATTERNS] (SPEC.md 11.1). Turns
-    /// authentication on.
+    /// authentication on. Reread on SIGHUP.
     #[arg(long, env = "RELAY_AUTH_TOKENS", value_name = "FILE")]
     auth_tokens: Option<PathBuf>,
     /// Shared secret for HS256 JWTs (at least 32 bytes). Turns
