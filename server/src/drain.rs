@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::shared::Shared;
-
 /// The least `retryAfterMs` a SHUTTING_DOWN carries: a moment for the
 /// server (or its replacement) to be listening again.
 pub(crate) const MIN_RETRY_MS: u64 = 1000;
@@ -72,28 +70,28 @@ impl Drain {
     }
 }
 
-/// Sends SHUTTING_DOWN to every live connection, spread over the drain's
-/// window; returns once the last has been told (not once it has closed).
-pub(crate) fn close_spread(shared: &Shared) {
-    let peers = shared.peers();
-    let window = shared.drain.window();
-    let count = peers.len();
-    log::info!(
-        "shutting down: closing {count} connection(s) over {:.1} s",
-        window.as_secs_f64()
-    );
-    let start = Instant::now();
-    let mut seed = seed();
-    for (i, peer) in peers.iter().enumerate() {
-        shared.drain.wait_for(start, i as f64 / count as f64);
-        let window_ms = u64::try_from(shared.drain.window().as_millis()).unwrap_or(u64::MAX);
-        let jitter = if window_ms == 0 {
-            0
-        } else {
-            splitmix64(&mut seed) % window_ms
-        };
-        peer.outbound
-            .close_for_shutdown(MIN_RETRY_MS.saturating_add(jitter));
+impl Drain {
+    /// Tells each of `peers` (with `tell`, given its `retryAfterMs`),
+    /// spread over the window; returns once the last has been told (not
+    /// once it has closed).
+    pub(crate) fn tell_spread<T>(&self, peers: &[T], mut tell: impl FnMut(&T, u64)) {
+        let count = peers.len();
+        log::info!(
+            "shutting down: closing {count} connection(s) over {:.1} s",
+            self.window().as_secs_f64()
+        );
+        let start = Instant::now();
+        let mut seed = seed();
+        for (i, peer) in peers.iter().enumerate() {
+            self.wait_for(start, i as f64 / count as f64);
+            let window_ms = u64::try_from(self.window().as_millis()).unwrap_or(u64::MAX);
+            let jitter = if window_ms == 0 {
+                0
+            } else {
+                splitmix64(&mut seed) % window_ms
+            };
+            tell(peer, MIN_RETRY_MS.saturating_add(jitter));
+        }
     }
 }
 

@@ -481,7 +481,11 @@ fn start_housekeeping(shared: &Arc<Shared>) {
 /// SHUTTING_DOWN to everyone (spread over the drain's window), a bounded
 /// flush, then cut what remains.
 fn close_all(shared: &Shared) {
-    crate::drain::close_spread(shared);
+    let peers = shared.peers();
+    shared.drain.tell_spread(&peers, |peer, retry_after_ms| {
+        peer.outbound.close_for_shutdown(retry_after_ms);
+    });
+    drop(peers);
     if !shared.wait_for_no_peers(SHUTDOWN_FLUSH) {
         let peers = shared.peers();
         log::warn!(
