@@ -145,12 +145,18 @@ pub struct LogGuard {
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        const GRACE: Duration = Duration::from_secs(2);
-        if let Some(queue) = QUEUE.get() {
-            let (done, wait) = crossbeam_channel::bounded(1);
-            if queue.send_timeout(Message::Flush(done), GRACE).is_ok() {
-                let _ = wait.recv_timeout(GRACE);
-            }
+        flush();
+    }
+}
+
+/// Waits (two seconds at most) until every line logged so far is written;
+/// for a stop that skips destructors (`std::process::exit`).
+pub fn flush() {
+    const GRACE: Duration = Duration::from_secs(2);
+    if let Some(queue) = QUEUE.get() {
+        let (done, wait) = crossbeam_channel::bounded(1);
+        if queue.send_timeout(Message::Flush(done), GRACE).is_ok() {
+            let _ = wait.recv_timeout(GRACE);
         }
     }
 }

@@ -21,8 +21,8 @@ use crate::tls::{TestPki, TlsClient};
 pub enum Launch {
     /// Start `relay-server` from this binary as a child.
     RelayChild(PathBuf),
-    /// Start Relay in this process.
-    RelayInProcess(server::Config),
+    /// Start Relay in this process (boxed: a `Config` is large).
+    RelayInProcess(Box<server::Config>),
     /// Start `redis-server` or `nats-server` from this binary as a child.
     Peer(System, PathBuf),
     /// Someone else's server (every workload shares it).
@@ -75,7 +75,7 @@ impl Launch {
                             handshake_timeout: server::TlsConfig::DEFAULT_HANDSHAKE_TIMEOUT,
                         })
                     }),
-                    ..config.clone()
+                    ..config.as_ref().clone()
                 };
                 let target = Target::in_process(config)?;
                 (target.addr(), None, Owner::Relay(target))
