@@ -323,13 +323,24 @@ fn clients_that_never_read_cannot_take_the_server_past_its_budget() {
     });
     // New clients are welcome again (the last attackers' bytes may still
     // be arriving, and take the server over once more for a moment).
+    // The same moment may refuse its JOIN (room state over the budget):
+    // the client then tries again, as a real one would.
     let mut late = None;
-    wait_until("a new client to be admitted", || {
-        late = admitted(addr);
-        late.is_some()
+    wait_until("a new client to be admitted and to join", || {
+        let Some(mut client) = admitted(addr) else {
+            return false;
+        };
+        client.send_json(MessageType::JoinRoom, &json!({ "room": "chat" }));
+        let answer = client.recv();
+        if answer.kind == MessageType::JoinRoom {
+            late = Some((client, answer.json()));
+            return true;
+        }
+        assert_eq!(answer.expect_error().code.as_str(), "INVALID_ROOM");
+        false
     });
-    let mut late = late.unwrap();
-    assert_eq!(late.join("chat")["members"], 3);
+    let (_late, answer) = late.unwrap();
+    assert_eq!(answer["members"], 3);
 
     stop.store(true, Ordering::Relaxed);
     watcher.join().unwrap();
