@@ -206,3 +206,55 @@ fn a_bad_filter_is_refused_at_start() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.starts_with("relay: bad log filter"), "{stderr}");
 }
+
+#[test]
+fn sighup_rereads_the_log_filter_file() {
+    let path = std::env::temp_dir().join(format!("relay-log-filter-{}", std::process::id()));
+    std::fs::write(&path, "# quiet to begin with\nwarn\n").unwrap();
+    let (mut child, addr) = start(&["--log-filter-file", path.to_str().unwrap()]);
+    // Line by line, so the test can wait for the reload to be logged.
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, done) = std::sync::mpsc::channel();
+    {
+        let lines = std::sync::Arc::clone(&lines);
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let mut text = lines.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+            let _ = tx.send(());
+        });
+    }
+    let (mut before, _) = Raw::hello(addr, json!({"userId": "before"}));
+    before.join("r");
+    drop(before);
+
+    std::fs::write(&path, "info\n").unwrap();
+    // SAFETY: kill only sends a signal to the child we started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    testkit::wait_until("the new filter logged", || {
+        lines
+            .lock()
+            .unwrap()
+            .contains("reload: log filter is now \"info\"")
+    });
+    let (mut after, _) = Raw::hello(addr, json!({"userId": "after"}));
+    after.join("r");
+    drop(after);
+
+    // A file without a filter keeps the one in force.
+    std::fs::write(&path, "# nothing\n").unwrap();
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    testkit::wait_until("the refusal logged", || {
+        lines.lock().unwrap().contains("reload: log filter refused")
+    });
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    done.recv_timeout(WAIT).expect("the server did not exit");
+    assert!(child.wait().unwrap().success());
+    let log = lines.lock().unwrap().clone();
+    assert!(!log.contains("user=\"before\""), "{log}");
+    assert!(log.contains("user=\"after\""), "{log}");
+    let _ = std::fs::remove_file(&path);
+}

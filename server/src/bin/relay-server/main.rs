@@ -125,6 +125,11 @@ struct Args {
         value_name = "FILTER"
     )]
     log_filter: String,
+    /// A file holding the log filter (its first line that is not blank or
+    /// a `#` comment): used instead of --log, and read again on SIGHUP, so
+    /// a running server's filter can be changed.
+    #[arg(long, env = "RELAY_LOG_FILTER_FILE", value_name = "FILE")]
+    log_filter_file: Option<PathBuf>,
     /// human (the default), or json: one object a line for log shippers.
     #[arg(
         long,
@@ -243,6 +248,19 @@ struct Reload {
     /// The `--auth-tokens` file and the table the server reads (a clone
     /// shares its tokens).
     tokens: Option<(PathBuf, server::auth::TokenTable)>,
+    /// `--log-filter-file`.
+    log_filter: Option<PathBuf>,
+}
+
+/// The filter in a `--log-filter-file`.
+fn read_filter(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("--log-filter-file {}: {error}", path.display()))?;
+    text.lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("--log-filter-file {}: no filter in it", path.display()))
 }
 
 impl Reload {
@@ -277,10 +295,16 @@ impl Reload {
                 ),
             }
         }
-        // The log filter: `server::logging::reload_filter(&str)` replaces
-        // it in place (a bad filter is refused and the old one kept); where
-        // a new filter would come from on SIGHUP is not decided yet.
-        // RELOAD-LOG-FILTER
+        if let Some(path) = &self.log_filter {
+            match read_filter(path)
+                .and_then(|filter| server::logging::reload_filter(&filter).map(|()| filter))
+            {
+                Ok(filter) => tracing::warn!("reload: log filter is now {filter:?}"),
+                Err(error) => {
+                    tracing::error!("reload: log filter refused, keeping the one in force: {error}")
+                }
+            }
+        }
     }
 }
 
@@ -306,7 +330,19 @@ fn main() -> ExitCode {
     // thread inherits the mask.
     let signals = server::Signals::block();
     let debug = args.debug || std::env::var("RELAY_DEBUG").is_ok_and(|v| v == "1" || v == "true");
-    let filter = if debug { "debug" } else { &args.log_filter };
+    let from_file = match args.log_filter_file.as_deref().map(read_filter) {
+        Some(Err(error)) => {
+            eprintln!("relay: {error}");
+            return ExitCode::from(2);
+        }
+        Some(Ok(filter)) => Some(filter),
+        None => None,
+    };
+    let filter = match (&from_file, debug) {
+        (_, true) => "debug",
+        (Some(filter), false) => filter.as_str(),
+        (None, false) => args.log_filter.as_str(),
+    };
     // Flushes on every return below, so the last lines reach stderr.
     let _log = match server::logging::init(filter, args.log_format) {
         Ok(guard) => guard,
@@ -344,6 +380,7 @@ fn main() -> ExitCode {
     let reload = Reload {
         tls: server.tls_reloader(),
         tokens: args.auth_tokens.clone().zip(tokens),
+        log_filter: args.log_filter_file.clone(),
     };
     let drain_timeout = args.drain_timeout;
     let spawned = std::thread::Builder::new()
