@@ -56,6 +56,10 @@ pub struct Config {
     /// Who may connect, and what they may do (SPEC.md 11.1, 11.2); off by
     /// default: anyone, under any name, anywhere.
     pub auth: AuthConfig,
+    /// Where to serve `/metrics`, `/healthz`, `/readyz`, `/connz` and
+    /// `/roomz` (SPEC.md 12); `None`, the default, serves nothing. Bind it
+    /// to a private address: it shows who is connected.
+    pub http_addr: Option<SocketAddr>,
 }
 
 /// How fast one connection may send: token buckets for frames and for
@@ -214,6 +218,7 @@ impl Default for Config {
             budget: Budget::default(),
             tls: None,
             auth: AuthConfig::default(),
+            http_addr: None,
         }
     }
 }

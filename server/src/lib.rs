@@ -56,6 +56,7 @@ mod counters;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod http;
 mod per_address;
 mod rooms;
 mod server;

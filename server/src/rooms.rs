@@ -243,6 +243,24 @@ impl Rooms {
         remaining
     }
 
+    /// Every room now with its member count, sorted by name, for
+    /// `/roomz`. Takes each shard's read lock in turn, briefly; the list is
+    /// as big as the room cap allows (`--max-rooms`).
+    pub(crate) fn list(&self) -> Vec<(Arc<str>, usize)> {
+        let mut rooms: Vec<(Arc<str>, usize)> = Vec::new();
+        for shard in self.shards.iter() {
+            rooms.extend(
+                shard
+                    .0
+                    .read()
+                    .values()
+                    .map(|room| (Arc::clone(&room.name), room.members.len())),
+            );
+        }
+        rooms.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        rooms
+    }
+
     /// Members of `room` now.
     pub(crate) fn members(&self, room: &str) -> usize {
         self.shard(room)

@@ -88,6 +88,12 @@ impl Shared {
         })
     }
 
+    /// Whether the server takes new connections: false once shutdown (or a
+    /// drain) has begun. `/readyz` answers from this.
+    pub(crate) fn accepting(&self) -> bool {
+        !self.shutting_down.load(Ordering::Acquire)
+    }
+
     /// A number for a new connection, unique across both listeners.
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
@@ -34,6 +35,9 @@ pub(crate) struct Peer {
     /// Bytes of the reader's buffer (a frame partly received, mostly), as
     /// charged to the memory budget; for choosing whom to shed.
     pub(crate) read_buffer: AtomicUsize,
+    /// When it was admitted, and whether over TLS: for `/connz`.
+    pub(crate) started: Instant,
+    pub(crate) tls: bool,
 }
 
 impl Peer {
@@ -42,6 +46,7 @@ impl Peer {
         addr: SocketAddr,
         cut: Arc<dyn Cut>,
         slot: Slot,
+        tls: bool,
     ) -> Peer {
         Peer {
             outbound,
@@ -54,6 +59,8 @@ impl Peer {
             slot: Mutex::new(slot),
             client_identity: OnceLock::new(),
             read_buffer: AtomicUsize::new(0),
+            started: Instant::now(),
+            tls,
         }
     }
 
