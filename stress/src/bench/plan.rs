@@ -79,7 +79,9 @@ fn launch_for(system: System, options: &Options) -> std::result::Result<Launch, 
             let binary = options.server_bin.clone().or_else(sibling_server_binary);
             Ok(match binary {
                 Some(binary) if !options.in_process => Launch::RelayChild(binary),
-                _ => Launch::RelayInProcess(options.target.config.clone().unwrap_or_default()),
+                _ => Launch::RelayInProcess(Box::new(
+                    options.target.config.clone().unwrap_or_default(),
+                )),
             })
         }
         System::Redis | System::Nats => {

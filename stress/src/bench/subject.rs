@@ -22,7 +22,8 @@ pub enum Launch {
     /// Start `relay-server` from this binary as a child.
     RelayChild(PathBuf),
     /// Start Relay in this process.
-    RelayInProcess(server::Config),
+    /// Boxed: a `Config` is large, and the other variants are small.
+    RelayInProcess(Box<server::Config>),
     /// Start `redis-server` or `nats-server` from this binary as a child.
     Peer(System, PathBuf),
     /// Someone else's server (every workload shares it).
@@ -75,7 +76,7 @@ impl Launch {
                             handshake_timeout: server::TlsConfig::DEFAULT_HANDSHAKE_TIMEOUT,
                         })
                     }),
-                    ..config.clone()
+                    ..(**config).clone()
                 };
                 let target = Target::in_process(config)?;
                 (target.addr(), None, Owner::Relay(target))

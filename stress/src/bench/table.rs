@@ -431,10 +431,7 @@ mod tests {
             ..Options::default()
         };
         let systems = vec![
-            (
-                System::Relay,
-                Ok(Launch::RelayInProcess(server::Config::default())),
-            ),
+            (System::Relay, Ok(Launch::RelayInProcess(Box::default()))),
             (System::Redis, Err("redis-server not found".to_owned())),
         ];
         let mut report = Report::new("bench");
