@@ -239,6 +239,9 @@ fn connz_and_roomz_list_a_chat_in_stable_pages() {
     );
     let page = get_json(http, "/roomz?offset=1&limit=1");
     assert_eq!(page["rooms"][0]["name"], "lobby");
+    // Bob's arrival (a member event) and Alice's "hi".
+    assert_eq!(page["rooms"][0]["messages"], 2);
+    assert_eq!(roomz["rooms"][0]["messages"], 0);
     assert_eq!(page["rooms"].as_array().unwrap().len(), 1);
     let past_the_end = get_json(http, "/roomz?offset=10");
     assert_eq!(past_the_end["rooms"].as_array().unwrap().len(), 0);

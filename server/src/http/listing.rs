@@ -79,6 +79,7 @@ struct Connection {
 struct Room {
     name: String,
     members: usize,
+    messages: u64,
 }
 
 /// One page of the live connections, by id.
@@ -115,9 +116,10 @@ pub(super) fn roomz(shared: &Shared, page: Page) -> String {
         .into_iter()
         .skip(page.offset)
         .take(page.limit)
-        .map(|(name, members)| Room {
+        .map(|(name, members, messages)| Room {
             name: name.to_string(),
             members,
+            messages,
         })
         .collect();
     encode(&Listing {
