@@ -60,6 +60,18 @@ pub struct Config {
     /// `/roomz` (SPEC.md 12); `None`, the default, serves nothing. Bind it
     /// to a private address: it shows who is connected.
     pub http_addr: Option<SocketAddr>,
+    /// A lame-duck drain (SIGTERM, [`ShutdownHandle::drain`](crate::ShutdownHandle::drain))
+    /// spreads its SHUTTING_DOWN closes over this long, so that clients do
+    /// not all reconnect at the same moment (`--drain-timeout`). 0 closes
+    /// everyone at once.
+    pub drain_timeout: Duration,
+}
+
+impl Config {
+    /// The default `--drain-timeout`: long enough to spread thousands of
+    /// reconnects, short enough for a service manager's stop timeout
+    /// (systemd's default is 90 s).
+    pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 }
 
 /// How fast one connection may send: token buckets for frames and for
@@ -219,6 +231,7 @@ impl Default for Config {
             tls: None,
             auth: AuthConfig::default(),
             http_addr: None,
+            drain_timeout: Config::DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }
@@ -268,6 +281,16 @@ impl Config {
                     ),
                 });
             }
+        }
+        if self.drain_timeout > MAX_TIMEOUT {
+            return Err(ConfigError {
+                flag: "drain-timeout",
+                problem: format!(
+                    "must be at most {} seconds, not {}",
+                    MAX_TIMEOUT.as_secs(),
+                    self.drain_timeout.as_secs_f64()
+                ),
+            });
         }
         if self.rates.burst.is_zero() || self.rates.burst > MAX_TIMEOUT {
             return Err(ConfigError {

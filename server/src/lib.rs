@@ -9,6 +9,8 @@
 //!
 //! - [`server`](Server): the accept loop, admission, shutdown, and the
 //!   housekeeping thread (giving memory back after a crowd leaves).
+//! - `drain`: the lame-duck drain: SHUTTING_DOWN spread over
+//!   `--drain-timeout`, each with its own `retryAfterMs` hint.
 //! - `conn/`: one connection: the transport seam (plain TCP, and TLS in
 //!   `conn::tls`), its reader thread, the
 //!   request handling (`session`, no socket), the bounded outbound queue
@@ -53,6 +55,7 @@ mod budget;
 mod config;
 mod conn;
 mod counters;
+mod drain;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -13,7 +13,6 @@ use protocol::ErrorCode;
 
 use crate::budget::{MEMBERSHIP_BYTES, ROOM_BYTES};
 use crate::config::{Config, ConfigError, default_memory_budget};
-use crate::conn::close::CloseReason;
 use crate::conn::outbound::Batch;
 use crate::conn::tls::Tls;
 use crate::conn::transport::Tcp;
@@ -239,6 +238,12 @@ impl RunningServer {
         }
     }
 
+    /// Whether the server takes new connections (what `/readyz` reports):
+    /// false from the moment a stop or drain begins.
+    pub fn accepting(&self) -> bool {
+        self.shared.accepting()
+    }
+
     /// Stops the server and waits until it has finished.
     pub fn shutdown(mut self) {
         self.stop();
@@ -263,13 +268,31 @@ impl Drop for RunningServer {
 }
 
 impl ShutdownHandle {
-    /// Starts the shutdown: stop accepting, SHUTTING_DOWN to everyone. The
-    /// server's `run` returns once connections are closed.
+    /// Stops at once: stop accepting, SHUTTING_DOWN to everyone together.
+    /// The server's `run` returns once connections are closed. During a
+    /// [`drain`](ShutdownHandle::drain) this hurries it: every close still
+    /// due happens now.
     pub fn shutdown(&self) {
-        if self.shared.shutting_down.swap(true, Ordering::AcqRel) {
+        self.stop(Duration::ZERO);
+    }
+
+    /// Lame-duck drain (SIGTERM in `relay-server`): stop accepting at once
+    /// (readiness fails), then SHUTTING_DOWN to each connection, spread
+    /// evenly over [`Config::drain_timeout`] and each with its own
+    /// `retryAfterMs`, so clients do not all reconnect together. The
+    /// server's `run` returns once connections are closed.
+    pub fn drain(&self) {
+        self.stop(self.shared.config.drain_timeout);
+    }
+
+    fn stop(&self, window: Duration) {
+        self.shared.stop_accepting();
+        if !self.shared.drain.begin(window) {
             return;
         }
-        // Wake each accept loop with a connection of our own.
+        self.shared.shutting_down.store(true, Ordering::Release);
+        // Wake each accept loop with a connection of our own; the loop
+        // then ends and its listening socket closes.
         let tls = self.shared.tls.as_ref().map(|tls| tls.addr);
         for mut addr in std::iter::once(self.shared.local_addr).chain(tls) {
             if addr.ip().is_unspecified() {
@@ -484,13 +507,13 @@ fn start_housekeeping(shared: &Arc<Shared>) {
     }
 }
 
-/// SHUTTING_DOWN to everyone, a bounded flush, then cut what remains.
+/// SHUTTING_DOWN to everyone (spread over the drain's window), a bounded
+/// flush, then cut what remains.
 fn close_all(shared: &Shared) {
     let peers = shared.peers();
-    log::info!("shutting down: closing {} connection(s)", peers.len());
-    for peer in &peers {
-        peer.outbound.close(CloseReason::Shutdown);
-    }
+    shared.drain.tell_spread(&peers, |peer, retry_after_ms| {
+        peer.outbound.close_for_shutdown(retry_after_ms);
+    });
     drop(peers);
     if !shared.wait_for_no_peers(SHUTDOWN_FLUSH) {
         let peers = shared.peers();

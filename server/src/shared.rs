@@ -28,6 +28,12 @@ pub(crate) struct Shared {
     registry: Mutex<HashMap<u64, Arc<Peer>>>,
     registry_changed: Condvar,
     pub(crate) shutting_down: AtomicBool,
+    /// Whether the listeners take new connections: false from the first
+    /// moment of a stop or drain, before anything else happens, so that a
+    /// load balancer's readiness check fails at once.
+    accepting: AtomicBool,
+    /// The stop in progress, and how its closes are spread.
+    pub(crate) drain: crate::drain::Drain,
     /// Connections allowed: `--max-connections` capped by system limits.
     pub(crate) max_connections: usize,
     pub(crate) local_addr: SocketAddr,
@@ -65,6 +71,8 @@ impl Shared {
             registry: Mutex::default(),
             registry_changed: Condvar::new(),
             shutting_down: AtomicBool::new(false),
+            accepting: AtomicBool::new(true),
+            drain: crate::drain::Drain::default(),
             max_connections,
             local_addr,
             crowd: AtomicU64::new(0),
@@ -88,10 +96,15 @@ impl Shared {
         })
     }
 
-    /// Whether the server takes new connections: false once shutdown (or a
-    /// drain) has begun. `/readyz` answers from this.
+    /// Whether the server takes new connections (`/readyz`): false once a
+    /// stop or a lame-duck drain has begun.
     pub(crate) fn accepting(&self) -> bool {
-        !self.shutting_down.load(Ordering::Acquire)
+        self.accepting.load(Ordering::Acquire)
+    }
+
+    /// The first step of every stop: readiness fails from here on.
+    pub(crate) fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::Release);
     }
 
     /// A number for a new connection, unique across both listeners.

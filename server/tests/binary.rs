@@ -175,3 +175,118 @@ fn without_authentication_the_server_warns_that_anyone_may_connect() {
     let _ = child.wait();
     assert!(log.contains("WARN  authentication is off: anyone"), "{log}");
 }
+
+/// The server's stderr, line by line, on a channel (so a test can wait for
+/// a log line without blocking forever).
+fn log_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a log line containing `needle`; fails after [`WAIT`].
+fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("no log line with {needle:?}"),
+        }
+    }
+}
+
+fn signal(child: &std::process::Child, signal: libc::c_int) {
+    // SAFETY: kill only sends a signal to the child we started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+}
+
+#[test]
+fn sighup_rereads_the_tokens_file_and_keeps_the_old_one_if_the_new_is_broken() {
+    const OLD: &str = "binary-test-token-old-0123456789";
+    const NEW: &str = "binary-test-token-new-0123456789";
+    let tokens = TempFile::new("reload-tokens", &format!("{OLD} old\n"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relay-server"))
+        .args(["--addr", "127.0.0.1:0", "--auth-tokens"])
+        .arg(&tokens.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = log_lines(&mut child);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let addr = listening_on(&mut stdout);
+    Raw::hello(addr, json!({"token": OLD}));
+
+    std::fs::write(&tokens.0, format!("{NEW} new\n")).unwrap();
+    signal(&child, libc::SIGHUP);
+    wait_for_line(&lines, "reload: 1 tokens from");
+    Raw::hello(addr, json!({"token": NEW}));
+    let mut removed = Raw::connect(addr);
+    removed.send_json(MessageType::Hello, &json!({"token": OLD}));
+    removed.expect_fatal("AUTH_FAILED");
+
+    std::fs::write(&tokens.0, "a-token-without-a-user\n").unwrap();
+    signal(&child, libc::SIGHUP);
+    let line = wait_for_line(&lines, "reload: tokens file refused");
+    assert!(line.contains(":1:"), "the error names the line: {line}");
+    assert!(
+        !line.contains("a-token-without-a-user"),
+        "a token in the log: {line}"
+    );
+    Raw::hello(addr, json!({"token": NEW}));
+
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_second_signal_during_the_drain_exits_at_once() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relay-server"))
+        .args(["--addr", "127.0.0.1:0", "--drain-timeout", "3600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = log_lines(&mut child);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let addr = listening_on(&mut stdout);
+    // Two clients: one is told at once, the other not for 30 minutes.
+    let (told_tx, told) = std::sync::mpsc::channel();
+    for _ in 0..2 {
+        let (client, _) = Raw::hello(addr, json!({}));
+        let mut conn: testkit::Conn =
+            testkit::Conn::from_stream(client.stream().try_clone().unwrap()).unwrap();
+        let told_tx = told_tx.clone();
+        std::thread::spawn(move || {
+            // The client told later sees the forced exit as EOF instead.
+            if let Ok(frame) = conn.recv(WAIT) {
+                let _ = told_tx.send(frame.expect_error());
+            }
+            drop(client);
+        });
+    }
+
+    signal(&child, libc::SIGTERM);
+    wait_for_line(&lines, "signal 15 received; draining");
+    let error = told.recv_timeout(WAIT).expect("no client was told");
+    assert_eq!(error.code.as_str(), "SHUTTING_DOWN", "{error:?}");
+    assert!(error.retry_after_ms.is_some(), "{error:?}");
+    signal(&child, libc::SIGINT);
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait().unwrap());
+    });
+    let status = rx.recv_timeout(WAIT).expect("the server did not exit");
+    assert_eq!(status.code(), Some(130), "{status}");
+}

@@ -19,6 +19,8 @@ use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::Arc;
 
+use parking_lot::RwLock;
+
 use ring::digest::{SHA256, digest};
 use subtle::ConstantTimeEq;
 
@@ -59,13 +61,18 @@ impl Hash for TokenDigest {
     }
 }
 
-/// The tokens of one file. Cheap to clone.
+/// The tokens of one file. Cheap to clone, and clones share one set of
+/// tokens: [`TokenTable::replace`] on any clone (what `relay-server` does
+/// on SIGHUP) reaches the server that holds another, atomically: a HELLO
+/// sees the old set or the new, never a mix.
 #[derive(Clone)]
-pub struct TokenTable(Arc<HashMap<TokenDigest, Identity>>);
+pub struct TokenTable(Arc<RwLock<Arc<Tokens>>>);
+
+type Tokens = HashMap<TokenDigest, Identity>;
 
 impl fmt::Debug for TokenTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TokenTable({} tokens)", self.0.len())
+        write!(f, "TokenTable({} tokens)", self.len())
     }
 }
 
@@ -174,20 +181,34 @@ impl TokenTable {
                     .to_owned(),
             });
         }
-        Ok(TokenTable(Arc::new(table)))
+        Ok(TokenTable(Arc::new(RwLock::new(Arc::new(table)))))
     }
 
     /// The identity `token` stands for, if it is in the table.
     pub fn get(&self, token: &str) -> Option<Identity> {
-        self.0.get(&TokenDigest::of(token)).cloned()
+        let digest = TokenDigest::of(token);
+        self.current().get(&digest).cloned()
+    }
+
+    /// Puts the tokens of `other` in force for every clone of this table:
+    /// new HELLOs see them; connections already open keep the identity
+    /// they authenticated with.
+    pub fn replace(&self, other: &TokenTable) {
+        let tokens = other.current();
+        *self.0.write() = tokens;
+    }
+
+    /// The set in force now; the lock is held only to clone the `Arc`.
+    fn current(&self) -> Arc<Tokens> {
+        Arc::clone(&self.0.read())
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.current().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.current().is_empty()
     }
 }
 

@@ -66,6 +66,9 @@ pub(crate) struct Outbound {
     /// The ERROR a fatal close from the reader ends with; recorded before
     /// the close so the writer sends it after everything queued, last.
     final_error: OnceLock<Arc<Batch>>,
+    /// The `retryAfterMs` a SHUTTING_DOWN close carries: each connection
+    /// gets its own, so that a drain's reconnects spread (SPEC.md 5.9).
+    shutdown_hint: OnceLock<u64>,
     /// The reader, so a close decided on another thread interrupts its wait.
     reader: Wakeable,
     /// The writer's: rung when a publisher cannot finish writing, after a
@@ -102,6 +105,7 @@ impl Outbound {
             state: StateCell::default(),
             reason: OnceLock::new(),
             final_error: OnceLock::new(),
+            shutdown_hint: OnceLock::new(),
             reader: Wakeable::default(),
             bell: Doorbell::default(),
             output,
@@ -166,6 +170,16 @@ impl Outbound {
         true
     }
 
+    /// Closes with SHUTTING_DOWN carrying `retry_after_ms`, sent after
+    /// everything already queued. Returns whether this call decided it.
+    pub(crate) fn close_for_shutdown(&self, retry_after_ms: u64) -> bool {
+        if self.is_closing() {
+            return false;
+        }
+        let _ = self.shutdown_hint.set(retry_after_ms);
+        self.close(CloseReason::Shutdown)
+    }
+
     /// Closes for a fatal `error`, sent after everything already queued.
     /// Returns whether this call decided the close (otherwise the earlier
     /// reason's ERROR, if any, is sent).
@@ -184,6 +198,13 @@ impl Outbound {
         // A reason decided elsewhere has its own words, even if the reader
         // raced it and recorded an ERROR of its own.
         match reason.standard_message() {
+            Some(message) if matches!(reason, CloseReason::Shutdown) => {
+                let mut error = ErrorPayload::new(code, message);
+                if let Some(&hint) = self.shutdown_hint.get() {
+                    error = error.retry_after(hint);
+                }
+                Some(Arc::new(Batch::error_payload(&error)))
+            }
             Some(message) => Some(Arc::new(Batch::error(code, message))),
             None => self.final_error.get().cloned(),
         }

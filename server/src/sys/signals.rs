@@ -8,11 +8,13 @@ use std::fmt;
 /// A signal the server acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
-    /// Ctrl-C.
+    /// Ctrl-C: the same drain as SIGTERM (an operator at a terminal
+    /// presses it again to stop at once).
     Interrupt,
-    /// `kill`, a service manager stopping the server.
+    /// `kill`, a service manager stopping the server: a lame-duck drain.
     Terminate,
-    /// `kill -HUP`, a service manager's reload: reread the TLS files.
+    /// `kill -HUP`, a service manager's reload: reread the TLS files and
+    /// the tokens file.
     Hangup,
 }
 

@@ -21,8 +21,7 @@ use crate::tls::{TestPki, TlsClient};
 pub enum Launch {
     /// Start `relay-server` from this binary as a child.
     RelayChild(PathBuf),
-    /// Start Relay in this process.
-    /// Boxed: a `Config` is large, and the other variants are small.
+    /// Start Relay in this process (boxed: a `Config` is large).
     RelayInProcess(Box<server::Config>),
     /// Start `redis-server` or `nats-server` from this binary as a child.
     Peer(System, PathBuf),
@@ -76,7 +75,7 @@ impl Launch {
                             handshake_timeout: server::TlsConfig::DEFAULT_HANDSHAKE_TIMEOUT,
                         })
                     }),
-                    ..(**config).clone()
+                    ..config.as_ref().clone()
                 };
                 let target = Target::in_process(config)?;
                 (target.addr(), None, Owner::Relay(target))
