@@ -56,6 +56,10 @@ pub struct Config {
     /// Who may connect, and what they may do (SPEC.md 11.1, 11.2); off by
     /// default: anyone, under any name, anywhere.
     pub auth: AuthConfig,
+    /// Where to serve `/metrics`, `/healthz`, `/readyz`, `/connz` and
+    /// `/roomz` (SPEC.md 12); `None`, the default, serves nothing. Bind it
+    /// to a private address: it shows who is connected.
+    pub http_addr: Option<SocketAddr>,
     /// A lame-duck drain (SIGTERM, [`ShutdownHandle::drain`](crate::ShutdownHandle::drain))
     /// spreads its SHUTTING_DOWN closes over this long, so that clients do
     /// not all reconnect at the same moment (`--drain-timeout`). 0 closes
@@ -226,6 +230,7 @@ impl Default for Config {
             budget: Budget::default(),
             tls: None,
             auth: AuthConfig::default(),
+            http_addr: None,
             drain_timeout: Config::DEFAULT_DRAIN_TIMEOUT,
         }
     }

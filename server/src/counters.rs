@@ -25,6 +25,22 @@ impl std::ops::Deref for Padded {
     }
 }
 
+/// Why the accept loop turned a connection away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// At `--max-connections` (or the system's limit).
+    Full = 0,
+    /// At `--max-connections-per-ip` for the client's address.
+    PerAddress = 1,
+    /// Over the memory budget, shedding load.
+    Memory = 2,
+}
+
+impl Refusal {
+    /// Label values, indexed by discriminant.
+    pub(crate) const NAMES: [&'static str; 3] = ["server_full", "per_address", "memory_budget"];
+}
+
 /// Live counters. Each is independent; a snapshot is not one atomic instant.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -46,6 +62,9 @@ pub struct Counters {
     /// TLS handshakes that failed or timed out (a plain client on the TLS
     /// port, a slowloris, a refused client certificate). Not on the wire.
     pub(crate) tls_handshake_failures: AtomicU64,
+    /// Connections turned away at accept, indexed like [`Refusal::NAMES`].
+    /// Not on the wire.
+    refused: [AtomicU64; Refusal::NAMES.len()],
     /// ERROR frames sent, indexed like [`ErrorCode::ALL`].
     errors: [AtomicU64; ErrorCode::ALL.len()],
     /// Connections closed, by kind of close reason. Not on the wire.
@@ -72,6 +91,20 @@ impl Counters {
         if let Some(index) = ErrorCode::ALL.iter().position(|&c| c == code) {
             self.errors[index].fetch_add(1, Relaxed);
         }
+    }
+
+    pub(crate) fn refused(&self, why: Refusal) {
+        self.refused[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Connections turned away at accept so far, by why, every reason
+    /// listed.
+    pub fn refusals(&self) -> Vec<(&'static str, u64)> {
+        Refusal::NAMES
+            .iter()
+            .zip(&self.refused)
+            .map(|(&name, count)| (name, count.load(Relaxed)))
+            .collect()
     }
 
     pub(crate) fn closed(&self, reason: CloseReason) {

@@ -62,6 +62,7 @@ mod drain;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod http;
 pub mod logging;
 mod per_address;
 mod rooms;

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -35,6 +35,10 @@ struct Room {
     /// The same `Arc` as the map key, handed to members for their own lists.
     name: Arc<str>,
     members: Vec<Arc<Outbound>>,
+    /// MESSAGE frames relayed to the room since it was created (member
+    /// events too), for `/roomz`: one relaxed add per broadcast batch, under the read lock
+    /// the broadcast holds anyway.
+    messages: AtomicU64,
 }
 
 impl fmt::Debug for Room {
@@ -171,6 +175,7 @@ impl Rooms {
         let entry = Room {
             name: Arc::clone(&name),
             members: vec![Arc::clone(member)],
+            messages: AtomicU64::new(0),
         };
         map.insert(Arc::clone(&name), entry);
         drop(map);
@@ -243,6 +248,24 @@ impl Rooms {
         remaining
     }
 
+    /// Every room now with its member count, sorted by name, for
+    /// `/roomz`. Takes each shard's read lock in turn, briefly; the list is
+    /// as big as the room cap allows (`--max-rooms`).
+    pub(crate) fn list(&self) -> Vec<(Arc<str>, usize, u64)> {
+        let mut rooms: Vec<(Arc<str>, usize, u64)> = Vec::new();
+        for shard in self.shards.iter() {
+            rooms.extend(shard.0.read().values().map(|room| {
+                (
+                    Arc::clone(&room.name),
+                    room.members.len(),
+                    room.messages.load(Ordering::Relaxed),
+                )
+            }));
+        }
+        rooms.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        rooms
+    }
+
     /// Members of `room` now.
     pub(crate) fn members(&self, room: &str) -> usize {
         self.shard(room)
@@ -274,6 +297,9 @@ impl Rooms {
             let Some(entry) = map.get(room) else {
                 return;
             };
+            entry
+                .messages
+                .fetch_add(u64::from(batch.frames), Ordering::Relaxed);
             for member in &entry.members {
                 if Some(member.id()) != skip {
                     member.offer(batch, touched, &mut stalled);

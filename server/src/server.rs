@@ -16,7 +16,8 @@ use crate::config::{Config, ConfigError, default_memory_budget};
 use crate::conn::outbound::Batch;
 use crate::conn::tls::Tls;
 use crate::conn::transport::Tcp;
-use crate::counters::Counters;
+use crate::counters::{Counters, Refusal};
+use crate::http::HttpListener;
 use crate::logging::{REFUSALS, throttled};
 use crate::per_address::TooMany;
 use crate::shared::{Shared, TlsListening};
@@ -31,6 +32,8 @@ pub struct Server {
     listener: TcpListener,
     /// The TLS port's socket, when `Config::tls` asks for one.
     tls_listener: Option<TcpListener>,
+    /// The HTTP endpoint, when `Config::http_addr` asks for one.
+    http: Option<HttpListener>,
     shared: Arc<Shared>,
 }
 
@@ -45,6 +48,7 @@ enum Port {
 #[derive(Debug)]
 pub struct RunningServer {
     shared: Arc<Shared>,
+    http_addr: Option<SocketAddr>,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
 
@@ -88,10 +92,12 @@ impl Server {
         for warning in &capacity.warnings {
             tracing::warn!("{warning}");
         }
+        let http = config.http_addr.map(HttpListener::bind).transpose()?;
         let shared = Shared::new(config, capacity.connections, local_addr).with_tls(tls);
         Ok(Server {
             listener,
             tls_listener,
+            http,
             shared: Arc::new(shared),
         })
     }
@@ -104,6 +110,11 @@ impl Server {
     /// The TLS address actually bound, if the server has a TLS port.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.shared.tls_addr()
+    }
+
+    /// The HTTP endpoint's address actually bound, if it has one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpListener::addr)
     }
 
     /// Reloads the TLS files on request (SIGHUP in `relay-server`), if the
@@ -140,6 +151,11 @@ impl Server {
     /// was cut after the shutdown flush bound).
     pub fn run(self) -> io::Result<()> {
         start_housekeeping(&self.shared);
+        // Before the accept loops, so `/readyz` answers as soon as they run.
+        let http = match self.http {
+            Some(http) => Some(http.serve(&self.shared)?),
+            None => None,
+        };
         let tls_thread = match self.tls_listener {
             Some(listener) => {
                 let shared = Arc::clone(&self.shared);
@@ -158,6 +174,9 @@ impl Server {
             tracing::error!("the TLS accept thread panicked");
         }
         close_all(&self.shared);
+        if let Some(http) = http {
+            http.stop();
+        }
         let stats = self.shared.counters.snapshot();
         tracing::info!(
             "stopped: {} connections served, {} frames in, {} frames out, {} bytes in, {} bytes out, {} slow consumers, errors {:?}",
@@ -175,11 +194,13 @@ impl Server {
     /// Runs the server on a background thread.
     pub fn spawn(self) -> io::Result<RunningServer> {
         let shared = Arc::clone(&self.shared);
+        let http_addr = self.http_addr();
         let thread = std::thread::Builder::new()
             .name("relay-accept".into())
             .spawn(move || self.run())?;
         Ok(RunningServer {
             shared,
+            http_addr,
             thread: Some(thread),
         })
     }
@@ -194,6 +215,11 @@ impl RunningServer {
     /// The TLS address actually bound, if the server has a TLS port.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.shared.tls_addr()
+    }
+
+    /// The HTTP endpoint's address actually bound, if it has one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// Reloads the TLS files on request, if the server has a TLS port.
@@ -398,6 +424,7 @@ fn reject_tls(mut stream: TcpStream, addr: SocketAddr, why: &str) {
 fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, id: u64, port: Port) {
     let live = shared.counters.connections.load(Relaxed) as usize;
     if live >= shared.max_connections {
+        shared.counters.refused(Refusal::Full);
         let why = format!("server is full ({} connections)", shared.max_connections);
         match port {
             Port::Plain => reject(shared, stream, addr, &why),
@@ -407,6 +434,7 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, id: u64, por
     }
     let memory = &shared.counters.memory;
     if memory.is_shedding() {
+        shared.counters.refused(Refusal::Memory);
         let why = format!(
             "server is over its memory budget ({} of {} bytes in use)",
             memory.used(),
@@ -421,6 +449,7 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, id: u64, por
     let slot = match shared.per_address.admit(addr.ip()) {
         Ok(slot) => slot,
         Err(TooMany { limit }) => {
+            shared.counters.refused(Refusal::PerAddress);
             let why = format!(
                 "too many connections from {} (at most {limit} per address)",
                 addr.ip()

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
@@ -37,6 +38,9 @@ pub(crate) struct Peer {
     /// Entered by both threads, so every line about this connection
     /// carries its id, address and (after HELLO) user.
     pub(crate) span: tracing::Span,
+    /// When it was admitted, and whether over TLS: for `/connz`.
+    pub(crate) started: Instant,
+    pub(crate) tls: bool,
 }
 
 impl Peer {
@@ -45,6 +49,7 @@ impl Peer {
         addr: SocketAddr,
         cut: Arc<dyn Cut>,
         slot: Slot,
+        tls: bool,
     ) -> Peer {
         let span = tracing::info_span!(
             parent: None,
@@ -65,6 +70,8 @@ impl Peer {
             client_identity: OnceLock::new(),
             read_buffer: AtomicUsize::new(0),
             span,
+            started: Instant::now(),
+            tls,
         }
     }
 

@@ -33,9 +33,9 @@ impl Job for Writer {
 /// Starts serving connection `id` from `addr` over `transport`, counted
 /// against its address by `slot`: registers it and starts its writer and reader threads. When a thread cannot be
 /// started the client is told SERVER_FULL and the connection ends.
-pub(crate) fn start(
+pub(crate) fn start<T: Transport>(
     shared: &Arc<Shared>,
-    transport: impl Transport,
+    transport: T,
     id: u64,
     addr: SocketAddr,
     slot: Slot,
@@ -53,7 +53,7 @@ pub(crate) fn start(
     outbound
         .output()
         .attach(Box::new(write), config.write_timeout);
-    let peer = Arc::new(Peer::new(outbound, addr, cut, slot));
+    let peer = Arc::new(Peer::new(outbound, addr, cut, slot, T::TLS));
     shared.register(&peer);
     let counters = &shared.counters;
     let live = counters

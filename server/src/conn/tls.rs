@@ -130,6 +130,7 @@ impl Tls {
 }
 
 impl Transport for Tls {
+    const TLS: bool = true;
     type Read = TlsRead;
     type Write = TlsWrite;
 

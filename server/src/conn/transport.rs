@@ -20,6 +20,8 @@ use crate::sys::wake::{WaitMask, wait_readable};
 pub(crate) trait Transport: Send + 'static {
     type Read: ReadHalf;
     type Write: WriteHalf;
+    /// Whether the bytes are encrypted, for `/connz`.
+    const TLS: bool = false;
 
     fn split(self) -> (Self::Read, Self::Write, Arc<dyn Cut>);
 }

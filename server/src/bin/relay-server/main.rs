@@ -76,6 +76,11 @@ struct Args {
     /// --addr port keeps working beside it.
     #[arg(long, env = "RELAY_TLS_ADDR")]
     tls_addr: Option<SocketAddr>,
+    /// Serve /metrics, /healthz, /readyz, /connz and /roomz over HTTP here
+    /// (for example 127.0.0.1:8080); off by default. Keep it private: it
+    /// lists who is connected.
+    #[arg(long, env = "RELAY_HTTP_ADDR")]
+    http_addr: Option<SocketAddr>,
     /// PEM certificate chain for the TLS port, leaf first. Reread on SIGHUP.
     #[arg(long, env = "RELAY_TLS_CERT")]
     tls_cert: Option<PathBuf>,
@@ -225,6 +230,7 @@ fn config(args: &Args) -> Result<server::Config, String> {
             seconds(args.rate_burst, "rate-burst")?,
         ),
         max_connections_per_ip: args.max_connections_per_ip,
+        http_addr: args.http_addr,
         budget: server::Budget {
             max_rooms: args.max_total_rooms,
             max_memberships: args.max_memberships,
@@ -417,6 +423,9 @@ fn main() -> ExitCode {
     println!("listening on {}", server.local_addr());
     if let Some(addr) = server.tls_addr() {
         println!("listening for TLS on {addr}");
+    }
+    if let Some(addr) = server.http_addr() {
+        println!("http listening on {addr}");
     }
     log_auth(&args);
     tracing::info!(

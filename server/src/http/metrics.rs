@@ -1,0 +1,243 @@
+//! `/metrics`: the server's counters in the Prometheus exposition format.
+//!
+//! One source of truth: every value is read at scrape time from the same
+//! atomics that HELLO `stats` report ([`Counters`]), or from the registry
+//! of live connections; nothing here is counted twice, and nothing is added
+//! to the hot path.
+
+use std::fmt;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::counters::Counters;
+use crate::shared::Shared;
+
+/// The content type of [`render`]'s answer: the classic text format,
+/// which both Prometheus and `promtool check metrics` read.
+pub(super) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The exposition for `shared`, now.
+pub(super) fn render(shared: &Shared) -> Result<String, fmt::Error> {
+    let mut registry = Registry::with_prefix("relay");
+    registry.register_collector(Box::new(Snapshot::take(shared)));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(classic(&out))
+}
+
+/// `openmetrics` in the classic text format: a counter family is named
+/// with its `_total` there, and there is no `# EOF`. (`prometheus-client`
+/// writes only OpenMetrics, which `promtool check metrics` misreads.)
+fn classic(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len() + 256);
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if line.starts_with("# HELP ") {
+            help = Some(line);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let counter = rest.strip_suffix(" counter");
+            let (name, kind) = match counter {
+                Some(name) => (format!("{name}_total"), "counter"),
+                None => match rest.split_once(' ') {
+                    Some((name, kind)) => (name.to_owned(), kind),
+                    None => (rest.to_owned(), "untyped"),
+                },
+            };
+            if let Some(help) = help.take() {
+                let text = help.splitn(4, ' ').nth(3).unwrap_or("");
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        if line == "# EOF" {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// The values read for one scrape. A `Collector` must be `'static`, so the
+/// scrape reads everything first and encodes the copy.
+#[derive(Debug)]
+struct Snapshot {
+    gauges: Vec<(&'static str, &'static str, i64)>,
+    counters: Vec<(&'static str, &'static str, u64)>,
+    /// Counter families with one label: name, help, label, values.
+    families: Vec<Family>,
+}
+
+#[derive(Debug)]
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    label: &'static str,
+    values: Vec<(&'static str, u64)>,
+}
+
+fn gauge(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl Snapshot {
+    fn take(shared: &Shared) -> Snapshot {
+        let counters: &Counters = &shared.counters;
+        let stats = counters.snapshot();
+        let peers = shared.peers();
+        let queued: Vec<u64> = peers
+            .iter()
+            .map(|peer| peer.outbound.queued_bytes() as u64)
+            .collect();
+        let gauges = vec![
+            (
+                "connections",
+                "Connections open now.",
+                gauge(stats.connections),
+            ),
+            (
+                "rooms",
+                "Rooms with at least one member now.",
+                gauge(stats.rooms),
+            ),
+            (
+                "memberships",
+                "Connections in rooms now, one per connection per room.",
+                gauge(stats.memberships),
+            ),
+            (
+                "memory_used_bytes",
+                "Bytes charged against the memory budget now.",
+                gauge(stats.memory_used),
+            ),
+            (
+                "memory_budget_bytes",
+                "The memory budget.",
+                gauge(stats.memory_budget),
+            ),
+            (
+                "memory_shedding",
+                "1 while over the memory budget and refusing new work.",
+                i64::from(counters.memory_shedding()),
+            ),
+            (
+                "queued_bytes",
+                "Bytes queued for all connections now, sampled at scrape.",
+                gauge(queued.iter().sum()),
+            ),
+            (
+                "queued_bytes_max",
+                "The longest connection queue now, in bytes, sampled at scrape.",
+                gauge(queued.iter().copied().max().unwrap_or(0)),
+            ),
+            (
+                "max_connections",
+                "Connections allowed: --max-connections capped by system limits.",
+                gauge(shared.max_connections as u64),
+            ),
+            (
+                "threads",
+                "Threads in the process now (two per connection, plus a few).",
+                process_threads().map_or(-1, gauge),
+            ),
+        ];
+        let counters_now = vec![
+            (
+                "connections_accepted",
+                "Connections admitted since start.",
+                stats.connections_total,
+            ),
+            ("frames_in", "Frames received.", stats.frames_in),
+            ("frames_out", "Frames sent.", stats.frames_out),
+            ("bytes_in", "Bytes received.", stats.bytes_in),
+            ("bytes_out", "Bytes sent.", stats.bytes_out),
+            (
+                "slow_consumers",
+                "Connections cut off as slow consumers.",
+                stats.slow_consumers,
+            ),
+            (
+                "tls_handshake_failures",
+                "TLS handshakes that failed or ran out of time.",
+                counters.tls_handshake_failures(),
+            ),
+            (
+                "thread_panics",
+                "Connection threads that panicked (a bug if not 0).",
+                counters.thread_panics(),
+            ),
+        ];
+        let errors = protocol::ErrorCode::ALL
+            .iter()
+            .map(|&code| (code.as_str(), counters.errors_sent(code)))
+            .collect();
+        let families = vec![
+            Family {
+                name: "connections_refused",
+                help: "Connections turned away at accept, by reason.",
+                label: "reason",
+                values: counters.refusals(),
+            },
+            Family {
+                name: "errors_sent",
+                help: "ERROR frames sent, by code.",
+                label: "code",
+                values: errors,
+            },
+            Family {
+                name: "closes",
+                help: "Connections closed, by reason.",
+                label: "reason",
+                values: counters.closes(),
+            },
+        ];
+        Snapshot {
+            gauges,
+            counters: counters_now,
+            families,
+        }
+    }
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        for &(name, help, value) in &self.gauges {
+            let metric = ConstGauge::new(value);
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        for &(name, help, value) in &self.counters {
+            let metric = ConstCounter::new(value);
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        for family in &self.families {
+            let mut metrics = encoder.encode_descriptor(
+                family.name,
+                family.help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for &(value_name, value) in &family.values {
+                let labels = [(family.label, value_name)];
+                ConstCounter::new(value).encode(metrics.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Threads in this process, from `/proc/self/status`; `None` where there
+/// is no procfs.
+fn process_threads() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|count| count.trim().parse().ok())
+}
