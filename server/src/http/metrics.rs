@@ -173,6 +173,11 @@ impl Snapshot {
                 "Connection threads that panicked (a bug if not 0).",
                 counters.thread_panics(),
             ),
+            (
+                "log_lines_dropped",
+                "Log lines dropped because stderr was not read fast enough.",
+                counters.log_lines_dropped(),
+            ),
         ];
         let errors = protocol::ErrorCode::ALL
             .iter()
