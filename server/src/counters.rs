@@ -56,6 +56,10 @@ pub struct Counters {
     pub(crate) frames_out: Padded,
     pub(crate) bytes_out: Padded,
     pub(crate) slow_consumers: AtomicU64,
+    /// Times a publisher had to wait for a member whose queue was full (one
+    /// per such member per broadcast), whether or not it made room in
+    /// time. Not on the wire.
+    pub(crate) stall_waits: AtomicU64,
     /// Connection threads that panicked (a bug; each one's connection was
     /// still closed cleanly). Not on the wire.
     pub(crate) thread_panics: AtomicU64,
@@ -164,6 +168,11 @@ impl Counters {
     /// Connections cut off as slow consumers so far.
     pub fn slow_consumers(&self) -> u64 {
         self.slow_consumers.load(Relaxed)
+    }
+
+    /// Times a publisher waited for a member with a full queue so far.
+    pub fn stall_waits(&self) -> u64 {
+        self.stall_waits.load(Relaxed)
     }
 
     /// Connection threads that panicked so far; anything but 0 is a bug.

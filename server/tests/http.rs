@@ -131,6 +131,9 @@ fn metrics_move_with_a_chat_and_agree_with_the_counters() {
     assert!(metric(&after, "relay_frames_in_total").unwrap() >= 5.0);
     assert!(metric(&after, "relay_bytes_out_total").unwrap() > 0.0);
     assert!(metric(&after, "relay_threads").unwrap() >= 4.0);
+    // A chat where everyone reads: no publisher ever waited, nothing dropped.
+    assert_eq!(metric(&after, "relay_stall_waits_total"), Some(0.0));
+    assert_eq!(metric(&after, "relay_log_lines_dropped_total"), Some(0.0));
     // Every label value is there, at 0 until it happens.
     assert_eq!(
         metric(&after, r#"relay_errors_sent_total{code="SERVER_FULL"}"#),

@@ -387,6 +387,9 @@ impl Stalled {
         if self.0.is_empty() {
             return;
         }
+        counters
+            .stall_waits
+            .fetch_add(self.0.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let deadline = Instant::now() + stall;
         for member in self.0 {
             if member.push_until(batch, deadline) == Err(PushError::Full) {
@@ -528,6 +531,11 @@ mod tests {
         );
         assert_eq!(stuck.state().get(), ConnState::Closing);
         assert_eq!(counters.slow_consumers(), 1);
+        assert_eq!(
+            counters.stall_waits(),
+            1,
+            "only the full member was waited for"
+        );
         assert_eq!(healthy.close_reason(), None);
         assert_eq!(write_one(&healthy, &healthy_rx), Some(10));
         // Cut off: nothing more is queued for it.
@@ -556,6 +564,7 @@ mod tests {
         assert_eq!(slow.close_reason(), None);
         assert_eq!(write_one(&slow, &rx), Some(20));
         assert_eq!(counters.slow_consumers(), 0);
+        assert_eq!(counters.stall_waits(), 1);
     }
 
     #[test]

@@ -164,6 +164,11 @@ impl Snapshot {
                 stats.slow_consumers,
             ),
             (
+                "stall_waits",
+                "Times a publisher waited for a member whose queue was full (one per member per broadcast).",
+                counters.stall_waits(),
+            ),
+            (
                 "tls_handshake_failures",
                 "TLS handshakes that failed or ran out of time.",
                 counters.tls_handshake_failures(),
