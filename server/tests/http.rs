@@ -63,8 +63,8 @@ fn metric(exposition: &str, sample: &str) -> Option<f64> {
 
 /// Two clients in room "lobby", one message from the first to the second.
 fn chat(addr: SocketAddr) -> (Raw, Raw) {
-    let (mut alice, _) = Raw::hello(addr, json!({ "name": "alice" }));
-    let (mut bob, _) = Raw::hello(addr, json!({ "name": "bob" }));
+    let (mut alice, _) = Raw::hello(addr, json!({ "userId": "alice" }));
+    let (mut bob, _) = Raw::hello(addr, json!({ "userId": "bob" }));
     alice.join("lobby");
     bob.join("lobby");
     alice.publish("lobby", json!("hi"));
@@ -208,6 +208,8 @@ fn connz_and_roomz_list_a_chat_in_stable_pages() {
         })
         .collect();
     assert!(ids[0] < ids[1], "sorted by id: {ids:?}");
+    assert_eq!(connections[0]["user"], "alice");
+    assert_eq!(connections[1]["user"], "bob");
     for connection in connections {
         assert_eq!(connection["tls"], false);
         assert!(

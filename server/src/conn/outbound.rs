@@ -69,6 +69,9 @@ pub(crate) struct Outbound {
     /// The `retryAfterMs` a SHUTTING_DOWN close carries: each connection
     /// gets its own, so that a drain's reconnects spread (SPEC.md 5.9).
     shutdown_hint: OnceLock<u64>,
+    /// The user the first HELLO settled on (a later one cannot change it),
+    /// for `/connz`.
+    user: OnceLock<Box<str>>,
     /// The reader, so a close decided on another thread interrupts its wait.
     reader: Wakeable,
     /// The writer's: rung when a publisher cannot finish writing, after a
@@ -106,6 +109,7 @@ impl Outbound {
             reason: OnceLock::new(),
             final_error: OnceLock::new(),
             shutdown_hint: OnceLock::new(),
+            user: OnceLock::new(),
             reader: Wakeable::default(),
             bell: Doorbell::default(),
             output,
@@ -115,6 +119,16 @@ impl Outbound {
 
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Records the connection's user, once.
+    pub(crate) fn set_user(&self, user: &str) {
+        let _ = self.user.set(user.into());
+    }
+
+    /// The connection's user, once its HELLO named one.
+    pub(crate) fn user(&self) -> Option<&str> {
+        self.user.get().map(|user| &**user)
     }
 
     pub(crate) fn state(&self) -> &StateCell {

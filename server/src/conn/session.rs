@@ -439,6 +439,7 @@ impl Session {
             // The reader runs in the connection's span; from here on its
             // lines, and the writer's, name the user.
             tracing::Span::current().record("user", user.as_str());
+            self.outbound.set_user(user);
         }
         self.user = user;
     }

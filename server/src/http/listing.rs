@@ -69,6 +69,8 @@ struct Listing<T> {
 #[derive(Serialize)]
 struct Connection {
     id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
     address: String,
     tls: bool,
     queued_bytes: u64,
@@ -93,6 +95,7 @@ pub(super) fn connz(shared: &Shared, page: Page) -> String {
         .take(page.limit)
         .map(|peer| Connection {
             id: format!("c{}", peer.id()),
+            user: peer.outbound.user().map(str::to_owned),
             address: peer.addr.to_string(),
             tls: peer.tls,
             queued_bytes: peer.outbound.queued_bytes() as u64,
