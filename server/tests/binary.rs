@@ -10,16 +10,9 @@ use protocol::MessageType;
 use serde_json::json;
 use testkit::{Raw, WAIT};
 
-/// The address of the server's first line, `listening on ADDR`.
-fn listening_on(stdout: &mut impl BufRead) -> std::net::SocketAddr {
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    line.trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap()
-}
+mod support;
+
+use support::{listening_on, signal};
 
 #[test]
 fn sigterm_stops_the_server_gracefully() {
@@ -203,11 +196,6 @@ fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> Str
             Err(_) => panic!("no log line with {needle:?}"),
         }
     }
-}
-
-fn signal(child: &std::process::Child, signal: libc::c_int) {
-    // SAFETY: kill only sends a signal to the child we started.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
 }
 
 #[test]

@@ -10,6 +10,10 @@ use std::process::{Child, ChildStderr, Command, Stdio};
 use serde_json::{Value, json};
 use testkit::{Raw, WAIT};
 
+mod support;
+
+use support::{Log, listening_on, signal};
+
 /// Starts the binary with `args` on port 0; returns it and its address.
 fn start(args: &[&str]) -> (Child, std::net::SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_relay-server"))
@@ -22,15 +26,7 @@ fn start(args: &[&str]) -> (Child, std::net::SocketAddr) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
+    let addr = listening_on(&mut BufReader::new(child.stdout.take().unwrap()));
     (child, addr)
 }
 
@@ -48,8 +44,7 @@ fn read_all(mut stderr: ChildStderr) -> std::sync::mpsc::Receiver<String> {
 
 /// SIGTERMs the server and returns everything it logged; it must exit 0.
 fn stop(mut child: Child, log: std::sync::mpsc::Receiver<String>) -> String {
-    // SAFETY: kill only sends a signal to the child we started.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    signal(&child, libc::SIGTERM);
     let log = log.recv_timeout(WAIT).expect("the server did not exit");
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status}; log:\n{log}");
@@ -86,8 +81,7 @@ fn a_stderr_nobody_reads_does_not_stop_the_server() {
             break;
         }
     }
-    // SAFETY: kill only sends a signal to the child we started.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    signal(&child, libc::SIGTERM);
     let mut tail = String::new();
     while let Ok(line) = lines.recv_timeout(WAIT) {
         tail.push_str(&line);
@@ -213,32 +207,15 @@ fn sighup_rereads_the_log_filter_file() {
     std::fs::write(&path, "# quiet to begin with\nwarn\n").unwrap();
     let (mut child, addr) = start(&["--log-filter-file", path.to_str().unwrap()]);
     // Line by line, so the test can wait for the reload to be logged.
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let (tx, done) = std::sync::mpsc::channel();
-    {
-        let lines = std::sync::Arc::clone(&lines);
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                let mut text = lines.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-            }
-            let _ = tx.send(());
-        });
-    }
+    let (log, collector) = Log::follow(child.stderr.take().unwrap());
     let (mut before, _) = Raw::hello(addr, json!({"userId": "before"}));
     before.join("r");
     drop(before);
 
     std::fs::write(&path, "info\n").unwrap();
-    // SAFETY: kill only sends a signal to the child we started.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    signal(&child, libc::SIGHUP);
     testkit::wait_until("the new filter logged", || {
-        lines
-            .lock()
-            .unwrap()
-            .contains("reload: log filter is now \"info\"")
+        log.contains("reload: log filter is now \"info\"")
     });
     let (mut after, _) = Raw::hello(addr, json!({"userId": "after"}));
     after.join("r");
@@ -246,14 +223,14 @@ fn sighup_rereads_the_log_filter_file() {
 
     // A file without a filter keeps the one in force.
     std::fs::write(&path, "# nothing\n").unwrap();
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    signal(&child, libc::SIGHUP);
     testkit::wait_until("the refusal logged", || {
-        lines.lock().unwrap().contains("reload: log filter refused")
+        log.contains("reload: log filter refused")
     });
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    done.recv_timeout(WAIT).expect("the server did not exit");
+    signal(&child, libc::SIGTERM);
     assert!(child.wait().unwrap().success());
-    let log = lines.lock().unwrap().clone();
+    collector.join().unwrap();
+    let log = log.text();
     assert!(!log.contains("user=\"before\""), "{log}");
     assert!(log.contains("user=\"after\""), "{log}");
     let _ = std::fs::remove_file(&path);

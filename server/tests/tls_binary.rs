@@ -5,42 +5,17 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::io::BufReader;
+use std::process::{Command, Stdio};
 
 use protocol::MessageType;
 use serde_json::json;
 use testkit::tls::{TempDir, TestCa, TlsClient, client_config};
 use testkit::{Raw, wait_until};
 
-/// The server's log so far, collected by a thread as it is written.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<String>>);
+mod support;
 
-impl Log {
-    fn contains(&self, text: &str) -> bool {
-        self.0.lock().unwrap().contains(text)
-    }
-
-    fn text(&self) -> String {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-fn signal(child: &Child, signal: libc::c_int) {
-    // SAFETY: kill only sends a signal to the child we started.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
-}
-
-fn address(line: &str, prefix: &str) -> SocketAddr {
-    line.trim()
-        .strip_prefix(prefix)
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-        .parse()
-        .unwrap()
-}
+use support::{Log, address, signal};
 
 #[test]
 fn mutual_tls_and_a_sighup_reload_under_a_live_connection() {
@@ -65,25 +40,9 @@ fn mutual_tls_and_a_sighup_reload_under_a_live_connection() {
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let plain = address(&line, "listening on ");
-    line.clear();
-    stdout.read_line(&mut line).unwrap();
-    let secure = address(&line, "listening for TLS on ");
-    let log = Log::default();
-    let stderr = child.stderr.take().unwrap();
-    let collector = {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut text = log.0.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-            }
-        })
-    };
+    let plain = address(&mut stdout, "listening on ");
+    let secure = address(&mut stdout, "listening for TLS on ");
+    let (log, collector) = Log::follow(child.stderr.take().unwrap());
 
     let ann = clients.client("Ann", Some("ann@example.com"));
     let (mut tls, _) = TlsClient::hello(

@@ -152,35 +152,7 @@ impl<E> Conn<E> {
 
     /// The next frame, waiting at most `timeout`.
     pub fn recv(&mut self, timeout: Duration) -> Result<OwnedFrame, RecvError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.decoder.next_frame() {
-                Ok(Some(frame)) => return Ok(OwnedFrame::from_frame(&frame)),
-                Ok(None) => {}
-                Err(error) => return Err(RecvError::Decode(error)),
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(RecvError::Timeout);
-            }
-            self.stream
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .map_err(RecvError::Io)?;
-            match self.stream.read(self.decoder.read_buf()) {
-                Ok(0) => return Err(RecvError::Eof),
-                Ok(n) => self.decoder.commit(n),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(RecvError::Timeout);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(RecvError::Io(e)),
-            }
-        }
+        recv_frame(&mut self.decoder, &mut self.stream, timeout)
     }
 
     /// Closes both directions (the FIN goes out at once) and leaves the rest
@@ -338,6 +310,57 @@ impl<E: From<WireError>> Conn<E> {
 
 /// Makes the next close of `socket` send RST instead of FIN (`SO_LINGER`
 /// with a zero timeout): what the peer had not read yet is discarded.
+/// A byte stream over a TCP socket (plain, or TLS over it): the socket
+/// carries the read timeout.
+pub(crate) trait OverTcp: Read {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl OverTcp for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+/// The next frame `decoder` completes from `stream`, waiting at most
+/// `timeout`: the one receive loop of [`Conn`] and the TLS client.
+pub(crate) fn recv_frame(
+    decoder: &mut Decoder,
+    stream: &mut impl OverTcp,
+    timeout: Duration,
+) -> Result<OwnedFrame, RecvError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match decoder.next_frame() {
+            Ok(Some(frame)) => return Ok(OwnedFrame::from_frame(&frame)),
+            Ok(None) => {}
+            Err(error) => return Err(RecvError::Decode(error)),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(RecvError::Timeout);
+        }
+        stream
+            .tcp()
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .map_err(RecvError::Io)?;
+        match stream.read(decoder.read_buf()) {
+            Ok(0) => return Err(RecvError::Eof),
+            Ok(n) => decoder.commit(n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(RecvError::Timeout);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(RecvError::Io(e)),
+        }
+    }
+}
+
 pub fn reset_on_close(socket: &impl AsRawFd) -> io::Result<()> {
     let linger = libc::linger {
         l_onoff: 1,

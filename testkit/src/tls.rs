@@ -5,7 +5,7 @@
 //! Like [`Raw`](crate::Raw), its methods panic with what was expected and
 //! what came.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::conn::{CLIENT_MAX_FRAME, RecvError};
+use crate::conn::{CLIENT_MAX_FRAME, OverTcp, RecvError, recv_frame};
 use crate::frames::{OwnedFrame, json_frame};
 use crate::raw::WAIT;
 
@@ -205,6 +205,12 @@ pub fn client_config(ca_pem: &str, identity: Option<&Issued>) -> Arc<ClientConfi
     Arc::new(config)
 }
 
+impl OverTcp for StreamOwned<ClientConnection, TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
 /// A blocking frame connection over TLS, for tests.
 #[derive(Debug)]
 pub struct TlsClient {
@@ -284,36 +290,7 @@ impl TlsClient {
 
     /// The next frame, waiting at most `timeout`.
     pub fn recv(&mut self, timeout: Duration) -> Result<OwnedFrame, RecvError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.decoder.next_frame() {
-                Ok(Some(frame)) => return Ok(OwnedFrame::from_frame(&frame)),
-                Ok(None) => {}
-                Err(error) => return Err(RecvError::Decode(error)),
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(RecvError::Timeout);
-            }
-            self.stream
-                .sock
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .map_err(RecvError::Io)?;
-            match self.stream.read(self.decoder.read_buf()) {
-                Ok(0) => return Err(RecvError::Eof),
-                Ok(n) => self.decoder.commit(n),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(RecvError::Timeout);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(RecvError::Io(e)),
-            }
-        }
+        recv_frame(&mut self.decoder, &mut self.stream, timeout)
     }
 
     /// The next frame, which must be of `kind`.
