@@ -417,8 +417,7 @@ impl Session {
                 "the new token does not allow {}, so you have left it",
                 Quoted(&room)
             );
-            let error = ErrorPayload::new(ErrorCode::Forbidden, message);
-            self.reply_error(error.about(Some(room.to_string()), None));
+            self.refuse_about_room(ErrorCode::Forbidden, message, &room, None);
         }
         Ok(())
     }
@@ -450,8 +449,7 @@ impl Session {
                 "JOIN_ROOM {}: your token does not allow this room",
                 Quoted(room)
             );
-            let error = ErrorPayload::new(ErrorCode::Forbidden, message);
-            self.reply_error(error.about(Some(room.to_owned()), id));
+            self.refuse_about_room(ErrorCode::Forbidden, message, room, id);
             return;
         }
         let member = self.rooms.contains_key(room);
@@ -461,8 +459,7 @@ impl Session {
                 Quoted(room),
                 self.rooms.len()
             );
-            let error = ErrorPayload::new(ErrorCode::InvalidRoom, message);
-            self.reply_error(error.about(Some(room.to_owned()), id));
+            self.refuse_about_room(ErrorCode::InvalidRoom, message, room, id);
             return;
         }
         self.flush();
@@ -474,8 +471,7 @@ impl Session {
             Ok(joined) => joined,
             Err(refused) => {
                 let message = format!("JOIN_ROOM {}: {refused}", Quoted(room));
-                let error = ErrorPayload::new(ErrorCode::InvalidRoom, message);
-                self.reply_error(error.about(Some(room.to_owned()), id));
+                self.refuse_about_room(ErrorCode::InvalidRoom, message, room, id);
                 return;
             }
         };
@@ -575,8 +571,7 @@ impl Session {
                         "MESSAGE to {}: your token does not allow publishing there",
                         Quoted(room)
                     );
-                    let error = ErrorPayload::new(ErrorCode::Forbidden, message);
-                    self.reply_error(error.about(Some(room.to_owned()), id));
+                    self.refuse_about_room(ErrorCode::Forbidden, message, room, id);
                     return;
                 }
                 None => {
@@ -584,8 +579,7 @@ impl Session {
                         "MESSAGE to {}, which you have not joined; send JOIN_ROOM first",
                         Quoted(room)
                     );
-                    let error = ErrorPayload::new(ErrorCode::NotInRoom, message);
-                    self.reply_error(error.about(Some(room.to_owned()), id));
+                    self.refuse_about_room(ErrorCode::NotInRoom, message, room, id);
                     return;
                 }
             }
@@ -628,8 +622,7 @@ impl Session {
                 "MESSAGE would be {length} bytes once relayed, over the {} byte maximum; send smaller content",
                 self.shared.config.max_frame
             );
-            let error = ErrorPayload::new(ErrorCode::InvalidPayload, message);
-            self.reply_error(error.about(Some(room.to_owned()), id));
+            self.refuse_about_room(ErrorCode::InvalidPayload, message, room, id);
             return;
         }
         self.outbox.frames += 1;
@@ -671,6 +664,18 @@ impl Session {
     fn reply(&mut self, kind: MessageType, value: &impl Serialize) {
         self.to(Target::Myself);
         self.push_json(kind, value);
+    }
+
+    /// Answers a request about `room` with a non-fatal ERROR naming it.
+    fn refuse_about_room(
+        &mut self,
+        code: ErrorCode,
+        message: String,
+        room: &str,
+        id: Option<RequestId>,
+    ) {
+        let error = ErrorPayload::new(code, message).about(Some(room.to_owned()), id);
+        self.reply_error(error);
     }
 
     fn reply_error(&mut self, error: ErrorPayload) {
