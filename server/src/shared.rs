@@ -64,7 +64,7 @@ impl Shared {
             .unwrap_or_else(|| default_memory_budget(crate::sys::memory::physical_memory()));
         let memory = Arc::new(MemoryBudget::new(limit));
         Shared {
-            rooms: Rooms::new(config.budget, Arc::clone(&memory)),
+            rooms: Rooms::new(config.budget, config.history, Arc::clone(&memory)),
             counters: Arc::new(Counters::with_memory(memory)),
             per_address: Arc::new(PerAddress::new(config.max_connections_per_ip)),
             config,
@@ -150,6 +150,38 @@ impl Shared {
     /// Every live connection now.
     pub(crate) fn peers(&self) -> Vec<Arc<Peer>> {
         self.registry.lock().values().cloned().collect()
+    }
+
+    /// The open connections a direct MESSAGE to `to` reaches, but `from`
+    /// (SPEC.md 3.16): one by its `connectionId`, or every one of a user.
+    /// A user's connections are found by walking the registry, under its
+    /// lock: a direct message to a user costs a look at every connection.
+    pub(crate) fn recipients(
+        &self,
+        to: &protocol::Recipient<'_>,
+        from: u64,
+    ) -> Vec<Arc<crate::conn::outbound::Outbound>> {
+        let open = |peer: &Arc<Peer>| {
+            peer.id() != from
+                && !peer.outbound.is_closing()
+                && peer.outbound.state().get() != crate::conn::ConnState::Init
+        };
+        let registry = self.registry.lock();
+        match to {
+            protocol::Recipient::Connection(id) => id
+                .strip_prefix('c')
+                .and_then(|n| n.parse::<u64>().ok())
+                .and_then(|n| registry.get(&n))
+                .filter(|peer| open(peer))
+                .map(|peer| Arc::clone(&peer.outbound))
+                .into_iter()
+                .collect(),
+            protocol::Recipient::User(user) => registry
+                .values()
+                .filter(|peer| open(peer) && peer.outbound.user() == Some(&**user))
+                .map(|peer| Arc::clone(&peer.outbound))
+                .collect(),
+        }
     }
 
     /// Waits up to `limit` for every connection to close; true if they did.

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use super::outbound::Batch;
+use crate::rooms::Splice;
 
 /// Where the frames being gathered go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +30,17 @@ pub(crate) struct Outbox {
     pub(crate) frames: u32,
     /// Capacity to reserve for a new batch (from the size of the last read).
     pub(crate) hint: usize,
+    /// Where each room message in `buf` takes its `seq` (room targets
+    /// only); kept between batches, so it allocates only while it grows.
+    pub(crate) splices: Vec<Splice>,
+}
+
+/// What the outbox gathered, taken.
+#[derive(Debug)]
+pub(crate) struct Gathered {
+    pub(crate) target: Target,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) frames: u32,
 }
 
 impl Default for Outbox {
@@ -38,6 +50,7 @@ impl Default for Outbox {
             buf: Vec::new(),
             frames: 0,
             hint: 512,
+            splices: Vec::new(),
         }
     }
 }
@@ -48,18 +61,19 @@ impl Outbox {
         self.frames == 0 || self.target == *target
     }
 
-    /// Takes the gathered frames, leaving the outbox empty.
-    pub(crate) fn take(&mut self) -> Option<(Target, Arc<Batch>)> {
+    /// Takes the gathered frames, leaving the outbox empty but for
+    /// `splices`, which the caller clears once it has used them.
+    pub(crate) fn take(&mut self) -> Option<Gathered> {
         if self.frames == 0 {
             self.buf.clear();
+            self.splices.clear();
             return None;
         }
-        let batch = Batch {
+        Some(Gathered {
             bytes: std::mem::take(&mut self.buf),
             frames: std::mem::take(&mut self.frames),
-        };
-        let target = std::mem::replace(&mut self.target, Target::Nowhere);
-        Some((target, Arc::new(batch)))
+            target: std::mem::replace(&mut self.target, Target::Nowhere),
+        })
     }
 
     /// Readies the buffer for frames to `target`; the caller flushed first if
@@ -71,5 +85,15 @@ impl Outbox {
                 self.buf.reserve(self.hint);
             }
         }
+    }
+}
+
+impl Gathered {
+    /// The frames as one batch, for a target that numbers nothing.
+    pub(crate) fn batch(self) -> Arc<Batch> {
+        Arc::new(Batch {
+            bytes: self.bytes,
+            frames: self.frames,
+        })
     }
 }

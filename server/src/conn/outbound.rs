@@ -13,12 +13,25 @@
 //! off whoever is still full as a slow consumer. A publisher is therefore
 //! held up at most the stall bound per delivery, and only when a member is
 //! not keeping up.
+//!
+//! **Order.** A batch offered to a full queue is not simply retried later:
+//! another publisher's batch, offered after it under the room's lock, could
+//! find room first and overtake it, and members would disagree on the
+//! room's order (SPEC.md 5.6). So a full queue grows a *backlog*: the
+//! batches offered while it is full, in the order they were offered. While
+//! the backlog holds anything, every offer joins its end, and the waiting
+//! publishers move it into the queue front first, one at a time. Nobody
+//! waits under the room's lock, so a stalled member holds up nobody else's
+//! deliveries, and its backlog holds at most one batch per publisher
+//! waiting for it, each for at most the stall bound.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
+use parking_lot::Mutex;
 use protocol::ErrorPayload;
 
 pub(crate) use super::batch::{Batch, Outgoing};
@@ -80,6 +93,21 @@ pub(crate) struct Outbound {
     /// The write half and what is being written, shared by the writer and
     /// the publishers that flush for it.
     output: Output,
+    /// Batches offered while the queue was full, oldest first (see the
+    /// module's doc on order). Not charged to the budget: each is held by
+    /// the publisher waiting for it anyway, and shared with the queues of
+    /// the other members.
+    backlog: Mutex<VecDeque<Arc<Batch>>>,
+    /// Whether `backlog` may hold anything: read without its lock on every
+    /// offer, written under it.
+    backlogged: AtomicBool,
+    /// Held by the one publisher moving the backlog into the queue, so two
+    /// cannot move two batches in the wrong order.
+    mover: Mutex<()>,
+    /// The HELLO asked for `seq` and `epoch` in binary deliveries.
+    binary_seq: AtomicBool,
+    /// The HELLO turned membership events off.
+    quiet: AtomicBool,
 }
 
 impl Outbound {
@@ -113,6 +141,11 @@ impl Outbound {
             reader: Wakeable::default(),
             bell: Doorbell::default(),
             output,
+            backlog: Mutex::new(VecDeque::new()),
+            backlogged: AtomicBool::new(false),
+            mover: Mutex::new(()),
+            binary_seq: AtomicBool::new(false),
+            quiet: AtomicBool::new(false),
         };
         (Arc::new(outbound), rx)
     }
@@ -124,6 +157,23 @@ impl Outbound {
     /// Records the connection's user, once.
     pub(crate) fn set_user(&self, user: &str) {
         let _ = self.user.set(user.into());
+    }
+
+    /// Records what the HELLO asked for: binary deliveries with `seq`, and
+    /// whether membership events are wanted.
+    pub(crate) fn set_options(&self, binary_seq: bool, member_events: bool) {
+        self.binary_seq.store(binary_seq, Ordering::Relaxed);
+        self.quiet.store(!member_events, Ordering::Relaxed);
+    }
+
+    /// Whether binary deliveries to it carry `seq` and `epoch`.
+    pub(crate) fn binary_seq(&self) -> bool {
+        self.binary_seq.load(Ordering::Relaxed)
+    }
+
+    /// Whether it turned membership events off.
+    pub(crate) fn quiet(&self) -> bool {
+        self.quiet.load(Ordering::Relaxed)
     }
 
     /// The connection's user, once its HELLO named one.
@@ -178,6 +228,8 @@ impl Outbound {
         }
         // The final flush is bounded from now.
         self.output.closing();
+        // Nothing more goes into the queue, so nothing waits to.
+        self.backlog.lock().clear();
         // The writer finishes what is queued, then sees the reason.
         self.bell.ring();
         self.reader.wake();
@@ -341,17 +393,94 @@ impl Outbound {
     /// `touched`, to be flushed by the caller once it holds no lock; one
     /// whose queue is full goes into `stalled`, to be waited for by
     /// [`Stalled::settle`].
+    ///
+    /// Returns whether the batch is on its way (queued, or in the backlog
+    /// for the publisher to wait for): false only for a closing connection.
     pub(crate) fn offer(
         self: &Arc<Self>,
         batch: &Arc<Batch>,
         touched: &mut Vec<Arc<Outbound>>,
         stalled: &mut Stalled,
-    ) {
-        match self.try_push(batch) {
-            Ok(()) => touched.push(Arc::clone(self)),
-            Err(PushError::Full) => stalled.0.push(Arc::clone(self)),
-            Err(PushError::Closed) => {}
+    ) -> bool {
+        if self.backlogged.load(Ordering::Acquire) {
+            let mut backlog = self.backlog.lock();
+            if !backlog.is_empty() {
+                if self.is_closing() {
+                    return false;
+                }
+                backlog.push_back(Arc::clone(batch));
+                stalled.0.push((Arc::clone(self), Arc::clone(batch)));
+                return true;
+            }
         }
+        match self.try_push(batch) {
+            Ok(()) => {
+                touched.push(Arc::clone(self));
+                true
+            }
+            Err(PushError::Full) => {
+                let mut backlog = self.backlog.lock();
+                if self.is_closing() {
+                    return false;
+                }
+                backlog.push_back(Arc::clone(batch));
+                self.backlogged.store(true, Ordering::Release);
+                stalled.0.push((Arc::clone(self), Arc::clone(batch)));
+                true
+            }
+            Err(PushError::Closed) => false,
+        }
+    }
+
+    /// Moves the backlog into the queue, front first, until `batch` is in
+    /// it, waiting for room until `deadline`. `Full` means the queue stayed
+    /// full (or another publisher moving the backlog did) until then.
+    fn push_in_order(&self, batch: &Arc<Batch>, deadline: Instant) -> Result<(), PushError> {
+        let Some(_mover) = self.mover.try_lock_until(deadline) else {
+            return if self.in_backlog(batch) {
+                Err(PushError::Full)
+            } else {
+                Ok(())
+            };
+        };
+        loop {
+            let front = {
+                let backlog = self.backlog.lock();
+                if !backlog.iter().any(|queued| Arc::ptr_eq(queued, batch)) {
+                    // Moved by an earlier publisher, or dropped by a close.
+                    return if self.is_closing() {
+                        Err(PushError::Closed)
+                    } else {
+                        Ok(())
+                    };
+                }
+                match backlog.front() {
+                    Some(front) => Arc::clone(front),
+                    None => return Ok(()),
+                }
+            };
+            self.push_until(&front, deadline)?;
+            let mut backlog = self.backlog.lock();
+            if backlog
+                .front()
+                .is_some_and(|queued| Arc::ptr_eq(queued, &front))
+            {
+                backlog.pop_front();
+            }
+            if backlog.is_empty() {
+                self.backlogged.store(false, Ordering::Release);
+            }
+            if Arc::ptr_eq(&front, batch) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn in_backlog(&self, batch: &Arc<Batch>) -> bool {
+        self.backlog
+            .lock()
+            .iter()
+            .any(|queued| Arc::ptr_eq(queued, batch))
     }
 
     /// Cuts the connection off as a slow consumer (once).
@@ -389,15 +518,16 @@ impl Accounts for Outbound {
     }
 }
 
-/// Members whose queue was full when a batch was offered. Empty (and not
-/// allocated) on the fast path.
+/// Members whose queue was full when a batch was offered, each with the
+/// batch it was offered (members of one room may get different encodings
+/// of the same messages). Empty (and not allocated) on the fast path.
 #[derive(Debug, Default)]
-pub(crate) struct Stalled(Vec<Arc<Outbound>>);
+pub(crate) struct Stalled(Vec<(Arc<Outbound>, Arc<Batch>)>);
 
 impl Stalled {
     /// Waits for every stalled member against one deadline, `stall` from
     /// now, and cuts off whoever is still full then as a slow consumer.
-    pub(crate) fn settle(self, batch: &Arc<Batch>, stall: Duration, counters: &Counters) {
+    pub(crate) fn settle(self, stall: Duration, counters: &Counters) {
         if self.0.is_empty() {
             return;
         }
@@ -405,8 +535,8 @@ impl Stalled {
             .stall_waits
             .fetch_add(self.0.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let deadline = Instant::now() + stall;
-        for member in self.0 {
-            if member.push_until(batch, deadline) == Err(PushError::Full) {
+        for (member, batch) in self.0 {
+            if member.push_in_order(&batch, deadline) == Err(PushError::Full) {
                 member.cut_slow(counters);
             }
         }
@@ -537,7 +667,7 @@ mod tests {
         stuck.offer(&delivery, &mut Vec::new(), &mut stalled);
         healthy.offer(&delivery, &mut Vec::new(), &mut stalled);
         let started = Instant::now();
-        stalled.settle(&delivery, Duration::from_millis(30), &counters);
+        stalled.settle(Duration::from_millis(30), &counters);
         assert!(started.elapsed() >= Duration::from_millis(30));
         assert_eq!(
             stuck.close_reason(),
@@ -573,7 +703,7 @@ mod tests {
                 let first = rx.recv().unwrap();
                 slow.written(first.bytes.len());
             });
-            stalled.settle(&delivery, Duration::from_secs(30), &counters);
+            stalled.settle(Duration::from_secs(30), &counters);
         });
         assert_eq!(slow.close_reason(), None);
         assert_eq!(write_one(&slow, &rx), Some(20));

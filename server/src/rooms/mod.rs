@@ -8,6 +8,14 @@
 //! full waits for it after the lock is released, by the outbound queue's
 //! one deliver-or-cut rule.
 //!
+//! Each room also has an order lock (`order`, SPEC.md 5.11): a broadcast
+//! takes it under the shard's read lock to give its messages their `seq`s
+//! and offer them to every member before the next broadcast in the room
+//! can, so every member sees the room's messages in one order. A join with
+//! recovery runs under the shard's write lock, which no broadcast in the
+//! shard holds at the same time, so its replay and the live messages after
+//! it meet with no gap and no duplicate.
+//!
 //! Why shards: with one map, a client creating rooms as fast as it could
 //! made the map grow under its one write lock, and every broadcast in every
 //! other room waited for each rehash: p99 latency went from milliseconds to
@@ -21,12 +29,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
+use protocol::{Member, Recovery};
 
 use crate::budget::{MEMBERSHIP_BYTES, MemoryBudget, ROOM_BYTES};
 use crate::config::Budget;
 use crate::conn::outbound::{Batch, Outbound, Stalled};
 use crate::counters::Counters;
+
+mod order;
+
+pub use order::HistoryLimits;
+use order::Order;
+pub(crate) use order::Splice;
 
 /// How many maps the rooms are spread over.
 pub(crate) const SHARDS: usize = 64;
@@ -39,6 +54,9 @@ struct Room {
     /// events too), for `/roomz`: one relaxed add per broadcast batch, under the read lock
     /// the broadcast holds anyway.
     messages: AtomicU64,
+    /// The room's epoch, next `seq` and history; held across numbering and
+    /// offering a batch, so the room has one order.
+    order: Mutex<Order>,
 }
 
 impl fmt::Debug for Room {
@@ -64,14 +82,46 @@ pub(crate) struct Rooms {
     max_rooms: u64,
     max_memberships: u64,
     /// Room state is charged against it at [`ROOM_BYTES`] and
-    /// [`MEMBERSHIP_BYTES`].
+    /// [`MEMBERSHIP_BYTES`], and history at what it holds.
     memory: Arc<MemoryBudget>,
+    history: HistoryLimits,
 }
 
 impl Default for Rooms {
     fn default() -> Self {
-        Rooms::new(Budget::default(), Arc::new(MemoryBudget::unlimited()))
+        Rooms::new(
+            Budget::default(),
+            HistoryLimits::default(),
+            Arc::new(MemoryBudget::unlimited()),
+        )
     }
+}
+
+/// What a join asks for besides the membership, and whom for.
+#[derive(Debug, Default)]
+pub(crate) struct JoinRequest<'a> {
+    pub(crate) recovery: Option<&'a Recovery>,
+    /// Milliseconds since the Unix epoch, for the history's age limit.
+    pub(crate) now_ms: u64,
+}
+
+/// A published batch: where it went in the room's order.
+#[derive(Debug, Clone)]
+pub(crate) struct Published {
+    /// The last `seq` the batch's messages got.
+    pub(crate) last_seq: u64,
+    pub(crate) epoch: Arc<str>,
+    /// Members the batch was queued for.
+    pub(crate) queued: usize,
+}
+
+/// Frames gathered for a room, before they have their `seq`s.
+#[derive(Debug)]
+pub(crate) struct Pending<'a> {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) frames: u32,
+    pub(crate) splices: &'a [Splice],
+    pub(crate) now_ms: u64,
 }
 
 /// The outcome of a join.
@@ -83,6 +133,11 @@ pub(crate) struct Joined {
     pub(crate) members: usize,
     /// False if the connection was already a member.
     pub(crate) new: bool,
+    pub(crate) epoch: Arc<str>,
+    /// The last `seq` given in the room before the join.
+    pub(crate) last_seq: u64,
+    /// The members, oldest first, at most `MAX_MEMBER_LIST`.
+    pub(crate) member_list: Vec<Member>,
 }
 
 /// Why a join was refused: a server-wide bound was reached. The JOIN gets
@@ -116,13 +171,14 @@ impl fmt::Display for JoinRefused {
 }
 
 impl Rooms {
-    pub(crate) fn new(budget: Budget, memory: Arc<MemoryBudget>) -> Rooms {
+    pub(crate) fn new(budget: Budget, history: HistoryLimits, memory: Arc<MemoryBudget>) -> Rooms {
         Rooms {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             hasher: RandomState::new(),
             max_rooms: budget.max_rooms as u64,
             max_memberships: budget.max_memberships as u64,
             memory,
+            history,
         }
     }
 
@@ -138,54 +194,96 @@ impl Rooms {
 
     /// Adds `member` to `room`, creating the room if needed, unless a
     /// server-wide bound says no. Joining a room one is in always succeeds.
+    ///
+    /// `answer` writes the JOIN answer for what the join found; it is
+    /// queued for the member under the shard's write lock, followed by the
+    /// replay a new member asked for, so no delivery in the room comes
+    /// between them, and none is missed or repeated after. A member whose
+    /// queue is full is left in `stalled` for the caller to wait for once
+    /// the lock is released.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn join(
         &self,
         room: &str,
         member: &Arc<Outbound>,
+        request: &JoinRequest<'_>,
         counters: &Counters,
+        answer: &mut dyn FnMut(&Joined, &mut Vec<u8>) -> u32,
+        touched: &mut Vec<Arc<Outbound>>,
+        stalled: &mut Stalled,
     ) -> Result<Joined, JoinRefused> {
         let mut map = self.shard(room).write();
-        if let Some(entry) = map.get_mut(room) {
-            let new = !entry.members.iter().any(|m| m.id() == member.id());
-            if new {
-                self.take_membership(counters)?;
-                entry.members.push(Arc::clone(member));
+        let new_room = !map.contains_key(room);
+        if new_room {
+            if self
+                .memory
+                .would_exceed(ROOM_BYTES + room.len() + MEMBERSHIP_BYTES)
+            {
+                return Err(JoinRefused::Memory);
             }
-            return Ok(Joined {
-                name: Arc::clone(&entry.name),
-                members: entry.members.len(),
-                new,
-            });
+            if counters.rooms.fetch_add(1, Ordering::Relaxed) >= self.max_rooms {
+                counters.rooms.fetch_sub(1, Ordering::Relaxed);
+                return Err(JoinRefused::Rooms(self.max_rooms));
+            }
+            if let Err(refused) = self.take_membership(counters) {
+                counters.rooms.fetch_sub(1, Ordering::Relaxed);
+                return Err(refused);
+            }
+            let name: Arc<str> = Arc::from(room);
+            let entry = Room {
+                name: Arc::clone(&name),
+                members: Vec::new(),
+                messages: AtomicU64::new(0),
+                order: Mutex::new(Order::new(self.history, Arc::clone(&self.memory))),
+            };
+            map.insert(name, entry);
+            self.memory.charge(ROOM_BYTES + room.len());
+            tracing::debug!("room {room:?} created");
         }
-        if self
-            .memory
-            .would_exceed(ROOM_BYTES + room.len() + MEMBERSHIP_BYTES)
-        {
+        let Some(entry) = map.get_mut(room) else {
             return Err(JoinRefused::Memory);
-        }
-        if counters.rooms.fetch_add(1, Ordering::Relaxed) >= self.max_rooms {
-            counters.rooms.fetch_sub(1, Ordering::Relaxed);
-            return Err(JoinRefused::Rooms(self.max_rooms));
-        }
-        if let Err(refused) = self.take_membership(counters) {
-            counters.rooms.fetch_sub(1, Ordering::Relaxed);
-            return Err(refused);
-        }
-        let name: Arc<str> = Arc::from(room);
-        let entry = Room {
-            name: Arc::clone(&name),
-            members: vec![Arc::clone(member)],
-            messages: AtomicU64::new(0),
         };
-        map.insert(Arc::clone(&name), entry);
+        let new = new_room || !entry.members.iter().any(|m| m.id() == member.id());
+        if new && !new_room {
+            self.take_membership(counters)?;
+        }
+        if new {
+            entry.members.push(Arc::clone(member));
+        }
+        let order = entry.order.get_mut();
+        let joined = Joined {
+            name: Arc::clone(&entry.name),
+            members: entry.members.len(),
+            new,
+            epoch: Arc::clone(order.epoch()),
+            last_seq: order.last_seq(),
+            member_list: entry
+                .members
+                .iter()
+                .take(protocol::MAX_MEMBER_LIST)
+                .map(|m| Member {
+                    connection_id: format!("c{}", m.id()),
+                    user: m.user().map(str::to_owned),
+                })
+                .collect(),
+        };
+        let mut bytes = Vec::new();
+        let mut frames = answer(&joined, &mut bytes);
+        if new && let Some(recovery) = request.recovery {
+            let replay = order.replay(room, recovery, member.binary_seq(), request.now_ms);
+            if let Some(gap) = &replay.gap
+                && protocol::encode_json(&mut bytes, protocol::MessageType::Message, gap).is_ok()
+            {
+                frames += 1;
+            }
+            bytes.extend_from_slice(&replay.frames);
+            frames += replay.count;
+        }
+        if frames > 0 {
+            member.offer(&Arc::new(Batch { bytes, frames }), touched, stalled);
+        }
         drop(map);
-        self.memory.charge(ROOM_BYTES + room.len());
-        tracing::debug!("room {room:?} created");
-        Ok(Joined {
-            name,
-            members: 1,
-            new: true,
-        })
+        Ok(joined)
     }
 
     /// Counts one more membership, if the cap and the budget allow it.
@@ -274,39 +372,81 @@ impl Rooms {
             .map_or(0, |entry| entry.members.len())
     }
 
-    /// Queues `batch` for every member of `room` but `skip`.
+    /// Numbers the messages of `pending` in `room`'s order and queues them
+    /// for every member but `skip`; `None` if there is no such room.
     ///
-    /// Members with room in their queue get it at once, under the read lock;
-    /// the others are settled after the lock is dropped (see
-    /// [`Stalled::settle`]).
-    /// The members that took the batch are left in `touched` (which the
-    /// caller keeps between calls, so this allocates nothing once it has
-    /// grown), for the caller to flush.
+    /// Members with room in their queue get it at once, under the locks;
+    /// the others are settled after the locks are dropped (see
+    /// [`Stalled::settle`]), their place in the order kept by their
+    /// backlog. The members that took the batch are left in `touched`
+    /// (which the caller keeps between calls, so this allocates little once
+    /// it has grown), for the caller to flush.
     pub(crate) fn broadcast(
         &self,
         room: &str,
-        batch: &Arc<Batch>,
+        pending: Pending<'_>,
         skip: Option<u64>,
         stall: Duration,
         counters: &Counters,
         touched: &mut Vec<Arc<Outbound>>,
-    ) {
+    ) -> Option<Published> {
         let mut stalled = Stalled::default();
-        {
+        let published = {
             let map = self.shard(room).read();
-            let Some(entry) = map.get(room) else {
-                return;
-            };
+            let entry = map.get(room)?;
             entry
                 .messages
-                .fetch_add(u64::from(batch.frames), Ordering::Relaxed);
+                .fetch_add(u64::from(pending.frames), Ordering::Relaxed);
+            let mut order = entry.order.lock();
+            let plain_wanted = entry.members.iter().any(|m| !m.binary_seq());
+            let sequenced = order.sequence(
+                pending.bytes,
+                pending.frames,
+                pending.splices,
+                plain_wanted,
+                pending.now_ms,
+            );
+            let mut queued = 0;
             for member in &entry.members {
-                if Some(member.id()) != skip {
-                    member.offer(batch, touched, &mut stalled);
+                if Some(member.id()) == skip || (pending.splices.is_empty() && member.quiet()) {
+                    continue;
+                }
+                let batch = if member.binary_seq() {
+                    &sequenced.full
+                } else {
+                    &sequenced.plain
+                };
+                if member.offer(batch, touched, &mut stalled) {
+                    queued += 1;
                 }
             }
-        }
-        stalled.settle(batch, stall, counters);
+            Published {
+                last_seq: sequenced.last_seq,
+                epoch: Arc::clone(order.epoch()),
+                queued,
+            }
+        };
+        stalled.settle(stall, counters);
+        Some(published)
+    }
+
+    /// The members of `room` now (their count, and the first
+    /// `MAX_MEMBER_LIST` oldest first), for WHO.
+    pub(crate) fn who(&self, room: &str) -> (usize, Vec<Member>) {
+        let map = self.shard(room).read();
+        let Some(entry) = map.get(room) else {
+            return (0, Vec::new());
+        };
+        let list = entry
+            .members
+            .iter()
+            .take(protocol::MAX_MEMBER_LIST)
+            .map(|m| Member {
+                connection_id: format!("c{}", m.id()),
+                user: m.user().map(str::to_owned),
+            })
+            .collect();
+        (entry.members.len(), list)
     }
 
     /// Takes connection `id` out of `room` in its locked shard, deleting
@@ -342,8 +482,27 @@ mod tests {
     use crate::conn::outbound::QueueLimits;
     use crate::sys::alloc_count::allocations_in;
 
+    /// A plain join: no recovery, no answer.
+    fn join(
+        rooms: &Rooms,
+        room: &str,
+        member: &Arc<Outbound>,
+        counters: &Counters,
+    ) -> Result<Joined, JoinRefused> {
+        let mut answer = |_: &Joined, _: &mut Vec<u8>| 0;
+        rooms.join(
+            room,
+            member,
+            &JoinRequest::default(),
+            counters,
+            &mut answer,
+            &mut Vec::new(),
+            &mut Stalled::default(),
+        )
+    }
+
     #[test]
-    fn broadcasting_to_a_hundred_members_allocates_nothing() {
+    fn broadcasting_to_a_hundred_members_allocates_per_batch_not_per_member() {
         let counters = Counters::default();
         let rooms = Rooms::default();
         let limits = QueueLimits {
@@ -352,28 +511,60 @@ mod tests {
         };
         let members: Vec<_> = (0..100).map(|id| Outbound::new(id, limits)).collect();
         for (member, _) in &members {
-            rooms.join("room", member, &counters).unwrap();
+            join(&rooms, "room", member, &counters).unwrap();
         }
-        let batch = Arc::new(Batch {
-            bytes: vec![0u8; 4096],
-            frames: 30,
-        });
+        // Thirty deliveries per batch, each to be numbered.
+        let mut bytes = Vec::new();
+        let mut splices = Vec::new();
+        for n in 0..30 {
+            let frame = bytes.len();
+            let payload = format!(r#"{{"room":"room","from":"c0","content":{n},"timestamp":1}}"#);
+            protocol::encode(
+                &mut bytes,
+                protocol::MessageType::Message,
+                protocol::Flags::JSON,
+                payload.as_bytes(),
+            )
+            .unwrap();
+            splices.push(Splice {
+                frame,
+                at: bytes.len() - 1,
+                binary: false,
+            });
+        }
+        let mut batches: Vec<Vec<u8>> = (0..10).map(|_| bytes.clone()).collect();
         let mut touched = Vec::with_capacity(100);
         let allocations = allocations_in(|| {
-            for _ in 0..10 {
+            for bytes in batches.drain(..) {
                 let stall = Duration::from_millis(10);
-                rooms.broadcast("room", &batch, Some(0), stall, &counters, &mut touched);
+                let pending = Pending {
+                    bytes,
+                    frames: 30,
+                    splices: &splices,
+                    now_ms: 1,
+                };
+                rooms.broadcast("room", pending, Some(0), stall, &counters, &mut touched);
                 touched.clear();
             }
         });
-        assert_eq!(
-            allocations, 0,
+        // The numbered copy and its Arc, once a batch; nothing per member.
+        assert!(
+            allocations <= 10 * 2,
             "10 broadcasts to 100 members allocated {allocations} times"
         );
-        // Every member but the skipped one has ten references to the same bytes.
-        assert_eq!(Arc::strong_count(&batch), 1 + 99 * 10);
         assert_eq!(members[0].1.len(), 0);
         assert!(members[1..].iter().all(|(_, rx)| rx.len() == 10));
+        // Every member got the same bytes, numbered 1 to 300 in order.
+        let first = members[1].1.try_recv().unwrap();
+        assert!(members[2..].iter().all(|(_, rx)| {
+            let batch = rx.try_recv().unwrap();
+            Arc::ptr_eq(&batch, &first)
+        }));
+        let (frame, _) = protocol::parse_frame(&first.bytes, u32::MAX)
+            .unwrap()
+            .unwrap();
+        let delivery: serde_json::Value = serde_json::from_slice(frame.payload).unwrap();
+        assert_eq!(delivery["seq"], 1);
     }
 
     #[test]
@@ -386,10 +577,10 @@ mod tests {
         };
         let (a, _) = Outbound::new(1, limits);
         let (b, _) = Outbound::new(2, limits);
-        assert!(rooms.join("r", &a, &counters).unwrap().new);
-        assert_eq!(rooms.join("r", &b, &counters).unwrap().members, 2);
+        assert!(join(&rooms, "r", &a, &counters).unwrap().new);
+        assert_eq!(join(&rooms, "r", &b, &counters).unwrap().members, 2);
         assert!(
-            !rooms.join("r", &b, &counters).unwrap().new,
+            !join(&rooms, "r", &b, &counters).unwrap().new,
             "joining twice is one membership"
         );
         assert_eq!(counters.rooms(), 1);
@@ -405,7 +596,11 @@ mod tests {
             max_memberships,
             memory: None,
         };
-        Rooms::new(budget, Arc::new(MemoryBudget::new(1 << 20)))
+        Rooms::new(
+            budget,
+            HistoryLimits::default(),
+            Arc::new(MemoryBudget::new(1 << 20)),
+        )
     }
 
     #[test]
@@ -418,16 +613,16 @@ mod tests {
         };
         let (a, _) = Outbound::new(1, limits);
         let (b, _) = Outbound::new(2, limits);
-        rooms.join("one", &a, &counters).unwrap();
-        rooms.join("two", &a, &counters).unwrap();
-        let refused = rooms.join("three", &a, &counters).unwrap_err();
+        join(&rooms, "one", &a, &counters).unwrap();
+        join(&rooms, "two", &a, &counters).unwrap();
+        let refused = join(&rooms, "three", &a, &counters).unwrap_err();
         assert_eq!(refused, JoinRefused::Rooms(2));
         assert!(refused.to_string().contains("limit of 2 rooms"));
         // Joining a room that exists is not creating one.
-        assert!(rooms.join("two", &b, &counters).unwrap().new);
+        assert!(join(&rooms, "two", &b, &counters).unwrap().new);
         assert_eq!((counters.rooms(), counters.memberships()), (2, 3));
         rooms.leave("one", 1, &counters);
-        rooms.join("three", &b, &counters).unwrap();
+        join(&rooms, "three", &b, &counters).unwrap();
         assert_eq!((counters.rooms(), counters.memberships()), (2, 3));
     }
 
@@ -441,26 +636,26 @@ mod tests {
         };
         let (a, _) = Outbound::new(1, limits);
         let (b, _) = Outbound::new(2, limits);
-        rooms.join("x", &a, &counters).unwrap();
-        rooms.join("y", &a, &counters).unwrap();
-        rooms.join("x", &b, &counters).unwrap();
+        join(&rooms, "x", &a, &counters).unwrap();
+        join(&rooms, "y", &a, &counters).unwrap();
+        join(&rooms, "x", &b, &counters).unwrap();
         assert_eq!(
-            rooms.join("y", &b, &counters).unwrap_err(),
+            join(&rooms, "y", &b, &counters).unwrap_err(),
             JoinRefused::Memberships(3)
         );
         assert_eq!(
-            rooms.join("z", &b, &counters).unwrap_err(),
+            join(&rooms, "z", &b, &counters).unwrap_err(),
             JoinRefused::Memberships(3),
             "a refused new room is not left counted"
         );
         assert_eq!(counters.rooms(), 2);
         assert!(
-            !rooms.join("x", &b, &counters).unwrap().new,
+            !join(&rooms, "x", &b, &counters).unwrap().new,
             "rejoining is free"
         );
         rooms.leave_all(vec![Arc::from("x"), Arc::from("y")], 1, &counters);
         assert_eq!((counters.rooms(), counters.memberships()), (1, 1));
-        rooms.join("y", &b, &counters).unwrap();
+        join(&rooms, "y", &b, &counters).unwrap();
         assert_eq!(counters.memberships(), 2);
     }
 
@@ -475,9 +670,7 @@ mod tests {
         let members: Vec<_> = (0..20).map(|id| Outbound::new(id, limits).0).collect();
         for (i, member) in members.iter().enumerate() {
             for room in 0..=i % 7 {
-                rooms
-                    .join(&format!("room-{room}"), member, &counters)
-                    .unwrap();
+                join(&rooms, &format!("room-{room}"), member, &counters).unwrap();
             }
         }
         let memberships = counters.memberships() as usize;
@@ -510,7 +703,7 @@ mod tests {
                 bytes: 1000,
             },
         );
-        rooms.join("r", &a, &counters).unwrap();
+        join(&rooms, "r", &a, &counters).unwrap();
         rooms.memory.charge(1 << 20);
         let (b, _) = Outbound::new(
             2,
@@ -520,15 +713,15 @@ mod tests {
             },
         );
         assert_eq!(
-            rooms.join("r", &b, &counters).unwrap_err(),
+            join(&rooms, "r", &b, &counters).unwrap_err(),
             JoinRefused::Memory
         );
         assert_eq!(
-            rooms.join("s", &b, &counters).unwrap_err(),
+            join(&rooms, "s", &b, &counters).unwrap_err(),
             JoinRefused::Memory
         );
         rooms.memory.credit(1 << 20);
-        rooms.join("s", &b, &counters).unwrap();
+        join(&rooms, "s", &b, &counters).unwrap();
     }
 
     #[test]
@@ -542,9 +735,9 @@ mod tests {
         let (a, _) = Outbound::new(1, limits);
         let (b, _) = Outbound::new(2, limits);
         for room in ["shared", "alone", "also"] {
-            rooms.join(room, &a, &counters).unwrap();
+            join(&rooms, room, &a, &counters).unwrap();
         }
-        rooms.join("shared", &b, &counters).unwrap();
+        join(&rooms, "shared", &b, &counters).unwrap();
         let names: Vec<Arc<str>> = ["shared", "alone", "also", "never"]
             .into_iter()
             .map(Arc::from)
