@@ -164,7 +164,7 @@ fn model(stream: &[u8], max: u32) -> (Vec<Decoded>, Ending) {
             );
         }
         if let Some(&kind) = rest.get(5)
-            && !(1..=6).contains(&kind)
+            && !(1..=7).contains(&kind)
         {
             return (frames, Ending::Error(DecodeError::UnknownType { kind }));
         }
