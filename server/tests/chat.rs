@@ -26,10 +26,17 @@ fn hello_answer_announces_limits_and_identity() {
 /// member list, as long as `members` says (the rooms here are small).
 fn positioned(mut answer: Value) -> Value {
     let epoch = answer["epoch"].as_str().map(str::to_owned);
-    assert!(epoch.as_deref().is_some_and(protocol::valid_epoch), "{answer}");
+    assert!(
+        epoch.as_deref().is_some_and(protocol::valid_epoch),
+        "{answer}"
+    );
     assert!(answer["seq"].is_u64(), "{answer}");
     let listed = answer["memberList"].as_array().map(Vec::len);
-    assert_eq!(listed.map(|n| n as u64), answer["members"].as_u64(), "{answer}");
+    assert_eq!(
+        listed.map(|n| n as u64),
+        answer["members"].as_u64(),
+        "{answer}"
+    );
     for key in ["epoch", "seq", "memberList"] {
         answer.as_object_mut().map(|object| object.remove(key));
     }
