@@ -40,8 +40,8 @@ use crate::counters::Counters;
 mod order;
 
 pub use order::HistoryLimits;
-use order::Order;
 pub(crate) use order::Splice;
+use order::{HistoryShare, Order};
 
 /// How many maps the rooms are spread over.
 pub(crate) const SHARDS: usize = 64;
@@ -85,6 +85,8 @@ pub(crate) struct Rooms {
     /// [`MEMBERSHIP_BYTES`], and history at what it holds.
     memory: Arc<MemoryBudget>,
     history: HistoryLimits,
+    /// The part of `memory` all rooms' history may hold together.
+    history_share: Arc<HistoryShare>,
 }
 
 impl Default for Rooms {
@@ -177,6 +179,7 @@ impl Rooms {
             hasher: RandomState::new(),
             max_rooms: budget.max_rooms as u64,
             max_memberships: budget.max_memberships as u64,
+            history_share: Arc::new(HistoryShare::new(Arc::clone(&memory))),
             memory,
             history,
         }
@@ -234,7 +237,7 @@ impl Rooms {
                 name: Arc::clone(&name),
                 members: Vec::new(),
                 messages: AtomicU64::new(0),
-                order: Mutex::new(Order::new(self.history, Arc::clone(&self.memory))),
+                order: Mutex::new(Order::new(self.history, Arc::clone(&self.history_share))),
             };
             map.insert(name, entry);
             self.memory.charge(ROOM_BYTES + room.len());

@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use protocol::{Gap, LENGTH_PREFIX, Recovery, push_seq_binary, push_seq_json};
@@ -59,6 +59,55 @@ impl HistoryLimits {
 /// entry in the ring and the allocation's rounding.
 pub(crate) const HISTORY_ENTRY_BYTES: usize = 64;
 
+/// The part of the memory budget all rooms' history may hold together:
+/// half of it. History is never shed, so without a share of its own it
+/// could fill the budget and leave the queues of connections that read
+/// no room at all, and the server would cut them for a cache.
+#[derive(Debug)]
+pub(crate) struct HistoryShare {
+    used: AtomicUsize,
+    cap: usize,
+    memory: Arc<MemoryBudget>,
+}
+
+impl HistoryShare {
+    pub(crate) fn new(memory: Arc<MemoryBudget>) -> HistoryShare {
+        HistoryShare {
+            used: AtomicUsize::new(0),
+            cap: usize::try_from(memory.limit() / 2).unwrap_or(usize::MAX),
+            memory,
+        }
+    }
+
+    /// Takes `bytes` of the share (and the budget), if both have them.
+    fn take(&self, bytes: usize) -> bool {
+        if self.memory.would_exceed(bytes) {
+            return false;
+        }
+        let taken = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(bytes).filter(|&total| total <= self.cap)
+            })
+            .is_ok();
+        if taken {
+            self.memory.charge(bytes);
+        }
+        taken
+    }
+
+    fn give(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+        self.memory.credit(bytes);
+    }
+
+    /// Bytes of history kept now, all rooms together.
+    #[cfg(test)]
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
 /// One kept message: its frame as members that asked for `seq` got it.
 #[derive(Debug)]
 struct Entry {
@@ -89,7 +138,7 @@ pub(crate) struct Order {
     history: VecDeque<Entry>,
     history_bytes: usize,
     limits: HistoryLimits,
-    memory: Arc<MemoryBudget>,
+    share: Arc<HistoryShare>,
 }
 
 /// A batch with its numbers in: for members that asked for `seq` in
@@ -125,14 +174,14 @@ pub(crate) fn new_epoch() -> Arc<str> {
 }
 
 impl Order {
-    pub(crate) fn new(limits: HistoryLimits, memory: Arc<MemoryBudget>) -> Order {
+    pub(crate) fn new(limits: HistoryLimits, share: Arc<HistoryShare>) -> Order {
         Order {
             epoch: new_epoch(),
             last_seq: 0,
             history: VecDeque::new(),
             history_bytes: 0,
             limits,
-            memory,
+            share,
         }
     }
 
@@ -222,12 +271,14 @@ impl Order {
 
     fn push(&mut self, entry: Entry) {
         let cost = entry.cost();
-        // History never takes the server past its budget: it is a cache,
-        // and what it cannot keep is reported exactly as a gap.
-        while self.memory.would_exceed(cost) && !self.history.is_empty() {
+        // History never takes the server past its share of the budget: it
+        // is a cache, and what it cannot keep is reported exactly as a gap.
+        let mut taken = self.share.take(cost);
+        while !taken && !self.history.is_empty() {
             self.drop_oldest();
+            taken = self.share.take(cost);
         }
-        if self.memory.would_exceed(cost) {
+        if !taken {
             return;
         }
         if self
@@ -239,7 +290,6 @@ impl Order {
             // contiguous with what follows, so it goes too.
             self.clear();
         }
-        self.memory.charge(cost);
         self.history_bytes += cost;
         self.history.push_back(entry);
     }
@@ -248,7 +298,7 @@ impl Order {
         if let Some(entry) = self.history.pop_front() {
             let cost = entry.cost();
             self.history_bytes -= cost;
-            self.memory.credit(cost);
+            self.share.give(cost);
         }
     }
 
@@ -337,7 +387,7 @@ impl Order {
 impl Drop for Order {
     /// The room goes: its history leaves the budget.
     fn drop(&mut self) {
-        self.memory.credit(self.history_bytes);
+        self.share.give(self.history_bytes);
     }
 }
 
@@ -422,7 +472,8 @@ mod tests {
             bytes: 1 << 20,
             max_age: None,
         };
-        Order::new(limits, Arc::new(MemoryBudget::new(1 << 20)))
+        let memory = Arc::new(MemoryBudget::new(1 << 20));
+        Order::new(limits, Arc::new(HistoryShare::new(memory)))
     }
 
     #[test]
@@ -489,7 +540,8 @@ mod tests {
             bytes: 1 << 20,
             max_age: Some(Duration::from_millis(100)),
         };
-        let mut order = Order::new(limits, Arc::clone(&memory));
+        let share = Arc::new(HistoryShare::new(Arc::clone(&memory)));
+        let mut order = Order::new(limits, Arc::clone(&share));
         for n in 1..=20 {
             let mut bytes = Vec::new();
             let splices = [json_delivery(&mut bytes, n)];
@@ -497,11 +549,46 @@ mod tests {
         }
         assert_eq!(order.history.len(), 10);
         assert_eq!(memory.used() as usize, order.history_bytes);
+        assert_eq!(share.used(), order.history_bytes);
         // Too old: all gone at the next look.
         let replay = order.replay("r", &Recovery::Last(5), false, 500);
         assert_eq!(replay.count, 0);
         assert_eq!(memory.used(), 0);
         drop(order);
         assert_eq!(memory.used(), 0);
+    }
+
+    #[test]
+    fn all_history_together_keeps_to_half_the_budget() {
+        let memory = Arc::new(MemoryBudget::new(64 * 1024));
+        let share = Arc::new(HistoryShare::new(Arc::clone(&memory)));
+        let limits = HistoryLimits {
+            messages: 1000,
+            bytes: 1 << 20,
+            max_age: None,
+        };
+        let mut rooms: Vec<Order> = (0..4)
+            .map(|_| Order::new(limits, Arc::clone(&share)))
+            .collect();
+        for n in 1..=400 {
+            for order in &mut rooms {
+                let mut bytes = Vec::new();
+                let splices = [json_delivery(&mut bytes, n)];
+                order.sequence(bytes, 1, &splices, false, 5);
+            }
+        }
+        assert!(share.used() <= 32 * 1024, "{} bytes kept", share.used());
+        assert_eq!(memory.used() as usize, share.used());
+        // Each room keeps a run of its newest messages.
+        for order in &mut rooms {
+            let replay = order.replay("r", &Recovery::Last(1000), false, 5);
+            assert!(replay.count > 0 || replay.gap.is_some());
+            if let Some(gap) = replay.gap {
+                assert_eq!(gap.from, Some(1));
+                assert_eq!(gap.to, Some(400 - u64::from(replay.count)));
+            }
+        }
+        drop(rooms);
+        assert_eq!((share.used(), memory.used()), (0, 0));
     }
 }
