@@ -422,7 +422,10 @@ fn full_history_in_many_rooms_stays_within_the_memory_budget() {
     );
     // A room still recovers what it kept, and says what it did not.
     let (mut member, _) = Raw::hello(addr, json!({}));
-    member.send_json(MessageType::JoinRoom, &json!({"room": "r0", "history": 160}));
+    member.send_json(
+        MessageType::JoinRoom,
+        &json!({"room": "r0", "history": 160}),
+    );
     member.expect(MessageType::JoinRoom);
     let first = member.expect(MessageType::Message).json();
     if first["type"] == "gap" {
