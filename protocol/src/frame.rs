@@ -35,7 +35,7 @@ pub enum MessageType {
     Heartbeat = 5,
     Error = 6,
     /// Who is in a room: the client's request and the server's answer
-    /// (SPEC.md 3.16). Servers before protocol 0.4 do not know it.
+    /// (SPEC.md 3.15). Servers before protocol 0.4 do not know it.
     Who = 7,
 }
 

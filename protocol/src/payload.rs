@@ -457,11 +457,11 @@ fn bounded(message: String) -> String {
 pub enum ServerMessage<'a> {
     Delivery(Delivery<'a>),
     Member(MemberEvent),
-    /// Messages of a room that are gone (SPEC.md 3.14).
+    /// Messages of a room that are gone (SPEC.md 3.13).
     Gap(crate::Gap),
-    /// A publish acknowledged (SPEC.md 3.15).
+    /// A publish acknowledged (SPEC.md 3.14).
     Ack(crate::Ack),
-    /// A direct message (SPEC.md 3.17).
+    /// A direct message (SPEC.md 3.16).
     Direct(crate::Direct<'a>),
     /// A `type` this crate does not know, from a newer server: ignored,
     /// as SPEC.md 3.5 asks.

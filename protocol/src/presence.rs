@@ -1,5 +1,5 @@
 //! Who is in a room, and messages to one user or connection (SPEC.md 3.3,
-//! 3.16, 3.17).
+//! 3.15, 3.16).
 
 use std::borrow::Cow;
 

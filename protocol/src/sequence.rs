@@ -1,6 +1,6 @@
 //! A room's order on the wire: the `seq` and `epoch` every delivery carries,
 //! where a JOIN asks to pick up from, the `gap` notice that says exactly
-//! what is gone, and the publish `ack` (SPEC.md 3.13 to 3.15, 5.11).
+//! what is gone, and the publish `ack` (SPEC.md 3.3, 3.9, 3.10, 3.13, 3.14, 5.11).
 //!
 //! The server writes a delivery before it knows the delivery's place in
 //! its room (the place is given under the room's lock, and the encoding is
@@ -76,7 +76,7 @@ pub enum Recovery {
 }
 
 /// Server → client MESSAGE with `"type":"gap"`: messages of the room that
-/// the client asked for and will never get (SPEC.md 3.14). Sent only to a
+/// the client asked for and will never get (SPEC.md 3.13). Sent only to a
 /// connection whose JOIN_ROOM asked for recovery, right after the JOIN
 /// answer and before any message after the gap.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,7 +102,7 @@ pub struct Gap {
 }
 
 /// Server → client MESSAGE with `"type":"ack"`: a MESSAGE that asked for
-/// it (`"ack": true`, with an `id`) was relayed (SPEC.md 3.15).
+/// it (`"ack": true`, with an `id`) was relayed (SPEC.md 3.14).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Ack {

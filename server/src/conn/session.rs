@@ -522,7 +522,7 @@ impl Session {
     }
 
     /// Answers WHO: who is in `room` now. Anyone who may join a room may
-    /// ask, member or not (SPEC.md 3.16).
+    /// ask, member or not (SPEC.md 3.15).
     fn who(&mut self, room: &str, id: Option<RequestId>) {
         if !self.permissions.may_join(room) {
             let message = format!("WHO {}: your token does not allow this room", Quoted(room));
@@ -719,7 +719,7 @@ impl Session {
     }
 
     /// Sends the message just gathered, and answers its publisher with
-    /// the `seq` it got (SPEC.md 3.15).
+    /// the `seq` it got (SPEC.md 3.14).
     fn ack(&mut self, room: &str, id: RequestId) {
         let Some(published) = self.flush() else {
             return;
