@@ -712,6 +712,66 @@ mod tests {
     }
 
     #[test]
+    fn a_full_member_gets_what_waits_for_it_in_the_order_offered() {
+        let counters = Counters::default();
+        let (member, rx) = open(QueueLimits {
+            items: 1,
+            bytes: 1000,
+        });
+        member.try_push(&batch(1)).unwrap();
+        // Two publishers offer in turn (as the room's lock orders them);
+        // both find the queue full.
+        let (first, second) = (batch(2), batch(3));
+        let mut stalled_first = Stalled::default();
+        let mut stalled_second = Stalled::default();
+        assert!(member.offer(&first, &mut Vec::new(), &mut stalled_first));
+        assert!(member.offer(&second, &mut Vec::new(), &mut stalled_second));
+        // Room frees up while the second publisher settles first: it must
+        // not overtake the first.
+        let written = std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                (0..3)
+                    .map(|_| {
+                        let taken = rx.recv().unwrap();
+                        member.written(taken.bytes.len());
+                        taken.bytes.len()
+                    })
+                    .collect::<Vec<_>>()
+            });
+            stalled_second.settle(Duration::from_secs(30), &counters);
+            stalled_first.settle(Duration::from_secs(30), &counters);
+            writer.join().unwrap()
+        });
+        assert_eq!(written, [1, 2, 3], "the batches in the order offered");
+        assert_eq!(member.close_reason(), None);
+        assert_eq!(counters.slow_consumers(), 0);
+        // And once the backlog is empty, offers go straight in again.
+        let mut touched = Vec::new();
+        assert!(member.offer(&batch(4), &mut touched, &mut Stalled::default()));
+        assert_eq!(touched.len(), 1);
+    }
+
+    #[test]
+    fn a_member_still_full_at_the_bound_is_cut_and_its_backlog_dropped() {
+        let counters = Counters::default();
+        let (member, _rx) = open(QueueLimits {
+            items: 1,
+            bytes: 1000,
+        });
+        member.try_push(&batch(1)).unwrap();
+        let waiting = batch(2);
+        let mut stalled = Stalled::default();
+        member.offer(&waiting, &mut Vec::new(), &mut stalled);
+        stalled.settle(Duration::from_millis(20), &counters);
+        assert!(matches!(
+            member.close_reason(),
+            Some(CloseReason::SlowConsumer { .. })
+        ));
+        assert!(!member.in_backlog(&waiting));
+        assert!(!member.offer(&batch(3), &mut Vec::new(), &mut Stalled::default()));
+    }
+
+    #[test]
     fn the_fatal_error_is_last_and_the_first_reason_wins() {
         let (outbound, rx) = open(SMALL);
         outbound.try_push(&batch(10)).unwrap();

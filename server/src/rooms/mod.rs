@@ -401,7 +401,10 @@ impl Rooms {
                 .messages
                 .fetch_add(u64::from(pending.frames), Ordering::Relaxed);
             let mut order = entry.order.lock();
-            let plain_wanted = entry.members.iter().any(|m| !m.binary_seq());
+            // A second encoding only when the batch has a binary message
+            // and a member takes binary deliveries without `seq`.
+            let plain_wanted = pending.splices.iter().any(|splice| splice.binary)
+                && entry.members.iter().any(|m| !m.binary_seq());
             let sequenced = order.sequence(
                 pending.bytes,
                 pending.frames,
