@@ -108,20 +108,24 @@ impl HistoryShare {
     }
 }
 
-/// One kept message: its frame as members that asked for `seq` got it.
+/// One kept message: where its frame is in the batch members that asked
+/// for `seq` got. Entries share their batch (nothing is copied to keep a
+/// message); the entries of one batch are next to each other.
 #[derive(Debug)]
 struct Entry {
     seq: u64,
     at_ms: u64,
-    frame: Box<[u8]>,
-    /// For a binary delivery, where the `seq` insert is and how long, so
-    /// the frame can be replayed without it.
+    batch: Arc<Batch>,
+    /// The frame's bytes in `batch`.
+    frame: std::ops::Range<usize>,
+    /// For a binary delivery, where the `seq` insert is in the frame and
+    /// how long, so the frame can be replayed without it.
     binary_insert: Option<(usize, usize)>,
 }
 
 impl Entry {
-    fn cost(&self) -> usize {
-        self.frame.len() + HISTORY_ENTRY_BYTES
+    fn frame(&self) -> &[u8] {
+        self.batch.bytes.get(self.frame.clone()).unwrap_or_default()
     }
 }
 
@@ -214,15 +218,14 @@ impl Order {
         }
         let binary = splices.iter().any(|splice| splice.binary);
         let first = self.last_seq + 1;
-        let full = insert(&bytes, splices, first, &self.epoch, true);
+        let full = Arc::new(Batch {
+            bytes: insert(&bytes, splices, first, &self.epoch, true),
+            frames,
+        });
         self.last_seq += splices.len() as u64;
         if self.limits.is_on() {
             self.keep(&full, splices, first, now_ms);
         }
-        let full = Arc::new(Batch {
-            bytes: full,
-            frames,
-        });
         let plain = if binary && plain_wanted {
             Arc::new(Batch {
                 bytes: insert(&bytes, splices, first, &self.epoch, false),
@@ -239,11 +242,12 @@ impl Order {
     }
 
     /// Keeps the message frames of `full` (sequenced from `first`).
-    fn keep(&mut self, full: &[u8], splices: &[Splice], first: u64, now_ms: u64) {
+    fn keep(&mut self, full: &Arc<Batch>, splices: &[Splice], first: u64, now_ms: u64) {
         let mut shift = 0;
         for (i, splice) in splices.iter().enumerate() {
             let start = splice.frame + shift;
             let Some(length) = full
+                .bytes
                 .get(start..start + LENGTH_PREFIX)
                 .and_then(|b| <[u8; 4]>::try_from(b).ok())
                 .map(u32::from_be_bytes)
@@ -252,13 +256,14 @@ impl Order {
             };
             let end = start + LENGTH_PREFIX + length as usize;
             let inserted = seq_insert_len(splice.binary, first + i as u64, &self.epoch);
-            let Some(frame) = full.get(start..end) else {
+            if end > full.bytes.len() {
                 return;
-            };
+            }
             let entry = Entry {
                 seq: first + i as u64,
                 at_ms: now_ms,
-                frame: frame.into(),
+                batch: Arc::clone(full),
+                frame: start..end,
                 binary_insert: splice
                     .binary
                     .then_some((splice.at - splice.frame, inserted)),
@@ -269,18 +274,18 @@ impl Order {
         self.trim(now_ms);
     }
 
+    /// What keeping `entry` costs: its entry, and its batch if no kept
+    /// message holds that batch yet (a batch is counted whole, from its
+    /// first kept message until its last one goes).
+    fn cost(&self, entry: &Entry) -> usize {
+        let shared = self
+            .history
+            .back()
+            .is_some_and(|last| Arc::ptr_eq(&last.batch, &entry.batch));
+        HISTORY_ENTRY_BYTES + if shared { 0 } else { entry.batch.bytes.len() }
+    }
+
     fn push(&mut self, entry: Entry) {
-        let cost = entry.cost();
-        // History never takes the server past its share of the budget: it
-        // is a cache, and what it cannot keep is reported exactly as a gap.
-        let mut taken = self.share.take(cost);
-        while !taken && !self.history.is_empty() {
-            self.drop_oldest();
-            taken = self.share.take(cost);
-        }
-        if !taken {
-            return;
-        }
         if self
             .history
             .back()
@@ -290,13 +295,32 @@ impl Order {
             // contiguous with what follows, so it goes too.
             self.clear();
         }
+        // History never takes the server past its share of the budget: it
+        // is a cache, and what it cannot keep is reported exactly as a gap.
+        let mut cost = self.cost(&entry);
+        while !self.share.take(cost) {
+            if self.history.is_empty() {
+                return;
+            }
+            self.drop_oldest();
+            cost = self.cost(&entry);
+        }
         self.history_bytes += cost;
         self.history.push_back(entry);
     }
 
     fn drop_oldest(&mut self) {
         if let Some(entry) = self.history.pop_front() {
-            let cost = entry.cost();
+            let last_of_its_batch = self
+                .history
+                .front()
+                .is_none_or(|next| !Arc::ptr_eq(&next.batch, &entry.batch));
+            let cost = HISTORY_ENTRY_BYTES
+                + if last_of_its_batch {
+                    entry.batch.bytes.len()
+                } else {
+                    0
+                };
             self.history_bytes -= cost;
             self.share.give(cost);
         }
@@ -367,16 +391,17 @@ impl Order {
             ..Replay::default()
         };
         for entry in self.history.iter().filter(|entry| entry.seq >= wanted_from) {
+            let frame = entry.frame();
             match entry.binary_insert {
-                Some((at, len)) if !binary_seq => {
+                Some((at, len)) if !binary_seq && at + len <= frame.len() => {
                     let start = replay.frames.len();
-                    replay.frames.extend_from_slice(&entry.frame[..at]);
-                    replay.frames.extend_from_slice(&entry.frame[at + len..]);
-                    let length = (entry.frame.len() - len - LENGTH_PREFIX) as u32;
+                    replay.frames.extend_from_slice(&frame[..at]);
+                    replay.frames.extend_from_slice(&frame[at + len..]);
+                    let length = (frame.len() - len - LENGTH_PREFIX) as u32;
                     replay.frames[start..start + LENGTH_PREFIX]
                         .copy_from_slice(&length.to_be_bytes());
                 }
-                _ => replay.frames.extend_from_slice(&entry.frame),
+                _ => replay.frames.extend_from_slice(frame),
             }
             replay.count += 1;
         }
