@@ -722,7 +722,9 @@ impl Session {
         let read_at = match self.outbox.target {
             Target::Room { .. } if self.outbox.frames > 0 => {
                 self.broadcasts = self.broadcasts.wrapping_add(1);
-                (self.broadcasts % SAMPLE_EVERY == 0).then_some(self.read_at)
+                self.broadcasts
+                    .is_multiple_of(SAMPLE_EVERY)
+                    .then_some(self.read_at)
             }
             _ => None,
         };
