@@ -71,14 +71,9 @@ impl Histogram {
         }
     }
 
-    /// Counts `value`, in the shard `key` picks (a connection id): two
-    /// relaxed adds, no lock, no allocation.
-    pub(crate) fn observe(&self, key: u64, value: u64) {
-        self.observe_times(key, value, 1);
-    }
-
     /// Counts `value` `times` times at once (a batch of frames that all
-    /// went to the same members).
+    /// went the same way), in the shard `key` picks (a connection id): two
+    /// relaxed adds, no lock, no allocation.
     pub(crate) fn observe_times(&self, key: u64, value: u64, times: u64) {
         let shard = &self.shards[key as usize % SHARDS];
         let bucket = self.bounds.partition_point(|&bound| bound < value);
@@ -86,9 +81,11 @@ impl Histogram {
         shard.sum.fetch_add(value.saturating_mul(times), Relaxed);
     }
 
-    /// Counts a duration, in nanoseconds (saturating at `u64::MAX`).
-    pub(crate) fn observe_duration(&self, key: u64, duration: Duration) {
-        self.observe(key, u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX));
+    /// Counts a duration `times` times, in nanoseconds (saturating at
+    /// `u64::MAX`).
+    pub(crate) fn observe_duration(&self, key: u64, duration: Duration, times: u64) {
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        self.observe_times(key, nanos, times);
     }
 
     /// The counts summed over shards, with bounds and sum divided by
@@ -175,13 +172,14 @@ pub(crate) const SAMPLE_EVERY: u32 = 1;
 #[derive(Debug)]
 pub(crate) struct Histograms {
     /// Bytes a member's queue holds once a sampled delivery is queued in
-    /// it (the delivery included).
+    /// it (the delivery included), once per MESSAGE delivered.
     pub(crate) queue_bytes: Histogram,
     /// Members a broadcast was queued for (the publisher not counted
-    /// unless it echoes to itself).
+    /// unless it echoes to itself), once per MESSAGE.
     pub(crate) fan_out: Histogram,
     /// From the read that brought a sampled MESSAGE in to the write that
-    /// put its last byte in a member's socket, in nanoseconds.
+    /// put its last byte in a member's socket, in nanoseconds, once per
+    /// MESSAGE per member.
     pub(crate) latency: Histogram,
 }
 
@@ -203,7 +201,7 @@ mod tests {
     fn values_land_in_the_first_bucket_whose_bound_they_do_not_exceed() {
         let histogram = Histogram::new(&[10, 100]);
         for (key, value) in [(0, 0), (1, 10), (2, 11), (3, 100), (4, 101), (5, 5000)] {
-            histogram.observe(key, value);
+            histogram.observe_times(key, value, 1);
         }
         let summed = histogram.sum(1.0);
         assert_eq!(summed.count, 6);
@@ -216,7 +214,7 @@ mod tests {
         let histograms = Histograms::default();
         histograms
             .latency
-            .observe_duration(7, Duration::from_micros(30));
+            .observe_duration(7, Duration::from_micros(30), 1);
         let summed = histograms.latency.sum(1e9);
         assert_eq!(summed.count, 1);
         assert_eq!(summed.buckets[0], (10e-6, 0));

@@ -295,13 +295,15 @@ impl Outbound {
         self.send_reserved(batch, None).map(|()| queued)
     }
 
-    /// Records the queue depth a sampled batch met (SPEC.md 12.1).
+    /// Records the queue depth a sampled batch met (SPEC.md 12.1), once
+    /// for each MESSAGE in it.
     fn observe_depth(&self, batch: &Batch, queued: usize, counters: &Counters) {
         if batch.read_at.is_some() {
-            counters
-                .histograms
-                .queue_bytes
-                .observe(self.id, queued as u64);
+            counters.histograms.queue_bytes.observe_times(
+                self.id,
+                queued as u64,
+                u64::from(batch.frames),
+            );
         }
     }
 

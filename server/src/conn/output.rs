@@ -93,10 +93,14 @@ pub(crate) struct Sent {
 }
 
 impl Sent {
+    /// Only the output's lock holder writes, so a load and a store do (no
+    /// read-modify-write needed).
     fn add(&self, bytes: usize, frames: u64) {
-        self.bytes.fetch_add(bytes as u64, Relaxed);
+        self.bytes
+            .store(self.bytes.load(Relaxed) + bytes as u64, Relaxed);
         if frames > 0 {
-            self.frames.fetch_add(frames, Relaxed);
+            self.frames
+                .store(self.frames.load(Relaxed) + frames, Relaxed);
         }
     }
 
@@ -580,11 +584,14 @@ impl State {
                 left -= batch.bytes.len();
                 tally.merge(&batch.tally);
                 if let Some(read_at) = batch.read_at {
+                    // Each MESSAGE in the batch was read and written at the
+                    // same moments: counted once each.
                     let now = *now.get_or_insert_with(Instant::now);
-                    counters
-                        .histograms
-                        .latency
-                        .observe_duration(outbound.id(), now.saturating_duration_since(read_at));
+                    counters.histograms.latency.observe_duration(
+                        outbound.id(),
+                        now.saturating_duration_since(read_at),
+                        u64::from(batch.frames),
+                    );
                 }
                 done += 1;
             }
