@@ -474,6 +474,7 @@ impl Session {
             // lines, and the writer's, name the user.
             tracing::Span::current().record("user", user.as_str());
             self.outbound.set_user(user);
+            self.shared.add_user(user, self.outbound.id());
         }
         self.user = user;
     }

@@ -369,7 +369,10 @@ impl Order {
         self.trim(now_ms);
         let first_kept = self.first_kept();
         let (wanted_from, previous_epoch) = match recovery {
-            Recovery::Since(since) if *since.epoch == *self.epoch => (since.seq + 1, None),
+            // A client's seq may be anything, u64::MAX included.
+            Recovery::Since(since) if *since.epoch == *self.epoch => {
+                (since.seq.saturating_add(1), None)
+            }
             Recovery::Since(since) => (1, Some(since.epoch.clone())),
             Recovery::Last(n) => (
                 self.last_seq.saturating_sub(*n).saturating_add(1).max(1),
@@ -548,6 +551,14 @@ mod tests {
         let replay = order.replay("r", &Recovery::Last(2), false, 5);
         assert!(replay.gap.is_none());
         assert_eq!(seqs(&replay.frames), [4, 5]);
+        // A seq from the future (or u64::MAX) asks for nothing.
+        let replay = order.replay("r", &since(u64::MAX), false, 5);
+        assert!(replay.gap.is_none() && replay.count == 0);
+        let replay = order.replay("r", &Recovery::Last(u64::MAX), false, 5);
+        assert_eq!(
+            replay.gap.map(|gap| (gap.from, gap.to)),
+            Some((Some(1), Some(2)))
+        );
         let old = Recovery::Since(Since {
             epoch: "other".into(),
             seq: 9,
