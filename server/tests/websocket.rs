@@ -544,6 +544,7 @@ fn origins_are_checked_and_other_paths_are_not_found() {
             .iter()
             .any(|&(name, n)| name == "ws_handshake" && n == 2)
     });
+    assert_eq!(counters.ws_upgrade_failures(), 2);
 }
 
 #[test]
@@ -690,6 +691,14 @@ fn wss_uses_the_tls_certificate_and_shows_in_connz() {
         .collect();
     assert_eq!(transports, ["wss", "tcp"], "{connz}");
     assert_eq!(connections[0]["tls"], true);
+    let metrics = http_text(http, "/metrics");
+    for line in [
+        "relay_connections_by_transport{transport=\"wss\"} 1",
+        "relay_connections_by_transport{transport=\"tcp\"} 1",
+        "relay_connections_by_transport{transport=\"ws\"} 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
     let config = http_get(http, "/config.json");
     assert_eq!(
         config,
@@ -711,18 +720,20 @@ fn config_json_says_when_there_is_no_websocket() {
 
 /// GET `path`, which must answer 200 with JSON.
 fn http_get(addr: SocketAddr, path: &str) -> Value {
+    serde_json::from_str(&http_text(addr, path)).unwrap()
+}
+
+/// GET `path`, which must answer 200; the body.
+fn http_text(addr: SocketAddr, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     let (head, body) = answer.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    serde_json::from_str(body).unwrap()
+    body.to_owned()
 }
 
 #[test]
