@@ -28,8 +28,8 @@ use std::io::{self, IoSlice};
 use std::sync::Arc;
 
 use protocol::{ErrorCode, ErrorPayload, HEADER_LEN, LENGTH_PREFIX, MessageType};
-use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
-use tungstenite::protocol::frame::{CloseFrame, Frame, FrameHeader};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::{CloseFrame, Frame};
 
 use super::link::Link;
 use crate::conn::transport::WriteHalf;
@@ -175,13 +175,7 @@ impl<W: WriteHalf> WsWrite<W> {
                         break 'all;
                     };
                     let frame = LENGTH_PREFIX + length;
-                    let header = FrameHeader {
-                        opcode: OpCode::Data(Data::Binary),
-                        ..FrameHeader::default()
-                    };
-                    header
-                        .format(frame as u64, &mut self.out)
-                        .map_err(io::Error::other)?;
+                    push_binary_header(&mut self.out, frame);
                     self.last_fatal = buf.get(pos..pos + frame).and_then(fatal_code);
                     self.frame_left = frame;
                 }
@@ -219,6 +213,25 @@ impl<W: WriteHalf> WsWrite<W> {
         }))
         .format(&mut out);
         out
+    }
+}
+
+/// The header of an unmasked, final binary frame of `len` bytes (RFC 6455
+/// 5.2): written here, on the hot path, where tungstenite's
+/// `FrameHeader::format` goes through `io::Write` for each part; the unit
+/// tests check the two agree.
+fn push_binary_header(out: &mut Vec<u8>, len: usize) {
+    const FIN_BINARY: u8 = 0x82;
+    match len {
+        0..=125 => out.extend_from_slice(&[FIN_BINARY, len as u8]),
+        126..=0xffff => {
+            let [hi, lo] = (len as u16).to_be_bytes();
+            out.extend_from_slice(&[FIN_BINARY, 126, hi, lo]);
+        }
+        _ => {
+            out.extend_from_slice(&[FIN_BINARY, 127]);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
     }
 }
 
@@ -322,6 +335,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use parking_lot::Mutex;
+    use tungstenite::protocol::frame::FrameHeader;
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
 
     use super::*;
 
@@ -400,6 +415,21 @@ mod tests {
                 done += writer.write_vectored(view).unwrap();
             }
             assert_eq!(*script.written.lock(), expected, "budget {budget}");
+        }
+    }
+
+    #[test]
+    fn headers_are_what_tungstenite_writes() {
+        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 1 << 20] {
+            let mut ours = Vec::new();
+            push_binary_header(&mut ours, len);
+            let mut theirs = Vec::new();
+            let header = FrameHeader {
+                opcode: OpCode::Data(Data::Binary),
+                ..FrameHeader::default()
+            };
+            header.format(len as u64, &mut theirs).unwrap();
+            assert_eq!(ours, theirs, "length {len}");
         }
     }
 
