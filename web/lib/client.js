@@ -13,6 +13,7 @@ export const CLIENT_VERSION = 'relay-js/0.1.0';
 const DEFAULTS = {
     reconnect: { initialDelayMs: 250, maxDelayMs: 10_000, factor: 2, maxAttempts: Infinity },
     heartbeatMaxMs: 15_000,
+    heartbeatMinDeadMs: 5_000,
     requestTimeoutMs: 10_000,
     connectTimeoutMs: 10_000,
     maxBufferedBytes: 4 << 20,
@@ -329,13 +330,15 @@ export class RelayClient extends Emitter {
             Math.min(DEFAULTS.heartbeatMaxMs, idle !== undefined && idle > 0 ? Math.floor(idle / 2) : DEFAULTS.heartbeatMaxMs);
         if (every <= 0)
             return;
+        // Short intervals (tests, fast RTT displays) must not turn a busy moment into a reconnect.
+        const deadline = Math.max(every, DEFAULTS.heartbeatMinDeadMs);
         link.heartbeat = setInterval(() => {
             if (this.link !== link)
                 return;
             const now = performance.now();
             for (const ping of this.pings.values()) {
-                if (now - ping.sent >= every) {
-                    this.abort(link, RelayError.client('TIMEOUT', `no heartbeat answer within ${every} ms`, true));
+                if (now - ping.sent >= deadline) {
+                    this.abort(link, RelayError.client('TIMEOUT', `no heartbeat answer within ${deadline} ms`, true));
                     return;
                 }
             }

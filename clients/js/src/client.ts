@@ -68,8 +68,9 @@ export interface RelayClientOptions {
   reconnect?: boolean | Partial<ReconnectOptions>;
   /**
    * Milliseconds between heartbeats. Default: half the server's idle
-   * timeout, at most 15 s. 0 turns them off. A heartbeat unanswered by
-   * the next one ends the connection (then the client reconnects).
+   * timeout, at most 15 s. 0 turns them off. A heartbeat unanswered for
+   * an interval (at least 5 s) ends the connection, and the client
+   * reconnects: so a dead connection is found even when nothing is sent.
    */
   heartbeatIntervalMs?: number;
   /** How long join, leave and ping wait for their answer. Default 10 s. */
@@ -114,6 +115,7 @@ export interface RelayClientEvents {
 const DEFAULTS = {
   reconnect: { initialDelayMs: 250, maxDelayMs: 10_000, factor: 2, maxAttempts: Infinity },
   heartbeatMaxMs: 15_000,
+  heartbeatMinDeadMs: 5_000,
   requestTimeoutMs: 10_000,
   connectTimeoutMs: 10_000,
   maxBufferedBytes: 4 << 20,
@@ -456,12 +458,14 @@ export class RelayClient extends Emitter<RelayClientEvents> {
       this.options.heartbeatIntervalMs ??
       Math.min(DEFAULTS.heartbeatMaxMs, idle !== undefined && idle > 0 ? Math.floor(idle / 2) : DEFAULTS.heartbeatMaxMs);
     if (every <= 0) return;
+    // Short intervals (tests, fast RTT displays) must not turn a busy moment into a reconnect.
+    const deadline = Math.max(every, DEFAULTS.heartbeatMinDeadMs);
     link.heartbeat = setInterval(() => {
       if (this.link !== link) return;
       const now = performance.now();
       for (const ping of this.pings.values()) {
-        if (now - ping.sent >= every) {
-          this.abort(link, RelayError.client('TIMEOUT', `no heartbeat answer within ${every} ms`, true));
+        if (now - ping.sent >= deadline) {
+          this.abort(link, RelayError.client('TIMEOUT', `no heartbeat answer within ${deadline} ms`, true));
           return;
         }
       }

@@ -7,18 +7,23 @@
 
 import type { Connector, Transport, TransportHandler } from './transport.js';
 
-/** The part of the WHATWG WebSocket API the transport uses. */
+/**
+ * The part of the WHATWG WebSocket API the transport uses. The handlers'
+ * events are `any` so that implementations with richer event types (the
+ * `ws` package's) fit; the transport reads only `data`, `code` and `reason`.
+ */
 export interface WebSocketLike {
   binaryType: string;
   readonly bufferedAmount: number;
-  onopen: ((event: unknown) => void) | null;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onclose: ((event: { code: number; reason: string }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
+  onopen: ((event: any) => void) | null;
+  onmessage: ((event: any) => void) | null;
+  onclose: ((event: any) => void) | null;
+  onerror: ((event: any) => void) | null;
   send(data: Uint8Array): void;
   close(code?: number, reason?: string): void;
 }
 
+/** A WebSocket class: the browser's, Node 22's, or the `ws` package's. */
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 
 export interface WebSocketOptions {
@@ -54,7 +59,7 @@ class WebSocketTransport implements Transport {
     this.socket = socket;
     socket.binaryType = 'arraybuffer';
     socket.onopen = () => handler.open();
-    socket.onmessage = (event) => {
+    socket.onmessage = (event: { data: unknown }) => {
       const data = event.data;
       if (data instanceof ArrayBuffer) {
         handler.data(new Uint8Array(data));
@@ -68,7 +73,7 @@ class WebSocketTransport implements Transport {
     socket.onerror = () => {
       // A close event always follows; it carries what there is to say.
     };
-    socket.onclose = (event) => {
+    socket.onclose = (event: { code: number; reason: string }) => {
       if (this.ended) return;
       this.ended = true;
       handler.closed(
