@@ -66,6 +66,8 @@ pub struct Counters {
     /// TLS handshakes that failed or timed out (a plain client on the TLS
     /// port, a slowloris, a refused client certificate). Not on the wire.
     pub(crate) tls_handshake_failures: AtomicU64,
+    /// WebSocket upgrades refused or not finished in time.
+    pub(crate) ws_upgrade_failures: AtomicU64,
     /// Connections turned away at accept, indexed like [`Refusal::NAMES`].
     /// Not on the wire.
     refused: [AtomicU64; Refusal::NAMES.len()],

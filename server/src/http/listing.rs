@@ -73,6 +73,7 @@ struct Connection {
     user: Option<String>,
     address: String,
     tls: bool,
+    transport: &'static str,
     queued_bytes: u64,
     age_seconds: u64,
 }
@@ -98,6 +99,7 @@ pub(super) fn connz(shared: &Shared, page: Page) -> String {
             user: peer.outbound.user().map(str::to_owned),
             address: peer.addr.to_string(),
             tls: peer.tls,
+            transport: peer.transport,
             queued_bytes: peer.outbound.queued_bytes() as u64,
             age_seconds: peer.started.elapsed().as_secs(),
         })
