@@ -50,6 +50,16 @@ const STATE_TEXT = {
   closed: 'Disconnected',
 };
 
+/** Why the connection was lost, for the codes a person meets most. */
+const LOST_TEXT = {
+  SHUTTING_DOWN: 'The server is restarting.',
+  CONNECT_FAILED: 'The server cannot be reached.',
+  DISCONNECTED: 'The connection was lost.',
+  TIMEOUT: 'The server stopped answering.',
+  IDLE_TIMEOUT: 'The connection was idle too long.',
+  SLOW_CONSUMER: 'This page fell behind the room.',
+};
+
 ui.name.value = localStorage.getItem('relay.name') ?? '';
 
 ui.loginForm.addEventListener('submit', async (event) => {
@@ -127,7 +137,7 @@ async function start(name) {
   client.on('reconnecting', ({ attempt, delayMs, error }) => {
     ui.banner.hidden = false;
     ui.banner.dataset.attempt = String(attempt);
-    ui.banner.textContent = `Connection lost (${error.code}). Reconnecting in ${(delayMs / 1000).toFixed(1)} s… (attempt ${attempt})`;
+    ui.banner.textContent = `${LOST_TEXT[error.code] ?? `Connection lost (${error.code}).`} Reconnecting in ${(delayMs / 1000).toFixed(1)} s… (attempt ${attempt})`;
   });
   client.on('rejoined', ({ rooms: back, failed }) => {
     for (const answer of back) {

@@ -20,21 +20,6 @@ const TRANSPORTS = {
   ws: (server) => webSocket(`ws://${server.ws.host}:${server.ws.port}/`, { WebSocket }),
 };
 
-// TEMPORARY until the ws branch is merged.
-import { execFileSync } from 'node:child_process';
-import { SERVER_BIN } from '../testing/server.mjs';
-const HAS_WS = execFileSync(SERVER_BIN, ['--help']).toString().includes('--ws-addr');
-if (!HAS_WS) delete TRANSPORTS.ws;
-const startServerReal = startServer;
-function startServerTmp(args = []) {
-  const out = [];
-  for (let i = 0; i < args.length; i++) {
-    if (!HAS_WS && args[i] === '--ws-addr') i++;
-    else out.push(args[i]);
-  }
-  return startServerReal(out);
-}
-
 const clients = [];
 
 /** A client that the test's end closes. */
@@ -52,7 +37,7 @@ for (const [kind, transport] of Object.entries(TRANSPORTS)) {
   describe(`over ${kind}`, () => {
     let server;
     before(async () => {
-      server = await startServerTmp(['--ws-addr', '127.0.0.1:0']);
+      server = await startServer(['--ws-addr', '127.0.0.1:0']);
     });
     after(async () => {
       await closeAll();
@@ -185,7 +170,7 @@ describe('authentication', () => {
     dir = mkdtempSync(path.join(tmpdir(), 'relay-js-'));
     const file = path.join(dir, 'tokens');
     writeFileSync(file, `${token} carol join=lobby publish=\n`);
-    server = await startServerTmp(['--ws-addr', '127.0.0.1:0', '--auth-tokens', file]);
+    server = await startServer(['--ws-addr', '127.0.0.1:0', '--auth-tokens', file]);
   });
   after(async () => {
     await closeAll();
@@ -225,7 +210,7 @@ describe('authentication', () => {
 describe('reconnecting', () => {
   for (const [kind, transport] of Object.entries(TRANSPORTS)) {
     test(`over ${kind}: after the server restarts on the same ports, the clients re-join and talk`, async () => {
-      let server = await startServerTmp(['--ws-addr', '127.0.0.1:0', '--drain-timeout', '0']);
+      let server = await startServer(['--ws-addr', '127.0.0.1:0', '--drain-timeout', '0']);
       const { addr, ws } = server;
       try {
         const options = { reconnect: { initialDelayMs: 50, maxDelayMs: 500 }, userId: 'r' };
@@ -247,9 +232,9 @@ describe('reconnecting', () => {
         assert.ok(why.delayMs >= 1000, `retryAfterMs is honoured: ${why.delayMs}`);
         assert.equal(ann.state, 'reconnecting');
 
-        server = await startServerTmp([
+        server = await startServer([
           '--addr', `${addr.host}:${addr.port}`,
-          ...(ws ? ['--ws-addr', `${ws.host}:${ws.port}`] : []),
+          '--ws-addr', `${ws.host}:${ws.port}`,
         ]);
         const again = await rejoinedAnn;
         assert.deepEqual(again.rooms.map((r) => r.room).sort(), ['attic', 'lobby']);
@@ -274,7 +259,7 @@ describe('reconnecting', () => {
   }
 
   test('the first connection failing rejects connect(), without retrying', async () => {
-    const server = await startServerTmp();
+    const server = await startServer();
     const port = server.addr.port;
     await server.stop();
     const c = client(tcp({ port }));
@@ -286,7 +271,7 @@ describe('reconnecting', () => {
 describe('a TCP client (the relay CLI) and JS clients share a room', () => {
   let server;
   before(async () => {
-    server = await startServerTmp(['--ws-addr', '127.0.0.1:0']);
+    server = await startServer(['--ws-addr', '127.0.0.1:0']);
   });
   after(async () => {
     await closeAll();
@@ -294,7 +279,7 @@ describe('a TCP client (the relay CLI) and JS clients share a room', () => {
   });
 
   test('each sees the others\' messages', async () => {
-    const overWs = client((TRANSPORTS.ws ?? TRANSPORTS.tcp)(server), { userId: 'web' });
+    const overWs = client(TRANSPORTS.ws(server), { userId: 'web' });
     const overTcp = client(TRANSPORTS.tcp(server), { userId: 'node' });
     await Promise.all([overWs.connect(), overTcp.connect()]);
     await overWs.join('mixed');
