@@ -43,7 +43,14 @@ fn request(addr: SocketAddr, method: &str, path: &str, extra: &str) -> Answer {
         .expect("an HTTP head");
     let head = String::from_utf8(raw[..split].to_vec()).unwrap();
     let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .filter_map(|line| line.split_once(':'))
         .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
@@ -72,7 +79,10 @@ fn the_page_is_served_at_the_root_with_its_security_headers() {
     let http = server.http_addr().unwrap();
     let page = request(http, "GET", "/", "");
     assert_eq!(page.status, 200);
-    assert_eq!(page.header("Content-Type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        page.header("Content-Type"),
+        Some("text/html; charset=utf-8")
+    );
     assert_eq!(page.body, web("/index.html"));
     assert_eq!(page.header("Cache-Control"), Some("no-cache"));
     assert_eq!(page.header("X-Content-Type-Options"), Some("nosniff"));
@@ -120,7 +130,10 @@ fn an_unchanged_file_is_a_304_and_a_stale_tag_gets_the_file() {
     assert_eq!(stale.status, 200);
     assert_eq!(stale.body, first.body);
     // Each file has its own tag.
-    assert_ne!(request(http, "GET", "/style.css", "").header("ETag"), Some(etag.as_str()));
+    assert_ne!(
+        request(http, "GET", "/style.css", "").header("ETag"),
+        Some(etag.as_str())
+    );
 }
 
 #[test]

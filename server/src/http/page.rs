@@ -87,7 +87,13 @@ pub(crate) fn respond(asset: &'static Asset, request: &Request) -> Response<&'st
         header("Referrer-Policy", "no-referrer"),
     ];
     if fresh {
-        return Response::new(StatusCode(304), headers.into_iter().flatten().collect(), &[], Some(0), None);
+        return Response::new(
+            StatusCode(304),
+            headers.into_iter().flatten().collect(),
+            &[],
+            Some(0),
+            None,
+        );
     }
     headers.push(header("Content-Type", asset.content_type));
     if asset.content_type == HTML {
@@ -136,7 +142,8 @@ mod tests {
     #[test]
     fn every_file_of_web_is_served() {
         fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<String>) {
-            for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            {
                 let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
                 if path.is_dir() {
                     walk(&path, root, out);
@@ -151,7 +158,10 @@ mod tests {
         files.sort();
         let mut served: Vec<String> = ASSETS.iter().map(|a| a.path.to_owned()).collect();
         served.sort();
-        assert_eq!(files, served, "web/ and page::ASSETS must list the same files");
+        assert_eq!(
+            files, served,
+            "web/ and page::ASSETS must list the same files"
+        );
     }
 
     #[test]
