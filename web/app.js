@@ -155,7 +155,10 @@ async function start(name) {
     ui.banner.hidden = error === undefined;
     if (error !== undefined) ui.banner.textContent = `Disconnected: ${error.detail} Reload the page to connect again.`;
   });
+  // A delivery or event can trail a LEAVE answer (SPEC.md 5.3): a room left stays gone.
+  const inRoom = (name) => rooms.has(name) || client.rooms.has(name);
   client.on('message', (message) => {
+    if (!inRoom(message.room)) return;
     const text =
       message.kind === 'binary'
         ? `<${message.data.length} bytes of binary data>`
@@ -168,12 +171,14 @@ async function start(name) {
     push(message.room, { kind: own ? 'own' : 'other', who: own ? 'you' : message.user ?? message.from, from: message.from, user: message.user, text, time: message.timestamp });
   });
   client.on('memberJoined', (event) => {
+    if (!inRoom(event.room)) return;
     const room = roomFor(event.room);
     room.count += 1;
     room.members.set(event.connectionId, event.user ?? event.connectionId);
     notice(event.room, `${event.user ?? event.connectionId} joined.`);
   });
   client.on('memberLeft', (event) => {
+    if (!inRoom(event.room)) return;
     const room = roomFor(event.room);
     room.count = Math.max(1, room.count - 1);
     room.members.delete(event.connectionId);

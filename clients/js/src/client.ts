@@ -116,6 +116,7 @@ const DEFAULTS = {
   reconnect: { initialDelayMs: 250, maxDelayMs: 10_000, factor: 2, maxAttempts: Infinity },
   heartbeatMaxMs: 15_000,
   heartbeatMinDeadMs: 5_000,
+  closeGraceMs: 5_000,
   requestTimeoutMs: 10_000,
   connectTimeoutMs: 10_000,
   maxBufferedBytes: 4 << 20,
@@ -277,9 +278,7 @@ export class RelayClient extends Emitter<RelayClientEvents> {
   /** Ends the connection and any reconnecting; the client is `closed`. */
   close(): void {
     if (this.current === 'closed' || this.current === 'idle') return;
-    const error = RelayError.client('CLOSED', 'the client was closed', true);
-    this.joined.clear();
-    this.finish(error, undefined);
+    this.finish(RelayError.client('CLOSED', 'the client was closed', true), undefined);
   }
 
   // ---- connection lifecycle ----
@@ -389,6 +388,8 @@ export class RelayClient extends Emitter<RelayClientEvents> {
       link.transport.close();
     }
     this.failPending(error);
+    // A closed client is in no room; a later connect() starts with none.
+    this.joined.clear();
     for (const waiter of this.waiters) waiter.reject(error);
     this.waiters.clear();
     const first = this.firstConnect;
@@ -553,6 +554,8 @@ export class RelayClient extends Emitter<RelayClientEvents> {
       // SPEC.md 5.10: send nothing more, and read until the server closes.
       link.error = named;
       this.clearLink(link);
+      // The server closes next; one that does not is not waited for long.
+      link.timer = setTimeout(() => link.transport.close(), DEFAULTS.closeGraceMs);
       return;
     }
     this.emit('error', named);
