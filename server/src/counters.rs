@@ -182,6 +182,11 @@ impl Counters {
         self.thread_panics.load(Relaxed)
     }
 
+    /// WebSocket upgrades refused or not finished in time so far.
+    pub fn ws_upgrade_failures(&self) -> u64 {
+        self.ws_upgrade_failures.load(Relaxed)
+    }
+
     /// TLS handshakes that failed or ran out of time so far.
     pub fn tls_handshake_failures(&self) -> u64 {
         self.tls_handshake_failures.load(Relaxed)

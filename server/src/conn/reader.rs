@@ -114,6 +114,13 @@ fn handshake<R: ReadHalf>(
                 } else {
                     tracing::debug!("c{id}: {addr}: {error}");
                 }
+                if super::ws::is_refusal(&error) {
+                    // The answer goes out; meanwhile what the client sent
+                    // after its request is read, so closing does not reset
+                    // the connection and destroy the answer.
+                    peer.outbound.close(CloseReason::WsHandshake);
+                    return Err(Ended::Session);
+                }
                 return Err(Ended::Client(CloseReason::WsHandshake));
             }
             Err(error) => {

@@ -13,8 +13,11 @@
 //! declares more than the largest frame is refused from its header. A
 //! message that is too short, too long, text, or otherwise breaks RFC 6455
 //! is a [`Violation`], answered like a malformed frame (INVALID_FRAME,
-//! fatal); the bytes of the frame that broke the rule are not passed on,
-//! so no part of a bad message is ever acted on beyond an incomplete frame.
+//! fatal); the bytes of the frame that broke the rule are not passed on.
+//! An unfragmented message is checked whole from its header and its first
+//! four bytes, so nothing of a bad one is acted on; a fragmented one is
+//! checked as it streams, so a whole frame in its first fragments is
+//! handled before later fragments show the message too long.
 
 use std::io::{self, Cursor};
 use std::sync::Arc;
@@ -355,6 +358,10 @@ pub(crate) struct WsRead<R> {
     /// that did not wait for the 101), read before the socket.
     early: Vec<u8>,
     inbound: Inbound,
+    /// A violation was reported: the stream has no frame boundaries any
+    /// more, so what follows is passed through raw, for the reader's
+    /// lingering to discard (never to be parsed into a close or a ping).
+    broken: bool,
 }
 
 impl<R: ReadHalf> WsRead<R> {
@@ -368,6 +375,7 @@ impl<R: ReadHalf> WsRead<R> {
             handshake_deadline: None,
             early: Vec::new(),
             inbound,
+            broken: false,
         }
     }
 
@@ -384,8 +392,12 @@ impl<R: ReadHalf> WsRead<R> {
 
 impl<R: ReadHalf> ReadHalf for WsRead<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.broken {
+            return self.inner.read(buf);
+        }
         loop {
             if let Some(v) = self.inbound.violation.take() {
+                self.broken = true;
                 return Err(v.into_io());
             }
             if self.inbound.closed.is_some() {
@@ -425,7 +437,7 @@ impl<R: ReadHalf> ReadHalf for WsRead<R> {
     }
 
     fn wait_readable(&mut self, timeout: Duration, mask: &WaitMask) -> io::Result<bool> {
-        if !self.early.is_empty() || self.inbound.stopped() {
+        if !self.broken && (!self.early.is_empty() || self.inbound.stopped()) {
             return Ok(true);
         }
         self.inner.wait_readable(timeout, mask)

@@ -38,6 +38,15 @@ pub(crate) fn is_upgrade_failure(error: &io::Error) -> bool {
         .is_some_and(|inner| inner.is::<upgrade::UpgradeFailed>())
 }
 
+/// Whether a handshake error is a refused upgrade, whose HTTP answer the
+/// writer sends.
+pub(crate) fn is_refusal(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<upgrade::UpgradeFailed>())
+        .is_some_and(|failed| failed.status.is_some())
+}
+
 /// What every WebSocket connection of a server shares.
 #[derive(Debug)]
 pub(crate) struct WsSettings {
