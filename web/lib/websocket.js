@@ -1,6 +1,6 @@
 /**
  * The WebSocket transport: one binary message per frame, both ways
- * (SPEC.md, "WebSocket transport"). Works with a browser's WebSocket, Node
+ * (SPEC.md 13). Works with a browser's WebSocket, Node
  * 22's global one, or any constructor with the same API (the `ws` package
  * on Node 20).
  */
