@@ -93,7 +93,8 @@ impl WsOut {
         self.partial.extend_from_slice(relay);
         let mut at = 0;
         while let Some(prefix) = self.partial.get(at..at + 4) {
-            let total = 4 + u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+            let total =
+                4 + u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
             let Some(frame) = self.partial.get(at..at + total) else {
                 break;
             };
@@ -207,8 +208,8 @@ impl WsIn {
 
     /// Takes the upgrade's answer if it is all there; true if it was.
     fn upgrade(&mut self) -> io::Result<bool> {
-        let parsed =
-            Response::try_parse(&self.buf[self.start..self.end]).map_err(|e| invalid(e.to_string()))?;
+        let parsed = Response::try_parse(&self.buf[self.start..self.end])
+            .map_err(|e| invalid(e.to_string()))?;
         let Some((used, response)) = parsed else {
             return Ok(false);
         };
@@ -223,7 +224,9 @@ impl WsIn {
             .get("Sec-WebSocket-Accept")
             .and_then(|v| v.to_str().ok());
         if accept != self.expect_accept.as_deref() {
-            return Err(invalid("a wrong Sec-WebSocket-Accept in the upgrade answer"));
+            return Err(invalid(
+                "a wrong Sec-WebSocket-Accept in the upgrade answer",
+            ));
         }
         self.expect_accept = None;
         self.start += used;
@@ -243,10 +246,7 @@ impl WsIn {
         }
         self.start += cursor.position() as usize;
         self.left = len;
-        self.skipping = !matches!(
-            header.opcode,
-            OpCode::Data(Data::Binary | Data::Continue)
-        );
+        self.skipping = !matches!(header.opcode, OpCode::Data(Data::Binary | Data::Continue));
         if header.opcode == OpCode::Control(Control::Close) {
             self.closed = true;
         }
@@ -294,7 +294,11 @@ mod tests {
     fn frames_survive_the_round_trip_whatever_the_split() {
         let (_, mut out) = pair(SocketAddr::from(([127, 0, 0, 1], 1)));
         out.out.clear();
-        let relay = [vec![0, 0, 0, 5, 1, 1, 1, b'{', b'}'], vec![0, 0, 0, 3, 1, 5, 0]].concat();
+        let relay = [
+            vec![0, 0, 0, 5, 1, 1, 1, b'{', b'}'],
+            vec![0, 0, 0, 3, 1, 5, 0],
+        ]
+        .concat();
         for piece in relay.chunks(3) {
             out.frame(piece);
         }

@@ -149,33 +149,40 @@ pub(super) fn run_system(launch: &Launch, options: &Options, tls: Option<&TestPk
     if !shared.is_empty() {
         let tls = tls.filter(|_| launch.system() == System::Relay);
         let ws = options.ws && launch.system() == System::Relay;
-        with_subject(launch, max, (tls, ws), &shared, &mut steps, |subject, steps| {
-            for &which in &shared {
-                match which {
-                    Which::Fanout => {
-                        for &s in &options.subscribers {
+        with_subject(
+            launch,
+            max,
+            (tls, ws),
+            &shared,
+            &mut steps,
+            |subject, steps| {
+                for &which in &shared {
+                    match which {
+                        Which::Fanout => {
+                            for &s in &options.subscribers {
+                                for over in overs(subject) {
+                                    steps.push(Step::Done(
+                                        which,
+                                        throughput::fanout(subject, options, s, over),
+                                    ));
+                                }
+                            }
+                        }
+                        Which::Latency => {
                             for over in overs(subject) {
                                 steps.push(Step::Done(
                                     which,
-                                    throughput::fanout(subject, options, s, over),
+                                    throughput::latency(subject, options, over),
                                 ));
                             }
                         }
+                        Which::Rooms => steps.push(Step::Done(which, rooms::run(subject, options))),
+                        Which::Setup => steps.push(Step::Done(which, setup::run(subject, options))),
+                        _ => {}
                     }
-                    Which::Latency => {
-                        for over in overs(subject) {
-                            steps.push(Step::Done(
-                                which,
-                                throughput::latency(subject, options, over),
-                            ));
-                        }
-                    }
-                    Which::Rooms => steps.push(Step::Done(which, rooms::run(subject, options))),
-                    Which::Setup => steps.push(Step::Done(which, setup::run(subject, options))),
-                    _ => {}
                 }
-            }
-        });
+            },
+        );
     }
     if options.which.contains(&Which::Connections) {
         with_subject(
