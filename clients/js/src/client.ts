@@ -299,13 +299,19 @@ export class RelayClient extends Emitter<RelayClientEvents> {
     const handler = {
       open: () => {
         if (link === undefined || this.link !== link) return;
-        this.write(link, FrameType.HELLO, Flags.JSON, helloPayload({
+        const hello = helloPayload({
           userId: this.options.userId,
           clientVersion: this.options.clientVersion ?? CLIENT_VERSION,
           echo: this.options.echo,
           token,
           id: helloId,
-        }));
+        });
+        try {
+          this.write(link, FrameType.HELLO, Flags.JSON, hello);
+        } catch (error) {
+          // A HELLO over the frame limit (an enormous token) cannot be sent at all.
+          this.abort(link, asRelayError(error));
+        }
       },
       data: (bytes: Uint8Array) => {
         if (link !== undefined && this.link === link) this.receive(link, bytes);
