@@ -33,8 +33,14 @@ async function openPage(name) {
   const context = await browser.newContext({ viewport: { width: 1000, height: 700 } });
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT_MS);
+  // Chromium's first page under a loaded machine is slow to start.
+  page.setDefaultNavigationTimeout(2 * WAIT_MS);
   const problems = [];
   page.on('pageerror', (error) => problems.push(error));
+  page.on('requestfailed', (request) => {
+    // The WebSocket's own failures while the server is down are expected.
+    if (!request.url().startsWith('ws')) problems.push(new Error(`${request.url()}: ${request.failure()?.errorText}`));
+  });
   page.on('console', (message) => {
     // Chromium logs each refused WebSocket while the server is down; that is expected.
     if (message.type() === 'error' && !message.text().startsWith('WebSocket connection to')) {
@@ -103,6 +109,16 @@ async function screenshot(page, name) {
 }
 
 test('two pages and the relay CLI in one room see each other; the pages live through a server restart', async () => {
+  try {
+    await chatAndRestart();
+  } catch (error) {
+    // What the server logged says more than a timeout does.
+    console.error(`relay-server's stderr (last 4000 bytes):\n${server.stderr().slice(-4000)}`);
+    throw error;
+  }
+});
+
+async function chatAndRestart() {
   const ann = await openPage('ann');
   const bob = await openPage('bob');
   await join(ann.page, 'e2e');
@@ -160,4 +176,4 @@ test('two pages and the relay CLI in one room see each other; the pages live thr
   await screenshot(ann.page, 'reconnected.png');
   assert.deepEqual(ann.problems, []);
   assert.deepEqual(bob.problems, []);
-});
+}
