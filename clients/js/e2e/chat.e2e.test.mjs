@@ -33,11 +33,18 @@ async function openPage(name) {
   const context = await browser.newContext({ viewport: { width: 1000, height: 700 } });
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT_MS);
-  // Chromium's first page under a loaded machine is slow to start.
+  // Generous for a loaded machine. A page load that never ends is the HTTP
+  // listener leaving one of a burst of keep-alive connections unserved (seen
+  // under heavy load; tiny_http 0.12's connection pool): the failed test
+  // names the requests that hang and prints the server's log.
   page.setDefaultNavigationTimeout(2 * WAIT_MS);
   const problems = [];
   page.on('pageerror', (error) => problems.push(error));
+  const pending = new Set();
+  page.on('request', (request) => pending.add(request.url()));
+  page.on('requestfinished', (request) => pending.delete(request.url()));
   page.on('requestfailed', (request) => {
+    pending.delete(request.url());
     // The WebSocket's own failures while the server is down are expected.
     if (!request.url().startsWith('ws')) problems.push(new Error(`${request.url()}: ${request.failure()?.errorText}`));
   });
@@ -47,7 +54,11 @@ async function openPage(name) {
       problems.push(new Error(message.text()));
     }
   });
-  await page.goto(`http://${server.http.host}:${server.http.port}/`);
+  try {
+    await page.goto(`http://${server.http.host}:${server.http.port}/`);
+  } catch (error) {
+    throw new Error(`the page did not load; requests without an answer: ${[...pending].join(', ')}`, { cause: error });
+  }
   await page.getByTestId('name-input').fill(name);
   await page.getByTestId('connect-button').click();
   await page.locator('[data-testid=status][data-state=open]').waitFor();
