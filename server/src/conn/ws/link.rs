@@ -64,6 +64,9 @@ impl Link {
     /// Queues the upgrade's answer; `open` when it is the 101.
     pub(crate) fn respond(&self, response: Vec<u8>, open: bool) {
         self.control.lock().response = response;
+        // Signalled before open: a writer that sees the connection open
+        // also sees the 101 waiting, and sends it first.
+        self.signal.store(true, Ordering::Release);
         self.open.store(open, Ordering::Release);
         self.raise();
     }
