@@ -9,10 +9,11 @@
 //! buffer, and sends that with one `send`; new frames are taken only once
 //! `out` is empty, as TLS takes plaintext only once its records are out.
 //! Handing the kernel a header and a payload slice per frame instead (no
-//! copy) gave `bench --ws` fan-out 1→100 29% of TCP's rate; one buffer
-//! gives 42% to 59% (2-core machine): the socket copies many tiny slices
-//! far slower than one buffer, and an extra copy of a frame that is
-//! already in cache is cheap. `out` keeps at
+//! copy) gave `bench --ws` fan-out 1→100 29% of TCP's rate, where one
+//! buffer gave 46% on the same loaded 2-core machine: the socket copies
+//! many tiny slices far slower than one buffer, and an extra copy of a
+//! frame that is already in cache is cheap. (On a quieter machine TCP
+//! gains more than WebSocket: about a third.) `out` keeps at
 //! most [`OUT_RETAIN`] bytes between writes, so an idle connection holds
 //! little and a chat message needs no allocation.
 //!
