@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use protocol::{
-    Ack, BinaryPublish, EncodeError, Flags, Hello, HelloReply, MessageType, Recipient, Recovery,
+    Ack, BinaryPublish, EncodeError, Flags, Hello, HelloReply, Member, MessageType, Recipient, Recovery,
     RequestId, Since, Stats, WhoReply, abort_frame, begin_frame, encode_json, end_frame,
     validate_room,
 };
@@ -527,6 +527,64 @@ impl Client {
     /// (`UNKNOWN_MESSAGE_TYPE`).
     pub fn who(&self, room: &str) -> Result<(), ClientError> {
         self.room_request(MessageType::Who, room)
+    }
+
+    /// Asks for one page of who is in `room`: at most `limit` members (1 to
+    /// [`protocol::MAX_MEMBER_LIST`]; `None`: 100), those after the cursor
+    /// `after` (a WHO answer's `next`; `None`: from the oldest). The answer
+    /// arrives as [`Event::Who`]; its `next` is set when more follow.
+    pub fn who_page(
+        &self,
+        room: &str,
+        after: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<(), ClientError> {
+        #[derive(Serialize)]
+        struct Who<'a> {
+            room: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            after: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            limit: Option<usize>,
+        }
+        let room = Client::room(room)?;
+        self.json_frame(MessageType::Who, &Who { room, after, limit })
+    }
+
+    /// Lists every member of `room`, page by page, oldest first: each
+    /// member there through the whole listing is in it exactly once (one
+    /// that joins or leaves meanwhile may or may not be). Returns the
+    /// member count of the last page's answer too. At most `max_pages`
+    /// requests, so a room that keeps growing cannot keep it going forever.
+    pub fn who_all(
+        &self,
+        room: &str,
+        max_pages: usize,
+        timeout: Duration,
+    ) -> Result<(u64, Vec<Member>), ClientError> {
+        let room = Client::room(room)?;
+        let mut members = Vec::new();
+        let mut after = None;
+        for _ in 0..max_pages {
+            self.who_page(room, after, None)?;
+            let reply = self.wait_for(
+                timeout,
+                &format!("WHO answer for {room:?}"),
+                |event| match event {
+                    Event::Who(reply) if reply.room == room => Some(reply.clone()),
+                    _ => None,
+                },
+            )?;
+            members.extend(reply.member_list);
+            match reply.next {
+                Some(next) if Some(next) != after => after = Some(next),
+                _ => return Ok((reply.members, members)),
+            }
+        }
+        Err(ClientError::NotAvailable {
+            what: "the whole member list",
+            why: "the room still had more members after the pages allowed",
+        })
     }
 
     /// Asks who is in `room` and waits for the answer.

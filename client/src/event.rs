@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use protocol::{Ack, Gap, HelloReply, Member, MemberChange, Since, WhoReply};
+use protocol::{Ack, Gap, HelloReply, Member, MemberChange, MembersNotice, Since, WhoReply};
 use serde_json::value::RawValue;
 
 use crate::error::{DisconnectReason, ServerError};
@@ -38,6 +38,14 @@ pub enum Event {
     Who(WhoReply),
     /// Another member joined or left a room this client is in.
     Member(MemberEvent),
+    /// The membership changes of a big room since the last notice or this
+    /// client's JOIN answer, for a client that asked for them batched: a
+    /// HELLO whose `member_events` is `Some(MemberEvents::Batched)`, sent
+    /// with [`crate::Client::hello`].
+    /// `count` is the exact member count; when [`MembersNotice::complete`]
+    /// is false only the first changes are listed, and a client that keeps
+    /// a member list lists the room again with [`crate::Client::who_all`].
+    Members(MembersNotice),
     /// The answer to a HEARTBEAT.
     Heartbeat(HeartbeatReply),
     /// An ERROR frame. A fatal one is followed by [`Event::Disconnected`].

@@ -376,6 +376,7 @@ fn to_event(frame: Frame<'_>, shared: &Shared) -> Result<Option<Event>, String> 
                 shared.saw(&ack.room, &ack.epoch, ack.seq);
                 Event::Ack(ack)
             }
+            Ok(ServerMessage::Members(notice)) => Event::Members(notice),
             Ok(ServerMessage::Direct(direct)) => Event::Direct(DirectMessage {
                 from: direct.from.into_owned(),
                 user: direct.user.map(|user| user.into_owned()),

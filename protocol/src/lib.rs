@@ -39,7 +39,10 @@ pub use payload::{
     MemberEvent, ORIGINAL_MAX_FRAME, Publish, PublisherJson, RequestId, RoomError, RoomReply,
     RoomRequest, ServerMessage, Stats, Token, validate_room,
 };
-pub use presence::{Direct, MAX_MEMBER_LIST, Member, Recipient, WhoReply};
+pub use presence::{
+    Direct, MAX_MEMBER_LIST, MAX_NOTICE_CHANGES, Member, MemberEvents, MemberNoticeChange,
+    MembersNotice, Recipient, WhoReply,
+};
 pub use request::{Content, MAX_USER_ID_LEN, QUOTE_LEN, Quoted, Request, RequestError};
 pub use sequence::{
     Ack, Gap, MAX_EPOCH_LEN, Recovery, SEQ_BINARY_OVERHEAD, SEQ_JSON_OVERHEAD,

@@ -60,10 +60,11 @@ pub struct Hello {
     /// original binary layout is what a client gets unless it asks.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub binary_seq: bool,
-    /// `Some(false)`: no `userJoined`/`userLeft` events for this
-    /// connection. `None` (the default) and `Some(true)`: events on.
+    /// `Some(Off)`: no membership events for this connection; `Some(Batched)`:
+    /// `members` notices instead of single events in big rooms (SPEC.md
+    /// 3.17). `None` (the default) and `Some(On)`: one event per change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub member_events: Option<bool>,
+    pub member_events: Option<crate::MemberEvents>,
 }
 
 /// A HELLO's credentials. `Debug` never shows them, so a token cannot end
@@ -457,6 +458,8 @@ fn bounded(message: String) -> String {
 pub enum ServerMessage<'a> {
     Delivery(Delivery<'a>),
     Member(MemberEvent),
+    /// Membership changes of a big room, batched (SPEC.md 3.17).
+    Members(crate::MembersNotice),
     /// Messages of a room that are gone (SPEC.md 3.13).
     Gap(crate::Gap),
     /// A publish acknowledged (SPEC.md 3.14).
@@ -482,6 +485,7 @@ impl<'a> ServerMessage<'a> {
             Some("userJoined" | "userLeft") => {
                 serde_json::from_slice(payload).map(ServerMessage::Member)
             }
+            Some("members") => serde_json::from_slice(payload).map(ServerMessage::Members),
             Some("gap") => serde_json::from_slice(payload).map(ServerMessage::Gap),
             Some("ack") => serde_json::from_slice(payload).map(ServerMessage::Ack),
             Some("direct") => serde_json::from_slice(payload).map(ServerMessage::Direct),

@@ -80,6 +80,10 @@ pub enum Request<'a> {
     Who {
         room: Cow<'a, str>,
         id: Option<RequestId>,
+        /// List the members after this cursor (a WHO answer's `next`).
+        after: Option<u64>,
+        /// List at most this many (1 to [`crate::MAX_MEMBER_LIST`]).
+        limit: Option<usize>,
     },
 }
 
@@ -525,7 +529,16 @@ fn hello(frame: &Frame<'_>) -> Result<Hello, RequestError> {
         }
     };
     let binary_seq = flag("binarySeq")?.unwrap_or(false);
-    let member_events = flag("memberEvents")?;
+    let member_events = match object.get("memberEvents") {
+        None => None,
+        Some(raw) => Some(
+            serde_json::from_str::<crate::MemberEvents>(raw.get()).map_err(|_| {
+                with_id(RequestError::invalid(
+                    "HELLO \"memberEvents\" must be true, false or \"batched\"",
+                ))
+            })?,
+        ),
+    };
     let token = match object.get("token") {
         None => None,
         Some(raw) => {
@@ -547,6 +560,42 @@ fn hello(frame: &Frame<'_>) -> Result<Hello, RequestError> {
         token,
         binary_seq,
         member_events,
+    })
+}
+
+/// WHO: the room, the id, and the page asked for (SPEC.md 3.15).
+fn who<'a>(frame: &Frame<'a>) -> Result<Request<'a>, RequestError> {
+    let (object, id) = object(frame, ["room", "id", "after", "limit"])?;
+    let with_id = |error: RequestError| RequestError {
+        id: id.clone(),
+        ..error
+    };
+    let room = room(frame.kind, &object).map_err(with_id)?;
+    let after = match object.get("after") {
+        None => None,
+        Some(raw) => Some(serde_json::from_str::<u64>(raw.get()).map_err(|_| {
+            with_id(RequestError::invalid(
+                "WHO \"after\" must be a WHO answer's \"next\" (an integer from 0)",
+            ))
+        })?),
+    };
+    let limit = match object.get("limit") {
+        None => None,
+        Some(raw) => match serde_json::from_str::<usize>(raw.get()) {
+            Ok(limit) if (1..=crate::MAX_MEMBER_LIST).contains(&limit) => Some(limit),
+            _ => {
+                return Err(with_id(RequestError::invalid(format!(
+                    "WHO \"limit\" must be an integer from 1 to {}",
+                    crate::MAX_MEMBER_LIST
+                ))));
+            }
+        },
+    };
+    Ok(Request::Who {
+        room,
+        id,
+        after,
+        limit,
     })
 }
 
@@ -701,10 +750,7 @@ impl<'a> Request<'a> {
                 let (room, id) = room_request(frame)?;
                 Ok(Request::Leave { room, id })
             }
-            MessageType::Who => {
-                let (room, id) = room_request(frame)?;
-                Ok(Request::Who { room, id })
-            }
+            MessageType::Who => who(frame),
             MessageType::Message if frame.flags.is_binary() => {
                 let publish = BinaryPublish::parse(frame.payload)
                     .map_err(|error| RequestError::invalid(error.to_string()))?;

@@ -179,7 +179,16 @@ fn render(request: &Request<'_>) -> String {
             };
             format!("JOIN {}{}{recovery}", json_string(room), id_suffix(id))
         }
-        Request::Who { room, id } => format!("WHO {}{}", json_string(room), id_suffix(id)),
+        Request::Who {
+            room,
+            id,
+            after,
+            limit,
+        } => {
+            let after = after.map(|after| format!(" after={after}")).unwrap_or_default();
+            let limit = limit.map(|limit| format!(" limit={limit}")).unwrap_or_default();
+            format!("WHO {}{}{after}{limit}", json_string(room), id_suffix(id))
+        }
         Request::Direct { to, content, id } => {
             let to = match to {
                 Recipient::User(user) => format!("user={}", json_string(user)),
@@ -433,6 +442,15 @@ fn check_server(vector: &Vector, kind_of_payload: &str, frame: &Frame<'_>) {
                 other => panic!("{vector}: not a membership event: {other:?}"),
             }
         }
+        "MEMBERS_NOTICE" => {
+            json(MessageType::Message);
+            match ServerMessage::parse(frame.payload) {
+                Ok(ServerMessage::Members(notice)) => {
+                    assert_eq!(reserialized(&notice), text, "{vector}: byte-exact JSON");
+                }
+                other => panic!("{vector}: not a members notice: {other:?}"),
+            }
+        }
         "GAP" | "ACK" | "DIRECT" => {
             json(MessageType::Message);
             let again = match ServerMessage::parse(frame.payload) {
@@ -600,6 +618,7 @@ fn every_spec_vector_matches_the_code() {
         "LEAVE_REPLY",
         "DELIVERY",
         "MEMBER_EVENT",
+        "MEMBERS_NOTICE",
         "BINARY_DELIVERY",
         "HEARTBEAT",
         "ERROR",

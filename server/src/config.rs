@@ -72,6 +72,9 @@ pub struct Config {
     /// What each room keeps of its past messages for members that come
     /// back (SPEC.md 5.11); nothing by default.
     pub history: crate::HistoryLimits,
+    /// When rooms send membership changes as `members` notices to the
+    /// connections that asked for them batched (SPEC.md 3.17).
+    pub member_batching: crate::MemberBatching,
 }
 
 impl Config {
@@ -269,6 +272,7 @@ impl Default for Config {
             http_addr: None,
             drain_timeout: Config::DEFAULT_DRAIN_TIMEOUT,
             history: crate::HistoryLimits::default(),
+            member_batching: crate::MemberBatching::default(),
         }
     }
 }
@@ -376,6 +380,20 @@ impl Config {
             return Err(ConfigError {
                 flag: "history-seconds",
                 problem: format!("must be at most {} seconds", MAX_TIMEOUT.as_secs()),
+            });
+        }
+        let interval = self.member_batching.interval;
+        if !(crate::MemberBatching::MIN_INTERVAL..=crate::MemberBatching::MAX_INTERVAL)
+            .contains(&interval)
+        {
+            return Err(ConfigError {
+                flag: "member-events-interval-ms",
+                problem: format!(
+                    "must be from {} to {} milliseconds, not {}",
+                    crate::MemberBatching::MIN_INTERVAL.as_millis(),
+                    crate::MemberBatching::MAX_INTERVAL.as_millis(),
+                    interval.as_millis()
+                ),
             });
         }
         if let Some(ws) = &self.ws

@@ -85,7 +85,7 @@ pub use config::{
 pub use conn::ws::origin::{BadOrigin, Origins};
 pub use conn::{CloseReason, ConnState};
 pub use counters::Counters;
-pub use rooms::HistoryLimits;
+pub use rooms::{HistoryLimits, MemberBatching};
 pub use server::{RunningServer, Server, ShutdownHandle};
 pub use sys::signals::{Signal, Signals};
 pub use tls::{TlsError, TlsReloader};

@@ -185,6 +185,7 @@ impl Server {
     /// was cut after the shutdown flush bound).
     pub fn run(self) -> io::Result<()> {
         start_housekeeping(&self.shared);
+        start_notices(&self.shared);
         // Before the accept loops, so `/readyz` answers as soon as they run.
         let http = match self.http {
             Some(http) => Some(http.serve(&self.shared)?),
@@ -579,6 +580,38 @@ fn start_housekeeping(shared: &Arc<Shared>) {
     if let Err(error) = started {
         tracing::warn!(
             "no housekeeping thread ({error}); memory freed by departed clients stays with the server"
+        );
+    }
+}
+
+/// Starts the thread that sends big rooms' batched membership changes
+/// every `--member-events-interval-ms` (SPEC.md 3.17), off the joins' and
+/// leaves' path. It ends with the server.
+fn start_notices(shared: &Arc<Shared>) {
+    let shared = Arc::clone(shared);
+    let started = std::thread::Builder::new()
+        .name("relay-notices".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let config = &shared.config;
+            while !shared.shutting_down.load(Ordering::Acquire) {
+                // A timer, not a synchronisation: the interval is the
+                // batching's whole point.
+                std::thread::sleep(config.member_batching.interval);
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_millis() as u64);
+                shared.rooms.flush_notices(
+                    now_ms,
+                    config.max_frame as usize,
+                    config.stall_timeout,
+                    &shared.counters,
+                );
+            }
+        });
+    if let Err(error) = started {
+        tracing::warn!(
+            "no thread for batched membership notices ({error}); clients that asked for them hear of no change in big rooms"
         );
     }
 }

@@ -76,7 +76,8 @@ impl Shared {
             .unwrap_or_else(|| default_memory_budget(crate::sys::memory::physical_memory()));
         let memory = Arc::new(MemoryBudget::new(limit));
         Shared {
-            rooms: Rooms::new(config.budget, config.history, Arc::clone(&memory)),
+            rooms: Rooms::new(config.budget, config.history, Arc::clone(&memory))
+                .with_batching(config.member_batching),
             counters: Arc::new(Counters::with_memory(memory)),
             per_address: Arc::new(PerAddress::new(config.max_connections_per_ip)),
             config,

@@ -108,6 +108,8 @@ pub(crate) struct Outbound {
     binary_seq: AtomicBool,
     /// The HELLO turned membership events off.
     quiet: AtomicBool,
+    /// The HELLO asked for big rooms' membership changes batched.
+    batched: AtomicBool,
 }
 
 impl Outbound {
@@ -146,6 +148,7 @@ impl Outbound {
             mover: Mutex::new(()),
             binary_seq: AtomicBool::new(false),
             quiet: AtomicBool::new(false),
+            batched: AtomicBool::new(false),
         };
         (Arc::new(outbound), rx)
     }
@@ -161,14 +164,26 @@ impl Outbound {
 
     /// Records what the HELLO asked for: binary deliveries with `seq`, and
     /// whether membership events are wanted.
-    pub(crate) fn set_options(&self, binary_seq: bool, member_events: bool) {
+    pub(crate) fn set_options(&self, binary_seq: bool, member_events: protocol::MemberEvents) {
         self.binary_seq.store(binary_seq, Ordering::Relaxed);
-        self.quiet.store(!member_events, Ordering::Relaxed);
+        self.quiet.store(
+            member_events == protocol::MemberEvents::Off,
+            Ordering::Relaxed,
+        );
+        self.batched.store(
+            member_events == protocol::MemberEvents::Batched,
+            Ordering::Relaxed,
+        );
     }
 
     /// Whether binary deliveries to it carry `seq` and `epoch`.
     pub(crate) fn binary_seq(&self) -> bool {
         self.binary_seq.load(Ordering::Relaxed)
+    }
+
+    /// Whether it takes big rooms' membership changes as `members` notices.
+    pub(crate) fn batched(&self) -> bool {
+        self.batched.load(Ordering::Relaxed)
     }
 
     /// Whether it turned membership events off.

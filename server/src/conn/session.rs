@@ -248,7 +248,7 @@ impl Session {
                     }
                     tracing::debug!("{}: INIT → OPEN", self.connection_id);
                     self.outbound
-                        .set_options(hello.binary_seq, hello.member_events.unwrap_or(true));
+                        .set_options(hello.binary_seq, hello.member_events.unwrap_or_default());
                     self.set_identity(user, hello.echo);
                 } else if hello.token.is_some()
                     && self.config().auth.is_on()
@@ -267,7 +267,12 @@ impl Session {
                 ack,
             } => self.publish(&room, content, id, ack),
             Request::Direct { to, content, id } => self.direct(&to, content, id),
-            Request::Who { room, id } => self.who(&room, id),
+            Request::Who {
+                room,
+                id,
+                after,
+                limit,
+            } => self.who(&room, id, after, limit),
             Request::Heartbeat { flags, payload } => {
                 self.to(Target::Myself);
                 let start = begin_frame(&mut self.outbox.buf, MessageType::Heartbeat, flags);
@@ -569,16 +574,22 @@ impl Session {
 
     /// Answers WHO: who is in `room` now. Anyone who may join a room may
     /// ask, member or not (SPEC.md 3.15).
-    fn who(&mut self, room: &str, id: Option<RequestId>) {
+    fn who(&mut self, room: &str, id: Option<RequestId>, after: Option<u64>, limit: Option<usize>) {
         if !self.permissions.may_join(room) {
             let message = format!("WHO {}: your token does not allow this room", Quoted(room));
             self.refuse_about_room(ErrorCode::Forbidden, message, room, id);
             return;
         }
-        let (members, member_list) = self.shared.rooms.who(room);
+        let (members, page, more) = self.shared.rooms.who(
+            room,
+            after.unwrap_or(0),
+            limit.unwrap_or(protocol::MAX_MEMBER_LIST),
+        );
+        let (numbers, member_list): (Vec<u64>, Vec<_>) = page.into_iter().unzip();
         let mut reply = protocol::WhoReply {
             room: room.to_owned(),
             members: members as u64,
+            next: more.then(|| numbers.last().copied()).flatten(),
             member_list,
             id,
         };
@@ -591,6 +602,8 @@ impl Session {
                     self.outbox.buf.truncate(mark);
                     let keep = reply.member_list.len() / 2;
                     reply.member_list.truncate(keep);
+                    // What no longer fits is the next page's.
+                    reply.next = keep.checked_sub(1).map(|last| numbers[last]).or(after);
                 }
                 Ok(_) => {
                     self.outbox.frames += 1;
@@ -1029,7 +1042,7 @@ fn about(frame: &Frame<'_>) -> (Option<String>, Option<RequestId>) {
         Ok(
             Request::Join { room, id, .. }
             | Request::Leave { room, id }
-            | Request::Who { room, id }
+            | Request::Who { room, id, .. }
             | Request::Publish { room, id, .. },
         ) => (Some(room.into_owned()), id),
         Ok(request) => (None, request.id().cloned()),

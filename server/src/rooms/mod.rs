@@ -37,10 +37,13 @@ use crate::config::Budget;
 use crate::conn::outbound::{Batch, Outbound, Stalled};
 use crate::counters::Counters;
 
+mod notices;
 mod order;
 
 pub use order::HistoryLimits;
 pub(crate) use order::Splice;
+pub use notices::MemberBatching;
+use notices::Window;
 use order::{HistoryShare, Order};
 
 /// How many maps the rooms are spread over.
@@ -50,6 +53,14 @@ struct Room {
     /// The same `Arc` as the map key, handed to members for their own lists.
     name: Arc<str>,
     members: Vec<Arc<Outbound>>,
+    /// Each member's membership number, beside it in `members`: growing in
+    /// join order, never reused in the room, so a WHO cursor stays valid
+    /// while members come and go (SPEC.md 3.15).
+    numbers: Vec<u64>,
+    /// The number the next member gets.
+    next_number: u64,
+    /// Membership changes waiting for the next `members` notice.
+    window: Mutex<Window>,
     /// MESSAGE frames relayed to the room since it was created (member
     /// events too), for `/roomz`: one relaxed add per broadcast batch, under the read lock
     /// the broadcast holds anyway.
@@ -87,6 +98,10 @@ pub(crate) struct Rooms {
     history: HistoryLimits,
     /// The part of `memory` all rooms' history may hold together.
     history_share: Arc<HistoryShare>,
+    batching: MemberBatching,
+    /// Rooms whose window opened since the last flush (a room at most once
+    /// per window, so at most one entry per room).
+    dirty: Mutex<Vec<Arc<str>>>,
 }
 
 impl Default for Rooms {
@@ -187,7 +202,15 @@ impl Rooms {
             history_share: Arc::new(HistoryShare::new(Arc::clone(&memory))),
             memory,
             history,
+            batching: MemberBatching::default(),
+            dirty: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Sets when rooms batch membership changes (SPEC.md 3.17).
+    pub(crate) fn with_batching(mut self, batching: MemberBatching) -> Rooms {
+        self.batching = batching;
+        self
     }
 
     fn shard_of(&self, room: &str) -> usize {
@@ -243,6 +266,9 @@ impl Rooms {
             let entry = Room {
                 name: Arc::clone(&name),
                 members: Vec::new(),
+                numbers: Vec::new(),
+                next_number: 1,
+                window: Mutex::new(Window::default()),
                 messages: AtomicU64::new(0),
                 order: Mutex::new(Order::new(self.history, Arc::clone(&self.history_share))),
             };
@@ -259,6 +285,8 @@ impl Rooms {
         }
         if new {
             entry.members.push(Arc::clone(member));
+            entry.numbers.push(entry.next_number);
+            entry.next_number += 1;
         }
         let order = entry.order.get_mut();
         let joined = Joined {
@@ -293,7 +321,19 @@ impl Rooms {
             && entry.members.len() > 1
             && let Some(event) = &request.event
         {
-            tell(entry, member.id(), event, touched, stalled, counters);
+            let told = Told {
+                room: entry,
+                about: member,
+                change: protocol::MemberChange::Joined,
+                event,
+            };
+            self.tell(&told, touched, stalled, counters);
+        }
+        if new && member.batched() {
+            let window = entry.window.get_mut();
+            if window.is_open() {
+                window.arrived(member.id());
+            }
         }
         if frames > 0 {
             member.offer(
@@ -340,11 +380,19 @@ impl Rooms {
     ) -> usize {
         let mut map = self.shard(room).write();
         let left = self.remove_member(&mut map, room, id, counters);
-        if left.is_some_and(|left| left > 0)
+        if let Some((left, Some(gone))) = &left
+            && *left > 0
             && let Some(entry) = map.get(room)
         {
-            tell(entry, id, &event(room), touched, stalled, counters);
+            let told = Told {
+                room: entry,
+                about: gone,
+                change: protocol::MemberChange::Left,
+                event: &event(room),
+            };
+            self.tell(&told, touched, stalled, counters);
         }
+        let left = left.map(|(left, _)| left);
         drop(map);
         if left == Some(0) {
             tracing::debug!("room {room:?} deleted");
@@ -377,13 +425,19 @@ impl Rooms {
             let mut map = self.shards[group[0].0].0.write();
             for (_, room) in group {
                 match self.remove_member(&mut map, room, id, counters) {
-                    Some(0) => deleted.push(Arc::clone(room)),
-                    Some(_) => {
+                    Some((0, _)) => deleted.push(Arc::clone(room)),
+                    Some((_, Some(gone))) => {
                         if let Some(entry) = map.get(&**room) {
-                            tell(entry, id, &event(room), touched, stalled, counters);
+                            let told = Told {
+                                room: entry,
+                                about: &gone,
+                                change: protocol::MemberChange::Left,
+                                event: &event(room),
+                            };
+                            self.tell(&told, touched, stalled, counters);
                         }
                     }
-                    None => {}
+                    Some((_, None)) | None => {}
                 }
             }
         }
@@ -519,23 +573,124 @@ impl Rooms {
         Some(published)
     }
 
-    /// The members of `room` now (their count, and the first
-    /// `MAX_MEMBER_LIST` oldest first), for WHO.
-    pub(crate) fn who(&self, room: &str) -> (usize, Vec<Member>) {
+    /// The members of `room` now, for WHO: their count, and a page of at
+    /// most `limit` (at most `MAX_MEMBER_LIST`) oldest first, those whose
+    /// membership number is above `after`, each with its number; and
+    /// whether more follow the page.
+    pub(crate) fn who(
+        &self,
+        room: &str,
+        after: u64,
+        limit: usize,
+    ) -> (usize, Vec<(u64, Member)>, bool) {
         let map = self.shard(room).read();
         let Some(entry) = map.get(room) else {
-            return (0, Vec::new());
+            return (0, Vec::new(), false);
         };
-        let list = entry
-            .members
+        let limit = limit.min(protocol::MAX_MEMBER_LIST);
+        let from = entry.numbers.partition_point(|&number| number <= after);
+        let list: Vec<(u64, Member)> = entry.numbers[from..]
             .iter()
-            .take(protocol::MAX_MEMBER_LIST)
-            .map(|m| Member {
-                connection_id: format!("c{}", m.id()),
-                user: m.user().map(str::to_owned),
+            .zip(&entry.members[from..])
+            .take(limit)
+            .map(|(&number, m)| {
+                let member = Member {
+                    connection_id: format!("c{}", m.id()),
+                    user: m.user().map(str::to_owned),
+                };
+                (number, member)
             })
             .collect();
-        (entry.members.len(), list)
+        let more = from + list.len() < entry.members.len();
+        (entry.members.len(), list, more)
+    }
+
+    /// Sends every room's waiting membership changes as `members` notices
+    /// to the members that asked for them batched; run by the flush thread
+    /// every [`MemberBatching::interval`]. A member whose queue is full is
+    /// waited for as a publisher would (up to `stall`), after the room's
+    /// lock is released.
+    pub(crate) fn flush_notices(
+        &self,
+        now_ms: u64,
+        max_frame: usize,
+        stall: Duration,
+        counters: &Counters,
+    ) {
+        let dirty = std::mem::take(&mut *self.dirty.lock());
+        let mut touched = Vec::new();
+        for name in dirty {
+            let mut stalled = Stalled::default();
+            {
+                let map = self.shard(&name).read();
+                let Some(entry) = map.get(&*name) else {
+                    continue;
+                };
+                let window = entry.window.lock().take();
+                let count = entry.members.len();
+                let everything = window
+                    .notice(&name, count, now_ms, None)
+                    .and_then(|notice| notice_batch(notice, max_frame));
+                for member in &entry.members {
+                    if !member.batched() || member.quiet() {
+                        continue;
+                    }
+                    let batch = if window.is_newcomer(member.id()) {
+                        window
+                            .notice(&name, count, now_ms, Some(member.id()))
+                            .and_then(|notice| notice_batch(notice, max_frame))
+                    } else {
+                        everything.clone()
+                    };
+                    if let Some(batch) = batch {
+                        member.offer(&batch, &mut touched, &mut stalled, counters);
+                    }
+                }
+            }
+            stalled.settle(stall, counters);
+            for member in touched.drain(..) {
+                member.flush_now(counters);
+            }
+        }
+    }
+
+    /// Queues a membership event for the other members of a room (those
+    /// that did not turn events off), under the caller's lock; counted like
+    /// a broadcast. In a room past the batching bound, or whose window is
+    /// already open, members that asked for batching get the change in the
+    /// room's next notice instead.
+    fn tell(
+        &self,
+        told: &Told<'_>,
+        touched: &mut Vec<Arc<Outbound>>,
+        stalled: &mut Stalled,
+        counters: &Counters,
+    ) {
+        let room = told.room;
+        let about = told.about.id();
+        let batched = {
+            let mut window = room.window.lock();
+            let batched = room.members.len() > self.batching.above || window.is_open();
+            if batched {
+                if !window.is_open() {
+                    self.dirty.lock().push(Arc::clone(&room.name));
+                }
+                window.record(told.change, about, told.about.user());
+            }
+            batched
+        };
+        room.messages.fetch_add(1, Ordering::Relaxed);
+        let mut count = 0;
+        for member in &room.members {
+            if member.id() != about
+                && !member.quiet()
+                && !(batched && member.batched())
+                && member.offer(told.event, touched, stalled, counters)
+            {
+                count += 1;
+            }
+        }
+        counters.histograms.fan_out.observe_times(about, count, 1);
     }
 
     /// Takes connection `id` out of `room` in its locked shard, deleting
@@ -547,46 +702,51 @@ impl Rooms {
         room: &str,
         id: u64,
         counters: &Counters,
-    ) -> Option<usize> {
+    ) -> Option<(usize, Option<Arc<Outbound>>)> {
         let entry = map.get_mut(room)?;
-        let before = entry.members.len();
-        entry.members.retain(|m| m.id() != id);
-        let left = entry.members.len();
-        if left < before {
+        let gone = entry.members.iter().position(|m| m.id() == id).map(|at| {
+            entry.numbers.remove(at);
             counters.memberships.fetch_sub(1, Ordering::Relaxed);
             self.memory.credit(MEMBERSHIP_BYTES);
-        }
+            entry.members.remove(at)
+        });
+        let left = entry.members.len();
         if left == 0 {
             map.remove(room);
             counters.rooms.fetch_sub(1, Ordering::Relaxed);
             self.memory.credit(ROOM_BYTES + room.len());
         }
-        Some(left)
+        Some((left, gone))
     }
 }
 
-/// Queues a membership event about connection `about` for the other
-/// members of `room` (those that did not turn events off), under the
-/// caller's lock; counted like a broadcast.
-fn tell(
-    room: &Room,
-    about: u64,
-    event: &Arc<Batch>,
-    touched: &mut Vec<Arc<Outbound>>,
-    stalled: &mut Stalled,
-    counters: &Counters,
-) {
-    room.messages.fetch_add(1, Ordering::Relaxed);
-    let mut told = 0;
-    for member in &room.members {
-        if member.id() != about
-            && !member.quiet()
-            && member.offer(event, touched, stalled, counters)
-        {
-            told += 1;
+/// A membership change to tell a room's other members of.
+struct Told<'a> {
+    room: &'a Room,
+    /// The member that joined or left.
+    about: &'a Outbound,
+    change: protocol::MemberChange,
+    /// Its `userJoined` or `userLeft`, for the members that take those.
+    event: &'a Arc<Batch>,
+}
+
+/// A `members` notice as a frame of its own, fewer changes listed (down to
+/// none) until it fits `max_frame`; the counts stay exact.
+fn notice_batch(mut notice: protocol::MembersNotice, max_frame: usize) -> Option<Arc<Batch>> {
+    loop {
+        let mut bytes = Vec::new();
+        match protocol::encode_json(&mut bytes, protocol::MessageType::Message, &notice) {
+            Ok(length) if length as usize > max_frame && !notice.changes.is_empty() => {
+                let keep = notice.changes.len() / 2;
+                notice.changes.truncate(keep);
+            }
+            Ok(_) => return Some(Arc::new(Batch::new(bytes, None))),
+            Err(error) => {
+                tracing::error!("members notice not encoded: {error}");
+                return None;
+            }
         }
     }
-    counters.histograms.fan_out.observe_times(about, told, 1);
 }
 
 #[cfg(test)]

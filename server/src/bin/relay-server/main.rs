@@ -87,6 +87,16 @@ struct Args {
     /// limit.
     #[arg(long, env = "RELAY_HISTORY_SECONDS", default_value_t = 0.0)]
     history_seconds: f64,
+    /// Rooms with more members than this send membership changes as one
+    /// "members" notice per --member-events-interval-ms to the clients
+    /// that asked for it in HELLO ("memberEvents":"batched"); others
+    /// still get one event per change.
+    #[arg(long, env = "RELAY_MEMBER_EVENTS_BATCH_ABOVE", default_value_t = 100)]
+    member_events_batch_above: usize,
+    /// How often a big room's batched membership changes are sent, in
+    /// milliseconds (10 to 60000).
+    #[arg(long, env = "RELAY_MEMBER_EVENTS_INTERVAL_MS", default_value_t = 1000)]
+    member_events_interval_ms: u64,
     /// Also listen for TLS here (needs --tls-cert and --tls-key); the plain
     /// --addr port keeps working beside it.
     #[arg(long, env = "RELAY_TLS_ADDR")]
@@ -366,6 +376,10 @@ fn config(args: &Args) -> Result<server::Config, String> {
             } else {
                 Some(seconds(args.history_seconds, "history-seconds")?)
             },
+        },
+        member_batching: server::MemberBatching {
+            above: args.member_events_batch_above,
+            interval: Duration::from_millis(args.member_events_interval_ms),
         },
     };
     config.validate().map_err(|error| error.to_string())
