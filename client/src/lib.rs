@@ -61,6 +61,6 @@ pub use crate::error::{ClientError, DisconnectReason, ServerError};
 pub use crate::event::{Body, DirectMessage, Event, HeartbeatReply, MemberEvent, Message, RoomAck};
 pub use crate::tls::{TlsError, TlsOptions};
 pub use protocol::{
-    Ack, ErrorCode, Gap, Hello, HelloReply, Member, MemberChange, Recipient, Recovery, RequestId,
-    Since, Stats, WhoReply,
+    Ack, ErrorCode, Gap, Hello, HelloReply, Member, MemberChange, MemberEvents, MemberNoticeChange,
+    MembersNotice, Recipient, Recovery, RequestId, Since, Stats, WhoReply,
 };

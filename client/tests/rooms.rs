@@ -6,7 +6,9 @@ mod support;
 
 use std::net::SocketAddr;
 
-use client::{Body, Client, ErrorCode, Event, Hello, Options, Recipient, Recovery};
+use client::{
+    Body, Client, ErrorCode, Event, Hello, MemberChange, MemberEvents, Options, Recipient, Recovery,
+};
 use support::{expect_event, login};
 use testkit::{WAIT, start_server, start_server_with};
 
@@ -149,4 +151,60 @@ fn binary_messages_carry_their_place_when_the_hello_asks() {
     });
     assert_eq!(message.body.as_bytes(), Some(&[0, 1, 2][..]));
     assert_eq!(position.seq, 2);
+}
+
+#[test]
+fn batched_member_events_arrive_as_notices_and_who_all_pages_through_a_room() {
+    let server = start_server_with(server::Config {
+        member_batching: server::MemberBatching {
+            above: 2,
+            interval: std::time::Duration::from_millis(20),
+        },
+        ..Default::default()
+    });
+    let addr = server.local_addr();
+    let watcher = Client::connect(addr).expect("connect");
+    let hello = Hello {
+        member_events: Some(MemberEvents::Batched),
+        ..Hello::default()
+    };
+    watcher.hello(&hello, WAIT).expect("HELLO answer");
+    let joined = watcher.join_and_wait("big", WAIT).expect("join");
+    assert_eq!(joined.members, Some(1));
+    let others: Vec<Client> = (0..120)
+        .map(|n| {
+            let other = login(addr, &format!("u{n}"));
+            other.join_and_wait("big", WAIT).expect("join");
+            other
+        })
+        .collect();
+    // One userJoined (the room had 2 members), then notices for the rest,
+    // counted exactly: 120 joins in all.
+    let mut count = 1;
+    let mut joins = 0;
+    while count < 121 {
+        match watcher.recv_timeout(WAIT) {
+            Ok(Event::Member(event)) => {
+                assert_eq!(event.change, MemberChange::Joined);
+                count += 1;
+                joins += 1;
+            }
+            Ok(Event::Members(notice)) => {
+                assert_eq!(notice.leaves, 0);
+                assert!(notice.complete() || notice.changes.len() == 100);
+                count += notice.joins;
+                joins += notice.joins;
+                assert_eq!(notice.count, count);
+            }
+            other => panic!("expected membership news, got {other:?}"),
+        }
+    }
+    assert_eq!(joins, 120);
+
+    let (members, list) = watcher.who_all("big", 10, WAIT).expect("WHO pages");
+    assert_eq!(members, 121);
+    assert_eq!(list.len(), 121);
+    let users: std::collections::BTreeSet<_> = list.iter().filter_map(|m| m.user.clone()).collect();
+    assert_eq!(users.len(), 120);
+    drop(others);
 }
