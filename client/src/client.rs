@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use protocol::{
-    Ack, BinaryPublish, EncodeError, Flags, Hello, HelloReply, Member, MessageType, Recipient, Recovery,
-    RequestId, Since, Stats, WhoReply, abort_frame, begin_frame, encode_json, end_frame,
+    Ack, BinaryPublish, EncodeError, Flags, Hello, HelloReply, Member, MessageType, Recipient,
+    Recovery, RequestId, Since, Stats, WhoReply, abort_frame, begin_frame, encode_json, end_frame,
     validate_room,
 };
 use serde::Serialize;
@@ -567,14 +567,15 @@ impl Client {
         let mut after = None;
         for _ in 0..max_pages {
             self.who_page(room, after, None)?;
-            let reply = self.wait_for(
-                timeout,
-                &format!("WHO answer for {room:?}"),
-                |event| match event {
-                    Event::Who(reply) if reply.room == room => Some(reply.clone()),
-                    _ => None,
-                },
-            )?;
+            let reply =
+                self.wait_for(
+                    timeout,
+                    &format!("WHO answer for {room:?}"),
+                    |event| match event {
+                        Event::Who(reply) if reply.room == room => Some(reply.clone()),
+                        _ => None,
+                    },
+                )?;
             members.extend(reply.member_list);
             match reply.next {
                 Some(next) if Some(next) != after => after = Some(next),

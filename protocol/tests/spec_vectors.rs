@@ -185,8 +185,12 @@ fn render(request: &Request<'_>) -> String {
             after,
             limit,
         } => {
-            let after = after.map(|after| format!(" after={after}")).unwrap_or_default();
-            let limit = limit.map(|limit| format!(" limit={limit}")).unwrap_or_default();
+            let after = after
+                .map(|after| format!(" after={after}"))
+                .unwrap_or_default();
+            let limit = limit
+                .map(|limit| format!(" limit={limit}"))
+                .unwrap_or_default();
             format!("WHO {}{}{after}{limit}", json_string(room), id_suffix(id))
         }
         Request::Direct { to, content, id } => {

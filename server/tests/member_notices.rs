@@ -180,7 +180,10 @@ fn batched_notices_and_single_events_keep_every_view_exact() {
     }
     assert!(members.iter().any(|m| m.notices > 0), "no notice was sent");
     assert!(
-        members.iter().filter(|m| !m.batched).all(|m| m.notices == 0),
+        members
+            .iter()
+            .filter(|m| !m.batched)
+            .all(|m| m.notices == 0),
         "a client that did not ask got a notice"
     );
 }

@@ -267,6 +267,21 @@ fn acks_who_answers_and_direct_messages_are_as_in_the_spec() {
     bob.send_json(MessageType::Who, &json!({"room": "news", "id": "w1"}));
     let answer = bob.expect(MessageType::Who);
     assert_eq!(answer.text(), String::from_utf8(who[0].clone()).unwrap());
+    // Paging: bob joins, then lists the room 2 at a time.
+    assert_eq!(who.len(), 3);
+    bob.join("news");
+    bob.send_json(
+        MessageType::Who,
+        &json!({"room": "news", "limit": 2, "id": "w2"}),
+    );
+    let answer = bob.expect(MessageType::Who);
+    assert_eq!(answer.text(), String::from_utf8(who[1].clone()).unwrap());
+    bob.send_json(
+        MessageType::Who,
+        &json!({"room": "news", "after": 2, "id": "w3"}),
+    );
+    let answer = bob.expect(MessageType::Who);
+    assert_eq!(answer.text(), String::from_utf8(who[2].clone()).unwrap());
     ann.send_json(
         MessageType::Message,
         &json!({"toUser": "bob", "content": "psst"}),
@@ -299,4 +314,45 @@ impl SkipTo for Raw {
             }
         }
     }
+}
+
+/// The `members` notice example: on a server that batches rooms of more
+/// than 2, eve (c4) and c5 join and c2 leaves while ann (c3), who asked
+/// for batching, watches. A flush can fall between those steps and split
+/// them over two notices (the interval is a timer the test cannot stop);
+/// then the example is tried again on a new server, a few times at most.
+#[test]
+fn members_notices_are_as_in_the_spec() {
+    let example = examples("MEMBERS_NOTICE");
+    assert_eq!(example.len(), 1);
+    let wanted = String::from_utf8(example[0].clone()).unwrap();
+    let config = || ::server::Config {
+        member_batching: ::server::MemberBatching {
+            above: 2,
+            interval: std::time::Duration::from_secs(1),
+        },
+        ..Default::default()
+    };
+    for _attempt in 0..5 {
+        let server = start_server_with(config());
+        let addr = server.local_addr();
+        let _c1 = placeholders(addr, 1);
+        let (mut c2, _) = Raw::hello(addr, json!({}));
+        c2.join("big");
+        let (mut ann, _) = Raw::hello(addr, json!({"userId": "ann", "memberEvents": "batched"}));
+        ann.join("big");
+        let (mut eve, _) = Raw::hello(addr, json!({"userId": "eve"}));
+        eve.join("big");
+        c2.send_json(MessageType::LeaveRoom, &json!({"room": "big"}));
+        c2.expect_skipping_messages(MessageType::LeaveRoom);
+        let (mut c5, _) = Raw::hello(addr, json!({}));
+        c5.join("big");
+        let notice = ann.expect_skipping_messages_of_type("members");
+        if notice.json()["count"] != 3 {
+            continue;
+        }
+        assert_eq!(as_in_example(&notice, &example[0]), wanted);
+        return;
+    }
+    panic!("every attempt's changes were split over two notices");
 }

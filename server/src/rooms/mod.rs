@@ -40,10 +40,10 @@ use crate::counters::Counters;
 mod notices;
 mod order;
 
-pub use order::HistoryLimits;
-pub(crate) use order::Splice;
 pub use notices::MemberBatching;
 use notices::Window;
+pub use order::HistoryLimits;
+pub(crate) use order::Splice;
 use order::{HistoryShare, Order};
 
 /// How many maps the rooms are spread over.
