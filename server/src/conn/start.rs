@@ -56,7 +56,7 @@ pub(crate) fn start<T: Transport>(
     }
     outbound
         .output()
-        .attach(Box::new(write), config.write_timeout);
+        .attach(Box::new(write), config.write_timeout, &shared.counters.memory);
     let peer = Arc::new(Peer::new(outbound, addr, cut, slot, (T::TLS, T::NAME)));
     shared.register(&peer);
     let counters = &shared.counters;
