@@ -152,7 +152,11 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(framed.bytes(), &expected[..]);
-        assert_eq!(memory.used(), expected.len() as u64, "charged while it lives");
+        assert_eq!(
+            memory.used(),
+            expected.len() as u64,
+            "charged while it lives"
+        );
         drop(framed);
         assert_eq!(memory.used(), 0, "credited when it goes");
     }
@@ -177,7 +181,11 @@ mod tests {
             for earlier in (0..=wire).step_by(7) {
                 let mut mark = Mark::default();
                 framed.relay_within(earlier, &mut mark);
-                assert_eq!(framed.relay_within(wire, &mut mark), expected, "{earlier}→{wire}");
+                assert_eq!(
+                    framed.relay_within(wire, &mut mark),
+                    expected,
+                    "{earlier}→{wire}"
+                );
             }
         }
     }
@@ -189,6 +197,9 @@ mod tests {
         let framed = Framed::new(&relay, Arc::default());
         let total = framed.bytes().len();
         assert_eq!(total, relay.len() + 4);
-        assert_eq!(framed.relay_within(total, &mut Mark::default()), relay.len());
+        assert_eq!(
+            framed.relay_within(total, &mut Mark::default()),
+            relay.len()
+        );
     }
 }

@@ -226,7 +226,11 @@ impl<W: WriteHalf> WsWrite<W> {
             _ => None,
         };
         let bufs = to_end.as_ref().map_or(bufs, |slice| &slice[..]);
-        let total = if to_end.is_some() { bufs[0].len() } else { total };
+        let total = if to_end.is_some() {
+            bufs[0].len()
+        } else {
+            total
+        };
         let n = if wait {
             self.inner.write_vectored(bufs)?
         } else {
@@ -324,11 +328,7 @@ impl<W: WriteHalf> WriteHalf for WsWrite<W> {
 
     fn close_write(&mut self) {
         let flushed = self.flush_control().is_ok();
-        if flushed
-            && self.link.is_open()
-            && self.position.between_messages()
-            && !self.close_sent
-        {
+        if flushed && self.link.is_open() && self.position.between_messages() && !self.close_sent {
             self.close_sent = true;
             self.out = self.close_frame();
             self.sent = 0;
@@ -533,7 +533,9 @@ mod tests {
                 .unwrap();
             // A publisher's write that the socket takes only `k` bytes of.
             member.budget(k);
-            let flushed = member.output.flush_now(&member.ledger, &Counters::default());
+            let flushed = member
+                .output
+                .flush_now(&member.ledger, &Counters::default());
             assert_eq!(flushed == Flushed::All, k == framed.len(), "at {k}");
             assert_eq!(member.written(), framed[..k], "at {k}");
             let relay_so_far = is_relay[..k].iter().filter(|&&r| r).count();
@@ -572,7 +574,9 @@ mod tests {
         ws[0].budget(3);
         ws[1].budget(150);
         for member in &ws {
-            member.output.flush_now(&member.ledger, &Counters::default());
+            member
+                .output
+                .flush_now(&member.ledger, &Counters::default());
         }
         assert_eq!(memory.used(), framed.len() as u64, "framed once, shared");
         for member in &ws {
@@ -623,7 +627,10 @@ mod tests {
         ]
         .concat();
         assert_eq!(member.written(), expected);
-        assert_eq!(&expected[expected.len() - 17..][..4], &[0x88, 15, 0x03, 0xf0]);
+        assert_eq!(
+            &expected[expected.len() - 17..][..4],
+            &[0x88, 15, 0x03, 0xf0]
+        );
     }
 
     #[test]
@@ -638,7 +645,11 @@ mod tests {
             let error = ErrorPayload::new(ErrorCode::RateLimited, "slow down");
             let batch = Arc::new(Batch::error_payload(&error));
             member.tx.send(Arc::clone(&batch)).unwrap();
-            assert!(!member.output.finish(&member.ledger, &Counters::default(), None));
+            assert!(
+                !member
+                    .output
+                    .finish(&member.ledger, &Counters::default(), None)
+            );
             let expected = [message(&batch.bytes), close_frame(code, "")].concat();
             assert_eq!(member.written(), expected);
         }
@@ -652,11 +663,19 @@ mod tests {
             .send(Arc::new(Batch::new(relay(100), None)))
             .unwrap();
         member.budget(7);
-        member.output.flush_now(&member.ledger, &Counters::default());
+        member
+            .output
+            .flush_now(&member.ledger, &Counters::default());
         // The socket takes nothing more: the output gives up.
         member.budget(0);
-        member.output.shed(&member.ledger, &Counters::default(), None);
-        assert_eq!(member.written().len(), 7, "no close frame after part of a message");
+        member
+            .output
+            .shed(&member.ledger, &Counters::default(), None);
+        assert_eq!(
+            member.written().len(),
+            7,
+            "no close frame after part of a message"
+        );
     }
 
     #[test]
@@ -685,7 +704,11 @@ mod tests {
                 let (a, b) = framed[at..].split_at((framed.len() - at) / 2);
                 position.advance(&[IoSlice::new(a), IoSlice::new(b)], n);
                 at += n;
-                assert_eq!(position.between_messages(), ends.contains(&at), "{step}: {at}");
+                assert_eq!(
+                    position.between_messages(),
+                    ends.contains(&at),
+                    "{step}: {at}"
+                );
             }
         }
     }
