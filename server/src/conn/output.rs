@@ -34,6 +34,16 @@
 //! ([`WriteHalf::has_pending`]), that counts as work left for the writer,
 //! and the writer flushes it like any other backlog.
 //!
+//! A WebSocket write half is handed each batch's WebSocket framing, made
+//! once per batch and shared by every WebSocket member (`Batch::wire`,
+//! `ws::framed`), where TCP and TLS are handed its Relay bytes: one slice
+//! per batch either way. The offset into a batch counts the bytes handed
+//! over; the queue, the memory budget and the counters are told the Relay
+//! bytes each write took, exactly, a header's bytes counting none
+//! (`Batch::relay_within`), so their accounting is the same whatever the
+//! transport. The client's progress is judged on the bytes handed over,
+//! headers included, since the socket's unsent count includes them.
+//!
 //! The writing functions are `#[inline(never)]`: their frames (an array of
 //! 64 slices) then stay off the writer's frame that sleeps, and off the
 //! reader's, so the stack pages they touch can be given back while the
