@@ -68,6 +68,9 @@ pub struct Config {
     /// What each room keeps of its past messages for members that come
     /// back (SPEC.md 5.11); nothing by default.
     pub history: crate::HistoryLimits,
+    /// Rooms shared with other nodes through Redis (SPEC.md 13); `None`,
+    /// the default, serves this node's clients alone.
+    pub cluster: Option<crate::ClusterConfig>,
 }
 
 impl Config {
@@ -236,6 +239,7 @@ impl Default for Config {
             http_addr: None,
             drain_timeout: Config::DEFAULT_DRAIN_TIMEOUT,
             history: crate::HistoryLimits::default(),
+            cluster: None,
         }
     }
 }
@@ -285,6 +289,9 @@ impl Config {
                     ),
                 });
             }
+        }
+        if let Some((flag, problem)) = self.cluster.as_ref().and_then(|c| c.problem()) {
+            return Err(ConfigError { flag, problem });
         }
         if self.drain_timeout > MAX_TIMEOUT {
             return Err(ConfigError {

@@ -481,8 +481,14 @@ impl Session {
             now_ms: self.now_ms,
         };
         let max_frame = shared.config.max_frame as usize;
+        // Read before the room's lock is taken: no I/O under it.
+        let remote = shared
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.remote_members(room))
+            .unwrap_or_default();
         let mut answer = |joined: &Joined, out: &mut Vec<u8>| -> u32 {
-            join_answer(out, room, id.clone(), joined, max_frame);
+            join_answer(out, room, id.clone(), joined, &remote, max_frame);
             1
         };
         let mut stalled = Stalled::default();
@@ -508,6 +514,9 @@ impl Session {
             }
         };
         if joined.new {
+            if let Some(cluster) = &shared.cluster {
+                cluster.room_changed(&joined.name);
+            }
             let may_publish = self.permissions.may_publish(room);
             self.rooms.insert(Arc::clone(&joined.name), may_publish);
             tracing::debug!(
@@ -529,10 +538,18 @@ impl Session {
             self.refuse_about_room(ErrorCode::Forbidden, message, room, id);
             return;
         }
-        let (members, member_list) = self.shared.rooms.who(room);
+        let (members, mut member_list) = self.shared.rooms.who(room);
+        let remote = self
+            .shared
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.remote_members(room))
+            .unwrap_or_default();
+        let room_left = protocol::MAX_MEMBER_LIST.saturating_sub(member_list.len());
+        member_list.extend(remote.list.into_iter().take(room_left));
         let mut reply = protocol::WhoReply {
             room: room.to_owned(),
-            members: members as u64,
+            members: (members as u64).saturating_add(remote.members),
             member_list,
             id,
         };
@@ -583,6 +600,9 @@ impl Session {
             .shared
             .rooms
             .leave(&room, self.outbound.id(), &self.shared.counters);
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.room_changed(&room);
+        }
         if left > 0 {
             self.member_event(room, MemberChange::Left);
         }
@@ -619,6 +639,11 @@ impl Session {
         }
         let rooms: Vec<Arc<str>> = self.rooms.drain().map(|(room, _)| room).collect();
         let shared = Arc::clone(&self.shared);
+        if let Some(cluster) = &shared.cluster {
+            for room in &rooms {
+                cluster.room_changed(room);
+            }
+        }
         let told = shared
             .rooms
             .leave_all(rooms, self.outbound.id(), &shared.counters);
@@ -935,16 +960,20 @@ fn join_answer(
     room: &str,
     id: Option<RequestId>,
     joined: &Joined,
+    remote: &crate::cluster::Remote,
     max_frame: usize,
 ) {
+    let mut member_list = joined.member_list.clone();
+    let room_left = protocol::MAX_MEMBER_LIST.saturating_sub(member_list.len());
+    member_list.extend(remote.list.iter().take(room_left).cloned());
     let mut reply = RoomReply {
         status: "joined".to_owned(),
         room: room.to_owned(),
-        members: joined.members as u64,
+        members: (joined.members as u64).saturating_add(remote.members),
         id,
         epoch: Some(joined.epoch.to_string()),
         seq: Some(joined.last_seq),
-        member_list: Some(joined.member_list.clone()),
+        member_list: Some(member_list),
     };
     loop {
         let mark = out.len();

@@ -87,6 +87,9 @@ pub(crate) struct Rooms {
     history: HistoryLimits,
     /// The part of `memory` all rooms' history may hold together.
     history_share: Arc<HistoryShare>,
+    /// In a cluster, where every local batch is also queued for the other
+    /// nodes (SPEC.md 13).
+    outlink: Option<Arc<crate::cluster::Outlink>>,
 }
 
 impl Default for Rooms {
@@ -182,6 +185,16 @@ impl Rooms {
             history_share: Arc::new(HistoryShare::new(Arc::clone(&memory))),
             memory,
             history,
+            outlink: None,
+        }
+    }
+
+    /// The same rooms, relaying every local batch to the other nodes of a
+    /// cluster through `outlink`.
+    pub(crate) fn with_outlink(self, outlink: Arc<crate::cluster::Outlink>) -> Rooms {
+        Rooms {
+            outlink: Some(outlink),
+            ..self
         }
     }
 
@@ -405,6 +418,21 @@ impl Rooms {
             // and a member takes binary deliveries without `seq`.
             let plain_wanted = pending.splices.iter().any(|splice| splice.binary)
                 && entry.members.iter().any(|m| !m.binary_seq());
+            if let Some(outlink) = &self.outlink {
+                // Under the order lock: the room's batches reach the queue
+                // in its order, each counted whether or not it gets through.
+                let messages = pending.splices.len() as u64;
+                let first = order.relay(messages);
+                let envelope = crate::cluster::envelope::encode(
+                    outlink.node(),
+                    order.epoch(),
+                    first,
+                    pending.frames,
+                    pending.splices,
+                    &pending.bytes,
+                );
+                outlink.offer(room, envelope, messages as u32);
+            }
             let sequenced = order.sequence(
                 pending.bytes,
                 pending.frames,
@@ -434,6 +462,105 @@ impl Rooms {
         };
         stalled.settle(stall, counters);
         Some(published)
+    }
+
+    /// Relays a batch from another node of the cluster to this node's
+    /// members of `room`, numbered in this node's order, after a gap
+    /// notice for what was missed from that node just before it.
+    pub(crate) fn relay_remote(
+        &self,
+        room: &str,
+        envelope: &crate::cluster::envelope::Envelope<'_>,
+        stall: Duration,
+        counters: &Counters,
+        cluster: &crate::cluster::ClusterCounters,
+        touched: &mut Vec<Arc<Outbound>>,
+    ) {
+        let mut stalled = Stalled::default();
+        {
+            let map = self.shard(room).read();
+            let Some(entry) = map.get(room) else {
+                return;
+            };
+            let mut order = entry.order.lock();
+            let messages = envelope.splices.len() as u64;
+            let Some(missed) = order.admit(envelope.node, envelope.epoch, envelope.first, messages)
+            else {
+                return;
+            };
+            if missed > 0 {
+                let (from, to) = order.skip(missed);
+                let gap = protocol::Gap {
+                    kind: "gap".into(),
+                    room: room.to_owned(),
+                    epoch: order.epoch().to_string(),
+                    from: Some(from),
+                    to: Some(to),
+                    previous_epoch: None,
+                };
+                let mut bytes = Vec::new();
+                if protocol::encode_json(&mut bytes, protocol::MessageType::Message, &gap).is_ok() {
+                    let batch = Arc::new(Batch { bytes, frames: 1 });
+                    for member in &entry.members {
+                        member.offer(&batch, touched, &mut stalled);
+                    }
+                }
+                cluster.gaps.fetch_add(1, Ordering::Relaxed);
+                cluster.gap_messages.fetch_add(missed, Ordering::Relaxed);
+                tracing::debug!("room {room:?}: {missed} messages from node {:?} missed; gap {from}..={to}", envelope.node);
+            }
+            if envelope.frames > 0 {
+                entry
+                    .messages
+                    .fetch_add(u64::from(envelope.frames), Ordering::Relaxed);
+                let plain_wanted = envelope.splices.iter().any(|splice| splice.binary)
+                    && entry.members.iter().any(|m| !m.binary_seq());
+                let sequenced = order.sequence(
+                    envelope.bytes.to_vec(),
+                    envelope.frames,
+                    &envelope.splices,
+                    plain_wanted,
+                    now_ms(),
+                );
+                for member in &entry.members {
+                    if envelope.splices.is_empty() && member.quiet() {
+                        continue;
+                    }
+                    let batch = if member.binary_seq() {
+                        &sequenced.full
+                    } else {
+                        &sequenced.plain
+                    };
+                    member.offer(batch, touched, &mut stalled);
+                }
+            }
+        }
+        stalled.settle(stall, counters);
+    }
+
+    /// Tells the other nodes how many messages this node has relayed in
+    /// each of its rooms (an empty batch), so that one that missed the
+    /// last of them learns it without waiting for the next message.
+    pub(crate) fn announce_relayed(&self, outlink: &crate::cluster::Outlink) {
+        for shard in self.shards.iter() {
+            let map = shard.0.read();
+            for (name, room) in map.iter() {
+                let mut order = room.order.lock();
+                if order.relayed() == 0 {
+                    continue;
+                }
+                let first = order.relay(0);
+                let envelope = crate::cluster::envelope::encode(
+                    outlink.node(),
+                    order.epoch(),
+                    first,
+                    0,
+                    &[],
+                    &[],
+                );
+                outlink.offer(name, envelope, 0);
+            }
+        }
     }
 
     /// The members of `room` now (their count, and the first
@@ -480,6 +607,13 @@ impl Rooms {
         }
         Some(left)
     }
+}
+
+/// Milliseconds since the Unix epoch, for the history's age limit.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
