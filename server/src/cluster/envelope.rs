@@ -73,7 +73,8 @@ pub(crate) fn encode(
     splices: &[Splice],
     bytes: &[u8],
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(32 + node.len() + epoch.len() + splices.len() * 9 + bytes.len());
+    let mut out =
+        Vec::with_capacity(32 + node.len() + epoch.len() + splices.len() * 9 + bytes.len());
     out.push(VERSION);
     // Both are validated to at most 64 bytes (node ids) and 32 (epochs).
     out.push(node.len().min(255) as u8);
@@ -248,6 +249,10 @@ mod tests {
         let mut other = wire.clone();
         other[0] = 9;
         assert_eq!(decode(&other, 1 << 20), Err(Malformed::Version(9)));
-        assert_eq!(decode(&wire, 16), Err(Malformed::Frames), "frames over max_frame");
+        assert_eq!(
+            decode(&wire, 16),
+            Err(Malformed::Frames),
+            "frames over max_frame"
+        );
     }
 }

@@ -65,7 +65,11 @@ pub(crate) fn run(shared: Arc<Shared>) {
         return;
     };
     let url = cluster.config.url.as_str();
-    let mut link = LinkState::new("subscribing", &cluster.counters.inlink_up, &cluster.counters);
+    let mut link = LinkState::new(
+        "subscribing",
+        &cluster.counters.inlink_up,
+        &cluster.counters,
+    );
     let mut attempt = 0;
     let mut touched = Vec::new();
     let stopping = || shared.shutting_down.load(Ordering::Acquire);
@@ -103,9 +107,12 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 if stopping() {
                     return;
                 }
-                if let Err(error) =
-                    follow(&shared, &mut pubsub, &mut subscribed, cluster.changes.take())
-                {
+                if let Err(error) = follow(
+                    &shared,
+                    &mut pubsub,
+                    &mut subscribed,
+                    cluster.changes.take(),
+                ) {
                     break 'connected error;
                 }
                 match pubsub.get_message() {
@@ -158,7 +165,11 @@ fn follow(
 }
 
 /// Relays one batch from another node to this node's members of its room.
-fn relay(shared: &Shared, message: &redis::Msg, touched: &mut Vec<Arc<crate::conn::outbound::Outbound>>) {
+fn relay(
+    shared: &Shared,
+    message: &redis::Msg,
+    touched: &mut Vec<Arc<crate::conn::outbound::Outbound>>,
+) {
     let Some(cluster) = shared.cluster.as_ref() else {
         return;
     };

@@ -79,10 +79,7 @@ impl ClusterConfig {
         if let Err(error) = redis::Client::open(self.url.as_str()) {
             return Some((
                 "cluster",
-                format!(
-                    "{:?}: {error}; give redis://HOST:PORT",
-                    self.url
-                ),
+                format!("{:?}: {error}; give redis://HOST:PORT", self.url),
             ));
         }
         if !valid_node_id(&self.node_id) {
@@ -222,7 +219,11 @@ impl Cluster {
         let counters = Arc::new(ClusterCounters::default());
         let node: Arc<str> = Arc::from(config.node_id.as_str());
         Ok(Cluster {
-            outlink: Arc::new(Outlink::new(Arc::clone(&node), config.queue_bytes, Arc::clone(&counters))),
+            outlink: Arc::new(Outlink::new(
+                Arc::clone(&node),
+                config.queue_bytes,
+                Arc::clone(&counters),
+            )),
             node,
             client,
             counters,
@@ -288,7 +289,10 @@ impl Cluster {
             cluster.config.presence_ttl.as_millis()
         );
         for (name, run) in [
-            ("relay-cluster-out", outlink::run as fn(Arc<crate::shared::Shared>)),
+            (
+                "relay-cluster-out",
+                outlink::run as fn(Arc<crate::shared::Shared>),
+            ),
             ("relay-cluster-in", inlink::run),
             ("relay-cluster-presence", presence::run),
         ] {
@@ -297,7 +301,9 @@ impl Cluster {
                 .name(name.into())
                 .spawn(move || run(shared))
             {
-                tracing::error!("cluster: cannot start thread {name}: {error}; this node serves its own members only");
+                tracing::error!(
+                    "cluster: cannot start thread {name}: {error}; this node serves its own members only"
+                );
             }
         }
     }
@@ -335,7 +341,11 @@ pub(crate) struct LinkState<'a> {
 }
 
 impl<'a> LinkState<'a> {
-    pub(crate) fn new(what: &'static str, flag: &'a AtomicBool, counters: &'a ClusterCounters) -> Self {
+    pub(crate) fn new(
+        what: &'static str,
+        flag: &'a AtomicBool,
+        counters: &'a ClusterCounters,
+    ) -> Self {
         LinkState {
             what,
             flag,

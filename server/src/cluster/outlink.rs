@@ -80,7 +80,9 @@ impl Outlink {
         let reserved = self
             .queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                queued.checked_add(size).filter(|&total| total <= self.max_bytes)
+                queued
+                    .checked_add(size)
+                    .filter(|&total| total <= self.max_bytes)
             })
             .is_ok();
         if !reserved {
@@ -129,7 +131,11 @@ pub(crate) fn run(shared: Arc<Shared>) {
     };
     let outlink = &cluster.outlink;
     let url = cluster.config.url.as_str();
-    let mut link = LinkState::new("publishing", &cluster.counters.outlink_up, &cluster.counters);
+    let mut link = LinkState::new(
+        "publishing",
+        &cluster.counters.outlink_up,
+        &cluster.counters,
+    );
     let mut attempt = 0;
     let stopping = || shared.shutting_down.load(Ordering::Acquire);
     while !stopping() {

@@ -100,14 +100,22 @@ pub(super) fn read(cluster: &Cluster, room: &str) -> Remote {
     let mut con = match con {
         Ok(con) => con,
         Err(error) => {
-            throttled!(CLUSTER, WARN, "cluster: presence of {room:?} not read: {error}; answering with this node's members");
+            throttled!(
+                CLUSTER,
+                WARN,
+                "cluster: presence of {room:?} not read: {error}; answering with this node's members"
+            );
             return Remote::default();
         }
     };
     let shares: Vec<Vec<u8>> = match READ.key(key(room)).arg(&*cluster.node).invoke(&mut con) {
         Ok(shares) => shares,
         Err(error) => {
-            throttled!(CLUSTER, WARN, "cluster: presence of {room:?} not read: {error}; answering with this node's members");
+            throttled!(
+                CLUSTER,
+                WARN,
+                "cluster: presence of {room:?} not read: {error}; answering with this node's members"
+            );
             return Remote::default();
         }
     };

@@ -245,13 +245,33 @@ fn cluster_metrics(
         gauge(cluster.outlink.queued() as u64),
     ));
     for (name, help, value) in [
-        ("cluster_batches_out", "Batches published to the other nodes.", &c.batches_out),
+        (
+            "cluster_batches_out",
+            "Batches published to the other nodes.",
+            &c.batches_out,
+        ),
         ("cluster_messages_out", "Messages in them.", &c.messages_out),
-        ("cluster_batches_in", "Batches from other nodes relayed to local members.", &c.batches_in),
+        (
+            "cluster_batches_in",
+            "Batches from other nodes relayed to local members.",
+            &c.batches_in,
+        ),
         ("cluster_messages_in", "Messages in them.", &c.messages_in),
-        ("cluster_reconnects", "Connections to Redis made again after a loss.", &c.reconnects),
-        ("cluster_gaps", "Gap notices sent to local members for messages missed from other nodes.", &c.gaps),
-        ("cluster_gap_messages", "Messages those gap notices covered.", &c.gap_messages),
+        (
+            "cluster_reconnects",
+            "Connections to Redis made again after a loss.",
+            &c.reconnects,
+        ),
+        (
+            "cluster_gaps",
+            "Gap notices sent to local members for messages missed from other nodes.",
+            &c.gaps,
+        ),
+        (
+            "cluster_gap_messages",
+            "Messages those gap notices covered.",
+            &c.gap_messages,
+        ),
     ] {
         counters.push((name, help, value.load(Relaxed)));
     }

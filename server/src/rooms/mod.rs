@@ -507,7 +507,10 @@ impl Rooms {
                 }
                 cluster.gaps.fetch_add(1, Ordering::Relaxed);
                 cluster.gap_messages.fetch_add(missed, Ordering::Relaxed);
-                tracing::debug!("room {room:?}: {missed} messages from node {:?} missed; gap {from}..={to}", envelope.node);
+                tracing::debug!(
+                    "room {room:?}: {missed} messages from node {:?} missed; gap {from}..={to}",
+                    envelope.node
+                );
             }
             if envelope.frames > 0 {
                 entry

@@ -236,7 +236,13 @@ impl Order {
     /// batch already seen. The first batch heard from a node (or from a
     /// new epoch of it) misses nothing: what it sent before was sent before
     /// this node followed the room.
-    pub(crate) fn admit(&mut self, node: &str, epoch: &str, first: u64, messages: u64) -> Option<u64> {
+    pub(crate) fn admit(
+        &mut self,
+        node: &str,
+        epoch: &str,
+        first: u64,
+        messages: u64,
+    ) -> Option<u64> {
         let next = first.saturating_add(messages);
         let Some(at) = self.origins.iter().position(|o| &*o.node == node) else {
             if self.origins.len() >= MAX_ORIGINS {

@@ -105,7 +105,12 @@ struct Args {
     node_id: Option<String>,
     /// Seconds after its last heartbeat that a node's members leave the
     /// cluster's presence (when it dies without a word).
-    #[arg(long, env = "RELAY_CLUSTER_PRESENCE_TTL", default_value_t = 15.0, requires = "cluster")]
+    #[arg(
+        long,
+        env = "RELAY_CLUSTER_PRESENCE_TTL",
+        default_value_t = 15.0,
+        requires = "cluster"
+    )]
     cluster_presence_ttl: f64,
     /// Bytes of batches that may wait for Redis, e.g. 16M; past it they
     /// are dropped and the other nodes' members get gap notices.
@@ -285,10 +290,7 @@ fn config(args: &Args) -> Result<server::Config, String> {
         cluster: match &args.cluster {
             Some(url) => Some(server::ClusterConfig {
                 url: url.clone(),
-                node_id: args
-                    .node_id
-                    .clone()
-                    .unwrap_or_else(server::default_node_id),
+                node_id: args.node_id.clone().unwrap_or_else(server::default_node_id),
                 presence_ttl: seconds(args.cluster_presence_ttl, "cluster-presence-ttl")?,
                 queue_bytes: usize::try_from(args.cluster_queue_bytes).unwrap_or(usize::MAX),
             }),
