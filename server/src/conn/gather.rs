@@ -8,6 +8,7 @@
 //! the order they were published.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::outbound::Batch;
 use crate::rooms::Splice;
@@ -41,6 +42,8 @@ pub(crate) struct Gathered {
     pub(crate) target: Target,
     pub(crate) bytes: Vec<u8>,
     pub(crate) frames: u32,
+    /// For a batch to be timed, when its read returned.
+    pub(crate) read_at: Option<Instant>,
 }
 
 impl Default for Outbox {
@@ -62,8 +65,9 @@ impl Outbox {
     }
 
     /// Takes the gathered frames, leaving the outbox empty but for
-    /// `splices`, which the caller clears once it has used them.
-    pub(crate) fn take(&mut self) -> Option<Gathered> {
+    /// `splices`, which the caller clears once it has used them; a batch to
+    /// be timed carries `read_at`.
+    pub(crate) fn take(&mut self, read_at: Option<Instant>) -> Option<Gathered> {
         if self.frames == 0 {
             self.buf.clear();
             self.splices.clear();
@@ -73,6 +77,7 @@ impl Outbox {
             bytes: std::mem::take(&mut self.buf),
             frames: std::mem::take(&mut self.frames),
             target: std::mem::replace(&mut self.target, Target::Nowhere),
+            read_at,
         })
     }
 
@@ -91,9 +96,6 @@ impl Outbox {
 impl Gathered {
     /// The frames as one batch, for a target that numbers nothing.
     pub(crate) fn batch(self) -> Arc<Batch> {
-        Arc::new(Batch {
-            bytes: self.bytes,
-            frames: self.frames,
-        })
+        Arc::new(Batch::new(self.bytes, self.read_at))
     }
 }

@@ -285,11 +285,12 @@ impl Outbound {
     /// While the server is over its memory budget a queue that holds
     /// anything takes nothing more, so the budget is exceeded by at most
     /// one batch per connection while the heaviest are being shed.
-    fn reserve(&self, len: usize) -> bool {
+    /// Returns the bytes queued with `len` in, or `None` for no room.
+    fn reserve(&self, len: usize) -> Option<usize> {
         let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
         if before > 0 && (before + len > self.max_bytes || self.memory.is_over()) {
             self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-            return false;
+            return None;
         }
         self.memory.charge(len);
         if before + len > self.max_bytes / 2
@@ -304,7 +305,7 @@ impl Outbound {
                 before + len
             );
         }
-        true
+        Some(before + len)
     }
 
     /// Counts bytes the writer adds on its own (the final ERROR).
@@ -330,14 +331,32 @@ impl Outbound {
     }
 
     /// Pushes without waiting.
+    #[cfg(test)]
     pub(crate) fn try_push(&self, batch: &Arc<Batch>) -> Result<(), PushError> {
+        self.push_now(batch).map(drop)
+    }
+
+    /// Pushes without waiting; the bytes queued with the batch in.
+    fn push_now(&self, batch: &Arc<Batch>) -> Result<usize, PushError> {
         if self.is_closing() {
             return Err(PushError::Closed);
         }
-        if !self.reserve(batch.bytes.len()) {
+        let Some(queued) = self.reserve(batch.bytes.len()) else {
             return Err(PushError::Full);
+        };
+        self.send_reserved(batch, None).map(|()| queued)
+    }
+
+    /// Records the queue depth a sampled batch met (SPEC.md 12.1), once
+    /// for each MESSAGE in it.
+    fn observe_depth(&self, batch: &Batch, queued: usize, counters: &Counters) {
+        if batch.read_at.is_some() {
+            counters.histograms.queue_bytes.observe_times(
+                self.id,
+                queued as u64,
+                u64::from(batch.frames),
+            );
         }
-        self.send_reserved(batch, None)
     }
 
     /// Sends a batch whose bytes are reserved, without waiting or waiting up
@@ -369,16 +388,17 @@ impl Outbound {
     }
 
     /// Pushes, waiting for room until `deadline`. `Full` means the queue
-    /// stayed full.
-    fn push_until(&self, batch: &Arc<Batch>, deadline: Instant) -> Result<(), PushError> {
+    /// stayed full; otherwise the bytes queued with the batch in.
+    fn push_until(&self, batch: &Arc<Batch>, deadline: Instant) -> Result<usize, PushError> {
         let len = batch.bytes.len();
         loop {
             if self.is_closing() {
                 return Err(PushError::Closed);
             }
             let now = Instant::now();
-            if self.reserve(len) {
-                return self.send_reserved(batch, Some(deadline.saturating_duration_since(now)));
+            if let Some(queued) = self.reserve(len) {
+                let wait = deadline.saturating_duration_since(now);
+                return self.send_reserved(batch, Some(wait)).map(|()| queued);
             }
             if now >= deadline {
                 return Err(PushError::Full);
@@ -401,6 +421,7 @@ impl Outbound {
         batch: &Arc<Batch>,
         touched: &mut Vec<Arc<Outbound>>,
         stalled: &mut Stalled,
+        counters: &Counters,
     ) -> bool {
         if self.backlogged.load(Ordering::Acquire) {
             let mut backlog = self.backlog.lock();
@@ -413,8 +434,9 @@ impl Outbound {
                 return true;
             }
         }
-        match self.try_push(batch) {
-            Ok(()) => {
+        match self.push_now(batch) {
+            Ok(queued) => {
+                self.observe_depth(batch, queued, counters);
                 touched.push(Arc::clone(self));
                 true
             }
@@ -435,12 +457,17 @@ impl Outbound {
     /// Moves the backlog into the queue, front first, until `batch` is in
     /// it, waiting for room until `deadline`. `Full` means the queue stayed
     /// full (or another publisher moving the backlog did) until then.
-    fn push_in_order(&self, batch: &Arc<Batch>, deadline: Instant) -> Result<(), PushError> {
+    /// `Ok` has the bytes queued with the batch in, when this call moved it.
+    fn push_in_order(
+        &self,
+        batch: &Arc<Batch>,
+        deadline: Instant,
+    ) -> Result<Option<usize>, PushError> {
         let Some(_mover) = self.mover.try_lock_until(deadline) else {
             return if self.in_backlog(batch) {
                 Err(PushError::Full)
             } else {
-                Ok(())
+                Ok(None)
             };
         };
         loop {
@@ -451,15 +478,15 @@ impl Outbound {
                     return if self.is_closing() {
                         Err(PushError::Closed)
                     } else {
-                        Ok(())
+                        Ok(None)
                     };
                 }
                 match backlog.front() {
                     Some(front) => Arc::clone(front),
-                    None => return Ok(()),
+                    None => return Ok(None),
                 }
             };
-            self.push_until(&front, deadline)?;
+            let queued = self.push_until(&front, deadline)?;
             let mut backlog = self.backlog.lock();
             if backlog
                 .front()
@@ -471,7 +498,7 @@ impl Outbound {
                 self.backlogged.store(false, Ordering::Release);
             }
             if Arc::ptr_eq(&front, batch) {
-                return Ok(());
+                return Ok(Some(queued));
             }
         }
     }
@@ -527,19 +554,29 @@ pub(crate) struct Stalled(Vec<(Arc<Outbound>, Arc<Batch>)>);
 impl Stalled {
     /// Waits for every stalled member against one deadline, `stall` from
     /// now, and cuts off whoever is still full then as a slow consumer.
-    pub(crate) fn settle(self, stall: Duration, counters: &Counters) {
+    /// Returns how many took their batch.
+    pub(crate) fn settle(self, stall: Duration, counters: &Counters) -> usize {
         if self.0.is_empty() {
-            return;
+            return 0;
         }
         counters
             .stall_waits
             .fetch_add(self.0.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let deadline = Instant::now() + stall;
+        let mut took = 0;
         for (member, batch) in self.0 {
-            if member.push_in_order(&batch, deadline) == Err(PushError::Full) {
-                member.cut_slow(counters);
+            match member.push_in_order(&batch, deadline) {
+                Ok(queued) => {
+                    if let Some(queued) = queued {
+                        member.observe_depth(&batch, queued, counters);
+                    }
+                    took += 1;
+                }
+                Err(PushError::Full) => member.cut_slow(counters),
+                Err(PushError::Closed) => {}
             }
         }
+        took
     }
 }
 
@@ -550,10 +587,7 @@ mod tests {
     use super::*;
 
     fn batch(len: usize) -> Arc<Batch> {
-        Arc::new(Batch {
-            bytes: vec![0; len],
-            frames: 1,
-        })
+        Arc::new(Batch::raw(vec![0; len], 1))
     }
 
     fn open(limits: QueueLimits) -> (Arc<Outbound>, Receiver<Outgoing>) {
@@ -664,8 +698,8 @@ mod tests {
         stuck.try_push(&batch(10)).unwrap();
         let delivery = batch(10);
         let mut stalled = Stalled::default();
-        stuck.offer(&delivery, &mut Vec::new(), &mut stalled);
-        healthy.offer(&delivery, &mut Vec::new(), &mut stalled);
+        stuck.offer(&delivery, &mut Vec::new(), &mut stalled, &counters);
+        healthy.offer(&delivery, &mut Vec::new(), &mut stalled, &counters);
         let started = Instant::now();
         stalled.settle(Duration::from_millis(30), &counters);
         assert!(started.elapsed() >= Duration::from_millis(30));
@@ -696,7 +730,7 @@ mod tests {
         slow.try_push(&batch(10)).unwrap();
         let delivery = batch(20);
         let mut stalled = Stalled::default();
-        slow.offer(&delivery, &mut Vec::new(), &mut stalled);
+        slow.offer(&delivery, &mut Vec::new(), &mut stalled, &counters);
         std::thread::scope(|scope| {
             scope.spawn(|| {
                 // The writer gets to it while the publisher waits.
@@ -724,8 +758,8 @@ mod tests {
         let (first, second) = (batch(2), batch(3));
         let mut stalled_first = Stalled::default();
         let mut stalled_second = Stalled::default();
-        assert!(member.offer(&first, &mut Vec::new(), &mut stalled_first));
-        assert!(member.offer(&second, &mut Vec::new(), &mut stalled_second));
+        assert!(member.offer(&first, &mut Vec::new(), &mut stalled_first, &counters));
+        assert!(member.offer(&second, &mut Vec::new(), &mut stalled_second, &counters));
         // Room frees up while the second publisher settles first: it must
         // not overtake the first.
         let written = std::thread::scope(|scope| {
@@ -747,7 +781,7 @@ mod tests {
         assert_eq!(counters.slow_consumers(), 0);
         // And once the backlog is empty, offers go straight in again.
         let mut touched = Vec::new();
-        assert!(member.offer(&batch(4), &mut touched, &mut Stalled::default()));
+        assert!(member.offer(&batch(4), &mut touched, &mut Stalled::default(), &counters));
         assert_eq!(touched.len(), 1);
     }
 
@@ -761,14 +795,19 @@ mod tests {
         member.try_push(&batch(1)).unwrap();
         let waiting = batch(2);
         let mut stalled = Stalled::default();
-        member.offer(&waiting, &mut Vec::new(), &mut stalled);
+        member.offer(&waiting, &mut Vec::new(), &mut stalled, &counters);
         stalled.settle(Duration::from_millis(20), &counters);
         assert!(matches!(
             member.close_reason(),
             Some(CloseReason::SlowConsumer { .. })
         ));
         assert!(!member.in_backlog(&waiting));
-        assert!(!member.offer(&batch(3), &mut Vec::new(), &mut Stalled::default()));
+        assert!(!member.offer(
+            &batch(3),
+            &mut Vec::new(),
+            &mut Stalled::default(),
+            &counters
+        ));
     }
 
     #[test]

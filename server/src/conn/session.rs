@@ -23,14 +23,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::{
-    Ack, BinaryDelivery, Content, ErrorCode, ErrorPayload, Flags, Frame, Hello, HelloReply,
-    JsonDelivery, MemberChange, MemberEvent, MessageType, PublisherJson, Quoted, Recipient,
-    Recovery, Request, RequestId, RoomReply, SEQ_BINARY_OVERHEAD, SEQ_JSON_OVERHEAD, begin_frame,
-    encode_json, end_frame,
+    Ack, BinaryDelivery, Content, ErrorCode, ErrorPayload, Flags, Frame, HEADER_LEN, Hello,
+    HelloReply, JsonDelivery, MemberChange, MemberEvent, MessageType, PublisherJson, Quoted,
+    Recipient, Recovery, Request, RequestId, RoomReply, SEQ_BINARY_OVERHEAD, SEQ_JSON_OVERHEAD,
+    begin_frame, encode_json, end_frame,
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -39,6 +38,8 @@ use super::gather::{Outbox, Target};
 use super::outbound::{Batch, Outbound, Stalled};
 use super::state::ConnState;
 use crate::auth::{AUTH_FAILED_MESSAGE, Identity, Permissions};
+use crate::counters::Tally;
+use crate::histogram::SAMPLE_EVERY;
 use crate::logging::{AUTH_FAILURES, CONNECTIONS, throttled};
 use crate::rooms::{JoinRequest, Joined, Pending, Published, Splice};
 use crate::shared::Shared;
@@ -75,9 +76,16 @@ pub(crate) struct Session {
     outbox: Outbox,
     /// Milliseconds since the Unix epoch at the last read.
     now_ms: u64,
-    /// Frames handled and not yet added to the shared counter (one update
+    /// Frames handled and not yet added to the shared counters (one update
     /// per read, not per frame).
-    frames_uncounted: u64,
+    received: Tally,
+    /// Frames handled over the connection's life, for `/connz`.
+    frames_in: u64,
+    /// When the current read returned: the read time a sampled
+    /// broadcast's delivery latency is measured from.
+    read_at: Instant,
+    /// Broadcasts made, for sampling 1 in `SAMPLE_EVERY` of them.
+    broadcasts: u32,
     /// The members a flush queued for, to be written to from this thread;
     /// kept between flushes so it allocates only while it grows.
     touched: Vec<Arc<Outbound>>,
@@ -100,7 +108,10 @@ impl Session {
             certificate: None,
             outbox: Outbox::default(),
             now_ms: 0,
-            frames_uncounted: 0,
+            received: Tally::default(),
+            frames_in: 0,
+            read_at: Instant::now(),
+            broadcasts: 0,
             touched: Vec::new(),
         }
     }
@@ -131,10 +142,12 @@ impl Session {
         self.rooms.keys().map(|room| &**room)
     }
 
-    /// Starts a read of `len` bytes at `now_ms`: deliveries are stamped with
-    /// it, and the batch it gathers is sized from it.
-    pub(crate) fn begin_read(&mut self, len: usize, now_ms: u64) {
+    /// Starts a read of `len` bytes that returned at `read_at`, `now_ms`
+    /// on the wall clock: deliveries are stamped with it, sampled ones are
+    /// timed from it, and the batch it gathers is sized from it.
+    pub(crate) fn begin_read(&mut self, len: usize, now_ms: u64, read_at: Instant) {
         self.now_ms = now_ms;
+        self.read_at = read_at;
         self.outbox.hint = len + len / 2 + 256;
     }
 
@@ -145,10 +158,17 @@ impl Session {
     }
 
     pub(crate) fn count_frames_in(&mut self) {
-        let frames = std::mem::take(&mut self.frames_uncounted);
+        let received = std::mem::take(&mut self.received);
+        let frames = received.frames();
         if frames > 0 {
-            self.shared.counters.frames_in.fetch_add(frames, Relaxed);
+            self.frames_in += frames;
+            self.shared.counters.received.add(&received);
         }
+    }
+
+    /// Frames handled so far, counted at the end of each read.
+    pub(crate) fn frames_in(&self) -> u64 {
+        self.frames_in
     }
 
     fn config(&self) -> &crate::Config {
@@ -168,7 +188,8 @@ impl Session {
             // client is served.
             return ControlFlow::Break(());
         }
-        self.frames_uncounted += 1;
+        self.received
+            .add(frame.kind, HEADER_LEN + frame.payload.len());
         if let Some(at) = self.expires_at_ms
             && self.now_ms >= at
         {
@@ -266,7 +287,8 @@ impl Session {
     /// ones) and when to try again. The frame has no other effect.
     #[inline(never)]
     pub(crate) fn rate_limited(&mut self, frame: &Frame<'_>, retry_after: Duration) {
-        self.frames_uncounted += 1;
+        self.received
+            .add(frame.kind, HEADER_LEN + frame.payload.len());
         let retry_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
         let message = format!(
             "{} refused: over this connection's rate limit; wait {retry_ms} ms, then send it again",
@@ -283,7 +305,8 @@ impl Session {
     /// with a fatal RATE_LIMITED.
     #[inline(never)]
     pub(crate) fn rate_abuse(&mut self, frame: &Frame<'_>) -> Served {
-        self.frames_uncounted += 1;
+        self.received
+            .add(frame.kind, HEADER_LEN + frame.payload.len());
         let message = format!(
             "over this connection's rate limit at every retry for {} s; disconnected",
             super::rate::ABUSE_AFTER.as_secs()
@@ -451,6 +474,7 @@ impl Session {
             // lines, and the writer's, name the user.
             tracing::Span::current().record("user", user.as_str());
             self.outbound.set_user(user);
+            self.shared.add_user(user, self.outbound.id());
         }
         self.user = user;
     }
@@ -816,12 +840,12 @@ impl Session {
         }
         // In order with what this connection already sent to them.
         self.flush();
-        let batch = Arc::new(Batch { bytes, frames: 1 });
+        let batch = Arc::new(Batch::new(bytes, None));
+        let shared = Arc::clone(&self.shared);
         let mut stalled = Stalled::default();
         for recipient in &recipients {
-            recipient.offer(&batch, &mut self.touched, &mut stalled);
+            recipient.offer(&batch, &mut self.touched, &mut stalled, &shared.counters);
         }
-        let shared = Arc::clone(&self.shared);
         stalled.settle(shared.config.stall_timeout, &shared.counters);
         for member in self.touched.drain(..) {
             member.flush_now(&shared.counters);
@@ -894,7 +918,17 @@ impl Session {
     /// `output`).
     #[inline(never)]
     pub(crate) fn flush(&mut self) -> Option<Published> {
-        let gathered = self.outbox.take()?;
+        // A broadcast is timed 1 in SAMPLE_EVERY times (SPEC.md 12.1).
+        let read_at = match self.outbox.target {
+            Target::Room { .. } if self.outbox.frames > 0 => {
+                self.broadcasts = self.broadcasts.wrapping_add(1);
+                self.broadcasts
+                    .is_multiple_of(SAMPLE_EVERY)
+                    .then_some(self.read_at)
+            }
+            _ => None,
+        };
+        let gathered = self.outbox.take(read_at)?;
         let config = &self.shared.config;
         let counters = &self.shared.counters;
         let mut published = None;
@@ -903,7 +937,7 @@ impl Session {
             Target::Myself => {
                 let mut stalled = Stalled::default();
                 self.outbound
-                    .offer(&gathered.batch(), &mut self.touched, &mut stalled);
+                    .offer(&gathered.batch(), &mut self.touched, &mut stalled, counters);
                 stalled.settle(config.stall_timeout, counters);
             }
             Target::Room { name, include_self } => {
@@ -913,6 +947,7 @@ impl Session {
                     frames: gathered.frames,
                     splices: &self.outbox.splices,
                     now_ms: self.now_ms,
+                    read_at: gathered.read_at,
                 };
                 published = self.shared.rooms.broadcast(
                     &name,
@@ -1045,7 +1080,8 @@ mod tests {
 
         /// One read holding `bytes`.
         fn read(&mut self, bytes: &[u8]) -> Served {
-            self.session.begin_read(bytes.len(), 1_700_000_000_000);
+            self.session
+                .begin_read(bytes.len(), 1_700_000_000_000, Instant::now());
             let mut rest = bytes;
             while let Some((frame, used)) = parse_frame(rest, u32::MAX).unwrap() {
                 if self.session.handle(&frame).is_break() {
@@ -1277,7 +1313,8 @@ mod tests {
         assert_eq!(ann.session.expires_at_ms(), Some(1_700_000_001_000));
         let mut join = Vec::new();
         encode_json(&mut join, MessageType::JoinRoom, &json!({"room": "r"})).unwrap();
-        ann.session.begin_read(join.len(), 1_700_000_001_000);
+        ann.session
+            .begin_read(join.len(), 1_700_000_001_000, Instant::now());
         let (frame, _) = parse_frame(&join, u32::MAX).unwrap().unwrap();
         assert!(ann.session.handle(&frame).is_break());
         assert_eq!(ann.final_error().code, ErrorCode::TokenExpired);

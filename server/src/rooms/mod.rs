@@ -127,6 +127,8 @@ pub(crate) struct Pending<'a> {
     pub(crate) frames: u32,
     pub(crate) splices: &'a [Splice],
     pub(crate) now_ms: u64,
+    /// For a broadcast to be timed, when its read returned.
+    pub(crate) read_at: Option<std::time::Instant>,
 }
 
 /// The outcome of a join.
@@ -296,7 +298,12 @@ impl Rooms {
             frames += replay.count;
         }
         if frames > 0 {
-            member.offer(&Arc::new(Batch { bytes, frames }), touched, stalled);
+            member.offer(
+                &Arc::new(Batch::new(bytes, None)),
+                touched,
+                stalled,
+                counters,
+            );
         }
         drop(map);
         Ok(joined)
@@ -380,6 +387,38 @@ impl Rooms {
         rooms
     }
 
+    /// The rooms each of the connections `ids` is in, by name, at most
+    /// `max` names each, with the full count: for `/connz`. Walks every
+    /// membership (bounded by `--max-memberships`), one shard's read lock
+    /// at a time, briefly; the connections keep no list of their own for
+    /// it, so nothing is added to joins and leaves.
+    pub(crate) fn rooms_of(
+        &self,
+        ids: &std::collections::HashSet<u64>,
+        max: usize,
+    ) -> HashMap<u64, (Vec<Arc<str>>, usize)> {
+        let mut found: HashMap<u64, (Vec<Arc<str>>, usize)> = HashMap::new();
+        for shard in self.shards.iter() {
+            let map = shard.0.read();
+            for room in map.values() {
+                for member in &room.members {
+                    if !ids.contains(&member.id()) {
+                        continue;
+                    }
+                    let (names, count) = found.entry(member.id()).or_default();
+                    *count += 1;
+                    if names.len() < max {
+                        names.push(Arc::clone(&room.name));
+                    }
+                }
+            }
+        }
+        for (names, _) in found.values_mut() {
+            names.sort_unstable();
+        }
+        found
+    }
+
     /// Members of `room` now.
     pub(crate) fn members(&self, room: &str) -> usize {
         self.shard(room)
@@ -407,6 +446,8 @@ impl Rooms {
         touched: &mut Vec<Arc<Outbound>>,
     ) -> Option<Published> {
         let mut stalled = Stalled::default();
+        let before = touched.len();
+        let frames = pending.frames;
         let published = {
             let map = self.shard(room).read();
             let entry = map.get(room)?;
@@ -435,10 +476,10 @@ impl Rooms {
             }
             let sequenced = order.sequence(
                 pending.bytes,
-                pending.frames,
                 pending.splices,
                 plain_wanted,
                 pending.now_ms,
+                pending.read_at,
             );
             let mut queued = 0;
             for member in &entry.members {
@@ -450,7 +491,7 @@ impl Rooms {
                 } else {
                     &sequenced.plain
                 };
-                if member.offer(batch, touched, &mut stalled) {
+                if member.offer(batch, touched, &mut stalled, counters) {
                     queued += 1;
                 }
             }
@@ -460,7 +501,13 @@ impl Rooms {
                 queued,
             }
         };
-        stalled.settle(stall, counters);
+        let fan_out = touched.len() - before + stalled.settle(stall, counters);
+        // Per MESSAGE: every frame in the batch went to the same members.
+        counters.histograms.fan_out.observe_times(
+            skip.unwrap_or(0),
+            fan_out as u64,
+            u64::from(frames),
+        );
         Some(published)
     }
 
@@ -500,9 +547,9 @@ impl Rooms {
                 };
                 let mut bytes = Vec::new();
                 if protocol::encode_json(&mut bytes, protocol::MessageType::Message, &gap).is_ok() {
-                    let batch = Arc::new(Batch { bytes, frames: 1 });
+                    let batch = Arc::new(Batch::new(bytes, None));
                     for member in &entry.members {
-                        member.offer(&batch, touched, &mut stalled);
+                        member.offer(&batch, touched, &mut stalled, counters);
                     }
                 }
                 cluster.gaps.fetch_add(1, Ordering::Relaxed);
@@ -520,10 +567,10 @@ impl Rooms {
                     && entry.members.iter().any(|m| !m.binary_seq());
                 let sequenced = order.sequence(
                     envelope.bytes.to_vec(),
-                    envelope.frames,
                     &envelope.splices,
                     plain_wanted,
                     now_ms(),
+                    None,
                 );
                 for member in &entry.members {
                     if envelope.splices.is_empty() && member.quiet() {
@@ -534,7 +581,7 @@ impl Rooms {
                     } else {
                         &sequenced.plain
                     };
-                    member.offer(batch, touched, &mut stalled);
+                    member.offer(batch, touched, &mut stalled, counters);
                 }
             }
         }
@@ -685,6 +732,7 @@ mod tests {
                     frames: 30,
                     splices: &splices,
                     now_ms: 1,
+                    read_at: None,
                 };
                 rooms.broadcast("room", pending, Some(0), stall, &counters, &mut touched);
                 touched.clear();

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::{Gap, LENGTH_PREFIX, Recovery, push_seq_binary, push_seq_json};
 
@@ -288,13 +288,13 @@ impl Order {
     pub(crate) fn sequence(
         &mut self,
         bytes: Vec<u8>,
-        frames: u32,
         splices: &[Splice],
         plain_wanted: bool,
         now_ms: u64,
+        read_at: Option<Instant>,
     ) -> Sequenced {
         if splices.is_empty() {
-            let batch = Arc::new(Batch { bytes, frames });
+            let batch = Arc::new(Batch::new(bytes, read_at));
             return Sequenced {
                 full: Arc::clone(&batch),
                 plain: batch,
@@ -303,19 +303,19 @@ impl Order {
         }
         let binary = splices.iter().any(|splice| splice.binary);
         let first = self.last_seq + 1;
-        let full = Arc::new(Batch {
-            bytes: insert(&bytes, splices, first, &self.epoch, true),
-            frames,
-        });
+        let full = Arc::new(Batch::new(
+            insert(&bytes, splices, first, &self.epoch, true),
+            read_at,
+        ));
         self.last_seq += splices.len() as u64;
         if self.limits.is_on() {
             self.keep(&full, splices, first, now_ms);
         }
         let plain = if binary && plain_wanted {
-            Arc::new(Batch {
-                bytes: insert(&bytes, splices, first, &self.epoch, false),
-                frames,
-            })
+            Arc::new(Batch::new(
+                insert(&bytes, splices, first, &self.epoch, false),
+                read_at,
+            ))
         } else {
             Arc::clone(&full)
         };
@@ -454,7 +454,10 @@ impl Order {
         self.trim(now_ms);
         let first_kept = self.first_kept();
         let (wanted_from, previous_epoch) = match recovery {
-            Recovery::Since(since) if *since.epoch == *self.epoch => (since.seq + 1, None),
+            // A client's seq may be anything, u64::MAX included.
+            Recovery::Since(since) if *since.epoch == *self.epoch => {
+                (since.seq.saturating_add(1), None)
+            }
             Recovery::Since(since) => (1, Some(since.epoch.clone())),
             Recovery::Last(n) => (
                 self.last_seq.saturating_sub(*n).saturating_add(1).max(1),
@@ -591,13 +594,13 @@ mod tests {
         let mut order = order(0);
         let mut bytes = Vec::new();
         let splices = [json_delivery(&mut bytes, 1), json_delivery(&mut bytes, 2)];
-        let sequenced = order.sequence(bytes, 2, &splices, false, 5);
+        let sequenced = order.sequence(bytes, &splices, false, 5, None);
         assert_eq!(seqs(&sequenced.full.bytes), [1, 2]);
         assert_eq!(sequenced.last_seq, 2);
         let mut bytes = Vec::new();
         let splices = [json_delivery(&mut bytes, 3)];
         assert_eq!(
-            seqs(&order.sequence(bytes, 1, &splices, false, 5).full.bytes),
+            seqs(&order.sequence(bytes, &splices, false, 5, None).full.bytes),
             [3]
         );
     }
@@ -608,7 +611,7 @@ mod tests {
         for n in 1..=5 {
             let mut bytes = Vec::new();
             let splices = [json_delivery(&mut bytes, n)];
-            order.sequence(bytes, 1, &splices, false, 5);
+            order.sequence(bytes, &splices, false, 5, None);
         }
         let epoch = order.epoch().to_string();
         // Kept: 3, 4, 5.
@@ -633,6 +636,14 @@ mod tests {
         let replay = order.replay("r", &Recovery::Last(2), false, 5);
         assert!(replay.gap.is_none());
         assert_eq!(seqs(&replay.frames), [4, 5]);
+        // A seq from the future (or u64::MAX) asks for nothing.
+        let replay = order.replay("r", &since(u64::MAX), false, 5);
+        assert!(replay.gap.is_none() && replay.count == 0);
+        let replay = order.replay("r", &Recovery::Last(u64::MAX), false, 5);
+        assert_eq!(
+            replay.gap.map(|gap| (gap.from, gap.to)),
+            Some((Some(1), Some(2)))
+        );
         let old = Recovery::Since(Since {
             epoch: "other".into(),
             seq: 9,
@@ -655,7 +666,7 @@ mod tests {
         for n in 1..=20 {
             let mut bytes = Vec::new();
             let splices = [json_delivery(&mut bytes, n)];
-            order.sequence(bytes, 1, &splices, false, 5);
+            order.sequence(bytes, &splices, false, 5, None);
         }
         assert_eq!(order.history.len(), 10);
         assert_eq!(memory.used() as usize, order.history_bytes);
@@ -684,7 +695,7 @@ mod tests {
             for order in &mut rooms {
                 let mut bytes = Vec::new();
                 let splices = [json_delivery(&mut bytes, n)];
-                order.sequence(bytes, 1, &splices, false, 5);
+                order.sequence(bytes, &splices, false, 5, None);
             }
         }
         assert!(share.used() <= 32 * 1024, "{} bytes kept", share.used());
