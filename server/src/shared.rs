@@ -71,14 +71,15 @@ impl Shared {
         let mut rooms = Rooms::new(config.budget, config.history, Arc::clone(&memory));
         // Validated already, so only an unusable URL fails here, and that
         // too was checked: without it the node runs alone, and says so.
-        let cluster = config.cluster.clone().and_then(|cluster| {
+        let mut cluster = config.cluster.clone().and_then(|cluster| {
             crate::cluster::Cluster::new(cluster)
                 .map_err(|error| tracing::error!("cluster: {error}; this node runs alone"))
                 .ok()
         });
         let mut first_id = 1;
-        if let Some(cluster) = &cluster {
-            rooms = rooms.with_outlink(Arc::clone(&cluster.outlink));
+        if let Some(cluster) = &mut cluster {
+            let outlink: Arc<dyn crate::rooms::RelayOut> = cluster.outlink.clone();
+            rooms = rooms.with_outlink(outlink);
             first_id = cluster.first_connection_id();
         }
         Shared {

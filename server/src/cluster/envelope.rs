@@ -20,7 +20,7 @@
 
 use std::fmt;
 
-use crate::rooms::Splice;
+use crate::rooms::{Relayed, Splice};
 
 const VERSION: u8 = 1;
 
@@ -64,15 +64,28 @@ impl fmt::Display for Malformed {
     }
 }
 
-/// Writes the envelope of a batch into a new buffer.
-pub(crate) fn encode(
-    node: &str,
-    epoch: &str,
-    first: u64,
-    frames: u32,
-    splices: &[Splice],
-    bytes: &[u8],
-) -> Vec<u8> {
+impl Envelope<'_> {
+    /// The batch, as the rooms take it.
+    pub(crate) fn relayed(&self) -> Relayed<'_> {
+        Relayed {
+            epoch: self.epoch,
+            first: self.first,
+            frames: self.frames,
+            splices: &self.splices,
+            bytes: self.bytes,
+        }
+    }
+}
+
+/// Writes the envelope of `batch`, from node `node`, into a new buffer.
+pub(crate) fn encode(node: &str, batch: &Relayed<'_>) -> Vec<u8> {
+    let Relayed {
+        epoch,
+        first,
+        frames,
+        splices,
+        bytes,
+    } = *batch;
     let mut out =
         Vec::with_capacity(32 + node.len() + epoch.len() + splices.len() * 9 + bytes.len());
     out.push(VERSION);
@@ -211,6 +224,24 @@ mod tests {
             });
         }
         (bytes, splices)
+    }
+
+    fn encode(
+        node: &str,
+        epoch: &str,
+        first: u64,
+        frames: u32,
+        splices: &[Splice],
+        bytes: &[u8],
+    ) -> Vec<u8> {
+        let batch = Relayed {
+            epoch,
+            first,
+            frames,
+            splices,
+            bytes,
+        };
+        super::encode(node, &batch)
     }
 
     #[test]

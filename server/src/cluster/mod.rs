@@ -30,10 +30,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-pub(crate) mod envelope;
-mod inlink;
-pub(crate) mod outlink;
+mod changes;
+mod envelope;
+mod heartbeat;
+mod outlink;
 mod presence;
+mod publisher;
+mod subscriber;
+pub(crate) mod threads;
 
 pub(crate) use outlink::Outlink;
 
@@ -199,10 +203,12 @@ pub(crate) struct Cluster {
     pub(crate) outlink: Arc<Outlink>,
     /// Rooms whose local membership changed: the subscriber and the
     /// presence thread each take their own copy of the news.
-    pub(crate) changes: inlink::Changes,
-    pub(crate) presence_changes: inlink::Changes,
+    pub(crate) changes: changes::Changes,
+    pub(crate) presence_changes: changes::Changes,
     /// Connections to Redis for JOIN and WHO to read presence with.
     readers: presence::Readers,
+    /// The block of connection numbers this node claimed.
+    pub(crate) block: u64,
 }
 
 /// What a cluster-wide answer adds to this node's own members.
@@ -227,9 +233,10 @@ impl Cluster {
             node,
             client,
             counters,
-            changes: inlink::Changes::default(),
-            presence_changes: inlink::Changes::default(),
+            changes: changes::Changes::default(),
+            presence_changes: changes::Changes::default(),
             readers: presence::Readers::default(),
+            block: 0,
             config,
         })
     }
@@ -247,65 +254,52 @@ impl Cluster {
         presence::read(self, room)
     }
 
-    /// Where this node's connection numbers start: a block of its own,
-    /// drawn from a counter in Redis, so that a `connectionId` names one
-    /// connection across the cluster. Without Redis, a random block.
-    pub(crate) fn first_connection_id(&self) -> u64 {
+    /// Where this node's connection numbers start: a block of its own, so
+    /// that a `connectionId` names one connection across the cluster.
+    /// Blocks are drawn at random and claimed in Redis (`SET NX`, renewed
+    /// with the presence heartbeat, so a claim outlives its node by the
+    /// TTL at most); without Redis, the random block is used unclaimed.
+    pub(crate) fn first_connection_id(&mut self) -> u64 {
         /// Each node's block: ten billion connections before a number could
         /// be another block's.
         const BLOCK: u64 = 10_000_000_000;
-        let drawn = self
+        /// Blocks to draw from: as many as fit in a u64 of numbers.
+        const BLOCKS: u64 = u64::MAX / BLOCK - 1;
+        let ttl_ms = self.config.presence_ttl.as_millis() as u64;
+        let mut block = random() % BLOCKS + 1;
+        match self
             .client
             .get_connection_with_timeout(Duration::from_secs(2))
-            .and_then(|mut con| {
-                redis::cmd("INCR")
-                    .arg("relay:connection-blocks")
-                    .query::<u64>(&mut con)
-            });
-        let block = match drawn {
-            Ok(block) => block,
-            Err(error) => {
-                let random = random() % 1_000_000_000 + 1_000_000;
-                tracing::warn!(
-                    "cluster: cannot reach Redis at {} to draw connection numbers ({error}); using random block {random}",
-                    self.config.url
-                );
-                random
+        {
+            Ok(mut con) => {
+                for _ in 0..16 {
+                    let claimed: redis::RedisResult<Option<String>> = redis::cmd("SET")
+                        .arg(block_key(block))
+                        .arg(&*self.node)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl_ms)
+                        .query(&mut con);
+                    match claimed {
+                        Ok(Some(_)) => break,
+                        Ok(None) => block = random() % BLOCKS + 1,
+                        Err(error) => {
+                            tracing::warn!(
+                                "cluster: cannot claim connection numbers in Redis at {} ({error}); using block {block} unclaimed",
+                                self.config.url
+                            );
+                            break;
+                        }
+                    }
+                }
             }
-        };
-        block.min(u64::MAX / BLOCK - 1) * BLOCK + 1
-    }
-
-    /// Starts the subscriber, publisher and presence threads; they end
-    /// when `shared` shuts down.
-    pub(crate) fn start(shared: &Arc<crate::shared::Shared>) {
-        let Some(cluster) = shared.cluster.as_ref() else {
-            return;
-        };
-        tracing::info!(
-            "cluster: node {:?}, Redis at {}, presence expires {} ms after a node's last heartbeat",
-            &*cluster.node,
-            cluster.config.url,
-            cluster.config.presence_ttl.as_millis()
-        );
-        for (name, run) in [
-            (
-                "relay-cluster-out",
-                outlink::run as fn(Arc<crate::shared::Shared>),
+            Err(error) => tracing::warn!(
+                "cluster: cannot reach Redis at {} to claim connection numbers ({error}); using block {block} unclaimed",
+                self.config.url
             ),
-            ("relay-cluster-in", inlink::run),
-            ("relay-cluster-presence", presence::run),
-        ] {
-            let shared = Arc::clone(shared);
-            if let Err(error) = std::thread::Builder::new()
-                .name(name.into())
-                .spawn(move || run(shared))
-            {
-                tracing::error!(
-                    "cluster: cannot start thread {name}: {error}; this node serves its own members only"
-                );
-            }
         }
+        self.block = block;
+        block * BLOCK + 1
     }
 }
 
@@ -316,6 +310,11 @@ fn random() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     std::hash::RandomState::new().hash_one((nanos, std::process::id()))
+}
+
+/// The key that claims a block of connection numbers.
+pub(crate) fn block_key(block: u64) -> String {
+    format!("relay:block:{block}")
 }
 
 /// The Redis channel a room's batches go through.

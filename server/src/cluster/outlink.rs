@@ -11,23 +11,19 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use super::{ClusterCounters, Dropped, LinkState};
+use super::{ClusterCounters, Dropped, envelope};
 use crate::logging::{CLUSTER, throttled};
-use crate::shared::Shared;
-
-/// Batches published in one pipeline at most: one write, one read.
-const PIPELINE: usize = 256;
+use crate::rooms::{RelayOut, Relayed};
 
 /// A batch waiting for Redis.
 #[derive(Debug)]
-struct Item {
-    channel: String,
-    payload: Vec<u8>,
-    messages: u32,
+pub(super) struct Item {
+    pub(super) channel: String,
+    pub(super) payload: Vec<u8>,
+    pub(super) messages: u32,
 }
 
 /// The sending side, held by the rooms.
@@ -35,7 +31,7 @@ struct Item {
 pub(crate) struct Outlink {
     node: Arc<str>,
     tx: Sender<Item>,
-    rx: Receiver<Item>,
+    pub(super) rx: Receiver<Item>,
     /// Bytes queued now; at most `max_bytes`.
     queued: AtomicUsize,
     max_bytes: usize,
@@ -60,11 +56,6 @@ impl Outlink {
     /// Bytes queued now.
     pub(crate) fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
-    }
-
-    /// This node's id, which every batch it sends carries.
-    pub(crate) fn node(&self) -> &str {
-        &self.node
     }
 
     /// Queues `payload` (an envelope) for `room`'s channel, without
@@ -114,8 +105,13 @@ impl Outlink {
         );
     }
 
+    /// Takes `bytes` off the count, once they left the queue.
+    pub(super) fn sent(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
     /// Drops everything queued (the link went down), counting it.
-    fn discard(&self) {
+    pub(super) fn discard(&self) {
         while let Ok(item) = self.rx.try_recv() {
             self.queued.fetch_sub(item.payload.len(), Ordering::AcqRel);
             self.counters.dropped(Dropped::LinkDown);
@@ -123,89 +119,9 @@ impl Outlink {
     }
 }
 
-/// The publisher thread: connects (with backoff), then publishes what is
-/// queued, a pipeline at a time, until the server stops.
-pub(crate) fn run(shared: Arc<Shared>) {
-    let Some(cluster) = shared.cluster.as_ref() else {
-        return;
-    };
-    let outlink = &cluster.outlink;
-    let url = cluster.config.url.as_str();
-    let mut link = LinkState::new(
-        "publishing",
-        &cluster.counters.outlink_up,
-        &cluster.counters,
-    );
-    let mut attempt = 0;
-    let stopping = || shared.shutting_down.load(Ordering::Acquire);
-    while !stopping() {
-        let connected = cluster
-            .client
-            .get_connection_with_timeout(Duration::from_secs(1))
-            .and_then(|con| {
-                con.set_write_timeout(Some(Duration::from_secs(2)))?;
-                con.set_read_timeout(Some(Duration::from_secs(2)))?;
-                Ok(con)
-            });
-        let mut con = match connected {
-            Ok(con) => con,
-            Err(error) => {
-                link.down(url, &error);
-                outlink.discard();
-                std::thread::sleep(super::backoff(attempt));
-                attempt += 1;
-                continue;
-            }
-        };
-        attempt = 0;
-        link.up(url);
-        let mut batch = Vec::with_capacity(PIPELINE);
-        let error = loop {
-            if stopping() {
-                return;
-            }
-            match outlink.rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(item) => batch.push(item),
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
-            while batch.len() < PIPELINE {
-                match outlink.rx.try_recv() {
-                    Ok(item) => batch.push(item),
-                    Err(_) => break,
-                }
-            }
-            let mut pipe = redis::pipe();
-            for item in &batch {
-                pipe.cmd("PUBLISH")
-                    .arg(&item.channel)
-                    .arg(&item.payload)
-                    .ignore();
-            }
-            let result: redis::RedisResult<()> = pipe.query(&mut con);
-            let bytes: usize = batch.iter().map(|item| item.payload.len()).sum();
-            outlink.queued.fetch_sub(bytes, Ordering::AcqRel);
-            match result {
-                Ok(()) => {
-                    let messages: u64 = batch.iter().map(|item| u64::from(item.messages)).sum();
-                    let counters = &cluster.counters;
-                    counters
-                        .batches_out
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    counters.messages_out.fetch_add(messages, Ordering::Relaxed);
-                    batch.clear();
-                }
-                Err(error) => {
-                    // Sent or not, they are not sent again: a receiver
-                    // that missed them sees the jump in the counts.
-                    for _ in batch.drain(..) {
-                        cluster.counters.dropped(Dropped::LinkDown);
-                    }
-                    break error;
-                }
-            }
-        };
-        link.down(url, &error);
-        outlink.discard();
+impl RelayOut for Outlink {
+    fn relay(&self, room: &str, batch: &Relayed<'_>) {
+        let envelope = envelope::encode(&self.node, batch);
+        self.offer(room, envelope, batch.splices.len() as u32);
     }
 }

@@ -4,6 +4,7 @@
 //! ```text
 //! relay:presence:{room}   hash: node id → {"members":N,"list":[first 100 members]}
 //! relay:node:{node}       "1", expiring --cluster-presence-ttl after the node's last heartbeat
+//! relay:block:{block}     the node that claimed that block of connection numbers, expiring the same way
 //! ```
 //!
 //! A node rewrites its field of a room within ~50 ms of a local join or
@@ -13,10 +14,9 @@
 //! without a word is out of every list once its key expires, within the
 //! TTL. A room's hash expires too, a TTL after the last node wrote it.
 
-use std::collections::HashSet;
+use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use protocol::{MAX_MEMBER_LIST, Member};
@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{Cluster, Remote};
 use crate::logging::{CLUSTER, throttled};
-use crate::shared::Shared;
 
 /// Reads a room's shares but the caller's own, dropping dead nodes'.
 static READ: LazyLock<redis::Script> = LazyLock::new(|| {
@@ -66,16 +65,16 @@ impl std::fmt::Debug for Readers {
 
 /// One node's share of a room.
 #[derive(Debug, Serialize, Deserialize)]
-struct Share {
-    members: u64,
-    list: Vec<Member>,
+pub(super) struct Share {
+    pub(super) members: u64,
+    pub(super) list: Vec<Member>,
 }
 
-fn key(room: &str) -> String {
+pub(super) fn key(room: &str) -> String {
     format!("relay:presence:{room}")
 }
 
-fn node_key(node: &str) -> String {
+pub(super) fn node_key(node: &str) -> String {
     format!("relay:node:{node}")
 }
 
@@ -135,131 +134,4 @@ pub(super) fn read(cluster: &Cluster, room: &str) -> Remote {
         remote.list.extend(share.list.into_iter().take(room_left));
     }
     remote
-}
-
-/// The presence thread: keeps this node's shares and its heartbeat, and
-/// announces each room's relayed count (so a node that missed the last
-/// batches of a quiet room learns of it), until the server stops; then
-/// takes this node's shares out.
-pub(super) fn run(shared: Arc<Shared>) {
-    let Some(cluster) = shared.cluster.as_ref() else {
-        return;
-    };
-    let ttl = cluster.config.presence_ttl;
-    let beat = ttl / 3;
-    let mut written: HashSet<Arc<str>> = HashSet::new();
-    let mut attempt = 0;
-    let stopping = || shared.shutting_down.load(Ordering::Acquire);
-    while !stopping() {
-        let connected = cluster
-            .client
-            .get_connection_with_timeout(beat.min(Duration::from_secs(1)))
-            .and_then(|con| {
-                con.set_read_timeout(Some(beat))?;
-                con.set_write_timeout(Some(beat))?;
-                Ok(con)
-            });
-        let mut con = match connected {
-            Ok(con) => con,
-            Err(_) => {
-                // The publishing link logs the loss; this one retries.
-                std::thread::sleep(super::backoff(attempt).min(beat));
-                attempt += 1;
-                continue;
-            }
-        };
-        attempt = 0;
-        let mut next_beat = Instant::now();
-        let result: redis::RedisResult<()> = loop {
-            if stopping() {
-                let mut pipe = redis::pipe();
-                pipe.cmd("DEL").arg(node_key(&cluster.node)).ignore();
-                for room in &written {
-                    pipe.cmd("HDEL").arg(key(room)).arg(&*cluster.node).ignore();
-                }
-                let _: redis::RedisResult<()> = pipe.query(&mut con);
-                return;
-            }
-            let now = Instant::now();
-            let result = if now >= next_beat {
-                next_beat = now + beat;
-                cluster.presence_changes.take();
-                shared.rooms.announce_relayed(&cluster.outlink);
-                heartbeat(&shared, cluster, &mut con, &mut written)
-            } else {
-                match cluster.presence_changes.take() {
-                    Some(rooms) if rooms.is_empty() => Ok(()),
-                    Some(rooms) => write(&shared, cluster, &mut con, &rooms, &mut written),
-                    None => heartbeat(&shared, cluster, &mut con, &mut written),
-                }
-            };
-            if let Err(error) = result {
-                break Err(error);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        if let Err(error) = result {
-            tracing::debug!("cluster: presence link lost: {error}");
-        }
-    }
-}
-
-/// Every local room's share, the rooms this node no longer has taken
-/// out, and the node's key renewed.
-fn heartbeat(
-    shared: &Shared,
-    cluster: &Cluster,
-    con: &mut redis::Connection,
-    written: &mut HashSet<Arc<str>>,
-) -> redis::RedisResult<()> {
-    let mut rooms: Vec<Arc<str>> = shared.rooms.list().into_iter().map(|r| r.0).collect();
-    rooms.extend(written.iter().cloned());
-    rooms.sort_unstable();
-    rooms.dedup();
-    // The node's key first: a share is only read while it exists.
-    redis::cmd("SET")
-        .arg(node_key(&cluster.node))
-        .arg(1)
-        .arg("PX")
-        .arg(cluster.config.presence_ttl.as_millis() as u64)
-        .query::<()>(con)?;
-    write(shared, cluster, con, &rooms, written)
-}
-
-/// This node's shares of `rooms` as they are now.
-fn write(
-    shared: &Shared,
-    cluster: &Cluster,
-    con: &mut redis::Connection,
-    rooms: &[Arc<str>],
-    written: &mut HashSet<Arc<str>>,
-) -> redis::RedisResult<()> {
-    let ttl_ms = cluster.config.presence_ttl.as_millis() as u64;
-    for chunk in rooms.chunks(512) {
-        let mut pipe = redis::pipe();
-        for room in chunk {
-            let (members, list) = shared.rooms.who(room);
-            if members == 0 {
-                pipe.cmd("HDEL").arg(key(room)).arg(&*cluster.node).ignore();
-                written.remove(room);
-                continue;
-            }
-            let share = Share {
-                members: members as u64,
-                list,
-            };
-            let Ok(json) = serde_json::to_vec(&share) else {
-                continue;
-            };
-            pipe.cmd("HSET")
-                .arg(key(room))
-                .arg(&*cluster.node)
-                .arg(json)
-                .ignore();
-            pipe.cmd("PEXPIRE").arg(key(room)).arg(ttl_ms).ignore();
-            written.insert(Arc::clone(room));
-        }
-        pipe.query::<()>(con)?;
-    }
-    Ok(())
 }

@@ -89,7 +89,31 @@ pub(crate) struct Rooms {
     history_share: Arc<HistoryShare>,
     /// In a cluster, where every local batch is also queued for the other
     /// nodes (SPEC.md 13).
-    outlink: Option<Arc<crate::cluster::Outlink>>,
+    outlink: Option<Arc<dyn RelayOut>>,
+}
+
+/// Where a node of a cluster sends its rooms' batches for the other nodes
+/// (SPEC.md 13): the cluster's outlink. Called under the room's order
+/// lock, so that the room's batches leave in its order: it must not wait.
+pub(crate) trait RelayOut: fmt::Debug + Send + Sync {
+    /// Queues `batch` of `room` for the other nodes, or drops it (and its
+    /// messages, counted all the same, show there as a gap).
+    fn relay(&self, room: &str, batch: &Relayed<'_>);
+}
+
+/// A batch as it goes between nodes: the frames as the origin encoded
+/// them, before their `seq`s, and the origin's count of the messages it
+/// relayed in the room (SPEC.md 13), for the receivers to tell what they
+/// missed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Relayed<'a> {
+    /// The origin's epoch of the room: a new one restarts the count.
+    pub(crate) epoch: &'a str,
+    /// The count of the first message (the next count when there is none).
+    pub(crate) first: u64,
+    pub(crate) frames: u32,
+    pub(crate) splices: &'a [Splice],
+    pub(crate) bytes: &'a [u8],
 }
 
 impl Default for Rooms {
@@ -193,7 +217,7 @@ impl Rooms {
 
     /// The same rooms, relaying every local batch to the other nodes of a
     /// cluster through `outlink`.
-    pub(crate) fn with_outlink(self, outlink: Arc<crate::cluster::Outlink>) -> Rooms {
+    pub(crate) fn with_outlink(self, outlink: Arc<dyn RelayOut>) -> Rooms {
         Rooms {
             outlink: Some(outlink),
             ..self
@@ -460,19 +484,17 @@ impl Rooms {
             let plain_wanted = pending.splices.iter().any(|splice| splice.binary)
                 && entry.members.iter().any(|m| !m.binary_seq());
             if let Some(outlink) = &self.outlink {
-                // Under the order lock: the room's batches reach the queue
-                // in its order, each counted whether or not it gets through.
-                let messages = pending.splices.len() as u64;
-                let first = order.relay(messages);
-                let envelope = crate::cluster::envelope::encode(
-                    outlink.node(),
-                    order.epoch(),
+                // Under the order lock: the room's batches leave in its
+                // order, each counted whether or not it gets through.
+                let first = order.relay(pending.splices.len() as u64);
+                let relayed = Relayed {
+                    epoch: order.epoch(),
                     first,
-                    pending.frames,
-                    pending.splices,
-                    &pending.bytes,
-                );
-                outlink.offer(room, envelope, messages as u32);
+                    frames: pending.frames,
+                    splices: pending.splices,
+                    bytes: &pending.bytes,
+                };
+                outlink.relay(room, &relayed);
             }
             let sequenced = order.sequence(
                 pending.bytes,
@@ -511,30 +533,27 @@ impl Rooms {
         Some(published)
     }
 
-    /// Relays a batch from another node of the cluster to this node's
+    /// Relays a batch from node `node` of the cluster to this node's
     /// members of `room`, numbered in this node's order, after a gap
-    /// notice for what was missed from that node just before it.
+    /// notice for what was missed from that node just before it (its
+    /// `seq`s are given to nothing). Returns how many messages were
+    /// missed, or `None` if the room is not here or the batch was seen.
     pub(crate) fn relay_remote(
         &self,
         room: &str,
-        envelope: &crate::cluster::envelope::Envelope<'_>,
+        node: &str,
+        batch: &Relayed<'_>,
         stall: Duration,
         counters: &Counters,
-        cluster: &crate::cluster::ClusterCounters,
         touched: &mut Vec<Arc<Outbound>>,
-    ) {
+    ) -> Option<u64> {
         let mut stalled = Stalled::default();
-        {
+        let missed = {
             let map = self.shard(room).read();
-            let Some(entry) = map.get(room) else {
-                return;
-            };
+            let entry = map.get(room)?;
             let mut order = entry.order.lock();
-            let messages = envelope.splices.len() as u64;
-            let Some(missed) = order.admit(envelope.node, envelope.epoch, envelope.first, messages)
-            else {
-                return;
-            };
+            let messages = batch.splices.len() as u64;
+            let missed = order.admit(node, batch.epoch, batch.first, messages)?;
             if missed > 0 {
                 let (from, to) = order.skip(missed);
                 let gap = protocol::Gap {
@@ -547,51 +566,47 @@ impl Rooms {
                 };
                 let mut bytes = Vec::new();
                 if protocol::encode_json(&mut bytes, protocol::MessageType::Message, &gap).is_ok() {
-                    let batch = Arc::new(Batch::new(bytes, None));
+                    let notice = Arc::new(Batch::new(bytes, None));
                     for member in &entry.members {
-                        member.offer(&batch, touched, &mut stalled, counters);
+                        member.offer(&notice, touched, &mut stalled, counters);
                     }
                 }
-                cluster.gaps.fetch_add(1, Ordering::Relaxed);
-                cluster.gap_messages.fetch_add(missed, Ordering::Relaxed);
-                tracing::debug!(
-                    "room {room:?}: {missed} messages from node {:?} missed; gap {from}..={to}",
-                    envelope.node
-                );
             }
-            if envelope.frames > 0 {
+            if batch.frames > 0 {
                 entry
                     .messages
-                    .fetch_add(u64::from(envelope.frames), Ordering::Relaxed);
-                let plain_wanted = envelope.splices.iter().any(|splice| splice.binary)
+                    .fetch_add(u64::from(batch.frames), Ordering::Relaxed);
+                let plain_wanted = batch.splices.iter().any(|splice| splice.binary)
                     && entry.members.iter().any(|m| !m.binary_seq());
                 let sequenced = order.sequence(
-                    envelope.bytes.to_vec(),
-                    &envelope.splices,
+                    batch.bytes.to_vec(),
+                    batch.splices,
                     plain_wanted,
                     now_ms(),
                     None,
                 );
                 for member in &entry.members {
-                    if envelope.splices.is_empty() && member.quiet() {
+                    if batch.splices.is_empty() && member.quiet() {
                         continue;
                     }
-                    let batch = if member.binary_seq() {
+                    let numbered = if member.binary_seq() {
                         &sequenced.full
                     } else {
                         &sequenced.plain
                     };
-                    member.offer(batch, touched, &mut stalled, counters);
+                    member.offer(numbered, touched, &mut stalled, counters);
                 }
             }
-        }
+            missed
+        };
         stalled.settle(stall, counters);
+        Some(missed)
     }
 
     /// Tells the other nodes how many messages this node has relayed in
     /// each of its rooms (an empty batch), so that one that missed the
     /// last of them learns it without waiting for the next message.
-    pub(crate) fn announce_relayed(&self, outlink: &crate::cluster::Outlink) {
+    pub(crate) fn announce_relayed(&self, outlink: &dyn RelayOut) {
         for shard in self.shards.iter() {
             let map = shard.0.read();
             for (name, room) in map.iter() {
@@ -600,15 +615,14 @@ impl Rooms {
                     continue;
                 }
                 let first = order.relay(0);
-                let envelope = crate::cluster::envelope::encode(
-                    outlink.node(),
-                    order.epoch(),
+                let relayed = Relayed {
+                    epoch: order.epoch(),
                     first,
-                    0,
-                    &[],
-                    &[],
-                );
-                outlink.offer(name, envelope, 0);
+                    frames: 0,
+                    splices: &[],
+                    bytes: &[],
+                };
+                outlink.relay(name, &relayed);
             }
         }
     }

@@ -7,55 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-
 use super::{Dropped, LinkState, envelope};
 use crate::logging::{CLUSTER, throttled};
 use crate::shared::Shared;
 
-/// Rooms noted as changed this long ago at most are acted on: the
-/// subscriber's read timeout, and so also how late a SUBSCRIBE may follow
-/// a room's first local member.
+/// The subscriber's read timeout, and so also how late a SUBSCRIBE may
+/// follow a room's first local member.
 const POLL: Duration = Duration::from_millis(50);
-
-/// Names of rooms whose local membership changed, for a thread to act on.
-/// Bounded: past [`Changes::MAX`] names it forgets them and asks for a
-/// look at every room instead.
-#[derive(Debug, Default)]
-pub(crate) struct Changes(Mutex<ChangeSet>);
-
-#[derive(Debug, Default)]
-struct ChangeSet {
-    rooms: HashSet<Arc<str>>,
-    everything: bool,
-}
-
-impl Changes {
-    const MAX: usize = 65_536;
-
-    pub(crate) fn add(&self, room: &Arc<str>) {
-        let mut set = self.0.lock();
-        if set.everything {
-            return;
-        }
-        if set.rooms.len() >= Self::MAX {
-            set.rooms = HashSet::new();
-            set.everything = true;
-            return;
-        }
-        set.rooms.insert(Arc::clone(room));
-    }
-
-    /// The rooms noted since the last call, or `None` for "look at every
-    /// room".
-    pub(crate) fn take(&self) -> Option<Vec<Arc<str>>> {
-        let mut set = self.0.lock();
-        if std::mem::take(&mut set.everything) {
-            return None;
-        }
-        Some(set.rooms.drain().collect())
-    }
-}
 
 /// The subscriber thread: connects (with backoff), subscribes to every
 /// room with local members, follows joins and leaves, and relays what
@@ -193,14 +151,22 @@ fn relay(
     counters
         .messages_in
         .fetch_add(envelope.splices.len() as u64, Ordering::Relaxed);
-    shared.rooms.relay_remote(
+    let missed = shared.rooms.relay_remote(
         room,
-        &envelope,
+        envelope.node,
+        &envelope.relayed(),
         shared.config.stall_timeout,
         &shared.counters,
-        counters,
         touched,
     );
+    if let Some(missed) = missed.filter(|&missed| missed > 0) {
+        counters.gaps.fetch_add(1, Ordering::Relaxed);
+        counters.gap_messages.fetch_add(missed, Ordering::Relaxed);
+        tracing::debug!(
+            "cluster: room {room:?}: {missed} messages from node {:?} missed; members told with a gap notice",
+            envelope.node
+        );
+    }
     for member in touched.drain(..) {
         member.flush_now(&shared.counters);
     }
