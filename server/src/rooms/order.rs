@@ -712,4 +712,47 @@ mod tests {
         drop(rooms);
         assert_eq!((share.used(), memory.used()), (0, 0));
     }
+
+    #[test]
+    fn a_jump_in_another_nodes_count_is_exactly_the_messages_missed() {
+        let mut order = order(10);
+        // The first batch heard from a node misses nothing, whatever its count.
+        assert_eq!(order.admit("b", "eb", 41, 2), Some(0));
+        assert_eq!(order.admit("b", "eb", 43, 1), Some(0));
+        // 44 to 46 never came.
+        assert_eq!(order.admit("b", "eb", 47, 1), Some(3));
+        // An empty batch (an announcement) says where the count is.
+        assert_eq!(order.admit("b", "eb", 50, 0), Some(2));
+        assert_eq!(order.admit("b", "eb", 50, 1), Some(0));
+        // Seen already: not relayed again.
+        assert_eq!(order.admit("b", "eb", 49, 1), None);
+        // A new epoch of that node starts afresh; other nodes count apart.
+        assert_eq!(order.admit("b", "eb2", 1, 1), Some(0));
+        assert_eq!(order.admit("c", "ec", 7, 1), Some(0));
+        assert_eq!(order.admit("b", "eb2", 2, 1), Some(0));
+    }
+
+    #[test]
+    fn skipped_seqs_are_a_gap_for_whoever_asks_after_them() {
+        let mut order = order(10);
+        for n in 1..=3 {
+            let mut bytes = Vec::new();
+            let splices = [json_delivery(&mut bytes, n)];
+            order.sequence(bytes, &splices, false, 5, None);
+        }
+        assert_eq!(order.skip(4), (4, 7));
+        let mut bytes = Vec::new();
+        let splices = [json_delivery(&mut bytes, 8)];
+        let sequenced = order.sequence(bytes, &splices, false, 5, None);
+        assert_eq!(sequenced.last_seq, 8);
+        let since = Recovery::Since(Since {
+            epoch: order.epoch().to_string(),
+            seq: 2,
+        });
+        let replay = order.replay("r", &since, false, 5);
+        let gap = replay.gap.unwrap();
+        // History before the skip is dropped: it no longer runs on into 8.
+        assert_eq!((gap.from, gap.to), (Some(3), Some(7)));
+        assert_eq!(seqs(&replay.frames), [8]);
+    }
 }
