@@ -37,6 +37,7 @@ mod outlink;
 mod presence;
 mod publisher;
 mod subscriber;
+mod subscriptions;
 pub(crate) mod threads;
 
 pub(crate) use outlink::Outlink;
@@ -204,6 +205,8 @@ pub(crate) struct Cluster {
     /// Rooms whose local membership changed: the subscriber and the
     /// presence thread each take their own copy of the news.
     pub(crate) changes: changes::Changes,
+    /// Which rooms are subscribed, for a JOIN to wait on.
+    pub(crate) subscriptions: subscriptions::Subscriptions,
     pub(crate) presence_changes: changes::Changes,
     /// Connections to Redis for JOIN and WHO to read presence with.
     readers: presence::Readers,
@@ -234,6 +237,7 @@ impl Cluster {
             client,
             counters,
             changes: changes::Changes::default(),
+            subscriptions: subscriptions::Subscriptions::default(),
             presence_changes: changes::Changes::default(),
             readers: presence::Readers::default(),
             block: 0,
@@ -246,6 +250,13 @@ impl Cluster {
     pub(crate) fn room_changed(&self, room: &Arc<str>) {
         self.changes.add(room);
         self.presence_changes.add(room);
+    }
+
+    /// Registers a JOIN of `room`, waiting until the room's channel is
+    /// subscribed (see `subscriptions`); hold it until the join is done.
+    pub(crate) fn joining(&self, room: &str) -> subscriptions::Joining<'_> {
+        self.subscriptions
+            .join(room, &self.changes, &self.counters.inlink_up)
     }
 
     /// The other nodes' members of `room`, for a JOIN answer or WHO; none

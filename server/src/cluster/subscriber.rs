@@ -13,7 +13,7 @@ use crate::shared::Shared;
 
 /// The subscriber's read timeout, and so also how late a SUBSCRIBE may
 /// follow a room's first local member.
-const POLL: Duration = Duration::from_millis(50);
+const POLL: Duration = Duration::from_millis(20);
 
 /// The subscriber thread: connects (with backoff), subscribes to every
 /// room with local members, follows joins and leaves, and relays what
@@ -80,6 +80,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 }
             }
         };
+        cluster.subscriptions.lost();
         link.down(url, &error);
         std::thread::sleep(super::backoff(attempt));
         attempt += 1;
@@ -102,19 +103,26 @@ fn follow(
             all
         }
     };
+    let Some(cluster) = shared.cluster.as_ref() else {
+        return Ok(());
+    };
     let mut join = Vec::new();
     let mut leave = Vec::new();
     for room in changed {
-        let wanted = shared.rooms.members(&room) > 0;
+        let wanted = cluster
+            .subscriptions
+            .wanted(&room, shared.rooms.members(&room) > 0);
         if wanted && !subscribed.contains(&room) {
-            join.push(super::channel(&room));
-            subscribed.insert(room);
+            join.push(room);
         } else if !wanted && subscribed.remove(&room) {
             leave.push(super::channel(&room));
         }
     }
     for chunk in join.chunks(1024) {
-        pubsub.subscribe(chunk)?;
+        let channels: Vec<String> = chunk.iter().map(|room| super::channel(room)).collect();
+        pubsub.subscribe(channels)?;
+        subscribed.extend(chunk.iter().cloned());
+        cluster.subscriptions.confirm(chunk.iter().cloned());
     }
     for chunk in leave.chunks(1024) {
         pubsub.unsubscribe(chunk)?;

@@ -505,7 +505,10 @@ impl Session {
             now_ms: self.now_ms,
         };
         let max_frame = shared.config.max_frame as usize;
-        // Read before the room's lock is taken: no I/O under it.
+        // Before the room's lock is taken (no I/O under it): the room's
+        // channel subscribed, so nothing published elsewhere after the
+        // answer can pass this member by, and the other nodes' members.
+        let joining = shared.cluster.as_ref().map(|cluster| cluster.joining(room));
         let remote = shared
             .cluster
             .as_ref()
@@ -525,6 +528,7 @@ impl Session {
             &mut self.touched,
             &mut stalled,
         );
+        drop(joining);
         stalled.settle(shared.config.stall_timeout, &shared.counters);
         for member in self.touched.drain(..) {
             member.flush_now(&shared.counters);
