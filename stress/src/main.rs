@@ -63,6 +63,11 @@ enum Scenario {
         /// Seed of every random choice (default: from the clock).
         #[arg(long)]
         seed: Option<u64>,
+        /// Run a cluster of this many nodes instead of one server: starts
+        /// redis-server and the nodes (in this process), and spreads the
+        /// clients over them (SPEC.md 13).
+        #[arg(long, default_value_t = 0)]
+        cluster_nodes: usize,
     },
     /// N clients in rooms publishing at a set rate: throughput, latency,
     /// memory.
@@ -223,6 +228,7 @@ fn run(cli: Cli) -> Result<Report, Error> {
             duration,
             rooms,
             seed,
+            cluster_nodes,
         } => chaos::run(&chaos::Options {
             target,
             clients,
@@ -230,6 +236,7 @@ fn run(cli: Cli) -> Result<Report, Error> {
             rooms,
             seed,
             quiet,
+            cluster_nodes,
         }),
         Scenario::Load {
             clients,
