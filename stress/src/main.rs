@@ -90,6 +90,11 @@ enum Scenario {
         /// Client threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Run a cluster of this many nodes instead of one server: starts
+        /// redis-server and the nodes (in this process), and spreads each
+        /// room's clients over them (SPEC.md 13).
+        #[arg(long, default_value_t = 0)]
+        cluster_nodes: usize,
     },
     /// Headline figures (fan-out, latency, rooms, setup, memory), for Relay
     /// alone or side by side with Redis and NATS (--compare).
@@ -245,6 +250,7 @@ fn run(cli: Cli) -> Result<Report, Error> {
             duration,
             payload,
             threads,
+            cluster_nodes,
         } => load::run(&load::Options {
             target,
             clients,
@@ -254,6 +260,7 @@ fn run(cli: Cli) -> Result<Report, Error> {
             payload,
             threads,
             quiet,
+            cluster_nodes,
         }),
         Scenario::Bench {
             only,

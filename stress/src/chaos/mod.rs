@@ -42,7 +42,6 @@
 //! - `actor.rs`: one client's life, a weighted roll of an `Action` per turn;
 //! - `probes.rs`: malformed frames, and a connection that skips HELLO;
 //! - `audit.rs`: the rules above, applied to the recorded sessions only;
-//! - `cluster.rs`: the Redis and the nodes of a cluster run;
 //! - `figures.rs`: how sessions ended, and the one table of figures that
 //!   the human lines and the JSON line are both written from;
 //! - here: the options, and the run itself (start the actors, let messages
@@ -51,7 +50,6 @@
 
 mod actor;
 mod audit;
-mod cluster;
 mod connection;
 mod figures;
 mod model;
@@ -151,7 +149,7 @@ fn still_serves(from: SocketAddr, to: SocketAddr) -> std::result::Result<(), Str
 /// Runs chaos against the target, or a cluster of its own.
 pub fn run(options: &Options) -> Result<Report> {
     if options.cluster_nodes > 0 {
-        let cluster = cluster::Cluster::start(options.cluster_nodes, &options.target)?;
+        let cluster = crate::cluster::Cluster::start(options.cluster_nodes, &options.target)?;
         let nodes: Vec<&Target> = cluster.nodes.iter().collect();
         let report = run_on_nodes(&nodes, options);
         cluster.stop();

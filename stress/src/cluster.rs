@@ -1,6 +1,6 @@
-//! `chaos --cluster-nodes N`: a `redis-server` of the run's own and N
-//! Relay nodes sharing rooms through it (SPEC.md 13), each in this
-//! process; the clients are spread over the nodes by their number.
+//! `--cluster-nodes N` (chaos, load): a `redis-server` of the run's own
+//! and N Relay nodes sharing rooms through it (SPEC.md 13), each in this
+//! process; the scenario spreads its clients over the nodes.
 
 use crate::error::{Context, Error, Result};
 use crate::peer::System;
@@ -9,15 +9,15 @@ use crate::target::{Target, TargetOptions};
 
 /// The Redis and the nodes of a cluster run.
 #[derive(Debug)]
-pub(super) struct Cluster {
+pub struct Cluster {
     redis: PeerServer,
-    pub(super) nodes: Vec<Target>,
+    pub nodes: Vec<Target>,
 }
 
 impl Cluster {
     /// Starts Redis, then `nodes` nodes with `base`'s settings and
     /// `--cluster` pointing at it.
-    pub(super) fn start(nodes: usize, base: &TargetOptions) -> Result<Cluster> {
+    pub fn start(nodes: usize, base: &TargetOptions) -> Result<Cluster> {
         if base.addr.is_some() {
             return Err(Error::new(
                 "--cluster-nodes starts its own nodes; leave out --addr",
@@ -45,7 +45,7 @@ impl Cluster {
         })
     }
 
-    pub(super) fn stop(self) {
+    pub fn stop(self) {
         for node in self.nodes {
             node.stop();
         }
