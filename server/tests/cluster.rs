@@ -1,4 +1,4 @@
-//! Rooms across nodes (SPEC.md 13), against a real `redis-server` and
+//! Rooms across nodes (SPEC.md 14), against a real `redis-server` and
 //! real nodes: a room spans three nodes and every message arrives once,
 //! in each publisher's order; presence counts every node; Redis killed and
 //! restarted during traffic shows as exact gap notices; a node killed

@@ -1,5 +1,5 @@
 //! `--cluster-nodes N` (chaos, load): a `redis-server` of the run's own
-//! and N Relay nodes sharing rooms through it (SPEC.md 13), each in this
+//! and N Relay nodes sharing rooms through it (SPEC.md 14), each in this
 //! process; the scenario spreads its clients over the nodes.
 
 use crate::error::{Context, Error, Result};

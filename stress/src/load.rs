@@ -33,7 +33,7 @@ pub struct Options {
     pub threads: usize,
     pub quiet: bool,
     /// 0: one server. N: a cluster of N nodes sharing rooms through a
-    /// `redis-server` of the run's own (SPEC.md 13), each room's clients
+    /// `redis-server` of the run's own (SPEC.md 14), each room's clients
     /// spread over them.
     pub cluster_nodes: usize,
 }

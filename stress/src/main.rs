@@ -65,7 +65,7 @@ enum Scenario {
         seed: Option<u64>,
         /// Run a cluster of this many nodes instead of one server: starts
         /// redis-server and the nodes (in this process), and spreads the
-        /// clients over them (SPEC.md 13).
+        /// clients over them (SPEC.md 14).
         #[arg(long, default_value_t = 0)]
         cluster_nodes: usize,
     },
@@ -92,7 +92,7 @@ enum Scenario {
         threads: usize,
         /// Run a cluster of this many nodes instead of one server: starts
         /// redis-server and the nodes (in this process), and spreads each
-        /// room's clients over them (SPEC.md 13).
+        /// room's clients over them (SPEC.md 14).
         #[arg(long, default_value_t = 0)]
         cluster_nodes: usize,
     },
@@ -120,6 +120,11 @@ enum Scenario {
         /// for the run). Relay only; not with --addr or --target.
         #[arg(long)]
         tls: bool,
+        /// Also run fan-out and latency over Relay's WebSocket port, beside
+        /// plain TCP on the same server. Relay only; not with --addr or
+        /// --target.
+        #[arg(long)]
+        ws: bool,
         /// Runs of every workload; the table shows medians.
         #[arg(long, default_value_t = 1)]
         repeat: usize,
@@ -267,6 +272,7 @@ fn run(cli: Cli) -> Result<Report, Error> {
             target: bench_target,
             compare,
             tls,
+            ws,
             repeat,
             subscribers,
             payload,
@@ -306,6 +312,7 @@ fn run(cli: Cli) -> Result<Report, Error> {
                 which: only,
                 compare,
                 tls,
+                ws,
                 repeat: repeat.max(1),
                 subscribers,
                 payload,

@@ -1,4 +1,4 @@
-//! Rooms shared across Relay nodes through Redis (SPEC.md 13).
+//! Rooms shared across Relay nodes through Redis (SPEC.md 14).
 //!
 //! Each node serves its own members from its own rooms, exactly as a
 //! single server does, and relays what is published in a room to the

@@ -119,7 +119,7 @@ fn answer(request: Request, shared: &Shared) {
     };
     let known = matches!(
         path,
-        "/healthz" | "/readyz" | "/metrics" | "/connz" | "/roomz"
+        "/healthz" | "/readyz" | "/metrics" | "/connz" | "/roomz" | "/config.json"
     );
     let reply = if !known {
         text(
@@ -133,6 +133,11 @@ fn answer(request: Request, shared: &Shared) {
             "/healthz" => text(200, "ok\n"),
             "/readyz" if shared.accepting() => text(200, "ready\n"),
             "/readyz" => text(503, "shutting down\n"),
+            "/config.json" => with_header(
+                Response::from_string(client_config(shared)),
+                "Content-Type",
+                "application/json",
+            ),
             "/metrics" => match metrics::render(shared) {
                 Ok(body) => with_header(
                     Response::from_string(body),
@@ -160,6 +165,21 @@ fn answer(request: Request, shared: &Shared) {
     };
     // A client that went away does not need its answer.
     let _ = request.respond(reply);
+}
+
+/// What a web page needs to find the WebSocket port (SPEC.md 13.1):
+/// `{"websocket":{"port":N,"tls":bool,"path":"/"}}`, or
+/// `{"websocket":null}` when the server has none. The page takes the host
+/// from its own address: the server cannot know the name clients use.
+fn client_config(shared: &Shared) -> String {
+    let websocket = shared.ws_addr().map(|addr| {
+        serde_json::json!({
+            "port": addr.port(),
+            "tls": shared.tls.is_some(),
+            "path": "/",
+        })
+    });
+    serde_json::json!({ "websocket": websocket }).to_string()
 }
 
 fn text(status: u16, body: &str) -> Response<io::Cursor<Vec<u8>>> {

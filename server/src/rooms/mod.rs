@@ -88,12 +88,12 @@ pub(crate) struct Rooms {
     /// The part of `memory` all rooms' history may hold together.
     history_share: Arc<HistoryShare>,
     /// In a cluster, where every local batch is also queued for the other
-    /// nodes (SPEC.md 13).
+    /// nodes (SPEC.md 14).
     outlink: Option<Arc<dyn RelayOut>>,
 }
 
 /// Where a node of a cluster sends its rooms' batches for the other nodes
-/// (SPEC.md 13): the cluster's outlink. Called under the room's order
+/// (SPEC.md 14): the cluster's outlink. Called under the room's order
 /// lock, so that the room's batches leave in its order: it must not wait.
 pub(crate) trait RelayOut: fmt::Debug + Send + Sync {
     /// Queues `batch` of `room` for the other nodes, or drops it (and its
@@ -103,7 +103,7 @@ pub(crate) trait RelayOut: fmt::Debug + Send + Sync {
 
 /// A batch as it goes between nodes: the frames as the origin encoded
 /// them, before their `seq`s, and the origin's count of the messages it
-/// relayed in the room (SPEC.md 13), for the receivers to tell what they
+/// relayed in the room (SPEC.md 14), for the receivers to tell what they
 /// missed.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Relayed<'a> {

@@ -144,7 +144,7 @@ pub(crate) struct Order {
     limits: HistoryLimits,
     share: Arc<HistoryShare>,
     /// Messages this node relayed of the room to the other nodes of a
-    /// cluster (SPEC.md 13): they count them to tell what they missed.
+    /// cluster (SPEC.md 14): they count them to tell what they missed.
     relayed: u64,
     /// Per node that relayed messages of the room here: its epoch of the
     /// room and the count it relays next. At most [`MAX_ORIGINS`].

@@ -27,7 +27,7 @@
 //!   asking connection.
 //!
 //! With `--cluster-nodes N` the run starts a `redis-server` and N nodes
-//! that share rooms through it (SPEC.md 13), client n on node n mod N, and
+//! that share rooms through it (SPEC.md 14), client n on node n mod N, and
 //! audits the same way, with two differences: a message crosses to another
 //! node after its echo, so between nodes a margin of 2 s stands in for the
 //! echo (`audit::CROSS_NODE_TRANSIT`); and a guaranteed message that is
@@ -87,7 +87,7 @@ pub struct Options {
     /// No progress lines.
     pub quiet: bool,
     /// 0: one server. N: a cluster of N nodes sharing rooms through a
-    /// `redis-server` of the run's own (SPEC.md 13), clients spread over
+    /// `redis-server` of the run's own (SPEC.md 14), clients spread over
     /// them.
     pub cluster_nodes: usize,
 }

@@ -12,7 +12,7 @@ pub struct Plan {
     /// Which server's protocol the clients speak.
     pub system: System,
     pub addr: SocketAddr,
-    /// A cluster's nodes (SPEC.md 13): the clients of each room are spread
+    /// A cluster's nodes (SPEC.md 14): the clients of each room are spread
     /// over them by their position in it. Empty: everyone on `addr`.
     pub nodes: Vec<SocketAddr>,
     pub clients: usize,
@@ -42,6 +42,8 @@ pub struct Plan {
     pub expect_per_client: Option<u64>,
     /// Connect with TLS (Relay's TLS port at `addr`).
     pub tls: Option<crate::tls::TlsClient>,
+    /// Connect with WebSocket (Relay's WebSocket port at `addr`).
+    pub ws: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +73,7 @@ impl Plan {
             heartbeat_every: Duration::from_secs(20),
             expect_per_client: None,
             tls: None,
+            ws: false,
         }
     }
 

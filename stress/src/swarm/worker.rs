@@ -197,8 +197,13 @@ impl Worker {
                 0 => self.plan.addr,
                 n => self.plan.nodes[c.position as usize % n],
             };
-            let connected = TcpStream::connect(addr)
-                .and_then(|stream| SwarmStream::new(stream, self.plan.tls.as_ref()));
+            let connected = TcpStream::connect(addr).and_then(|stream| {
+                if self.plan.ws {
+                    Ok(SwarmStream::websocket(stream, addr))
+                } else {
+                    SwarmStream::new(stream, self.plan.tls.as_ref())
+                }
+            });
             match connected {
                 Ok(mut stream) => {
                     if self
@@ -474,7 +479,7 @@ impl Worker {
                 if c.acks == 1 {
                     let room = c.room;
                     // A cluster's count of other nodes' members lags their
-                    // joins (SPEC.md 13.1): count confirmed joins there.
+                    // joins (SPEC.md 14.1): count confirmed joins there.
                     let members = members.filter(|_| self.plan.nodes.is_empty());
                     match members {
                         Some(members) => {

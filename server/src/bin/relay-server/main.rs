@@ -118,6 +118,20 @@ struct Args {
     /// are dropped and the other nodes' members get gap notices.
     #[arg(long, env = "RELAY_CLUSTER_QUEUE_BYTES", value_parser = server::parse_bytes, default_value = "16M", requires = "cluster")]
     cluster_queue_bytes: u64,
+    /// Also serve WebSocket here, for browsers (SPEC.md 13): one Relay
+    /// frame per binary message, at path / (or /ws). Over TLS (wss://)
+    /// when the --tls-* flags are given, with the same certificate.
+    #[arg(long, env = "RELAY_WS_ADDR")]
+    ws_addr: Option<SocketAddr>,
+    /// Web pages allowed to open WebSocket connections: comma-separated
+    /// origins (https://chat.example.com), or * for any. Default: pages
+    /// from the host the client connected to, on any port. Clients that
+    /// send no Origin (programs, not browsers) are always allowed.
+    #[arg(long, env = "RELAY_WS_ALLOWED_ORIGINS", value_name = "ORIGINS", value_parser = |s: &str| s.parse::<server::Origins>())]
+    ws_allowed_origins: Option<server::Origins>,
+    /// Seconds a WebSocket upgrade request may take to arrive.
+    #[arg(long, env = "RELAY_WS_HANDSHAKE_TIMEOUT", default_value_t = 10.0)]
+    ws_handshake_timeout: f64,
     /// PEM certificate chain for the TLS port, leaf first. Reread on SIGHUP.
     #[arg(long, env = "RELAY_TLS_CERT")]
     tls_cert: Option<PathBuf>,
@@ -225,6 +239,22 @@ fn tls(args: &Args) -> Result<Option<Box<server::TlsConfig>>, String> {
             "--tls-addr, --tls-cert and --tls-key go together (--tls-client-ca needs them too); give all three for a TLS port, or none"
                 .into(),
         ),
+    }
+}
+
+/// The WebSocket listener's settings, when --ws-addr is given.
+fn ws(args: &Args) -> Result<Option<Box<server::WsConfig>>, String> {
+    let handshake_timeout = seconds(args.ws_handshake_timeout, "ws-handshake-timeout")?;
+    match args.ws_addr {
+        Some(addr) => Ok(Some(Box::new(server::WsConfig {
+            allowed_origins: args.ws_allowed_origins.clone().unwrap_or_default(),
+            handshake_timeout,
+            ..server::WsConfig::new(addr)
+        }))),
+        None if args.ws_allowed_origins.is_some() => {
+            Err("--ws-allowed-origins needs --ws-addr, the WebSocket port it applies to".into())
+        }
+        None => Ok(None),
     }
 }
 
@@ -343,6 +373,7 @@ fn config(args: &Args) -> Result<server::Config, String> {
             memory: args.memory_budget,
         },
         tls: tls(args)?,
+        ws: ws(args)?,
         auth: auth(args)?,
         drain_timeout: if args.drain_timeout == 0.0 {
             Duration::ZERO
@@ -577,6 +608,13 @@ fn main() -> ExitCode {
     println!("listening on {}", server.local_addr());
     if let Some(addr) = server.tls_addr() {
         println!("listening for TLS on {addr}");
+    }
+    if let Some(addr) = server.ws_addr() {
+        if server.ws_tls() {
+            println!("ws listening for TLS on {addr}");
+        } else {
+            println!("ws listening on {addr}");
+        }
     }
     if let Some(addr) = server.http_addr() {
         println!("http listening on {addr}");
