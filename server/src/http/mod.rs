@@ -1,5 +1,6 @@
 //! The operator's HTTP endpoint (`--http-addr`, SPEC.md 12): metrics,
-//! health, and listings of connections and rooms.
+//! health, listings of connections and rooms, and the chat page
+//! ([`page`], at `/`).
 //!
 //! `tiny_http` parses the requests; it reads them on its own threads, so a
 //! slow HTTP client holds one of its sockets, never one of the
@@ -8,6 +9,7 @@
 
 mod listing;
 mod metrics;
+mod page;
 
 use std::io;
 use std::net::SocketAddr;
@@ -117,6 +119,15 @@ fn answer(request: Request, shared: &Shared) {
         Some((path, query)) => (path, query),
         None => (request.url(), ""),
     };
+    if let Some(asset) = page::find(path) {
+        if matches!(request.method(), Method::Get | Method::Head) {
+            let reply = page::respond(asset, &request);
+            let _ = request.respond(reply);
+        } else {
+            let _ = request.respond(with_header(text(405, "only GET\n"), "Allow", "GET, HEAD"));
+        }
+        return;
+    }
     let known = matches!(
         path,
         "/healthz" | "/readyz" | "/metrics" | "/connz" | "/roomz" | "/config.json"

@@ -91,9 +91,9 @@ struct Args {
     /// --addr port keeps working beside it.
     #[arg(long, env = "RELAY_TLS_ADDR")]
     tls_addr: Option<SocketAddr>,
-    /// Serve /metrics, /healthz, /readyz, /connz and /roomz over HTTP here
-    /// (for example 127.0.0.1:8080); off by default. Keep it private: it
-    /// lists who is connected.
+    /// Serve /metrics, /healthz, /readyz, /connz, /roomz and the chat page
+    /// (at /) over HTTP here (for example 127.0.0.1:8080); off by default.
+    /// Keep it private: it lists who is connected.
     #[arg(long, env = "RELAY_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
     /// Share rooms with other Relay nodes through Redis at this URL
