@@ -358,3 +358,40 @@ fn a_node_killed_leaves_presence_within_its_ttl() {
     );
     drop(theirs);
 }
+
+#[test]
+fn a_batch_that_does_not_parse_is_dropped_and_counted_and_the_room_goes_on() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let a = start_server_with(node_config(&redis.url(), "a", TTL));
+    let b = start_server_with(node_config(&redis.url(), "b", TTL));
+    let (mut member, _) = Raw::hello(b.local_addr(), json!({ "memberEvents": false }));
+    member.join("g");
+    let member = Inbox::follow(member);
+    // Garbage published straight into the room's channel, as anyone who
+    // can reach Redis could: a wrong version, a cut header, offsets
+    // past the end.
+    for payload in [
+        &b"\x09junk"[..],
+        &b"\x01\x05ab"[..],
+        &[
+            1u8, 1, b'x', 1, b'e', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0xff, 0,
+            0, 0, 0xff, 0, 0, 0, 0,
+        ][..],
+    ] {
+        cluster_support::publish_raw(redis.port, "relay:room:g", payload);
+    }
+    wait_until("b to count the malformed batches", || {
+        metric(
+            b.http_addr().unwrap(),
+            "relay_cluster_dropped_total{reason=\"malformed\"}",
+        ) >= 3.0
+    });
+    // The room still works across the nodes.
+    let (mut publisher, _) = Raw::hello(a.local_addr(), json!({ "memberEvents": false }));
+    publisher.join("g");
+    until_relayed(&mut publisher, "g", "after", &[&member]);
+    assert!(!member.frames().iter().any(is_gap), "garbage is no gap");
+}

@@ -125,3 +125,44 @@ impl RelayOut for Outlink {
         self.offer(room, envelope, batch.splices.len() as u32);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outlink(max_bytes: usize) -> Outlink {
+        let counters = Arc::new(ClusterCounters::default());
+        counters.outlink_up.store(true, Ordering::Release);
+        Outlink::new(Arc::from("n1"), max_bytes, counters)
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_growing_or_waiting() {
+        let outlink = outlink(64 * 1024);
+        let batch = vec![0u8; 20 * 1024];
+        for _ in 0..3 {
+            assert!(outlink.offer("r", batch.clone(), 1));
+        }
+        assert_eq!(outlink.queued(), 60 * 1024);
+        // The fourth would pass the bound: dropped at once, counted.
+        assert!(!outlink.offer("r", batch.clone(), 1));
+        assert_eq!(outlink.queued(), 60 * 1024);
+        let dropped: Vec<_> = outlink.counters.dropped_by().collect();
+        assert!(dropped.contains(&("queue_full", 1)), "{dropped:?}");
+        // What the publisher thread takes makes room again.
+        let item = outlink.rx.try_recv().unwrap();
+        outlink.sent(item.payload.len());
+        assert!(outlink.offer("r", batch, 1));
+    }
+
+    #[test]
+    fn nothing_is_queued_while_the_link_is_down() {
+        let outlink = outlink(64 * 1024);
+        outlink.counters.outlink_up.store(false, Ordering::Release);
+        assert!(!outlink.offer("r", vec![1, 2, 3], 1));
+        assert_eq!(outlink.queued(), 0);
+        assert!(outlink.rx.try_recv().is_err());
+        let dropped: Vec<_> = outlink.counters.dropped_by().collect();
+        assert!(dropped.contains(&("link_down", 1)), "{dropped:?}");
+    }
+}

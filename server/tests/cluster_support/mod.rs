@@ -166,3 +166,29 @@ pub fn metric(addr: SocketAddr, sample: &str) -> f64 {
         })
         .unwrap_or(f64::NAN)
 }
+
+/// PUBLISH `payload` on `channel`, straight to the Redis on `port` (RESP
+/// written by hand: a test's own three-word command).
+pub fn publish_raw(port: u16, channel: &str, payload: &[u8]) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut command = Vec::new();
+    write!(
+        command,
+        "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{channel}\r\n${}\r\n",
+        channel.len(),
+        payload.len()
+    )
+    .unwrap();
+    command.extend_from_slice(payload);
+    command.extend_from_slice(b"\r\n");
+    stream.write_all(&command).unwrap();
+    let mut answer = [0u8; 1];
+    stream.read_exact(&mut answer).unwrap();
+    assert_eq!(
+        &answer, b":",
+        "PUBLISH answers with the number of subscribers"
+    );
+}
