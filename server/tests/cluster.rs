@@ -367,6 +367,11 @@ fn a_batch_that_does_not_parse_is_dropped_and_counted_and_the_room_goes_on() {
     let redis = Redis::start();
     let a = start_server_with(node_config(&redis.url(), "a", TTL));
     let b = start_server_with(node_config(&redis.url(), "b", TTL));
+    // A JOIN waits for its room's subscription (at most a second); on a
+    // loaded machine a node's first connection to Redis can take longer.
+    wait_until("b's subscribing link", || {
+        metric(b.http_addr().unwrap(), "relay_cluster_inlink_up") == 1.0
+    });
     let (mut member, _) = Raw::hello(b.local_addr(), json!({ "memberEvents": false }));
     member.join("g");
     let member = Inbox::follow(member);

@@ -148,6 +148,10 @@ pub(crate) struct ClusterCounters {
     pub(crate) outlink_up: AtomicBool,
     /// The subscriber's connection to Redis is up.
     pub(crate) inlink_up: AtomicBool,
+    /// The subscriber failed to reach Redis and has not since: a JOIN does
+    /// not wait for a subscription then. False while it is still trying
+    /// the first time, so a JOIN right after the node starts waits.
+    pub(crate) inlink_down: AtomicBool,
     /// Batches published to Redis.
     pub(crate) batches_out: AtomicU64,
     /// Messages in them (each gets a seq on the other nodes).
@@ -256,7 +260,7 @@ impl Cluster {
     /// subscribed (see `subscriptions`); hold it until the join is done.
     pub(crate) fn joining(&self, room: &str) -> subscriptions::Joining<'_> {
         self.subscriptions
-            .join(room, &self.changes, &self.counters.inlink_up)
+            .join(room, &self.changes, &self.counters.inlink_down)
     }
 
     /// The other nodes' members of `room`, for a JOIN answer or WHO; none

@@ -42,6 +42,8 @@ pub(crate) fn run(shared: Arc<Shared>) {
         let mut con = match connected {
             Ok(con) => con,
             Err(error) => {
+                cluster.counters.inlink_down.store(true, Ordering::Release);
+                cluster.subscriptions.lost();
                 link.down(url, &error);
                 std::thread::sleep(super::backoff(attempt));
                 attempt += 1;
@@ -60,6 +62,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 break 'connected error;
             }
             attempt = 0;
+            cluster.counters.inlink_down.store(false, Ordering::Release);
             link.up(url);
             loop {
                 if stopping() {
@@ -80,6 +83,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 }
             }
         };
+        cluster.counters.inlink_down.store(true, Ordering::Release);
         cluster.subscriptions.lost();
         link.down(url, &error);
         std::thread::sleep(super::backoff(attempt));
@@ -100,6 +104,11 @@ fn follow(
         None => {
             let mut all: Vec<Arc<str>> = shared.rooms.list().into_iter().map(|r| r.0).collect();
             all.extend(subscribed.iter().cloned());
+            if let Some(cluster) = &shared.cluster {
+                all.extend(cluster.subscriptions.joining_rooms());
+            }
+            all.sort_unstable();
+            all.dedup();
             all
         }
     };

@@ -50,15 +50,15 @@ impl Subscriptions {
         &'a self,
         room: &str,
         changes: &'a Changes,
-        link_up: &AtomicBool,
+        link_down: &AtomicBool,
     ) -> Joining<'a> {
         let room: Arc<str> = Arc::from(room);
         let mut state = self.state.lock();
         *state.joining.entry(Arc::clone(&room)).or_default() += 1;
-        if !state.active.contains(&room) && link_up.load(Ordering::Acquire) {
+        if !state.active.contains(&room) && !link_down.load(Ordering::Acquire) {
             changes.add(&room);
             let deadline = Instant::now() + JOIN_WAIT;
-            while !state.active.contains(&room) && link_up.load(Ordering::Acquire) {
+            while !state.active.contains(&room) && !link_down.load(Ordering::Acquire) {
                 if self.confirmed.wait_until(&mut state, deadline).timed_out() {
                     tracing::warn!(
                         "cluster: room {room:?} not subscribed within {} ms; the JOIN is answered anyway (messages from other nodes may come a little later)",
@@ -87,6 +87,11 @@ impl Subscriptions {
             state.active.remove(room);
         }
         wanted
+    }
+
+    /// Rooms with a JOIN waiting or in progress.
+    pub(crate) fn joining_rooms(&self) -> Vec<Arc<str>> {
+        self.state.lock().joining.keys().cloned().collect()
     }
 
     /// Redis confirmed these subscriptions.

@@ -185,10 +185,10 @@ pub fn publish_raw(port: u16, channel: &str, payload: &[u8]) {
     command.extend_from_slice(payload);
     command.extend_from_slice(b"\r\n");
     stream.write_all(&command).unwrap();
-    let mut answer = [0u8; 1];
+    let mut answer = [0u8; 4];
     stream.read_exact(&mut answer).unwrap();
     assert_eq!(
-        &answer, b":",
-        "PUBLISH answers with the number of subscribers"
+        &answer, b":1\r\n",
+        "PUBLISH answers with the number of subscribers: the one node whose member joined"
     );
 }
