@@ -205,6 +205,21 @@ fn presence_counts_every_node_and_connection_ids_are_unique_across_them() {
     wait_until("WHO on b to see a's member leave", || {
         who(&mut asker, "lobby")["members"] == 3
     });
+    // Membership events cross the nodes too, the last member on a's
+    // leave included.
+    let (mut watcher, _) = Raw::hello(b.local_addr(), json!({}));
+    watcher.join("events");
+    let watcher = Inbox::follow(watcher);
+    let (mut newcomer, hello) = Raw::hello(a.local_addr(), json!({ "userId": "nia" }));
+    newcomer.join("events");
+    let id = hello.connection_id;
+    watcher.wait_for("userJoined from a", |f| {
+        f["type"] == "userJoined" && f["connectionId"] == id.as_str() && f["user"] == "nia"
+    });
+    newcomer.leave("events");
+    watcher.wait_for("userLeft from a", |f| {
+        f["type"] == "userLeft" && f["connectionId"] == id.as_str()
+    });
 }
 
 #[test]

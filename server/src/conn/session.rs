@@ -500,9 +500,11 @@ impl Session {
         }
         self.flush();
         let shared = Arc::clone(&self.shared);
+        let event = (!member).then(|| self.member_event_batch(room, MemberChange::Joined));
         let request = JoinRequest {
             recovery,
             now_ms: self.now_ms,
+            event,
         };
         let max_frame = shared.config.max_frame as usize;
         // Before the room's lock is taken (no I/O under it): the room's
@@ -553,9 +555,29 @@ impl Session {
                 joined.members
             );
         }
-        if joined.new && joined.members > 1 {
-            self.member_event(joined.name, MemberChange::Joined);
+    }
+
+    /// This connection's `type` event for `room`, as a batch of its own, to
+    /// be queued under the room's lock; timed like any broadcast.
+    fn member_event_batch(&mut self, room: &str, change: MemberChange) -> Arc<Batch> {
+        let event = MemberEvent {
+            change,
+            room: room.to_owned(),
+            connection_id: self.connection_id.clone(),
+            user: self.user.clone(),
+            timestamp: self.now_ms,
+        };
+        let mut bytes = Vec::new();
+        if let Err(error) = encode_json(&mut bytes, MessageType::Message, &event) {
+            tracing::error!("{}: frame not encoded: {error}", self.connection_id);
         }
+        // A broadcast is timed 1 in SAMPLE_EVERY times (SPEC.md 12.1).
+        self.broadcasts = self.broadcasts.wrapping_add(1);
+        let read_at = self
+            .broadcasts
+            .is_multiple_of(SAMPLE_EVERY)
+            .then_some(self.read_at);
+        Arc::new(Batch::new(bytes, read_at))
     }
 
     /// Answers WHO: who is in `room` now. Anyone who may join a room may
@@ -624,37 +646,35 @@ impl Session {
     /// Takes this connection out of the registry's `room` (already removed
     /// from `self.rooms`) and tells whoever remains; returns how many do.
     fn depart(&mut self, room: Arc<str>) -> usize {
-        let left = self
-            .shared
-            .rooms
-            .leave(&room, self.outbound.id(), &self.shared.counters);
-        if let Some(cluster) = &self.shared.cluster {
+        self.flush();
+        let shared = Arc::clone(&self.shared);
+        let id = self.outbound.id();
+        let mut touched = std::mem::take(&mut self.touched);
+        let mut stalled = Stalled::default();
+        let left = shared.rooms.leave(
+            &room,
+            id,
+            &shared.counters,
+            &mut |room| self.member_event_batch(room, MemberChange::Left),
+            &mut touched,
+            &mut stalled,
+        );
+        self.told(touched, stalled);
+        if let Some(cluster) = &shared.cluster {
             cluster.room_changed(&room);
-        }
-        if left > 0 {
-            self.member_event(room, MemberChange::Left);
         }
         left
     }
 
-    /// Tells the other members of `room` that this connection came or went
-    /// (those that did not turn the events off). The event is a batch of
-    /// its own, so that it can be left out for them.
-    fn member_event(&mut self, room: Arc<str>, change: MemberChange) {
-        self.flush();
-        let event = MemberEvent {
-            change,
-            room: room.to_string(),
-            connection_id: self.connection_id.clone(),
-            user: self.user.clone(),
-            timestamp: self.now_ms,
-        };
-        self.to(Target::Room {
-            name: room,
-            include_self: false,
-        });
-        self.push_json(MessageType::Message, &event);
-        self.flush();
+    /// Waits for the members a membership event found full, then writes to
+    /// those that took it (see `flush`).
+    fn told(&mut self, mut touched: Vec<Arc<Outbound>>, stalled: Stalled) {
+        let counters = &self.shared.counters;
+        stalled.settle(self.shared.config.stall_timeout, counters);
+        for member in touched.drain(..) {
+            member.flush_now(counters);
+        }
+        self.touched = touched;
     }
 
     /// Takes the connection out of every room it is in, telling the other
@@ -672,12 +692,18 @@ impl Session {
                 cluster.room_changed(room);
             }
         }
-        let told = shared
-            .rooms
-            .leave_all(rooms, self.outbound.id(), &shared.counters);
-        for room in told {
-            self.member_event(room, MemberChange::Left);
-        }
+        let id = self.outbound.id();
+        let mut touched = std::mem::take(&mut self.touched);
+        let mut stalled = Stalled::default();
+        shared.rooms.leave_all(
+            rooms,
+            id,
+            &shared.counters,
+            &mut |room| self.member_event_batch(room, MemberChange::Left),
+            &mut touched,
+            &mut stalled,
+        );
+        self.told(touched, stalled);
     }
 
     fn publish(&mut self, room: &str, content: Content<'_>, id: Option<RequestId>, ack: bool) {

@@ -132,6 +132,9 @@ pub(crate) struct JoinRequest<'a> {
     pub(crate) recovery: Option<&'a Recovery>,
     /// Milliseconds since the Unix epoch, for the history's age limit.
     pub(crate) now_ms: u64,
+    /// The `userJoined` event for the other members, if the join makes a
+    /// new member of a room that has others.
+    pub(crate) event: Option<Arc<Batch>>,
 }
 
 /// A published batch: where it went in the room's order.
@@ -240,9 +243,11 @@ impl Rooms {
     /// `answer` writes the JOIN answer for what the join found; it is
     /// queued for the member under the shard's write lock, followed by the
     /// replay a new member asked for, so no delivery in the room comes
-    /// between them, and none is missed or repeated after. A member whose
-    /// queue is full is left in `stalled` for the caller to wait for once
-    /// the lock is released.
+    /// between them, and none is missed or repeated after. The other
+    /// members' `userJoined` is queued under the same lock, so a member
+    /// that joins later finds the newcomer in its JOIN answer's list and
+    /// never gets an event about it. A member whose queue is full is left
+    /// in `stalled` for the caller to wait for once the lock is released.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn join(
         &self,
@@ -321,6 +326,15 @@ impl Rooms {
             bytes.extend_from_slice(&replay.frames);
             frames += replay.count;
         }
+        if new
+            && entry.members.len() > 1
+            && let Some(event) = &request.event
+        {
+            tell(entry, member.id(), event, touched, stalled, counters);
+        }
+        if new && let Some(event) = &request.event {
+            self.relay_event(room, entry, event);
+        }
         if frames > 0 {
             member.offer(
                 &Arc::new(Batch::new(bytes, None)),
@@ -350,8 +364,31 @@ impl Rooms {
 
     /// Removes connection `id` from `room`; deletes the room when it empties.
     /// Returns the members left.
-    pub(crate) fn leave(&self, room: &str, id: u64, counters: &Counters) -> usize {
-        let left = self.remove_member(&mut self.shard(room).write(), room, id, counters);
+    ///
+    /// The members left are told with `event(room)`'s `userLeft` under the
+    /// shard's write lock, so one that joins after never gets an event
+    /// about a member its JOIN answer did not list; those whose queue is
+    /// full are left in `stalled`.
+    pub(crate) fn leave(
+        &self,
+        room: &str,
+        id: u64,
+        counters: &Counters,
+        event: &mut dyn FnMut(&str) -> Arc<Batch>,
+        touched: &mut Vec<Arc<Outbound>>,
+        stalled: &mut Stalled,
+    ) -> usize {
+        let mut map = self.shard(room).write();
+        if let Some(entry) = map.get(room) {
+            self.relay_leaving(room, entry, id, event);
+        }
+        let left = self.remove_member(&mut map, room, id, counters);
+        if left.is_some_and(|left| left > 0)
+            && let Some(entry) = map.get(room)
+        {
+            tell(entry, id, &event(room), touched, stalled, counters);
+        }
+        drop(map);
         if left == Some(0) {
             tracing::debug!("room {room:?} deleted");
         }
@@ -359,8 +396,8 @@ impl Rooms {
     }
 
     /// Removes connection `id` from every room in `rooms`, taking each
-    /// shard's write lock once; returns the rooms that still have members,
-    /// to be told. A departing connection in many rooms takes each lock
+    /// shard's write lock once, and tells the members left in each, as
+    /// [`Rooms::leave`] does. A departing connection in many rooms takes each lock
     /// once rather than once a room: when a crowd leaves at once, one
     /// acquisition per room kept thousands of threads queueing (4,000
     /// clients in 100 rooms each took 24 s to leave).
@@ -369,8 +406,10 @@ impl Rooms {
         rooms: Vec<Arc<str>>,
         id: u64,
         counters: &Counters,
-    ) -> Vec<Arc<str>> {
-        let mut remaining = Vec::with_capacity(rooms.len());
+        event: &mut dyn FnMut(&str) -> Arc<Batch>,
+        touched: &mut Vec<Arc<Outbound>>,
+        stalled: &mut Stalled,
+    ) {
         let mut deleted = Vec::new();
         let mut by_shard: Vec<(usize, Arc<str>)> = rooms
             .into_iter()
@@ -380,9 +419,16 @@ impl Rooms {
         for group in by_shard.chunk_by(|a, b| a.0 == b.0) {
             let mut map = self.shards[group[0].0].0.write();
             for (_, room) in group {
+                if let Some(entry) = map.get(&**room) {
+                    self.relay_leaving(room, entry, id, event);
+                }
                 match self.remove_member(&mut map, room, id, counters) {
                     Some(0) => deleted.push(Arc::clone(room)),
-                    Some(_) => remaining.push(Arc::clone(room)),
+                    Some(_) => {
+                        if let Some(entry) = map.get(&**room) {
+                            tell(entry, id, &event(room), touched, stalled, counters);
+                        }
+                    }
                     None => {}
                 }
             }
@@ -390,7 +436,41 @@ impl Rooms {
         for room in deleted {
             tracing::debug!("room {room:?} deleted");
         }
-        remaining
+    }
+
+    /// Relays a membership event of `entry` to the other nodes of a
+    /// cluster (SPEC.md 14.1), whether or not this node has other members
+    /// to tell: the room's members elsewhere are told too. Under the
+    /// caller's lock, so it keeps its place in the room's relayed order.
+    fn relay_event(&self, room: &str, entry: &Room, event: &Batch) {
+        let Some(outlink) = &self.outlink else {
+            return;
+        };
+        let mut order = entry.order.lock();
+        let first = order.relay(0);
+        let relayed = Relayed {
+            epoch: order.epoch(),
+            first,
+            frames: event.frames,
+            splices: &[],
+            bytes: &event.bytes,
+        };
+        outlink.relay(room, &relayed);
+    }
+
+    /// The `userLeft` of connection `id`, if it is a member of `entry`,
+    /// for the other nodes; before it is taken out, since the room goes
+    /// with its last local member.
+    fn relay_leaving(
+        &self,
+        room: &str,
+        entry: &Room,
+        id: u64,
+        event: &mut dyn FnMut(&str) -> Arc<Batch>,
+    ) {
+        if self.outlink.is_some() && entry.members.iter().any(|m| m.id() == id) {
+            self.relay_event(room, entry, &event(room));
+        }
     }
 
     /// Every room now with its member count, sorted by name, for
@@ -680,11 +760,62 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Queues a membership event about connection `about` for the other
+/// members of `room` (those that did not turn events off), under the
+/// caller's lock; counted like a broadcast.
+fn tell(
+    room: &Room,
+    about: u64,
+    event: &Arc<Batch>,
+    touched: &mut Vec<Arc<Outbound>>,
+    stalled: &mut Stalled,
+    counters: &Counters,
+) {
+    room.messages.fetch_add(1, Ordering::Relaxed);
+    let mut told = 0;
+    for member in &room.members {
+        if member.id() != about
+            && !member.quiet()
+            && member.offer(event, touched, stalled, counters)
+        {
+            told += 1;
+        }
+    }
+    counters.histograms.fan_out.observe_times(about, told, 1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::conn::outbound::QueueLimits;
     use crate::sys::alloc_count::allocations_in;
+
+    /// A leave whose event names the room, for the members left to get.
+    fn leave(rooms: &Rooms, room: &str, id: u64, counters: &Counters) -> usize {
+        let mut event = |room: &str| Arc::new(Batch::raw(room.as_bytes().to_vec(), 1));
+        let mut stalled = Stalled::default();
+        rooms.leave(
+            room,
+            id,
+            counters,
+            &mut event,
+            &mut Vec::new(),
+            &mut stalled,
+        )
+    }
+
+    fn leave_all(rooms: &Rooms, names: Vec<Arc<str>>, id: u64, counters: &Counters) {
+        let mut event = |room: &str| Arc::new(Batch::raw(room.as_bytes().to_vec(), 1));
+        let mut stalled = Stalled::default();
+        rooms.leave_all(
+            names,
+            id,
+            counters,
+            &mut event,
+            &mut Vec::new(),
+            &mut stalled,
+        );
+    }
 
     /// A plain join: no recovery, no answer.
     fn join(
@@ -789,8 +920,8 @@ mod tests {
             "joining twice is one membership"
         );
         assert_eq!(counters.rooms(), 1);
-        assert_eq!(rooms.leave("r", 1, &counters), 1);
-        assert_eq!(rooms.leave("r", 2, &counters), 0);
+        assert_eq!(leave(&rooms, "r", 1, &counters), 1);
+        assert_eq!(leave(&rooms, "r", 2, &counters), 0);
         assert_eq!(counters.rooms(), 0);
         assert_eq!(rooms.members("r"), 0);
     }
@@ -826,7 +957,7 @@ mod tests {
         // Joining a room that exists is not creating one.
         assert!(join(&rooms, "two", &b, &counters).unwrap().new);
         assert_eq!((counters.rooms(), counters.memberships()), (2, 3));
-        rooms.leave("one", 1, &counters);
+        leave(&rooms, "one", 1, &counters);
         join(&rooms, "three", &b, &counters).unwrap();
         assert_eq!((counters.rooms(), counters.memberships()), (2, 3));
     }
@@ -858,7 +989,7 @@ mod tests {
             !join(&rooms, "x", &b, &counters).unwrap().new,
             "rejoining is free"
         );
-        rooms.leave_all(vec![Arc::from("x"), Arc::from("y")], 1, &counters);
+        leave_all(&rooms, vec![Arc::from("x"), Arc::from("y")], 1, &counters);
         assert_eq!((counters.rooms(), counters.memberships()), (1, 1));
         join(&rooms, "y", &b, &counters).unwrap();
         assert_eq!(counters.memberships(), 2);
@@ -886,12 +1017,12 @@ mod tests {
         );
         for (i, member) in members.iter().enumerate() {
             if i % 2 == 0 {
-                rooms.leave("room-0", member.id(), &counters);
+                leave(&rooms, "room-0", member.id(), &counters);
             }
             let all = (0..7)
                 .map(|room| Arc::from(format!("room-{room}")))
                 .collect();
-            rooms.leave_all(all, member.id(), &counters);
+            leave_all(&rooms, all, member.id(), &counters);
         }
         assert_eq!((counters.rooms(), counters.memberships()), (0, 0));
         assert_eq!(rooms.memory.used(), 0);
@@ -938,7 +1069,7 @@ mod tests {
             bytes: 1000,
         };
         let (a, _) = Outbound::new(1, limits);
-        let (b, _) = Outbound::new(2, limits);
+        let (b, b_rx) = Outbound::new(2, limits);
         for room in ["shared", "alone", "also"] {
             join(&rooms, room, &a, &counters).unwrap();
         }
@@ -947,8 +1078,10 @@ mod tests {
             .into_iter()
             .map(Arc::from)
             .collect();
-        let remaining = rooms.leave_all(names, 1, &counters);
-        assert_eq!(remaining, [Arc::<str>::from("shared")]);
+        leave_all(&rooms, names, 1, &counters);
+        // The one room with a member left told it, and only it.
+        let told: Vec<_> = b_rx.try_iter().map(|batch| batch.bytes.clone()).collect();
+        assert_eq!(told, [b"shared".to_vec()]);
         assert_eq!(rooms.members("shared"), 1);
         assert_eq!(counters.rooms(), 1);
     }
