@@ -258,3 +258,18 @@ fn stop_closes_idle_and_half_sent_connections_and_ends() {
     assert!(closed_unanswered(&mut partial));
     assert!(TcpStream::connect(http).is_err(), "still listening");
 }
+
+/// A request body is never read: the answer comes, then the close.
+#[test]
+fn a_long_request_body_is_not_read() {
+    let server = with_http();
+    let http = server.http_addr().unwrap();
+    let mut stream = connect(http);
+    write!(
+        stream,
+        "POST /metrics HTTP/1.1\r\nHost: relay\r\nContent-Length: 100000000\r\n\r\nthe start"
+    )
+    .unwrap();
+    assert_eq!(answer(&mut stream).unwrap().0, 405);
+    assert!(closed_unanswered(&mut stream), "the connection stayed open");
+}
