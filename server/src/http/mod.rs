@@ -95,9 +95,8 @@ impl std::fmt::Debug for Serving {
 impl HttpListener {
     /// Binds `addr`; an error names the flag.
     pub(crate) fn bind(addr: SocketAddr) -> io::Result<HttpListener> {
-        let named = |error: io::Error| {
-            io::Error::new(error.kind(), format!("--http-addr {addr}: {error}"))
-        };
+        let named =
+            |error: io::Error| io::Error::new(error.kind(), format!("--http-addr {addr}: {error}"));
         let listener = std::net::TcpListener::bind(addr).map_err(named)?;
         let addr = listener.local_addr().map_err(named)?;
         Ok(HttpListener { listener, addr })
