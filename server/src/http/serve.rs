@@ -51,8 +51,7 @@ pub(super) async fn serve(
                     );
                     continue;
                 }
-                let connection = connection(stream, peer, Arc::clone(&shared));
-                tokio::spawn(connections.watch(connection));
+                spawn_connection(&connections, stream, peer, Arc::clone(&shared));
             }
             // One connection's failure (reset before it was accepted).
             Some(Err(error)) if is_per_connection(&error) => {}
@@ -75,34 +74,34 @@ pub(super) async fn serve(
     }
 }
 
-/// One connection, served by hyper with the endpoint's bounds; the future
-/// [`GracefulShutdown`] watches.
-fn connection(
+/// Starts serving one connection with hyper, within the endpoint's
+/// bounds, watched by `connections` (which counts it until it ends).
+fn spawn_connection(
+    connections: &GracefulShutdown,
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-) -> http1::Connection<
-    TokioIo<StallLimited>,
-    impl hyper::service::Service<
-        hyper::Request<hyper::body::Incoming>,
-        Response = routes::Answer,
-        Error = Infallible,
-        Future = std::future::Ready<Result<routes::Answer, Infallible>>,
-    >,
-> {
+) {
     // Answers are written whole; waiting to coalesce them only delays
     // the next request on the connection.
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!("http: {peer}: TCP_NODELAY: {error}");
     }
-    let service =
-        service_fn(move |request| std::future::ready(Ok(routes::answer(&request, &shared))));
-    http1::Builder::new()
+    let service = service_fn(move |request| {
+        std::future::ready(Ok::<_, Infallible>(routes::answer(&request, &shared)))
+    });
+    let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true)
-        .serve_connection(TokioIo::new(StallLimited::new(stream)), service)
+        .serve_connection(TokioIo::new(StallLimited::new(stream)), service);
+    let connection = connections.watch(connection);
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!("http: {peer}: {error}");
+        }
+    });
 }
 
 /// Whether an accept error concerns only the connection being accepted,
