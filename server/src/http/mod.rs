@@ -52,20 +52,20 @@ use crate::shared::Shared;
 /// and a scraper one, so this leaves room for several operators while
 /// bounding the memory a flood of connections can take (each holds at most
 /// about two head buffers).
-pub(crate) const MAX_CONNECTIONS: usize = 64;
+const MAX_CONNECTIONS: usize = 64;
 
 /// How long a request head may take to arrive whole, counted from the
 /// connection's start or its previous answer: the slowloris bound and the
 /// keep-alive idle timeout in one.
-pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The largest request head, request line and headers together (hyper's
 /// smallest buffer bound is 8 KiB; a browser's head is well under 2 KiB).
-pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
+const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// How long [`Serving::stop`] waits for answers in flight before closing
 /// every connection regardless.
-pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// The bound HTTP listener, not yet answering.
 pub(crate) struct HttpListener {
