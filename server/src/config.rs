@@ -53,7 +53,7 @@ pub struct Config {
     /// A second listener that speaks TLS (SPEC.md 11.3); `None` for plain
     /// TCP only. Boxed: it is rarely there, and `Config` is passed by value.
     pub tls: Option<Box<TlsConfig>>,
-    /// A WebSocket listener (SPEC.md 13), for browsers; `None`, the
+    /// A WebSocket listener (SPEC.md 14), for browsers; `None`, the
     /// default, serves none. Over TLS (WSS) when [`Config::tls`] is set,
     /// with the same certificate. Boxed like `tls`.
     pub ws: Option<Box<WsConfig>>,
@@ -75,6 +75,9 @@ pub struct Config {
     /// When rooms send membership changes as `members` notices to the
     /// connections that asked for them batched (SPEC.md 3.17).
     pub member_batching: crate::MemberBatching,
+    /// Rooms shared with other nodes through Redis (SPEC.md 14); `None`,
+    /// the default, serves this node's clients alone.
+    pub cluster: Option<crate::ClusterConfig>,
 }
 
 impl Config {
@@ -273,6 +276,7 @@ impl Default for Config {
             drain_timeout: Config::DEFAULT_DRAIN_TIMEOUT,
             history: crate::HistoryLimits::default(),
             member_batching: crate::MemberBatching::default(),
+            cluster: None,
         }
     }
 }
@@ -322,6 +326,9 @@ impl Config {
                     ),
                 });
             }
+        }
+        if let Some((flag, problem)) = self.cluster.as_ref().and_then(|c| c.problem()) {
+            return Err(ConfigError { flag, problem });
         }
         if self.drain_timeout > MAX_TIMEOUT {
             return Err(ConfigError {

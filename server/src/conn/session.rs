@@ -512,8 +512,17 @@ impl Session {
             event,
         };
         let max_frame = shared.config.max_frame as usize;
+        // Before the room's lock is taken (no I/O under it): the room's
+        // channel subscribed, so nothing published elsewhere after the
+        // answer can pass this member by, and the other nodes' members.
+        let joining = shared.cluster.as_ref().map(|cluster| cluster.joining(room));
+        let remote = shared
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.remote_members(room))
+            .unwrap_or_default();
         let mut answer = |joined: &Joined, out: &mut Vec<u8>| -> u32 {
-            join_answer(out, room, id.clone(), joined, max_frame);
+            join_answer(out, room, id.clone(), joined, &remote, max_frame);
             1
         };
         let mut stalled = Stalled::default();
@@ -526,6 +535,7 @@ impl Session {
             &mut self.touched,
             &mut stalled,
         );
+        drop(joining);
         stalled.settle(shared.config.stall_timeout, &shared.counters);
         for member in self.touched.drain(..) {
             member.flush_now(&shared.counters);
@@ -539,6 +549,9 @@ impl Session {
             }
         };
         if joined.new {
+            if let Some(cluster) = &shared.cluster {
+                cluster.room_changed(&joined.name);
+            }
             let may_publish = self.permissions.may_publish(room);
             self.rooms.insert(Arc::clone(&joined.name), may_publish);
             tracing::debug!(
@@ -585,10 +598,24 @@ impl Session {
             after.unwrap_or(0),
             limit.unwrap_or(protocol::MAX_MEMBER_LIST),
         );
-        let (numbers, member_list): (Vec<u64>, Vec<_>) = page.into_iter().unzip();
+        let (numbers, mut member_list): (Vec<u64>, Vec<_>) = page.into_iter().unzip();
+        let remote = self
+            .shared
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.remote_members(room))
+            .unwrap_or_default();
+        // In a cluster, the other nodes' members follow this node's on the
+        // last page, as many as fit it; only this node's are paged.
+        if !more {
+            let room_left = limit
+                .unwrap_or(protocol::MAX_MEMBER_LIST)
+                .saturating_sub(member_list.len());
+            member_list.extend(remote.list.into_iter().take(room_left));
+        }
         let mut reply = protocol::WhoReply {
             room: room.to_owned(),
-            members: members as u64,
+            members: (members as u64).saturating_add(remote.members),
             next: more.then(|| numbers.last().copied()).flatten(),
             member_list,
             id,
@@ -602,8 +629,11 @@ impl Session {
                     self.outbox.buf.truncate(mark);
                     let keep = reply.member_list.len() / 2;
                     reply.member_list.truncate(keep);
-                    // What no longer fits is the next page's.
-                    reply.next = keep.checked_sub(1).map(|last| numbers[last]).or(after);
+                    // What no longer fits of this node's members is the
+                    // next page's.
+                    if keep < numbers.len() {
+                        reply.next = keep.checked_sub(1).map(|last| numbers[last]).or(after);
+                    }
                 }
                 Ok(_) => {
                     self.outbox.frames += 1;
@@ -652,6 +682,9 @@ impl Session {
             &mut stalled,
         );
         self.told(touched, stalled);
+        if let Some(cluster) = &shared.cluster {
+            cluster.room_changed(&room);
+        }
         left
     }
 
@@ -676,6 +709,11 @@ impl Session {
         }
         let rooms: Vec<Arc<str>> = self.rooms.drain().map(|(room, _)| room).collect();
         let shared = Arc::clone(&self.shared);
+        if let Some(cluster) = &shared.cluster {
+            for room in &rooms {
+                cluster.room_changed(room);
+            }
+        }
         let id = self.outbound.id();
         let mut touched = std::mem::take(&mut self.touched);
         let mut stalled = Stalled::default();
@@ -1009,16 +1047,20 @@ fn join_answer(
     room: &str,
     id: Option<RequestId>,
     joined: &Joined,
+    remote: &crate::cluster::Remote,
     max_frame: usize,
 ) {
+    let mut member_list = joined.member_list.clone();
+    let room_left = protocol::MAX_MEMBER_LIST.saturating_sub(member_list.len());
+    member_list.extend(remote.list.iter().take(room_left).cloned());
     let mut reply = RoomReply {
         status: "joined".to_owned(),
         room: room.to_owned(),
-        members: joined.members as u64,
+        members: (joined.members as u64).saturating_add(remote.members),
         id,
         epoch: Some(joined.epoch.to_string()),
         seq: Some(joined.last_seq),
-        member_list: Some(joined.member_list.clone()),
+        member_list: Some(member_list),
     };
     loop {
         let mark = out.len();
