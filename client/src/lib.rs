@@ -60,4 +60,4 @@ pub use crate::client::{CLIENT_VERSION, Client, Options};
 pub use crate::error::{ClientError, DisconnectReason, ServerError};
 pub use crate::event::{Body, Event, HeartbeatReply, MemberEvent, Message, RoomAck};
 pub use crate::tls::{TlsError, TlsOptions};
-pub use protocol::{ErrorCode, Hello, HelloReply, MemberChange, Stats};
+pub use protocol::{ErrorCode, Hello, HelloReply, MemberChange, RequestId, Stats};
