@@ -28,7 +28,10 @@ fn a_script_joins_sends_and_exits_zero_after_the_replies() {
     // Standard output carries only the messages.
     let out = lines(&out);
     assert_eq!(out.len(), 1, "{out:?}");
-    assert!(out[0].starts_with("[physics] alice (") && out[0].ends_with("): hi"), "{out:?}");
+    assert!(
+        out[0].starts_with("[physics] alice (") && out[0].ends_with("): hi"),
+        "{out:?}"
+    );
     let err = lines(&err);
     assert!(
         err[0].starts_with("connected to relay://127.0.0.1:") && err[0].contains(" as alice (c"),
@@ -69,7 +72,10 @@ fn only_a_slash_makes_a_command() {
         .lines()
         .map(|l| l.split_once("): ").expect("a message line").1)
         .collect();
-    assert_eq!(messages, ["join us at 5 for lunch", "jion chemistry", "/etc"]);
+    assert_eq!(
+        messages,
+        ["join us at 5 for lunch", "jion chemistry", "/etc"]
+    );
     // No room was joined by a bare word, and the user was told once.
     assert!(err.contains("rooms: lunch (current)\n"), "{err}");
     assert_eq!(err.matches("commands start with /").count(), 1, "{err}");
@@ -100,8 +106,7 @@ fn misuse_gets_clear_messages_and_exit_1() {
 #[test]
 fn server_errors_are_printed_with_their_code_and_exit_1() {
     let server = start_server_with_one_room();
-    let (status, _, err) =
-        run_script(server.local_addr(), &["--name", "e"], "/join a\n/join b\n");
+    let (status, _, err) = run_script(server.local_addr(), &["--name", "e"], "/join a\n/join b\n");
     assert_eq!(status.code(), Some(1));
     assert!(
         err.lines().any(|l| l.starts_with("error: INVALID_ROOM: ")),
@@ -305,7 +310,10 @@ fn help_names_the_history_file() {
         .read_to_string(&mut err)
         .expect("read");
     assert!(status.success());
-    assert!(err.contains("/join <room>") && err.contains("/who"), "{err}");
+    assert!(
+        err.contains("/join <room>") && err.contains("/who"),
+        "{err}"
+    );
     assert!(
         err.contains("history file: /tmp/relay-test-data/relay/history"),
         "{err}"
@@ -363,7 +371,14 @@ fn usage_errors_exit_2_and_help_lists_the_exit_codes() {
         .expect("run");
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for needle in ["Exit codes:", "  4  the server refused the login", "pub", "sub", "stats", "ping"] {
+    for needle in [
+        "Exit codes:",
+        "  4  the server refused the login",
+        "pub",
+        "sub",
+        "stats",
+        "ping",
+    ] {
         assert!(help.contains(needle), "{needle} missing from {help}");
     }
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_relay"))
