@@ -74,8 +74,8 @@ mod tls;
 
 pub use budget::parse_bytes;
 pub use config::{
-    Budget, Config, ConfigError, MAX_TIMEOUT, MIN_MAX_FRAME, MIN_MEMORY_BUDGET, RateLimits,
-    TlsConfig, default_memory_budget,
+    Budget, Config, ConfigError, MAX_MAX_FRAME, MAX_TIMEOUT, MIN_MAX_FRAME, MIN_MEMORY_BUDGET,
+    RateLimits, TlsConfig, default_memory_budget,
 };
 pub use conn::{CloseReason, ConnState};
 pub use counters::Counters;
