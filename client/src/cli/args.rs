@@ -252,7 +252,6 @@ impl Args {
             return Err("give the server once: as ADDRESS or with --server, not both".into());
         }
         let text = address
-            .as_deref()
             .or(self.global.server.as_deref())
             .unwrap_or("localhost");
         let given = Given {
