@@ -51,6 +51,44 @@ fn reconnect_rejoins_after_a_restart_on_the_same_port_and_sends_what_was_typed()
     drop(second);
 }
 
+#[test]
+fn sub_with_reconnect_resubscribes_after_a_restart() {
+    let first = start_server();
+    let addr = first.local_addr();
+    let mut sub = Live::spawn(support::cli::relay(
+        addr,
+        &["--reconnect", "sub", "feed", "-n", "2", "--raw"],
+    ));
+    sub.expect("subscribed to feed");
+    let publisher = support::login(addr, "pub");
+    publisher
+        .join_and_wait("feed", testkit::WAIT)
+        .expect("join");
+    publisher.send_text("feed", "before").expect("send");
+    assert_eq!(sub.next_line(), "before");
+    drop(publisher);
+    first.shutdown();
+    sub.expect("; reconnecting");
+    let second = server::Server::bind(server::Config {
+        addr,
+        ..server::Config::default()
+    })
+    .expect("bind the same port again")
+    .spawn()
+    .expect("start the second server");
+    let line = sub.expect("reconnected to");
+    assert!(line.contains("rejoined feed"), "{line}");
+    let publisher = support::login(addr, "pub");
+    publisher
+        .join_and_wait("feed", testkit::WAIT)
+        .expect("join");
+    publisher.send_text("feed", "after").expect("send");
+    sub.expect("after");
+    // The second message was the COUNT-th: it exits 0.
+    assert_eq!(support::cli::wait_exit(&mut sub.child).code(), Some(0));
+    drop(second);
+}
+
 /// A server that answers HELLO and JOIN_ROOM and then nothing more: it
 /// reads everything (so nothing backs up) but leaves every HEARTBEAT
 /// unanswered, like a frozen process whose socket buffers still take bytes.
