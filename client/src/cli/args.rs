@@ -25,6 +25,7 @@ use super::exit;
 #[command(
     name = "relay",
     version,
+    override_usage = "relay [OPTIONS] [ADDRESS [PORT]]   (the chat)\n       relay [OPTIONS] <COMMAND> [ARGS]",
     after_help = exit::HELP
 )]
 pub struct Args {
@@ -185,7 +186,10 @@ pub enum Command {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("what").required(true).args(["message", "file"])))]
+#[command(
+    group(clap::ArgGroup::new("what").required(true).args(["message", "file"])),
+    override_usage = "relay pub [OPTIONS] ROOM (MESSAGE | - | -f FILE)"
+)]
 pub struct Publish {
     /// The room; it is joined once for all the messages, and left after.
     pub room: String,
