@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use protocol::{ErrorCode, Stats};
+use protocol::{ErrorCode, MessageType, Stats};
 
 use crate::budget::MemoryBudget;
 use crate::conn::close::CloseReason;
+use crate::histogram::Histograms;
 
 /// A counter on a cache line of its own: readers update the inbound ones and
 /// writers the outbound ones, and sharing a line would make every update of
@@ -22,6 +23,100 @@ impl std::ops::Deref for Padded {
 
     fn deref(&self) -> &AtomicU64 {
         &self.0
+    }
+}
+
+/// Message types, as `/metrics` labels them, indexed like
+/// [`MessageType::ALL`].
+pub(crate) const TYPE_LABELS: [&str; 6] = [
+    "hello",
+    "join_room",
+    "leave_room",
+    "message",
+    "heartbeat",
+    "error",
+];
+
+/// Frames and their bytes by message type, counted by one thread (a read,
+/// a batch, a write) and added to the shared [`ByType`] in one go.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tally {
+    frames: [u64; 6],
+    bytes: [u64; 6],
+}
+
+impl Tally {
+    /// One frame of `kind`, `len` bytes long (its header included).
+    pub(crate) fn add(&mut self, kind: MessageType, len: usize) {
+        let i = kind as usize - 1;
+        self.frames[i] += 1;
+        self.bytes[i] += len as u64;
+    }
+
+    /// `frames` frames of `kind` with `bytes` bytes between them.
+    #[cfg(test)]
+    pub(crate) fn of(kind: MessageType, frames: u64, bytes: u64) -> Tally {
+        let mut tally = Tally::default();
+        tally.frames[kind as usize - 1] = frames;
+        tally.bytes[kind as usize - 1] = bytes;
+        tally
+    }
+
+    /// Adds everything `other` counted.
+    pub(crate) fn merge(&mut self, other: &Tally) {
+        for i in 0..6 {
+            self.frames[i] += other.frames[i];
+            self.bytes[i] += other.bytes[i];
+        }
+    }
+
+    pub(crate) fn frames(&self) -> u64 {
+        self.frames.iter().sum()
+    }
+}
+
+/// Whole frames and their bytes, by message type (indexed like
+/// [`TYPE_LABELS`]): the one count of frames, which HELLO's `framesIn` and
+/// `framesOut` sum and `/metrics` lists.
+#[derive(Debug, Default)]
+pub(crate) struct ByType {
+    frames: [Padded; 6],
+    bytes: [Padded; 6],
+}
+
+impl ByType {
+    /// Adds a tally: one relaxed add per type it counted, none for the
+    /// others.
+    pub(crate) fn add(&self, tally: &Tally) {
+        for i in 0..6 {
+            if tally.frames[i] > 0 {
+                self.frames[i].fetch_add(tally.frames[i], Relaxed);
+                self.bytes[i].fetch_add(tally.bytes[i], Relaxed);
+            }
+        }
+    }
+
+    /// Frames of every type together.
+    pub(crate) fn frames_total(&self) -> u64 {
+        self.frames.iter().map(|count| count.load(Relaxed)).sum()
+    }
+
+    /// Frames so far, by type label.
+    pub(crate) fn frames(&self) -> Vec<(&'static str, u64)> {
+        TYPE_LABELS
+            .iter()
+            .zip(&self.frames)
+            .map(|(&name, count)| (name, count.load(Relaxed)))
+            .collect()
+    }
+
+    /// Bytes of those frames so far, by type label.
+    pub(crate) fn bytes(&self) -> Vec<(&'static str, u64)> {
+        TYPE_LABELS
+            .iter()
+            .zip(&self.bytes)
+            .map(|(&name, count)| (name, count.load(Relaxed)))
+            .collect()
     }
 }
 
@@ -51,9 +146,14 @@ pub struct Counters {
     pub(crate) memberships: AtomicU64,
     /// The server-wide memory budget and what is charged against it.
     pub(crate) memory: Arc<MemoryBudget>,
-    pub(crate) frames_in: Padded,
+    /// Frames handled, by type (each counted when its read is done).
+    pub(crate) received: ByType,
+    /// Bytes read from sockets, as they arrive (partial frames included).
     pub(crate) bytes_in: Padded,
-    pub(crate) frames_out: Padded,
+    /// Frames written whole, by type (each counted when the write that
+    /// completes it returns).
+    pub(crate) sent: ByType,
+    /// Bytes written to sockets, as each write returns.
     pub(crate) bytes_out: Padded,
     pub(crate) slow_consumers: AtomicU64,
     /// Times a publisher had to wait for a member whose queue was full (one
@@ -73,6 +173,8 @@ pub struct Counters {
     errors: [AtomicU64; ErrorCode::ALL.len()],
     /// Connections closed, by kind of close reason. Not on the wire.
     closes: [AtomicU64; CloseReason::KINDS],
+    /// Queue depth, fan-out and delivery latency. Not on the wire.
+    pub(crate) histograms: Histograms,
 }
 
 impl Counters {
@@ -197,8 +299,8 @@ impl Counters {
             connections: self.connections.load(Relaxed),
             connections_total: self.connections_total.load(Relaxed),
             rooms: self.rooms.load(Relaxed),
-            frames_in: self.frames_in.load(Relaxed),
-            frames_out: self.frames_out.load(Relaxed),
+            frames_in: self.received.frames_total(),
+            frames_out: self.sent.frames_total(),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             slow_consumers: self.slow_consumers.load(Relaxed),

@@ -136,7 +136,9 @@ impl Harness {
             buf[..n].copy_from_slice(&rest[..n]);
             client.decoder.commit(n);
             rest = &rest[n..];
-            client.session.begin_read(n, 1_700_000_000_000);
+            client
+                .session
+                .begin_read(n, 1_700_000_000_000, std::time::Instant::now());
             // Refusals for the rate limits need no pause here: the frames
             // left in the decoder are simply handed over again.
             let served = loop {

@@ -34,7 +34,8 @@
 //!   lossy so a client can neither flood the log nor stall the server
 //!   through it; throttles for the lines clients can trigger.
 //! - [`counters`](Counters): the counters HELLO answers carry, and closes by
-//!   reason.
+//!   reason; `histogram`: the lock-free histograms `/metrics` shows (queue
+//!   depth, fan-out, delivery latency).
 //! - `sys/`: every `unsafe` block and OS specific (threads and the thread
 //!   pool, futex, the reader wake-up, limits, socket calls, signals,
 //!   `malloc_trim`); the rest of the crate denies `unsafe`.
@@ -62,6 +63,7 @@ mod drain;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod histogram;
 mod http;
 pub mod logging;
 mod per_address;

@@ -272,6 +272,38 @@ impl Rooms {
         rooms
     }
 
+    /// The rooms each of the connections `ids` is in, by name, at most
+    /// `max` names each, with the full count: for `/connz`. Walks every
+    /// membership (bounded by `--max-memberships`), one shard's read lock
+    /// at a time, briefly; the connections keep no list of their own for
+    /// it, so nothing is added to joins and leaves.
+    pub(crate) fn rooms_of(
+        &self,
+        ids: &std::collections::HashSet<u64>,
+        max: usize,
+    ) -> HashMap<u64, (Vec<Arc<str>>, usize)> {
+        let mut found: HashMap<u64, (Vec<Arc<str>>, usize)> = HashMap::new();
+        for shard in self.shards.iter() {
+            let map = shard.0.read();
+            for room in map.values() {
+                for member in &room.members {
+                    if !ids.contains(&member.id()) {
+                        continue;
+                    }
+                    let (names, count) = found.entry(member.id()).or_default();
+                    *count += 1;
+                    if names.len() < max {
+                        names.push(Arc::clone(&room.name));
+                    }
+                }
+            }
+        }
+        for (names, _) in found.values_mut() {
+            names.sort_unstable();
+        }
+        found
+    }
+
     /// Members of `room` now.
     pub(crate) fn members(&self, room: &str) -> usize {
         self.shard(room)
@@ -298,6 +330,7 @@ impl Rooms {
         touched: &mut Vec<Arc<Outbound>>,
     ) {
         let mut stalled = Stalled::default();
+        let before = touched.len();
         {
             let map = self.shard(room).read();
             let Some(entry) = map.get(room) else {
@@ -308,11 +341,17 @@ impl Rooms {
                 .fetch_add(u64::from(batch.frames), Ordering::Relaxed);
             for member in &entry.members {
                 if Some(member.id()) != skip {
-                    member.offer(batch, touched, &mut stalled);
+                    member.offer(batch, touched, &mut stalled, counters);
                 }
             }
         }
-        stalled.settle(batch, stall, counters);
+        let fan_out = touched.len() - before + stalled.settle(batch, stall, counters);
+        // Per MESSAGE: every frame in the batch went to the same members.
+        counters.histograms.fan_out.observe_times(
+            skip.unwrap_or(0),
+            fan_out as u64,
+            u64::from(batch.frames),
+        );
     }
 
     /// Takes connection `id` out of `room` in its locked shard, deleting
@@ -360,10 +399,7 @@ mod tests {
         for (member, _) in &members {
             rooms.join("room", member, &counters).unwrap();
         }
-        let batch = Arc::new(Batch {
-            bytes: vec![0u8; 4096],
-            frames: 30,
-        });
+        let batch = Arc::new(Batch::raw(vec![0u8; 4096], 30));
         let mut touched = Vec::with_capacity(100);
         let allocations = allocations_in(|| {
             for _ in 0..10 {

@@ -237,6 +237,109 @@ fn sighup_rereads_the_tokens_file_and_keeps_the_old_one_if_the_new_is_broken() {
     let _ = child.wait();
 }
 
+/// 32 random bytes, as 64 hex digits (a secret a file can hold as text).
+fn random_hex_secret() -> String {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut bytes = [0u8; 32];
+    SystemRandom::new().fill(&mut bytes).unwrap();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An Ed25519 pair: the public key's PEM, and the key that signs.
+fn ed25519() -> (String, jsonwebtoken::EncodingKey) {
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let signing = jsonwebtoken::EncodingKey::from_ed_pem(pair.serialize_pem().as_bytes()).unwrap();
+    (pair.public_key_pem(), signing)
+}
+
+fn jwt(algorithm: jsonwebtoken::Algorithm, key: &jsonwebtoken::EncodingKey) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(algorithm),
+        &json!({"sub": "ann", "exp": exp}),
+        key,
+    )
+    .unwrap()
+}
+
+#[test]
+fn sighup_rereads_the_jwt_keys_and_keeps_the_old_ones_if_the_new_are_broken() {
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    let (old_secret, new_secret) = (random_hex_secret(), random_hex_secret());
+    let ((old_public, old_signing), (new_public, new_signing)) = (ed25519(), ed25519());
+    let secret_file = TempFile::new("reload-jwt-secret", &format!("{old_secret}\n"));
+    let key_file = TempFile::new("reload-jwt-key.pem", &old_public);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relay-server"))
+        .args(["--addr", "127.0.0.1:0", "--jwt-secret-file"])
+        .arg(&secret_file.0)
+        .arg("--jwt-public-key")
+        .arg(&key_file.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = log_lines(&mut child);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let addr = listening_on(&mut stdout);
+    let hs256 = |secret: &str| {
+        jwt(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+    };
+    let refused = |token: String| {
+        let mut client = Raw::connect(addr);
+        client.send_json(MessageType::Hello, &json!({ "token": token }));
+        client.expect_fatal("AUTH_FAILED");
+    };
+    // The file's newline is not part of the secret.
+    Raw::hello(addr, json!({ "token": hs256(&old_secret) }));
+    Raw::hello(
+        addr,
+        json!({ "token": jwt(Algorithm::EdDSA, &old_signing) }),
+    );
+    refused(jwt(Algorithm::EdDSA, &new_signing));
+
+    std::fs::write(&secret_file.0, &new_secret).unwrap();
+    std::fs::write(&key_file.0, &new_public).unwrap();
+    signal(&child, libc::SIGHUP);
+    wait_for_line(&lines, "reload: JWT keys reread");
+    Raw::hello(addr, json!({ "token": hs256(&new_secret) }));
+    Raw::hello(
+        addr,
+        json!({ "token": jwt(Algorithm::EdDSA, &new_signing) }),
+    );
+    refused(hs256(&old_secret));
+    refused(jwt(Algorithm::EdDSA, &old_signing));
+
+    // A broken key file: both new keys stay in force, and the log says why.
+    std::fs::write(&secret_file.0, &old_secret).unwrap();
+    std::fs::write(&key_file.0, "not a key").unwrap();
+    signal(&child, libc::SIGHUP);
+    let line = wait_for_line(&lines, "reload: JWT keys refused");
+    assert!(line.contains("--jwt-public-key"), "names the flag: {line}");
+    assert!(
+        !line.contains(&old_secret) && !line.contains(&new_secret),
+        "a secret in the log: {line}"
+    );
+    Raw::hello(addr, json!({ "token": hs256(&new_secret) }));
+    refused(hs256(&old_secret));
+    // An empty secret file is refused the same way.
+    std::fs::write(&key_file.0, &new_public).unwrap();
+    std::fs::write(&secret_file.0, "").unwrap();
+    signal(&child, libc::SIGHUP);
+    let line = wait_for_line(&lines, "reload: JWT keys refused");
+    assert!(line.contains("is empty"), "{line}");
+    Raw::hello(addr, json!({ "token": hs256(&new_secret) }));
+
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[test]
 fn a_second_signal_during_the_drain_exits_at_once() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_relay-server"))

@@ -117,9 +117,16 @@ fn metrics_move_with_a_chat_and_agree_with_the_counters() {
     let (status, before) = get(http, "/metrics");
     assert_eq!(status, 200);
     assert_eq!(metric(&before, "relay_connections"), Some(0.0));
-    assert_eq!(metric(&before, "relay_frames_in_total"), Some(0.0));
+    assert_eq!(
+        metric(&before, r#"relay_frames_in_total{type="hello"}"#),
+        Some(0.0)
+    );
     let (_alice, _bob) = chat(server.local_addr());
-    let (_, after) = get(http, "/metrics");
+    // A frame is counted once the write that completes it returns, which
+    // the client's read does not wait for.
+    let after = wait_for_metrics(http, |after| {
+        metric(after, r#"relay_frames_out_total{type="message"}"#) == Some(2.0)
+    });
     assert_eq!(metric(&after, "relay_connections"), Some(2.0));
     assert_eq!(metric(&after, "relay_rooms"), Some(1.0));
     assert_eq!(metric(&after, "relay_memberships"), Some(2.0));
@@ -127,8 +134,22 @@ fn metrics_move_with_a_chat_and_agree_with_the_counters() {
         metric(&after, "relay_connections_accepted_total"),
         Some(2.0)
     );
-    // HELLO x2, JOIN x2, MESSAGE: at least five frames in, and as many out.
-    assert!(metric(&after, "relay_frames_in_total").unwrap() >= 5.0);
+    // HELLO x2, JOIN x2, MESSAGE x1 in; out, the answers, Bob's arrival
+    // told to Alice, and Alice's message to Bob.
+    let typed = |name: &str, kind: &str| {
+        metric(&after, &format!(r#"{name}{{type="{kind}"}}"#)).unwrap_or(-1.0)
+    };
+    assert_eq!(typed("relay_frames_in_total", "hello"), 2.0);
+    assert_eq!(typed("relay_frames_in_total", "join_room"), 2.0);
+    assert_eq!(typed("relay_frames_in_total", "message"), 1.0);
+    assert_eq!(typed("relay_frames_in_total", "leave_room"), 0.0);
+    assert_eq!(typed("relay_frames_out_total", "hello"), 2.0);
+    assert_eq!(typed("relay_frames_out_total", "join_room"), 2.0);
+    assert_eq!(typed("relay_frames_out_total", "message"), 2.0);
+    assert_eq!(typed("relay_frames_out_total", "error"), 0.0);
+    // A frame's bytes include its 7-byte header.
+    assert!(typed("relay_frame_bytes_in_total", "hello") >= 14.0);
+    assert!(typed("relay_frame_bytes_out_total", "message") > 14.0);
     assert!(metric(&after, "relay_bytes_out_total").unwrap() > 0.0);
     assert!(metric(&after, "relay_threads").unwrap() >= 4.0);
     // A chat where everyone reads: no publisher ever waited, nothing dropped.
@@ -146,12 +167,106 @@ fn metrics_move_with_a_chat_and_agree_with_the_counters() {
         ),
         Some(0.0)
     );
-    // One source of truth: the same atomics as the counters (and HELLO).
+    // One source of truth: the same atomics as the counters (and HELLO),
+    // whose frame counts are the sums over types.
     let stats = server.counters().snapshot();
     assert_eq!(
         metric(&after, "relay_connections_accepted_total"),
         Some(stats.connections_total as f64)
     );
+    let sum = |name: &str| -> f64 {
+        after
+            .lines()
+            .filter(|line| line.starts_with(&format!("{name}{{type=")))
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(sum("relay_frames_in_total"), stats.frames_in as f64);
+    assert_eq!(sum("relay_frames_out_total"), stats.frames_out as f64);
+    // The socket's byte count holds every frame's bytes (and nothing is
+    // left partial in a quiet chat).
+    assert_eq!(sum("relay_frame_bytes_in_total"), stats.bytes_in as f64);
+}
+
+#[test]
+fn histograms_count_a_broadcast_its_queue_depth_and_its_latency() {
+    let server = with_http();
+    let http = server.http_addr().unwrap();
+    let addr = server.local_addr();
+    let (mut alice, _) = Raw::hello(addr, json!({ "userId": "alice" }));
+    alice.join("hall");
+    let mut members: Vec<Raw> = (0..3)
+        .map(|_| {
+            let (mut member, _) = Raw::hello(addr, json!({}));
+            member.join("hall");
+            member
+        })
+        .collect();
+    // The joins told the members already there: 1, 2, then 3 of them.
+    let before = wait_for_metrics(http, |before| {
+        metric(before, "relay_broadcast_fanout_count") == Some(3.0)
+            && metric(before, "relay_delivery_latency_seconds_count") == Some(6.0)
+    });
+    let fan_outs = 3.0;
+    let timed = 6.0;
+    alice.publish("hall", json!("to all three"));
+    for member in &mut members {
+        member.expect_skipping_messages(MessageType::Message);
+    }
+    // The delivery is counted once the write that completed it returned,
+    // which the member's read does not wait for.
+    let after = wait_for_metrics(http, |after| {
+        metric(after, "relay_delivery_latency_seconds_count") == Some(timed + 3.0)
+    });
+    // One MESSAGE to three members (Alice does not echo).
+    assert_eq!(
+        metric(&after, "relay_broadcast_fanout_count"),
+        Some(fan_outs + 1.0)
+    );
+    let fan_out_sum = metric(&after, "relay_broadcast_fanout_sum").unwrap()
+        - metric(&before, "relay_broadcast_fanout_sum").unwrap();
+    assert_eq!(fan_out_sum, 3.0);
+    assert_eq!(
+        metric(&after, r#"relay_broadcast_fanout_bucket{le="2.0"}"#),
+        metric(&before, r#"relay_broadcast_fanout_bucket{le="2.0"}"#),
+        "a fan-out of 3 is above the bucket of 2"
+    );
+    assert!(
+        metric(&after, r#"relay_broadcast_fanout_bucket{le="5.0"}"#).unwrap() >= fan_outs + 1.0
+    );
+    // Every sampled delivery found its own bytes at least in the queue.
+    let depths = metric(&after, "relay_queue_depth_bytes_count").unwrap();
+    assert!(depths >= 3.0, "{after}");
+    assert!(metric(&after, "relay_queue_depth_bytes_sum").unwrap() >= depths * 14.0);
+    // A latency is positive and, on any machine, under the top bucket.
+    assert!(metric(&after, "relay_delivery_latency_seconds_sum").unwrap() > 0.0);
+    assert_eq!(
+        metric(
+            &after,
+            r#"relay_delivery_latency_seconds_bucket{le="10.0"}"#
+        ),
+        metric(
+            &after,
+            r#"relay_delivery_latency_seconds_bucket{le="+Inf"}"#
+        ),
+        "{after}"
+    );
+}
+
+/// Scrapes until `ready` holds, for [`TIMEOUT`] at most; the last scrape.
+fn wait_for_metrics(http: SocketAddr, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (_, exposition) = get(http, "/metrics");
+        if ready(&exposition) {
+            return exposition;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never got there:\n{exposition}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[test]
@@ -194,7 +309,34 @@ fn connz_and_roomz_list_a_chat_in_stable_pages() {
     alice.join("attic");
     bob.join("zoo");
 
-    let connz = get_json(http, "/connz");
+    // Alice: HELLO, JOIN lobby, MESSAGE, JOIN attic in; her HELLO and two
+    // JOIN answers, and Bob's arrival, out. Bob: HELLO and two JOINs in;
+    // his HELLO and two JOIN answers and Alice's message out. Counted as
+    // each read ends and each write returns, which the clients' reads do
+    // not wait for.
+    let counts = |connz: &Value| -> Vec<(u64, u64)> {
+        connz["connections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let count = |key: &str| c[key].as_u64().unwrap_or(0);
+                (count("frames_in"), count("frames_out"))
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + TIMEOUT;
+    let connz = loop {
+        let connz = get_json(http, "/connz");
+        if counts(&connz) == [(4, 4), (3, 4)] {
+            break connz;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the counts never got there: {connz}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
     assert_eq!(connz["total"], 2);
     assert_eq!(connz["offset"], 0);
     assert_eq!(connz["limit"], 100);
@@ -220,6 +362,17 @@ fn connz_and_roomz_list_a_chat_in_stable_pages() {
         );
         assert!(connection["queued_bytes"].is_u64());
         assert!(connection["age_seconds"].is_u64());
+        assert_eq!(connection["rooms_total"], 2);
+    }
+    assert_eq!(connections[0]["rooms"], json!(["attic", "lobby"]));
+    assert_eq!(connections[1]["rooms"], json!(["lobby", "zoo"]));
+    for connection in connections {
+        let bytes_in = connection["bytes_in"].as_u64().unwrap();
+        let frames_in = connection["frames_in"].as_u64().unwrap();
+        assert!(bytes_in >= 7 * frames_in, "{connection}");
+        let bytes_out = connection["bytes_out"].as_u64().unwrap();
+        let frames_out = connection["frames_out"].as_u64().unwrap();
+        assert!(bytes_out >= 7 * frames_out, "{connection}");
     }
     let second = get_json(http, "/connz?offset=1&limit=1");
     assert_eq!(second["total"], 2);

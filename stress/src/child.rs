@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,13 +12,14 @@ const KEPT: usize = 20;
 
 /// The last lines a child wrote.
 #[derive(Debug, Clone, Default)]
-pub struct LogTail(Arc<Mutex<Vec<String>>>);
+pub struct LogTail(Arc<Mutex<Vec<String>>>, Arc<AtomicBool>);
 
 impl LogTail {
     /// Keeps the last lines of `output`, read on a thread of its own until
     /// the child closes it.
     pub fn follow(&self, output: impl Read + Send + 'static) {
         let tail = Arc::clone(&self.0);
+        let ended = Arc::clone(&self.1);
         std::thread::spawn(move || {
             for line in BufReader::new(output).lines().map_while(|l| l.ok()) {
                 if let Ok(mut tail) = tail.lock() {
@@ -27,7 +29,19 @@ impl LogTail {
                     tail.push(line);
                 }
             }
+            ended.store(true, Ordering::Release);
         });
+    }
+
+    /// The kept lines of a child that has exited: waits (a second at
+    /// most) for the last of its output to be read, which a child that
+    /// failed at once has often not been yet.
+    pub fn text_after_exit(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while !self.1.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.text()
     }
 
     /// The kept lines, one per line.

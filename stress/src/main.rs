@@ -171,6 +171,12 @@ enum Scenario {
         /// executable, when built).
         #[arg(long, value_name = "PATH")]
         server_bin: Option<PathBuf>,
+        /// One more flag for the relay-server this tool starts, as one
+        /// argument (repeatable): `--server-arg=--http-addr=127.0.0.1:0`
+        /// measures Relay with its HTTP endpoint on. Needs Relay as a
+        /// child process (not --in-process, --addr or --target).
+        #[arg(long = "server-arg", value_name = "FLAG", allow_hyphen_values = true)]
+        server_args: Vec<String>,
         /// --compare: redis-server binary (default: from PATH).
         #[arg(long, value_name = "PATH")]
         redis_bin: Option<PathBuf>,
@@ -267,6 +273,7 @@ fn run(cli: Cli) -> Result<Report, Error> {
             memory_rooms,
             threads,
             server_bin,
+            server_args,
             redis_bin,
             nats_bin,
             in_process,
@@ -305,6 +312,7 @@ fn run(cli: Cli) -> Result<Report, Error> {
                 memory_rooms,
                 threads,
                 server_bin,
+                server_args,
                 redis_bin,
                 nats_bin,
                 in_process,

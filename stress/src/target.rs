@@ -245,7 +245,7 @@ impl ChildServer {
                 }
                 Err(_) => {
                     if let Ok(Some(status)) = child.try_wait() {
-                        let tail = log_tail.text();
+                        let tail = log_tail.text_after_exit();
                         return Err(Error::new(format!(
                             "{} exited with {status} before listening:\n{tail}",
                             binary.display()

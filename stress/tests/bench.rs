@@ -141,3 +141,43 @@ fn compare_says_which_peers_are_missing_and_runs_the_rest() {
         50
     );
 }
+
+#[test]
+fn server_args_need_a_child_server_and_say_so() {
+    let options = bench::Options {
+        which: vec![Which::Setup],
+        setup_connections: 20,
+        server_args: vec!["--http-addr=127.0.0.1:0".into()],
+        ..quick()
+    };
+    let report = bench::run(&options).expect("scenario ran");
+    let text = report.render();
+    assert!(
+        text.contains("Relay: not run: --server-arg") && text.contains("--in-process"),
+        "{text}"
+    );
+}
+
+#[test]
+fn server_args_reach_the_child_server() {
+    let Some(binary) = stress::target::sibling_server_binary() else {
+        eprintln!("skipped: relay-server is not built next to this test");
+        return;
+    };
+    let options = |args: &[&str]| bench::Options {
+        which: vec![Which::Setup],
+        setup_connections: 20,
+        in_process: false,
+        server_bin: Some(binary.clone()),
+        server_args: args.iter().map(|&arg| arg.to_owned()).collect(),
+        ..quick()
+    };
+    let report = bench::run(&options(&["--http-addr=127.0.0.1:0"])).expect("scenario ran");
+    assert!(report.passed, "{}", report.render());
+    assert_eq!(first_run(&report.json, "relay")["setup"]["set_up"], 20);
+    // A flag the server refuses is the server's error, in the report.
+    let report = bench::run(&options(&["--no-such-flag"])).expect("scenario ran");
+    let text = report.render();
+    assert!(!report.passed, "{text}");
+    assert!(text.contains("--no-such-flag"), "{text}");
+}

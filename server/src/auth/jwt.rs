@@ -25,6 +25,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use parking_lot::RwLock;
 use serde::Deserialize;
 
 use super::permissions::{Patterns, Permissions};
@@ -40,16 +41,22 @@ pub const DEFAULT_LEEWAY_SECS: u64 = 30;
 /// asks for at least the hash's size, 32 bytes for HS256.
 pub const MIN_SECRET_LEN: usize = 32;
 
-/// The server's JWT keys. Cheap to clone.
+/// The server's JWT keys. Cheap to clone, and clones share the keys: a
+/// new set put in force through one ([`JwtVerifier::replace`], on SIGHUP)
+/// reaches the server that holds another, atomically; a HELLO is checked
+/// against the old set or the new, never a mix.
 #[derive(Clone)]
 pub struct JwtVerifier {
-    keys: Arc<Vec<(Algorithm, DecodingKey)>>,
+    keys: Arc<RwLock<Keys>>,
     leeway_secs: u64,
 }
 
+type Keys = Arc<Vec<(Algorithm, DecodingKey)>>;
+
 impl fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let algorithms: Vec<_> = self.keys.iter().map(|(alg, _)| alg).collect();
+        let keys = self.current();
+        let algorithms: Vec<_> = keys.iter().map(|(alg, _)| alg).collect();
         write!(
             f,
             "JwtVerifier({algorithms:?}, leeway {} s)",
@@ -132,9 +139,29 @@ impl JwtVerifier {
     /// No keys yet; `leeway_secs` of clock skew allowed.
     pub fn new(leeway_secs: u64) -> JwtVerifier {
         JwtVerifier {
-            keys: Arc::new(Vec::new()),
+            keys: Arc::new(RwLock::new(Arc::new(Vec::new()))),
             leeway_secs,
         }
+    }
+
+    /// The keys in force now; the lock is held only to clone the `Arc`.
+    fn current(&self) -> Keys {
+        Arc::clone(&self.keys.read())
+    }
+
+    /// Adds a key to this verifier's set, for building one; every clone
+    /// sees it.
+    fn push(&self, algorithm: Algorithm, key: DecodingKey) {
+        let mut keys = self.keys.write();
+        Arc::make_mut(&mut keys).push((algorithm, key));
+    }
+
+    /// Puts the keys of `other` in force for every clone of this verifier:
+    /// new HELLOs (and token refreshes) are checked with them; connections
+    /// already open keep the identity they authenticated with.
+    pub fn replace(&self, other: &JwtVerifier) {
+        let keys = other.current();
+        *self.keys.write() = keys;
     }
 
     /// HS256 with a shared secret only.
@@ -143,8 +170,8 @@ impl JwtVerifier {
     }
 
     /// Adds an HS256 secret.
-    pub fn with_secret(mut self, secret: &[u8]) -> JwtVerifier {
-        Arc::make_mut(&mut self.keys).push((Algorithm::HS256, DecodingKey::from_secret(secret)));
+    pub fn with_secret(self, secret: &[u8]) -> JwtVerifier {
+        self.push(Algorithm::HS256, DecodingKey::from_secret(secret));
         self
     }
 
@@ -152,12 +179,12 @@ impl JwtVerifier {
     /// RS256, EC: ES256, Ed25519: EdDSA) unless `algorithm` names one of
     /// the same kind (RS384, PS256, ES384, ...).
     pub fn with_public_key_pem(
-        mut self,
+        self,
         pem: &[u8],
         algorithm: Option<&str>,
     ) -> Result<JwtVerifier, JwtKeyError> {
         let (algorithm, key) = public_key(pem, algorithm)?;
-        Arc::make_mut(&mut self.keys).push((algorithm, key));
+        self.push(algorithm, key);
         Ok(self)
     }
 
@@ -179,9 +206,12 @@ impl JwtVerifier {
             })
     }
 
-    /// The algorithms this verifier accepts.
-    pub fn algorithms(&self) -> impl Iterator<Item = Algorithm> + '_ {
-        self.keys.iter().map(|(algorithm, _)| *algorithm)
+    /// The algorithms this verifier accepts now.
+    pub fn algorithms(&self) -> Vec<Algorithm> {
+        self.current()
+            .iter()
+            .map(|(algorithm, _)| *algorithm)
+            .collect()
     }
 
     pub fn leeway_secs(&self) -> u64 {
@@ -193,7 +223,8 @@ impl JwtVerifier {
         let refuse = |error: JwtError| AuthFailure::Jwt(error);
         let header =
             decode_header(token).map_err(|error| refuse(JwtError::Invalid(error.to_string())))?;
-        let Some((algorithm, key)) = self.keys.iter().find(|(alg, _)| *alg == header.alg) else {
+        let keys = self.current();
+        let Some((algorithm, key)) = keys.iter().find(|(alg, _)| *alg == header.alg) else {
             return Err(refuse(JwtError::Algorithm(format!("{:?}", header.alg))));
         };
         let mut validation = Validation::new(*algorithm);
@@ -385,23 +416,36 @@ mod tests {
     }
 
     #[test]
+    fn a_replaced_key_reaches_every_clone_at_once() {
+        let old = JwtVerifier::hs256(SECRET, 0);
+        let held_by_server = old.clone();
+        let new_secret = b"the new secret, at least 32 bytes long";
+        let token = |secret: &[u8]| {
+            encode(
+                &Header::default(),
+                &json!({"sub": "a", "exp": NOW + 10}),
+                &EncodingKey::from_secret(secret),
+            )
+            .unwrap()
+        };
+        assert!(held_by_server.verify(&token(SECRET), NOW_MS).is_ok());
+        old.replace(&JwtVerifier::hs256(new_secret, 0));
+        assert!(held_by_server.verify(&token(new_secret), NOW_MS).is_ok());
+        assert!(held_by_server.verify(&token(SECRET), NOW_MS).is_err());
+    }
+
+    #[test]
     fn keys_are_recognised_and_private_keys_refused() {
         let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
         let verifier = JwtVerifier::new(0)
             .with_public_key_pem(ed.public_key_pem().as_bytes(), None)
             .unwrap();
-        assert_eq!(
-            verifier.algorithms().collect::<Vec<_>>(),
-            [Algorithm::EdDSA]
-        );
+        assert_eq!(verifier.algorithms(), [Algorithm::EdDSA]);
         let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let verifier = JwtVerifier::new(0)
             .with_public_key_pem(ec.public_key_pem().as_bytes(), None)
             .unwrap();
-        assert_eq!(
-            verifier.algorithms().collect::<Vec<_>>(),
-            [Algorithm::ES256]
-        );
+        assert_eq!(verifier.algorithms(), [Algorithm::ES256]);
         let private = JwtVerifier::new(0).with_public_key_pem(ed.serialize_pem().as_bytes(), None);
         assert!(private.unwrap_err().0.contains("private key"));
         let mismatch =

@@ -8,6 +8,7 @@
 //! the order they were published.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::outbound::Batch;
 
@@ -48,16 +49,15 @@ impl Outbox {
         self.frames == 0 || self.target == *target
     }
 
-    /// Takes the gathered frames, leaving the outbox empty.
-    pub(crate) fn take(&mut self) -> Option<(Target, Arc<Batch>)> {
+    /// Takes the gathered frames, leaving the outbox empty; a batch to be
+    /// timed carries `read_at`.
+    pub(crate) fn take(&mut self, read_at: Option<Instant>) -> Option<(Target, Arc<Batch>)> {
         if self.frames == 0 {
             self.buf.clear();
             return None;
         }
-        let batch = Batch {
-            bytes: std::mem::take(&mut self.buf),
-            frames: std::mem::take(&mut self.frames),
-        };
+        self.frames = 0;
+        let batch = Batch::new(std::mem::take(&mut self.buf), read_at);
         let target = std::mem::replace(&mut self.target, Target::Nowhere);
         Some((target, Arc::new(batch)))
     }

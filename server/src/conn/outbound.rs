@@ -233,11 +233,12 @@ impl Outbound {
     /// While the server is over its memory budget a queue that holds
     /// anything takes nothing more, so the budget is exceeded by at most
     /// one batch per connection while the heaviest are being shed.
-    fn reserve(&self, len: usize) -> bool {
+    /// Returns the bytes queued with `len` in, or `None` for no room.
+    fn reserve(&self, len: usize) -> Option<usize> {
         let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
         if before > 0 && (before + len > self.max_bytes || self.memory.is_over()) {
             self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-            return false;
+            return None;
         }
         self.memory.charge(len);
         if before + len > self.max_bytes / 2
@@ -252,7 +253,7 @@ impl Outbound {
                 before + len
             );
         }
-        true
+        Some(before + len)
     }
 
     /// Counts bytes the writer adds on its own (the final ERROR).
@@ -278,14 +279,32 @@ impl Outbound {
     }
 
     /// Pushes without waiting.
+    #[cfg(test)]
     pub(crate) fn try_push(&self, batch: &Arc<Batch>) -> Result<(), PushError> {
+        self.push_now(batch).map(drop)
+    }
+
+    /// Pushes without waiting; the bytes queued with the batch in.
+    fn push_now(&self, batch: &Arc<Batch>) -> Result<usize, PushError> {
         if self.is_closing() {
             return Err(PushError::Closed);
         }
-        if !self.reserve(batch.bytes.len()) {
+        let Some(queued) = self.reserve(batch.bytes.len()) else {
             return Err(PushError::Full);
+        };
+        self.send_reserved(batch, None).map(|()| queued)
+    }
+
+    /// Records the queue depth a sampled batch met (SPEC.md 12.1), once
+    /// for each MESSAGE in it.
+    fn observe_depth(&self, batch: &Batch, queued: usize, counters: &Counters) {
+        if batch.read_at.is_some() {
+            counters.histograms.queue_bytes.observe_times(
+                self.id,
+                queued as u64,
+                u64::from(batch.frames),
+            );
         }
-        self.send_reserved(batch, None)
     }
 
     /// Sends a batch whose bytes are reserved, without waiting or waiting up
@@ -317,16 +336,17 @@ impl Outbound {
     }
 
     /// Pushes, waiting for room until `deadline`. `Full` means the queue
-    /// stayed full.
-    fn push_until(&self, batch: &Arc<Batch>, deadline: Instant) -> Result<(), PushError> {
+    /// stayed full; otherwise the bytes queued with the batch in.
+    fn push_until(&self, batch: &Arc<Batch>, deadline: Instant) -> Result<usize, PushError> {
         let len = batch.bytes.len();
         loop {
             if self.is_closing() {
                 return Err(PushError::Closed);
             }
             let now = Instant::now();
-            if self.reserve(len) {
-                return self.send_reserved(batch, Some(deadline.saturating_duration_since(now)));
+            if let Some(queued) = self.reserve(len) {
+                let wait = deadline.saturating_duration_since(now);
+                return self.send_reserved(batch, Some(wait)).map(|()| queued);
             }
             if now >= deadline {
                 return Err(PushError::Full);
@@ -346,9 +366,13 @@ impl Outbound {
         batch: &Arc<Batch>,
         touched: &mut Vec<Arc<Outbound>>,
         stalled: &mut Stalled,
+        counters: &Counters,
     ) {
-        match self.try_push(batch) {
-            Ok(()) => touched.push(Arc::clone(self)),
+        match self.push_now(batch) {
+            Ok(queued) => {
+                self.observe_depth(batch, queued, counters);
+                touched.push(Arc::clone(self));
+            }
             Err(PushError::Full) => stalled.0.push(Arc::clone(self)),
             Err(PushError::Closed) => {}
         }
@@ -397,19 +421,27 @@ pub(crate) struct Stalled(Vec<Arc<Outbound>>);
 impl Stalled {
     /// Waits for every stalled member against one deadline, `stall` from
     /// now, and cuts off whoever is still full then as a slow consumer.
-    pub(crate) fn settle(self, batch: &Arc<Batch>, stall: Duration, counters: &Counters) {
+    /// Returns how many took the batch.
+    pub(crate) fn settle(self, batch: &Arc<Batch>, stall: Duration, counters: &Counters) -> usize {
         if self.0.is_empty() {
-            return;
+            return 0;
         }
         counters
             .stall_waits
             .fetch_add(self.0.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let deadline = Instant::now() + stall;
+        let mut took = 0;
         for member in self.0 {
-            if member.push_until(batch, deadline) == Err(PushError::Full) {
-                member.cut_slow(counters);
+            match member.push_until(batch, deadline) {
+                Ok(queued) => {
+                    member.observe_depth(batch, queued, counters);
+                    took += 1;
+                }
+                Err(PushError::Full) => member.cut_slow(counters),
+                Err(PushError::Closed) => {}
             }
         }
+        took
     }
 }
 
@@ -420,10 +452,7 @@ mod tests {
     use super::*;
 
     fn batch(len: usize) -> Arc<Batch> {
-        Arc::new(Batch {
-            bytes: vec![0; len],
-            frames: 1,
-        })
+        Arc::new(Batch::raw(vec![0; len], 1))
     }
 
     fn open(limits: QueueLimits) -> (Arc<Outbound>, Receiver<Outgoing>) {
@@ -534,8 +563,8 @@ mod tests {
         stuck.try_push(&batch(10)).unwrap();
         let delivery = batch(10);
         let mut stalled = Stalled::default();
-        stuck.offer(&delivery, &mut Vec::new(), &mut stalled);
-        healthy.offer(&delivery, &mut Vec::new(), &mut stalled);
+        stuck.offer(&delivery, &mut Vec::new(), &mut stalled, &counters);
+        healthy.offer(&delivery, &mut Vec::new(), &mut stalled, &counters);
         let started = Instant::now();
         stalled.settle(&delivery, Duration::from_millis(30), &counters);
         assert!(started.elapsed() >= Duration::from_millis(30));
@@ -566,7 +595,7 @@ mod tests {
         slow.try_push(&batch(10)).unwrap();
         let delivery = batch(20);
         let mut stalled = Stalled::default();
-        slow.offer(&delivery, &mut Vec::new(), &mut stalled);
+        slow.offer(&delivery, &mut Vec::new(), &mut stalled, &counters);
         std::thread::scope(|scope| {
             scope.spawn(|| {
                 // The writer gets to it while the publisher waits.

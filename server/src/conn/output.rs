@@ -40,6 +40,7 @@
 //! connection is idle (see `sys::thread::trim_stack`).
 
 use std::io::{self, IoSlice};
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -51,7 +52,7 @@ use protocol::parse_frame;
 use super::batch::{Batch, Outgoing};
 use super::progress::{Delivery, Seen, check_interval};
 use super::transport::{WriteHalf, is_timeout};
-use crate::counters::Counters;
+use crate::counters::{Counters, Tally};
 
 /// What an output tells its queue as it writes (the queue's byte
 /// accounting), and how it hands work to the writer thread.
@@ -79,6 +80,39 @@ pub(crate) struct Output {
     /// a lingering reader, which must not wait for a writer blocked in a
     /// write (it would stop draining the client's input meanwhile).
     write_timeout: OnceLock<Duration>,
+    /// Frames and bytes written to this client, readable without the lock
+    /// (a `/connz` must not wait behind a blocked write).
+    sent: Sent,
+}
+
+/// A connection's output so far, written only by the lock holder.
+#[derive(Debug, Default)]
+pub(crate) struct Sent {
+    frames: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Sent {
+    /// Only the output's lock holder writes, so a load and a store do (no
+    /// read-modify-write needed).
+    fn add(&self, bytes: usize, frames: u64) {
+        self.bytes
+            .store(self.bytes.load(Relaxed) + bytes as u64, Relaxed);
+        if frames > 0 {
+            self.frames
+                .store(self.frames.load(Relaxed) + frames, Relaxed);
+        }
+    }
+
+    /// Frames written whole so far.
+    pub(crate) fn frames(&self) -> u64 {
+        self.frames.load(Relaxed)
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(Relaxed)
+    }
 }
 
 struct State {
@@ -144,7 +178,13 @@ impl Output {
             }),
             closing_at: OnceLock::new(),
             write_timeout: OnceLock::new(),
+            sent: Sent::default(),
         }
+    }
+
+    /// What has been written to this client so far.
+    pub(crate) fn sent(&self) -> &Sent {
+        &self.sent
     }
 
     /// Gives the output its write half, and the write timeout that judges
@@ -256,7 +296,8 @@ impl Output {
         }
         state.take_queued();
         let before = state.bytes_out;
-        let flushed = match state.write(outbound, counters, Wait::No, &self.closing_at) {
+        let flushed = match state.write(outbound, counters, &self.sent, Wait::No, &self.closing_at)
+        {
             Ok(()) if state.pending.is_empty() && !state.sink_has_pending() => Flushed::All,
             Ok(()) => Flushed::Handed,
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => Flushed::Handed,
@@ -298,7 +339,7 @@ impl Output {
             }
             return Ok(false);
         }
-        state.write(outbound, counters, Wait::Yes, &self.closing_at)?;
+        state.write(outbound, counters, &self.sent, Wait::Yes, &self.closing_at)?;
         Ok(true)
     }
 
@@ -332,7 +373,7 @@ impl Output {
             if state.pending.is_empty() {
                 break;
             }
-            result = state.write(outbound, counters, Wait::Yes, &self.closing_at);
+            result = state.write(outbound, counters, &self.sent, Wait::Yes, &self.closing_at);
         }
         if result.is_ok()
             && let Some(last) = last
@@ -342,7 +383,7 @@ impl Output {
             // Written means in the socket, not merely accepted by the
             // transport.
             written = state
-                .write(outbound, counters, Wait::Yes, &self.closing_at)
+                .write(outbound, counters, &self.sent, Wait::Yes, &self.closing_at)
                 .is_ok()
                 && state.flush_sink(&self.closing_at).is_ok();
         }
@@ -386,7 +427,7 @@ impl Output {
             outbound.reserve_unbounded(last.bytes.len());
             state.pending.push(last);
             state
-                .write(outbound, counters, Wait::No, &self.closing_at)
+                .write(outbound, counters, &self.sent, Wait::No, &self.closing_at)
                 .is_ok()
                 && state.pending.is_empty()
                 && !state.sink_has_pending()
@@ -467,6 +508,7 @@ impl State {
         &mut self,
         outbound: &impl Accounts,
         counters: &Counters,
+        sent: &Sent,
         wait: Wait,
         closing_at: &OnceLock<Instant>,
     ) -> io::Result<()> {
@@ -529,21 +571,34 @@ impl State {
             outbound.written(n);
             *bytes_out += n as u64;
             counters.bytes_out.fetch_add(n as u64, Relaxed);
-            // Drop the batches this write completed.
+            // Count and drop the batches this write completed; a sampled
+            // one is timed from its read, with one clock read per write.
             let mut left = *offset + n;
             let mut done = 0;
-            let mut frames = 0u64;
+            let mut tally = Tally::default();
+            let mut now = None;
             for batch in pending.iter() {
                 if left < batch.bytes.len() {
                     break;
                 }
                 left -= batch.bytes.len();
-                frames += u64::from(batch.frames);
+                tally.merge(&batch.tally);
+                if let Some(read_at) = batch.read_at {
+                    // Each MESSAGE in the batch was read and written at the
+                    // same moments: counted once each.
+                    let now = *now.get_or_insert_with(Instant::now);
+                    counters.histograms.latency.observe_duration(
+                        outbound.id(),
+                        now.saturating_duration_since(read_at),
+                        u64::from(batch.frames),
+                    );
+                }
                 done += 1;
             }
             pending.drain(..done);
             *offset = left;
-            counters.frames_out.fetch_add(frames, Relaxed);
+            counters.sent.add(&tally);
+            sent.add(n, tally.frames());
             if let Some(at) = looked
                 && !pending.is_empty()
             {
@@ -712,10 +767,7 @@ mod tests {
     }
 
     fn batch(byte: u8, len: usize) -> Arc<Batch> {
-        Arc::new(Batch {
-            bytes: vec![byte; len],
-            frames: 1,
-        })
+        Arc::new(Batch::raw(vec![byte; len], 1))
     }
 
     fn setup(budget: usize) -> (Output, crossbeam_channel::Sender<Outgoing>, Script) {
@@ -765,7 +817,9 @@ mod tests {
             [vec![1; 10], vec![2; 5], vec![3; 4]].concat()
         );
         assert_eq!(ledger.written.load(Ordering::Relaxed), 19);
-        assert_eq!(counters.frames_out.load(Relaxed), 3);
+        assert_eq!(counters.sent.frames_total(), 3);
+        assert_eq!(output.sent().frames(), 3);
+        assert_eq!(output.sent().bytes(), 19);
     }
 
     #[test]

@@ -20,8 +20,13 @@ pub(crate) struct Peer {
     cut: Arc<dyn Cut>,
     /// Reader and writer threads still running; the last one out closes.
     threads_left: AtomicU8,
-    /// Totals, stored by each thread as it ends, for the disconnect log.
+    /// Bytes read, stored after each read (for `/connz`) and at the end
+    /// (for the disconnect log).
     pub(crate) bytes_in: AtomicU64,
+    /// Frames handled, stored after each read, for `/connz`.
+    pub(crate) frames_in: AtomicU64,
+    /// Bytes written, stored by the writer as it ends, for the disconnect
+    /// log (`/connz` reads the output's live count).
     pub(crate) bytes_out: AtomicU64,
     /// Set once the writer has written its last byte, so the reader knows
     /// when to stop lingering.
@@ -64,6 +69,7 @@ impl Peer {
             cut,
             threads_left: AtomicU8::new(2),
             bytes_in: AtomicU64::new(0),
+            frames_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             writer_done: AtomicBool::new(false),
             slot: Mutex::new(slot),

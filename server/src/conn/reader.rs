@@ -259,8 +259,9 @@ fn serve<R: ReadHalf>(
         decoder.commit(n);
         *bytes_in += n as u64;
         shared.counters.bytes_in.fetch_add(n as u64, Relaxed);
-        session.begin_read(n, unix_ms());
+        peer.bytes_in.store(*bytes_in, Relaxed);
         let mut now = Instant::now();
+        session.begin_read(n, unix_ms(), now);
         loop {
             let handled = handle_frames(session, &mut decoder, &mut limiter, now);
             charge.update(&decoder);
@@ -275,6 +276,7 @@ fn serve<R: ReadHalf>(
             // The refusal goes out now; then nothing is read for as long as
             // the refused frame needed, and the frames already read wait.
             session.end_read();
+            peer.frames_in.store(session.frames_in(), Relaxed);
             if pause_reading(peer, pause, mask) {
                 return Ended::Session;
             }
@@ -282,9 +284,10 @@ fn serve<R: ReadHalf>(
             limiter.resumed(now);
             // The client was told to wait: the wait is not idleness.
             last_frame = now;
-            session.begin_read(0, unix_ms());
+            session.begin_read(0, unix_ms(), now);
         }
         session.end_read();
+        peer.frames_in.store(session.frames_in(), Relaxed);
     }
 }
 

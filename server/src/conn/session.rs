@@ -23,11 +23,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::{
-    BinaryDelivery, Content, ErrorCode, ErrorPayload, Flags, Frame, Hello, HelloReply,
+    BinaryDelivery, Content, ErrorCode, ErrorPayload, Flags, Frame, HEADER_LEN, Hello, HelloReply,
     JsonDelivery, MemberChange, MemberEvent, MessageType, PublisherJson, Quoted, Request,
     RequestId, RoomReply, begin_frame, encode_json, end_frame,
 };
@@ -37,6 +36,8 @@ use super::gather::{Outbox, Target};
 use super::outbound::{Outbound, Stalled};
 use super::state::ConnState;
 use crate::auth::{AUTH_FAILED_MESSAGE, Identity, Permissions};
+use crate::counters::Tally;
+use crate::histogram::SAMPLE_EVERY;
 use crate::logging::{AUTH_FAILURES, CONNECTIONS, throttled};
 use crate::shared::Shared;
 
@@ -72,9 +73,16 @@ pub(crate) struct Session {
     outbox: Outbox,
     /// Milliseconds since the Unix epoch at the last read.
     now_ms: u64,
-    /// Frames handled and not yet added to the shared counter (one update
+    /// Frames handled and not yet added to the shared counters (one update
     /// per read, not per frame).
-    frames_uncounted: u64,
+    received: Tally,
+    /// Frames handled over the connection's life, for `/connz`.
+    frames_in: u64,
+    /// When the current read returned: the read time a sampled
+    /// broadcast's delivery latency is measured from.
+    read_at: Instant,
+    /// Broadcasts made, for sampling 1 in `SAMPLE_EVERY` of them.
+    broadcasts: u32,
     /// The members a flush queued for, to be written to from this thread;
     /// kept between flushes so it allocates only while it grows.
     touched: Vec<Arc<Outbound>>,
@@ -97,7 +105,10 @@ impl Session {
             certificate: None,
             outbox: Outbox::default(),
             now_ms: 0,
-            frames_uncounted: 0,
+            received: Tally::default(),
+            frames_in: 0,
+            read_at: Instant::now(),
+            broadcasts: 0,
             touched: Vec::new(),
         }
     }
@@ -128,10 +139,12 @@ impl Session {
         self.rooms.keys().map(|room| &**room)
     }
 
-    /// Starts a read of `len` bytes at `now_ms`: deliveries are stamped with
-    /// it, and the batch it gathers is sized from it.
-    pub(crate) fn begin_read(&mut self, len: usize, now_ms: u64) {
+    /// Starts a read of `len` bytes that returned at `read_at`, `now_ms`
+    /// on the wall clock: deliveries are stamped with it, sampled ones are
+    /// timed from it, and the batch it gathers is sized from it.
+    pub(crate) fn begin_read(&mut self, len: usize, now_ms: u64, read_at: Instant) {
         self.now_ms = now_ms;
+        self.read_at = read_at;
         self.outbox.hint = len + len / 2 + 256;
     }
 
@@ -142,10 +155,17 @@ impl Session {
     }
 
     pub(crate) fn count_frames_in(&mut self) {
-        let frames = std::mem::take(&mut self.frames_uncounted);
+        let received = std::mem::take(&mut self.received);
+        let frames = received.frames();
         if frames > 0 {
-            self.shared.counters.frames_in.fetch_add(frames, Relaxed);
+            self.frames_in += frames;
+            self.shared.counters.received.add(&received);
         }
+    }
+
+    /// Frames handled so far, counted at the end of each read.
+    pub(crate) fn frames_in(&self) -> u64 {
+        self.frames_in
     }
 
     fn config(&self) -> &crate::Config {
@@ -165,7 +185,8 @@ impl Session {
             // client is served.
             return ControlFlow::Break(());
         }
-        self.frames_uncounted += 1;
+        self.received
+            .add(frame.kind, HEADER_LEN + frame.payload.len());
         if let Some(at) = self.expires_at_ms
             && self.now_ms >= at
         {
@@ -266,7 +287,8 @@ impl Session {
     /// ones) and when to try again. The frame has no other effect.
     #[inline(never)]
     pub(crate) fn rate_limited(&mut self, frame: &Frame<'_>, retry_after: Duration) {
-        self.frames_uncounted += 1;
+        self.received
+            .add(frame.kind, HEADER_LEN + frame.payload.len());
         let retry_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
         let message = format!(
             "{} refused: over this connection's rate limit; wait {retry_ms} ms, then send it again",
@@ -283,7 +305,8 @@ impl Session {
     /// with a fatal RATE_LIMITED.
     #[inline(never)]
     pub(crate) fn rate_abuse(&mut self, frame: &Frame<'_>) -> Served {
-        self.frames_uncounted += 1;
+        self.received
+            .add(frame.kind, HEADER_LEN + frame.payload.len());
         let message = format!(
             "over this connection's rate limit at every retry for {} s; disconnected",
             super::rate::ABUSE_AFTER.as_secs()
@@ -708,7 +731,17 @@ impl Session {
     /// `output`).
     #[inline(never)]
     pub(crate) fn flush(&mut self) {
-        let Some((target, batch)) = self.outbox.take() else {
+        // A broadcast is timed 1 in SAMPLE_EVERY times (SPEC.md 12.1).
+        let read_at = match self.outbox.target {
+            Target::Room { .. } if self.outbox.frames > 0 => {
+                self.broadcasts = self.broadcasts.wrapping_add(1);
+                self.broadcasts
+                    .is_multiple_of(SAMPLE_EVERY)
+                    .then_some(self.read_at)
+            }
+            _ => None,
+        };
+        let Some((target, batch)) = self.outbox.take(read_at) else {
             return;
         };
         let config = &self.shared.config;
@@ -717,7 +750,8 @@ impl Session {
             Target::Nowhere => {}
             Target::Myself => {
                 let mut stalled = Stalled::default();
-                self.outbound.offer(&batch, &mut self.touched, &mut stalled);
+                self.outbound
+                    .offer(&batch, &mut self.touched, &mut stalled, counters);
                 stalled.settle(&batch, config.stall_timeout, counters);
             }
             Target::Room { name, include_self } => {
@@ -832,7 +866,8 @@ mod tests {
 
         /// One read holding `bytes`.
         fn read(&mut self, bytes: &[u8]) -> Served {
-            self.session.begin_read(bytes.len(), 1_700_000_000_000);
+            self.session
+                .begin_read(bytes.len(), 1_700_000_000_000, Instant::now());
             let mut rest = bytes;
             while let Some((frame, used)) = parse_frame(rest, u32::MAX).unwrap() {
                 if self.session.handle(&frame).is_break() {
@@ -1060,7 +1095,8 @@ mod tests {
         assert_eq!(ann.session.expires_at_ms(), Some(1_700_000_001_000));
         let mut join = Vec::new();
         encode_json(&mut join, MessageType::JoinRoom, &json!({"room": "r"})).unwrap();
-        ann.session.begin_read(join.len(), 1_700_000_001_000);
+        ann.session
+            .begin_read(join.len(), 1_700_000_001_000, Instant::now());
         let (frame, _) = parse_frame(&join, u32::MAX).unwrap().unwrap();
         assert!(ann.session.handle(&frame).is_break());
         assert_eq!(ann.final_error().code, ErrorCode::TokenExpired);

@@ -2,6 +2,7 @@
 //! in the manner of NATS's monitoring endpoints.
 
 use std::fmt;
+use std::sync::atomic::Ordering::Relaxed;
 
 use serde::Serialize;
 
@@ -11,6 +12,8 @@ use crate::shared::Shared;
 const DEFAULT_LIMIT: usize = 100;
 /// The most items one page holds, whatever `limit` asks: bounds the answer.
 pub(super) const MAX_LIMIT: usize = 1000;
+/// Room names listed per connection at most; `rooms_total` has the count.
+pub(super) const MAX_ROOMS_LISTED: usize = 64;
 
 /// Which items to list: `?offset=&limit=`.
 #[derive(Debug, Clone, Copy)]
@@ -73,7 +76,14 @@ struct Connection {
     user: Option<String>,
     address: String,
     tls: bool,
+    /// The rooms it is in, by name, at most [`MAX_ROOMS_LISTED`].
+    rooms: Vec<String>,
+    rooms_total: usize,
     queued_bytes: u64,
+    frames_in: u64,
+    bytes_in: u64,
+    frames_out: u64,
+    bytes_out: u64,
     age_seconds: u64,
 }
 
@@ -89,17 +99,28 @@ pub(super) fn connz(shared: &Shared, page: Page) -> String {
     let mut peers = shared.peers();
     peers.sort_unstable_by_key(|peer| peer.id());
     let total = peers.len();
-    let items = peers
-        .iter()
-        .skip(page.offset)
-        .take(page.limit)
-        .map(|peer| Connection {
-            id: format!("c{}", peer.id()),
-            user: peer.outbound.user().map(str::to_owned),
-            address: peer.addr.to_string(),
-            tls: peer.tls,
-            queued_bytes: peer.outbound.queued_bytes() as u64,
-            age_seconds: peer.started.elapsed().as_secs(),
+    let page_peers: Vec<_> = peers.iter().skip(page.offset).take(page.limit).collect();
+    let ids = page_peers.iter().map(|peer| peer.id()).collect();
+    let mut rooms = shared.rooms.rooms_of(&ids, MAX_ROOMS_LISTED);
+    let items = page_peers
+        .into_iter()
+        .map(|peer| {
+            let (names, rooms_total) = rooms.remove(&peer.id()).unwrap_or_default();
+            let sent = peer.outbound.output().sent();
+            Connection {
+                id: format!("c{}", peer.id()),
+                user: peer.outbound.user().map(str::to_owned),
+                address: peer.addr.to_string(),
+                tls: peer.tls,
+                rooms: names.iter().map(|name| name.to_string()).collect(),
+                rooms_total,
+                queued_bytes: peer.outbound.queued_bytes() as u64,
+                frames_in: peer.frames_in.load(Relaxed),
+                bytes_in: peer.bytes_in.load(Relaxed),
+                frames_out: sent.frames(),
+                bytes_out: sent.bytes(),
+                age_seconds: peer.started.elapsed().as_secs(),
+            }
         })
         .collect();
     encode(&Listing {

@@ -1,19 +1,21 @@
 //! `/metrics`: the server's counters in the Prometheus exposition format.
 //!
 //! One source of truth: every value is read at scrape time from the same
-//! atomics that HELLO `stats` report ([`Counters`]), or from the registry
-//! of live connections; nothing here is counted twice, and nothing is added
-//! to the hot path.
+//! atomics that HELLO `stats` report ([`Counters`], whose frame counts by
+//! type HELLO sums), or from the registry of live connections; nothing
+//! here is counted twice. The histograms are counted on the hot path, in
+//! relaxed atomics (see `crate::histogram`), and summed here.
 
 use std::fmt;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::counters::Counters;
+use crate::counters::{Counters, TYPE_LABELS};
+use crate::histogram::Summed;
 use crate::shared::Shared;
 
 /// The content type of [`render`]'s answer: the classic text format,
@@ -73,6 +75,16 @@ struct Snapshot {
     counters: Vec<(&'static str, &'static str, u64)>,
     /// Counter families with one label: name, help, label, values.
     families: Vec<Family>,
+    histograms: Vec<Hist>,
+}
+
+#[derive(Debug)]
+struct Hist {
+    name: &'static str,
+    help: &'static str,
+    summed: Summed,
+    /// What to divide the sum by (the buckets are scaled already).
+    scale: f64,
 }
 
 #[derive(Debug)]
@@ -154,10 +166,16 @@ impl Snapshot {
                 "Connections admitted since start.",
                 stats.connections_total,
             ),
-            ("frames_in", "Frames received.", stats.frames_in),
-            ("frames_out", "Frames sent.", stats.frames_out),
-            ("bytes_in", "Bytes received.", stats.bytes_in),
-            ("bytes_out", "Bytes sent.", stats.bytes_out),
+            (
+                "bytes_in",
+                "Bytes read from clients, as they arrive (partial and refused frames included).",
+                stats.bytes_in,
+            ),
+            (
+                "bytes_out",
+                "Bytes written to clients, as each write returns.",
+                stats.bytes_out,
+            ),
             (
                 "slow_consumers",
                 "Connections cut off as slow consumers.",
@@ -190,6 +208,30 @@ impl Snapshot {
             .collect();
         let families = vec![
             Family {
+                name: "frames_in",
+                help: "Frames received and handled, by message type.",
+                label: "type",
+                values: counters.received.frames(),
+            },
+            Family {
+                name: "frames_out",
+                help: "Frames written whole to clients, by message type.",
+                label: "type",
+                values: counters.sent.frames(),
+            },
+            Family {
+                name: "frame_bytes_in",
+                help: "Bytes of the frames received and handled (headers included), by message type.",
+                label: "type",
+                values: counters.received.bytes(),
+            },
+            Family {
+                name: "frame_bytes_out",
+                help: "Bytes of the frames written whole (headers included), by message type.",
+                label: "type",
+                values: counters.sent.bytes(),
+            },
+            Family {
                 name: "connections_refused",
                 help: "Connections turned away at accept, by reason.",
                 label: "reason",
@@ -208,10 +250,33 @@ impl Snapshot {
                 values: counters.closes(),
             },
         ];
+        let histograms = &counters.histograms;
+        let histograms = vec![
+            Hist {
+                name: "queue_depth_bytes",
+                help: "Bytes in a member's queue once a sampled room delivery is queued (the delivery included).",
+                summed: histograms.queue_bytes.sum(1.0),
+                scale: 1.0,
+            },
+            Hist {
+                name: "broadcast_fanout",
+                help: "Members each MESSAGE to a room was queued for.",
+                summed: histograms.fan_out.sum(1.0),
+                scale: 1.0,
+            },
+            Hist {
+                name: "delivery_latency_seconds",
+                help: "Sampled MESSAGEs: from the read that brought one in to the write that put its last byte in a member's socket.",
+                summed: histograms.latency.sum(1e9),
+                scale: 1e9,
+            },
+        ];
+        debug_assert_eq!(TYPE_LABELS.len(), protocol::MessageType::ALL.len());
         Snapshot {
             gauges,
             counters: counters_now,
             families,
+            histograms,
         }
     }
 }
@@ -237,6 +302,20 @@ impl Collector for Snapshot {
                 let labels = [(family.label, value_name)];
                 ConstCounter::new(value).encode(metrics.encode_family(&labels)?)?;
             }
+        }
+        for hist in &self.histograms {
+            let mut metric = encoder.encode_descriptor(
+                hist.name,
+                hist.help,
+                None,
+                prometheus_client::metrics::MetricType::Histogram,
+            )?;
+            metric.encode_histogram::<NoLabelSet>(
+                hist.summed.sum as f64 / hist.scale,
+                hist.summed.count,
+                &hist.summed.buckets,
+                None,
+            )?;
         }
         Ok(())
     }

@@ -134,6 +134,9 @@ pub struct Options {
     /// The Relay server binary (default: `relay-server` next to this
     /// executable, when there).
     pub server_bin: Option<PathBuf>,
+    /// Extra flags for the `relay-server` this tool starts
+    /// (`--server-arg`, repeatable), e.g. `--http-addr=127.0.0.1:0`.
+    pub server_args: Vec<String>,
     /// Peer binaries for `--compare` (default: from PATH).
     pub redis_bin: Option<PathBuf>,
     pub nats_bin: Option<PathBuf>,
@@ -174,6 +177,7 @@ impl Default for Options {
             memory_rooms: 100,
             threads: 2,
             server_bin: None,
+            server_args: Vec::new(),
             redis_bin: None,
             nats_bin: None,
             in_process: false,

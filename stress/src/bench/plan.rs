@@ -77,12 +77,18 @@ fn launch_for(system: System, options: &Options) -> std::result::Result<Launch, 
     match system {
         System::Relay => {
             let binary = options.server_bin.clone().or_else(sibling_server_binary);
-            Ok(match binary {
-                Some(binary) if !options.in_process => Launch::RelayChild(binary),
-                _ => Launch::RelayInProcess(Box::new(
-                    options.target.config.clone().unwrap_or_default(),
+            match binary {
+                Some(binary) if !options.in_process => {
+                    Ok(Launch::RelayChild(binary, options.server_args.clone()))
+                }
+                _ if !options.server_args.is_empty() => Err(format!(
+                    "--server-arg {:?} needs Relay as a child process: build relay-server next to relay-stress or pass --server-bin, and leave out --in-process",
+                    options.server_args
                 )),
-            })
+                _ => Ok(Launch::RelayInProcess(Box::new(
+                    options.target.config.clone().unwrap_or_default(),
+                ))),
+            }
         }
         System::Redis | System::Nats => {
             let given = match system {

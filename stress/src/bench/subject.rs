@@ -19,8 +19,9 @@ use crate::tls::{TestPki, TlsClient};
 /// How to get a server of one system.
 #[derive(Debug, Clone)]
 pub enum Launch {
-    /// Start `relay-server` from this binary as a child.
-    RelayChild(PathBuf),
+    /// Start `relay-server` from this binary as a child, with these extra
+    /// flags (`--server-arg`).
+    RelayChild(PathBuf, Vec<String>),
     /// Start Relay in this process (boxed: a `Config` is large).
     RelayInProcess(Box<server::Config>),
     /// Start `redis-server` or `nats-server` from this binary as a child.
@@ -36,7 +37,7 @@ pub enum Launch {
 impl Launch {
     pub fn system(&self) -> System {
         match self {
-            Launch::RelayChild(_) | Launch::RelayInProcess(_) => System::Relay,
+            Launch::RelayChild(..) | Launch::RelayInProcess(_) => System::Relay,
             Launch::Peer(system, _) | Launch::External { system, .. } => *system,
         }
     }
@@ -47,8 +48,9 @@ impl Launch {
         let system = self.system();
         let mut tls_client = None;
         let (addr, pid, owner) = match self {
-            Launch::RelayChild(binary) => {
+            Launch::RelayChild(binary, extra) => {
                 let mut args = vec!["--max-connections".to_owned(), max_connections.to_string()];
+                args.extend(extra.iter().cloned());
                 if let Some(pki) = tls {
                     for (flag, value) in [
                         ("--tls-addr", "127.0.0.1:0".into()),

@@ -15,6 +15,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
+use server::auth::JwtVerifier;
+use server::auth::jwt::MIN_SECRET_LEN;
 
 use self::listen::ListenAddr;
 use self::names::Names;
@@ -127,8 +129,18 @@ struct Args {
         hide_env_values = true
     )]
     jwt_secret: Option<String>,
+    /// A file holding the HS256 secret (one trailing newline is not part
+    /// of it), in place of --jwt-secret: kept out of the environment too,
+    /// and reread on SIGHUP.
+    #[arg(
+        long,
+        env = "RELAY_JWT_SECRET_FILE",
+        value_name = "FILE",
+        conflicts_with = "jwt_secret"
+    )]
+    jwt_secret_file: Option<PathBuf>,
     /// Public key (PEM) for signed JWTs: RSA (RS256), EC P-256 (ES256) or
-    /// Ed25519 (EdDSA). Turns authentication on.
+    /// Ed25519 (EdDSA). Turns authentication on. Reread on SIGHUP.
     #[arg(long, env = "RELAY_JWT_PUBLIC_KEY", value_name = "FILE")]
     jwt_public_key: Option<PathBuf>,
     /// The algorithm of --jwt-public-key, when not the key's default:
@@ -223,33 +235,92 @@ fn tls(args: &Args, names: &Names<'_>) -> Result<Option<Box<server::TlsConfig>>,
 /// Authentication from the flags; a file or key that cannot be used is an
 /// error that names it (never a token or the secret).
 fn auth(args: &Args) -> Result<server::auth::AuthConfig, String> {
-    use server::auth::{JwtVerifier, TokenTable, jwt::MIN_SECRET_LEN};
+    use server::auth::TokenTable;
     let tokens = match &args.auth_tokens {
         Some(path) => Some(TokenTable::load(path).map_err(|error| error.to_string())?),
         None => None,
     };
-    let mut jwt = None;
-    if let Some(secret) = &args.jwt_secret {
-        if secret.is_empty() {
-            return Err("--jwt-secret is empty; give a random secret of at least 32 bytes".into());
+    let jwt = JwtSources::of(args).build()?;
+    Ok(server::auth::AuthConfig { tokens, jwt })
+}
+
+/// Where the JWT keys come from: read at start, and again on SIGHUP.
+#[derive(Debug, Clone)]
+struct JwtSources {
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    public_key: Option<PathBuf>,
+    algorithm: Option<String>,
+    leeway: u64,
+}
+
+impl JwtSources {
+    fn of(args: &Args) -> JwtSources {
+        JwtSources {
+            secret: args.jwt_secret.clone(),
+            secret_file: args.jwt_secret_file.clone(),
+            public_key: args.jwt_public_key.clone(),
+            algorithm: args.jwt_algorithm.clone(),
+            leeway: args.jwt_leeway,
         }
-        if secret.len() < MIN_SECRET_LEN {
-            tracing::warn!(
-                "--jwt-secret is {} bytes; use at least {MIN_SECRET_LEN} random bytes, or it can be guessed",
-                secret.len()
+    }
+
+    /// Whether a SIGHUP has anything to reread (a secret given as a value
+    /// cannot change).
+    fn has_files(&self) -> bool {
+        self.secret_file.is_some() || self.public_key.is_some()
+    }
+
+    /// The verifier these sources make, `None` without JWTs; an error
+    /// names the flag and the file, never the secret.
+    fn build(&self) -> Result<Option<JwtVerifier>, String> {
+        let secret = match (&self.secret, &self.secret_file) {
+            (Some(secret), _) => Some((secret.as_bytes().to_vec(), "--jwt-secret".to_owned())),
+            (None, Some(path)) => Some((
+                read_secret(path)?,
+                format!("--jwt-secret-file {}", path.display()),
+            )),
+            (None, None) => None,
+        };
+        let mut jwt = None;
+        if let Some((secret, flag)) = secret {
+            if secret.is_empty() {
+                return Err(format!(
+                    "{flag} is empty; give a random secret of at least {MIN_SECRET_LEN} bytes"
+                ));
+            }
+            if secret.len() < MIN_SECRET_LEN {
+                tracing::warn!(
+                    "{flag} is {} bytes; use at least {MIN_SECRET_LEN} random bytes, or it can be guessed",
+                    secret.len()
+                );
+            }
+            jwt = Some(JwtVerifier::new(self.leeway).with_secret(&secret));
+        }
+        if let Some(path) = &self.public_key {
+            let verifier = jwt.unwrap_or_else(|| JwtVerifier::new(self.leeway));
+            jwt = Some(
+                verifier
+                    .with_public_key_file(path, self.algorithm.as_deref())
+                    .map_err(|error| error.to_string())?,
             );
         }
-        jwt = Some(JwtVerifier::new(args.jwt_leeway).with_secret(secret.as_bytes()));
+        Ok(jwt)
     }
-    if let Some(path) = &args.jwt_public_key {
-        let verifier = jwt.unwrap_or_else(|| JwtVerifier::new(args.jwt_leeway));
-        jwt = Some(
-            verifier
-                .with_public_key_file(path, args.jwt_algorithm.as_deref())
-                .map_err(|error| error.to_string())?,
-        );
+}
+
+/// The secret in a `--jwt-secret-file`, without the newline that ends the
+/// file.
+fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let mut secret = std::fs::read(path)
+        .map_err(|error| format!("--jwt-secret-file {}: {error}", path.display()))?;
+    if secret.ends_with(b"\n") {
+        secret.pop();
+        if secret.ends_with(b"\r") {
+            secret.pop();
+        }
     }
-    Ok(server::auth::AuthConfig { tokens, jwt })
+    Ok(secret)
 }
 
 /// The address to listen on, from --addr and --port.
@@ -314,6 +385,9 @@ struct Reload {
     tokens: Option<(PathBuf, server::auth::TokenTable)>,
     /// `--log-filter-file`.
     log_filter: Option<PathBuf>,
+    /// The JWT keys' sources and the verifier the server reads (a clone
+    /// shares its keys).
+    jwt: Option<(JwtSources, JwtVerifier)>,
 }
 
 /// The filter in a `--log-filter-file`.
@@ -359,6 +433,28 @@ impl Reload {
                 ),
             }
         }
+        if let Some((sources, verifier)) = &self.jwt {
+            if !sources.has_files() {
+                tracing::info!(
+                    "reload: the JWT secret was given as a value; nothing to reread (--jwt-secret-file is reread)"
+                );
+            } else {
+                match sources.build() {
+                    Ok(Some(new)) => {
+                        verifier.replace(&new);
+                        tracing::info!(
+                            "reload: JWT keys reread ({:?}): new HELLOs use them, open connections keep who they are",
+                            new.algorithms()
+                        );
+                    }
+                    // The sources are the ones that made a verifier at start.
+                    Ok(None) => {}
+                    Err(error) => tracing::error!(
+                        "reload: JWT keys refused, keeping the keys in force: {error}"
+                    ),
+                }
+            }
+        }
         if let Some(path) = &self.log_filter {
             match read_filter(path)
                 .and_then(|filter| server::logging::reload_filter(&filter).map(|()| filter))
@@ -374,7 +470,9 @@ impl Reload {
 
 /// Says at start who may connect, so an open server is never a surprise.
 fn log_auth(args: &Args) {
-    if args.auth_tokens.is_none() && args.jwt_secret.is_none() && args.jwt_public_key.is_none() {
+    let jwt = JwtSources::of(args);
+    let jwt_on = jwt.secret.is_some() || jwt.has_files();
+    if args.auth_tokens.is_none() && !jwt_on {
         tracing::warn!(
             "authentication is off: anyone who can reach this port may join any room under any name; see --auth-tokens and --jwt-secret"
         );
@@ -383,7 +481,7 @@ fn log_auth(args: &Args) {
     if let Some(path) = &args.auth_tokens {
         tracing::info!("authentication: static tokens from {}", path.display());
     }
-    if args.jwt_secret.is_some() || args.jwt_public_key.is_some() {
+    if jwt_on {
         tracing::info!("authentication: JWTs, {} s leeway", args.jwt_leeway);
     }
 }
@@ -460,8 +558,10 @@ fn main() -> ExitCode {
             args.max_frame
         );
     }
-    // A clone shares the server's tokens, so SIGHUP can replace them.
+    // Clones share the server's tokens and JWT keys, so SIGHUP can
+    // replace them.
     let tokens = config.auth.tokens.clone();
+    let jwt = config.auth.jwt.clone();
     let server = match server::Server::bind(config) {
         Ok(server) => server,
         // A setting checked against the machine (the memory budget), or a
@@ -483,6 +583,7 @@ fn main() -> ExitCode {
         tls: server.tls_reloader(),
         tokens: args.auth_tokens.clone().zip(tokens),
         log_filter: args.log_filter_file.clone(),
+        jwt: jwt.map(|verifier| (JwtSources::of(&args), verifier)),
     };
     let drain_timeout = args.drain_timeout;
     let spawned = std::thread::Builder::new()
