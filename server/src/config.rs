@@ -58,6 +58,10 @@ pub struct Config {
     /// A second listener that speaks TLS (SPEC.md 11.3); `None` for plain
     /// TCP only. Boxed: it is rarely there, and `Config` is passed by value.
     pub tls: Option<Box<TlsConfig>>,
+    /// A WebSocket listener (SPEC.md 13), for browsers; `None`, the
+    /// default, serves none. Over TLS (WSS) when [`Config::tls`] is set,
+    /// with the same certificate. Boxed like `tls`.
+    pub ws: Option<Box<WsConfig>>,
     /// Who may connect, and what they may do (SPEC.md 11.1, 11.2); off by
     /// default: anyone, under any name, anywhere.
     pub auth: AuthConfig,
@@ -212,6 +216,34 @@ pub struct TlsConfig {
     pub handshake_timeout: Duration,
 }
 
+/// The WebSocket listener: where, and which web pages may connect.
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    /// Where to listen for WebSocket (`--ws-addr`). Port 0 picks a free
+    /// port (see `Server::ws_addr`).
+    pub addr: SocketAddr,
+    /// Which `Origin`s may connect (`--ws-allowed-origins`).
+    pub allowed_origins: crate::conn::ws::origin::Origins,
+    /// The upgrade request must have arrived within this long
+    /// (`--ws-handshake-timeout`; after the TLS handshake, for WSS), so a
+    /// client that trickles headers holds its threads no longer.
+    pub handshake_timeout: Duration,
+}
+
+impl WsConfig {
+    /// The default `--ws-handshake-timeout`, as for TLS.
+    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A listener on `addr` with the default rules.
+    pub fn new(addr: SocketAddr) -> WsConfig {
+        WsConfig {
+            addr,
+            allowed_origins: crate::conn::ws::origin::Origins::default(),
+            handshake_timeout: WsConfig::DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
 impl TlsConfig {
     /// The default `--tls-handshake-timeout`: ample for a handshake across
     /// the world, short enough that silent sockets do not pile up.
@@ -234,6 +266,7 @@ impl Default for Config {
             max_connections_per_ip: 0,
             budget: Budget::default(),
             tls: None,
+            ws: None,
             auth: AuthConfig::default(),
             http_addr: None,
             drain_timeout: Config::DEFAULT_DRAIN_TIMEOUT,
@@ -341,6 +374,18 @@ impl Config {
                     "must be above 0 and at most {} seconds, not {}",
                     MAX_TIMEOUT.as_secs(),
                     tls.handshake_timeout.as_secs_f64()
+                ),
+            });
+        }
+        if let Some(ws) = &self.ws
+            && (ws.handshake_timeout.is_zero() || ws.handshake_timeout > MAX_TIMEOUT)
+        {
+            return Err(ConfigError {
+                flag: "ws-handshake-timeout",
+                problem: format!(
+                    "must be above 0 and at most {} seconds, not {}",
+                    MAX_TIMEOUT.as_secs(),
+                    ws.handshake_timeout.as_secs_f64()
                 ),
             });
         }

@@ -166,6 +166,8 @@ pub struct Counters {
     /// TLS handshakes that failed or timed out (a plain client on the TLS
     /// port, a slowloris, a refused client certificate). Not on the wire.
     pub(crate) tls_handshake_failures: AtomicU64,
+    /// WebSocket upgrades refused or not finished in time.
+    pub(crate) ws_upgrade_failures: AtomicU64,
     /// Connections turned away at accept, indexed like [`Refusal::NAMES`].
     /// Not on the wire.
     refused: [AtomicU64; Refusal::NAMES.len()],
@@ -280,6 +282,11 @@ impl Counters {
     /// Connection threads that panicked so far; anything but 0 is a bug.
     pub fn thread_panics(&self) -> u64 {
         self.thread_panics.load(Relaxed)
+    }
+
+    /// WebSocket upgrades refused or not finished in time so far.
+    pub fn ws_upgrade_failures(&self) -> u64 {
+        self.ws_upgrade_failures.load(Relaxed)
     }
 
     /// TLS handshakes that failed or ran out of time so far.

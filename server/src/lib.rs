@@ -17,6 +17,8 @@
 //!   with the deliver-or-cut rule, the shared output that publishers flush
 //!   and the writer thread finishes (sleeping on a futex `doorbell`), the
 //!   state machine, the typed close reason and the one teardown.
+//! - `conn::ws`: WebSocket, for browsers: the upgrade, the `Origin` rule,
+//!   one Relay frame per binary message.
 //! - `tls`: the TLS listener's certificates, loaded from PEM, reloaded on
 //!   request ([`TlsReloader`]), and who a client certificate names.
 //! - `rooms`: which connections are in which room (sharded maps, within
@@ -57,7 +59,7 @@
 pub mod auth;
 mod budget;
 mod config;
-mod conn;
+pub(crate) mod conn;
 mod counters;
 mod drain;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -77,8 +79,9 @@ mod tls;
 pub use budget::parse_bytes;
 pub use config::{
     Budget, Config, ConfigError, MAX_MAX_FRAME, MAX_TIMEOUT, MIN_MAX_FRAME, MIN_MEMORY_BUDGET,
-    RateLimits, TlsConfig, default_memory_budget,
+    RateLimits, TlsConfig, WsConfig, default_memory_budget,
 };
+pub use conn::ws::origin::{BadOrigin, Origins};
 pub use conn::{CloseReason, ConnState};
 pub use counters::Counters;
 pub use server::{RunningServer, Server, ShutdownHandle};

@@ -16,11 +16,12 @@ use crate::config::{Config, ConfigError, default_memory_budget};
 use crate::conn::outbound::Batch;
 use crate::conn::tls::Tls;
 use crate::conn::transport::Tcp;
+use crate::conn::ws::Ws;
 use crate::counters::{Counters, Refusal};
 use crate::http::HttpListener;
 use crate::logging::{REFUSALS, throttled};
 use crate::per_address::TooMany;
-use crate::shared::{Shared, TlsListening};
+use crate::shared::{Shared, TlsListening, WsListening};
 use crate::tls::{Certificates, TlsReloader};
 
 /// After SHUTTING_DOWN, how long writers get to flush before sockets are cut.
@@ -32,6 +33,8 @@ pub struct Server {
     listener: TcpListener,
     /// The TLS port's socket, when `Config::tls` asks for one.
     tls_listener: Option<TcpListener>,
+    /// The WebSocket port's socket, when `Config::ws` asks for one.
+    ws_listener: Option<TcpListener>,
     /// The HTTP endpoint, when `Config::http_addr` asks for one.
     http: Option<HttpListener>,
     shared: Arc<Shared>,
@@ -42,6 +45,8 @@ pub struct Server {
 enum Port {
     Plain,
     Tls,
+    /// WebSocket; over TLS when the server has a certificate.
+    Ws,
 }
 
 /// A server running on a background thread. Dropping it shuts it down.
@@ -88,15 +93,33 @@ impl Server {
             }
             _ => (None, None),
         };
+        let (ws_listener, ws) = match &config.ws {
+            Some(ws) => {
+                let listener = TcpListener::bind(ws.addr).map_err(|error| {
+                    io::Error::new(error.kind(), format!("--ws-addr {}: {error}", ws.addr))
+                })?;
+                let addr = listener.local_addr()?;
+                let settings = Arc::new(crate::conn::ws::WsSettings {
+                    origins: ws.allowed_origins.clone(),
+                    handshake_timeout: ws.handshake_timeout,
+                    max_frame: config.max_frame,
+                });
+                (Some(listener), Some(WsListening { addr, settings }))
+            }
+            None => (None, None),
+        };
         let capacity = crate::sys::limits::check(config.max_connections);
         for warning in &capacity.warnings {
             tracing::warn!("{warning}");
         }
         let http = config.http_addr.map(HttpListener::bind).transpose()?;
-        let shared = Shared::new(config, capacity.connections, local_addr).with_tls(tls);
+        let shared = Shared::new(config, capacity.connections, local_addr)
+            .with_tls(tls)
+            .with_ws(ws);
         Ok(Server {
             listener,
             tls_listener,
+            ws_listener,
             http,
             shared: Arc::new(shared),
         })
@@ -115,6 +138,17 @@ impl Server {
     /// The HTTP endpoint's address actually bound, if it has one.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http.as_ref().map(HttpListener::addr)
+    }
+
+    /// The WebSocket address actually bound, if the server has one.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.shared.ws_addr()
+    }
+
+    /// Whether the WebSocket port speaks TLS (WSS): when the server has a
+    /// certificate.
+    pub fn ws_tls(&self) -> bool {
+        self.shared.ws.is_some() && self.shared.tls.is_some()
     }
 
     /// Reloads the TLS files on request (SIGHUP in `relay-server`), if the
@@ -167,11 +201,27 @@ impl Server {
             }
             None => None,
         };
+        let ws_thread = match self.ws_listener {
+            Some(listener) => {
+                let shared = Arc::clone(&self.shared);
+                Some(
+                    std::thread::Builder::new()
+                        .name("relay-accept-ws".into())
+                        .spawn(move || accept_loop(&shared, listener, Port::Ws))?,
+                )
+            }
+            None => None,
+        };
         accept_loop(&self.shared, self.listener, Port::Plain);
         if let Some(thread) = tls_thread
             && thread.join().is_err()
         {
             tracing::error!("the TLS accept thread panicked");
+        }
+        if let Some(thread) = ws_thread
+            && thread.join().is_err()
+        {
+            tracing::error!("the WebSocket accept thread panicked");
         }
         close_all(&self.shared);
         if let Some(http) = http {
@@ -220,6 +270,11 @@ impl RunningServer {
     /// The HTTP endpoint's address actually bound, if it has one.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The WebSocket address actually bound, if the server has one.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.shared.ws_addr()
     }
 
     /// Reloads the TLS files on request, if the server has a TLS port.
@@ -295,7 +350,8 @@ impl ShutdownHandle {
         // Wake each accept loop with a connection of our own; the loop
         // then ends and its listening socket closes.
         let tls = self.shared.tls.as_ref().map(|tls| tls.addr);
-        for mut addr in std::iter::once(self.shared.local_addr).chain(tls) {
+        let ws = self.shared.ws_addr();
+        for mut addr in std::iter::once(self.shared.local_addr).chain(tls).chain(ws) {
             if addr.ip().is_unspecified() {
                 addr.set_ip(if addr.is_ipv4() {
                     [127, 0, 0, 1].into()
@@ -411,9 +467,10 @@ fn memory_budget(config: &Config) -> Result<u64, ConfigError> {
     Ok(budget)
 }
 
-/// Turns a connection on the TLS port away. No ERROR: a frame could only
-/// be sent after a handshake, and the accept loop never does one; the
-/// client sees the connection close before the handshake ends.
+/// Turns a connection on the TLS or WebSocket port away. No ERROR: a
+/// frame could only be sent after a handshake, and the accept loop never
+/// does one; the client sees the connection close before the handshake
+/// ends.
 fn reject_tls(mut stream: TcpStream, addr: SocketAddr, why: &str) {
     throttled!(REFUSALS, WARN, "rejecting {addr} on the TLS port: {why}");
     if stream.set_nonblocking(true).is_ok() {
@@ -428,7 +485,7 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, id: u64, por
         let why = format!("server is full ({} connections)", shared.max_connections);
         match port {
             Port::Plain => reject(shared, stream, addr, &why),
-            Port::Tls => reject_tls(stream, addr, &why),
+            Port::Tls | Port::Ws => reject_tls(stream, addr, &why),
         }
         return;
     }
@@ -442,7 +499,7 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, id: u64, por
         );
         match port {
             Port::Plain => reject(shared, stream, addr, &why),
-            Port::Tls => reject_tls(stream, addr, &why),
+            Port::Tls | Port::Ws => reject_tls(stream, addr, &why),
         }
         return;
     }
@@ -456,13 +513,31 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, id: u64, por
             );
             match port {
                 Port::Plain => reject(shared, stream, addr, &why),
-                Port::Tls => reject_tls(stream, addr, &why),
+                Port::Tls | Port::Ws => reject_tls(stream, addr, &why),
             }
             return;
         }
     };
     let write_timeout = shared.config.write_timeout;
     let started = match (port, &shared.tls, &shared.config.tls) {
+        (Port::Ws, tls, config) => {
+            let Some(ws) = &shared.ws else { return };
+            let settings = Arc::clone(&ws.settings);
+            match (tls, config) {
+                (Some(tls), Some(config)) => Tls::new(
+                    stream,
+                    tls.certificates.current(),
+                    write_timeout,
+                    config.handshake_timeout,
+                )
+                .map(|tls| {
+                    crate::conn::start::start(shared, Ws::new(tls, settings), id, addr, slot);
+                }),
+                _ => Tcp::new(stream, write_timeout).map(|tcp| {
+                    crate::conn::start::start(shared, Ws::new(tcp, settings), id, addr, slot);
+                }),
+            }
+        }
         (Port::Tls, Some(tls), Some(config)) => Tls::new(
             stream,
             tls.certificates.current(),

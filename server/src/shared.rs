@@ -45,6 +45,15 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     /// The TLS listener's address and certificates, when there is one.
     pub(crate) tls: Option<TlsListening>,
+    /// The WebSocket listener's address and rules, when there is one.
+    pub(crate) ws: Option<WsListening>,
+}
+
+/// What the WebSocket listener needs beyond the plain one.
+#[derive(Debug)]
+pub(crate) struct WsListening {
+    pub(crate) addr: SocketAddr,
+    pub(crate) settings: Arc<crate::conn::ws::WsSettings>,
 }
 
 /// What the TLS listener needs beyond the plain one.
@@ -78,12 +87,22 @@ impl Shared {
             crowd: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             tls: None,
+            ws: None,
         }
     }
 
     /// The same, with a TLS listener.
     pub(crate) fn with_tls(self, tls: Option<TlsListening>) -> Shared {
         Shared { tls, ..self }
+    }
+
+    /// The same, with a WebSocket listener.
+    pub(crate) fn with_ws(self, ws: Option<WsListening>) -> Shared {
+        Shared { ws, ..self }
+    }
+
+    pub(crate) fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws.as_ref().map(|ws| ws.addr)
     }
 
     pub(crate) fn tls_addr(&self) -> Option<SocketAddr> {

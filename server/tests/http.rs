@@ -98,7 +98,7 @@ fn unknown_paths_are_404_and_other_methods_405() {
     let server = with_http();
     let http = server.http_addr().unwrap();
     assert_eq!(get(http, "/nope").0, 404);
-    assert_eq!(get(http, "/").0, 404);
+    assert_eq!(get(http, "/lib/nope.js").0, 404);
     assert_eq!(request(http, "POST", "/metrics").unwrap().0, 405);
     assert_eq!(request(http, "DELETE", "/connz").unwrap().0, 405);
     assert_eq!(get(http, "/connz?limit=lots").0, 400);

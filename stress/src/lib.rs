@@ -38,6 +38,7 @@ pub mod sys;
 pub mod target;
 pub mod tls;
 pub mod wire;
+pub mod ws;
 
 pub use error::{Error, Result};
 pub use report::Report;

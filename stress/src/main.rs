@@ -110,6 +110,11 @@ enum Scenario {
         /// for the run). Relay only; not with --addr or --target.
         #[arg(long)]
         tls: bool,
+        /// Also run fan-out and latency over Relay's WebSocket port, beside
+        /// plain TCP on the same server. Relay only; not with --addr or
+        /// --target.
+        #[arg(long)]
+        ws: bool,
         /// Runs of every workload; the table shows medians.
         #[arg(long, default_value_t = 1)]
         repeat: usize,
@@ -253,6 +258,7 @@ fn run(cli: Cli) -> Result<Report, Error> {
             target: bench_target,
             compare,
             tls,
+            ws,
             repeat,
             subscribers,
             payload,
@@ -292,6 +298,7 @@ fn run(cli: Cli) -> Result<Report, Error> {
                 which: only,
                 compare,
                 tls,
+                ws,
                 repeat: repeat.max(1),
                 subscribers,
                 payload,

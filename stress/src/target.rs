@@ -35,6 +35,8 @@ pub struct Target {
     addr: SocketAddr,
     /// Its TLS port, when it has one.
     tls_addr: Option<SocketAddr>,
+    /// Its WebSocket port, when it has one.
+    ws_addr: Option<SocketAddr>,
     kind: Kind,
 }
 
@@ -63,6 +65,7 @@ impl Target {
         Ok(Target {
             addr: running.local_addr(),
             tls_addr: running.tls_addr(),
+            ws_addr: running.ws_addr(),
             kind: Kind::InProcess(running),
         })
     }
@@ -72,6 +75,7 @@ impl Target {
         Target {
             addr,
             tls_addr: None,
+            ws_addr: None,
             kind: Kind::Remote { pid },
         }
     }
@@ -84,6 +88,7 @@ impl Target {
         Ok(Target {
             addr: child.addr,
             tls_addr: child.tls_addr,
+            ws_addr: child.ws_addr,
             kind: Kind::Child(child),
         })
     }
@@ -95,6 +100,11 @@ impl Target {
     /// The TLS port, for a server started with one.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls_addr
+    }
+
+    /// The WebSocket port, for a server started with one.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws_addr
     }
 
     /// The server's own process id: a child's, or the one given with
@@ -187,11 +197,20 @@ pub fn sibling_server_binary() -> Option<PathBuf> {
     candidate.is_file().then_some(candidate)
 }
 
+/// Which `listening` line the child printed.
+#[derive(Debug, Clone, Copy)]
+enum Port {
+    Plain,
+    Tls,
+    Ws,
+}
+
 /// A server binary run as a child process.
 struct ChildServer {
     child: Child,
     addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
+    ws_addr: Option<SocketAddr>,
     binary: PathBuf,
 }
 
@@ -212,10 +231,16 @@ impl ChildServer {
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
                     let line = line.trim();
-                    if let Some(addr) = line.strip_prefix("listening on ") {
-                        let _ = tx.send((false, addr.trim().to_owned()));
+                    let port = if let Some(addr) = line.strip_prefix("listening on ") {
+                        Some((Port::Plain, addr))
                     } else if let Some(addr) = line.strip_prefix("listening for TLS on ") {
-                        let _ = tx.send((true, addr.trim().to_owned()));
+                        Some((Port::Tls, addr))
+                    } else {
+                        line.strip_prefix("ws listening on ")
+                            .map(|addr| (Port::Ws, addr))
+                    };
+                    if let Some((port, addr)) = port {
+                        let _ = tx.send((port, addr.trim().to_owned()));
                     }
                 }
             });
@@ -225,22 +250,24 @@ impl ChildServer {
         }
         let started = Instant::now();
         let wants_tls = args.iter().any(|arg| arg == "--tls-addr");
-        let (mut addr, mut tls_addr) = (None, None);
+        let wants_ws = args.iter().any(|arg| arg == "--ws-addr");
+        let (mut addr, mut tls_addr, mut ws_addr) = (None, None, None);
         let addr = loop {
             if let Some(addr) = addr
                 && (tls_addr.is_some() || !wants_tls)
+                && (ws_addr.is_some() || !wants_ws)
             {
                 break addr;
             }
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok((tls, text)) => {
+                Ok((port, text)) => {
                     let parsed = text
                         .parse::<SocketAddr>()
                         .context(format!("reading the address from `listening on {text}`"))?;
-                    if tls {
-                        tls_addr = Some(parsed);
-                    } else {
-                        addr = Some(parsed);
+                    match port {
+                        Port::Plain => addr = Some(parsed),
+                        Port::Tls => tls_addr = Some(parsed),
+                        Port::Ws => ws_addr = Some(parsed),
                     }
                 }
                 Err(_) => {
@@ -265,6 +292,7 @@ impl ChildServer {
             child,
             addr,
             tls_addr,
+            ws_addr,
             binary: binary.to_path_buf(),
         })
     }

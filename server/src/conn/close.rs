@@ -39,6 +39,9 @@ pub enum CloseReason {
     /// The TLS handshake failed or did not finish within the handshake
     /// timeout (no ERROR: no frame can be sent without one).
     TlsHandshake,
+    /// The WebSocket upgrade was refused (its HTTP status says why) or did
+    /// not finish within the handshake timeout.
+    WsHandshake,
     /// The server was over its memory budget and this was the heaviest
     /// connection (OVERLOADED); it is cut at once, not flushed, since what
     /// it holds is what the server must give back.
@@ -50,7 +53,7 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// How many kinds there are, for per-kind counters.
-    pub const KINDS: usize = 12;
+    pub const KINDS: usize = 13;
 
     /// The kinds' names, in [`CloseReason::index`] order.
     pub const NAMES: [&'static str; Self::KINDS] = [
@@ -66,6 +69,7 @@ impl CloseReason {
         "thread_panic",
         "tls_handshake",
         "overloaded",
+        "ws_handshake",
     ];
 
     /// The reason for a fatal ERROR with `code`.
@@ -95,6 +99,7 @@ impl CloseReason {
             CloseReason::ThreadPanic => 9,
             CloseReason::TlsHandshake => 10,
             CloseReason::Overloaded { .. } => 11,
+            CloseReason::WsHandshake => 12,
         }
     }
 
@@ -112,7 +117,8 @@ impl CloseReason {
             | CloseReason::WriteTimeout
             | CloseReason::WriteError
             | CloseReason::ThreadPanic
-            | CloseReason::TlsHandshake => None,
+            | CloseReason::TlsHandshake
+            | CloseReason::WsHandshake => None,
         }
     }
 
@@ -159,6 +165,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Shutdown => f.write_str("server shutdown"),
             CloseReason::ThreadPanic => f.write_str("connection thread panicked"),
             CloseReason::TlsHandshake => f.write_str("TLS handshake failed"),
+            CloseReason::WsHandshake => f.write_str("WebSocket upgrade failed"),
             CloseReason::Overloaded { held_bytes } => write!(
                 f,
                 "overloaded: shed over the memory budget, holding {held_bytes} bytes"
@@ -184,6 +191,7 @@ mod tests {
         CloseReason::ThreadPanic,
         CloseReason::TlsHandshake,
         CloseReason::Overloaded { held_bytes: 1 },
+        CloseReason::WsHandshake,
     ];
 
     #[test]

@@ -6,7 +6,8 @@
 //!
 //! - [`transport`]: the seam to the bytes (plain TCP; [`tls`], TLS with the
 //!   reader and writer sharing one rustls session): a read half, a write
-//!   half, and a cut.
+//!   half, and a cut; [`ws`], WebSocket over either, one Relay frame per
+//!   binary message.
 //! - [`reader`]: the reader thread's I/O loop: read, decode, idle clock,
 //!   stack trimming, lingering after a close; [`rate`]: the rate limits it
 //!   applies to each frame.
@@ -43,6 +44,7 @@ mod teardown;
 pub(crate) mod tls;
 pub(crate) mod transport;
 pub(crate) mod writer;
+pub mod ws;
 
 pub use close::CloseReason;
 pub use state::ConnState;

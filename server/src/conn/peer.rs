@@ -46,6 +46,8 @@ pub(crate) struct Peer {
     /// When it was admitted, and whether over TLS: for `/connz`.
     pub(crate) started: Instant,
     pub(crate) tls: bool,
+    /// `tcp`, `tls`, `ws` or `wss`, for `/connz`.
+    pub(crate) transport: &'static str,
 }
 
 impl Peer {
@@ -54,7 +56,7 @@ impl Peer {
         addr: SocketAddr,
         cut: Arc<dyn Cut>,
         slot: Slot,
-        tls: bool,
+        (tls, transport): (bool, &'static str),
     ) -> Peer {
         let span = tracing::info_span!(
             parent: None,
@@ -78,6 +80,7 @@ impl Peer {
             span,
             started: Instant::now(),
             tls,
+            transport,
         }
     }
 

@@ -16,7 +16,7 @@ use super::peer::Peer;
 use super::rate::{Limiter, Verdict};
 use super::session::{Served, Session};
 use super::teardown::{Role, ThreadExit, thread_panicked};
-use super::transport::{ReadHalf, is_timeout};
+use super::transport::{ReadHalf, Violation, is_timeout};
 use crate::budget::MemoryBudget;
 use crate::logging::{CONNECTIONS, throttled};
 use crate::shared::Shared;
@@ -103,6 +103,25 @@ fn handshake<R: ReadHalf>(
                 if peer.outbound.is_closing() {
                     return Err(Ended::Session);
                 }
+            }
+            Err(error) if super::ws::is_upgrade_failure(&error) => {
+                let failures = shared.counters.ws_upgrade_failures.fetch_add(1, Relaxed) + 1;
+                let addr = peer.addr;
+                if failures == 1 || failures.is_multiple_of(100) {
+                    tracing::info!(
+                        "c{id}: {addr}: {error} ({failures} failed upgrades so far; the others are logged at debug)"
+                    );
+                } else {
+                    tracing::debug!("c{id}: {addr}: {error}");
+                }
+                if super::ws::is_refusal(&error) {
+                    // The answer goes out; meanwhile what the client sent
+                    // after its request is read, so closing does not reset
+                    // the connection and destroy the answer.
+                    peer.outbound.close(CloseReason::WsHandshake);
+                    return Err(Ended::Session);
+                }
+                return Err(Ended::Client(CloseReason::WsHandshake));
             }
             Err(error) => {
                 let failures = shared.counters.tls_handshake_failures.fetch_add(1, Relaxed) + 1;
@@ -254,7 +273,16 @@ fn serve<R: ReadHalf>(
                 continue;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return read_failed(session.connection_id(), &e),
+            Err(e) => {
+                if let Some(violation) = Violation::of(&e) {
+                    // The transport's framing broke (a WebSocket message
+                    // that is not one frame): as for a malformed frame.
+                    let error = ErrorPayload::new(violation.code, violation.message.clone());
+                    let _ = session.fatal(error);
+                    return Ended::Session;
+                }
+                return read_failed(session.connection_id(), &e);
+            }
         };
         decoder.commit(n);
         *bytes_in += n as u64;

@@ -11,7 +11,7 @@ use super::outbound::{Outbound, QueueLimits};
 use super::peer::Peer;
 use super::reader;
 use super::teardown;
-use super::transport::Transport;
+use super::transport::{ReadHalf, Transport};
 use super::writer::Writer;
 use crate::logging::{CONNECTIONS, REFUSALS, throttled};
 use crate::per_address::Slot;
@@ -49,11 +49,15 @@ pub(crate) fn start<T: Transport>(
         },
         Arc::clone(&shared.counters.memory),
     );
-    let (read, write, cut) = transport.split();
+    let (mut read, write, cut) = transport.split();
+    {
+        let outbound = Arc::clone(&outbound);
+        read.set_writer_wake(Arc::new(move || outbound.bell().ring()));
+    }
     outbound
         .output()
         .attach(Box::new(write), config.write_timeout);
-    let peer = Arc::new(Peer::new(outbound, addr, cut, slot, T::TLS));
+    let peer = Arc::new(Peer::new(outbound, addr, cut, slot, (T::TLS, T::NAME)));
     shared.register(&peer);
     let counters = &shared.counters;
     let live = counters

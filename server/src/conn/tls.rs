@@ -131,6 +131,7 @@ impl Tls {
 
 impl Transport for Tls {
     const TLS: bool = true;
+    const NAME: &'static str = "tls";
     type Read = TlsRead;
     type Write = TlsWrite;
 

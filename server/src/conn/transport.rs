@@ -2,8 +2,8 @@
 //! reader thread, a write half owned by the writer thread, and a [`Cut`]
 //! that any thread may use to end the connection at once.
 //!
-//! Plain TCP is implemented here, TLS in `conn::tls`; WebSocket will be
-//! another. Session logic never names a socket type, and only the write half
+//! Plain TCP is implemented here, TLS in `conn::tls`, WebSocket (over
+//! either) in `conn::ws`. Session logic never names a socket type, and only the write half
 //! can write, so the writer stays the one owner of the byte order.
 
 use std::fmt::Debug;
@@ -22,6 +22,8 @@ pub(crate) trait Transport: Send + 'static {
     type Write: WriteHalf;
     /// Whether the bytes are encrypted, for `/connz`.
     const TLS: bool = false;
+    /// What `/connz` calls it: `tcp`, `tls`, `ws` or `wss`.
+    const NAME: &'static str = "tcp";
 
     fn split(self) -> (Self::Read, Self::Write, Arc<dyn Cut>);
 }
@@ -50,6 +52,45 @@ pub(crate) trait ReadHalf: Send + 'static {
     /// calling again resumes, within the same time bound.
     fn handshake(&mut self, _mask: &WaitMask) -> io::Result<Handshake> {
         Ok(Handshake::default())
+    }
+
+    /// How the read half wakes the writer thread when its input calls for
+    /// an answer below the Relay protocol (a WebSocket pong, or the refusal
+    /// of an upgrade), which only the write half may send. Plain TCP and
+    /// TLS never need it.
+    fn set_writer_wake(&mut self, _wake: WriterWake) {}
+}
+
+/// Rings the connection's writer thread.
+pub(crate) type WriterWake = Arc<dyn Fn() + Send + Sync>;
+
+/// Input that breaks the transport's own framing (a WebSocket message that
+/// is not one whole Relay frame): the connection ends with a fatal ERROR
+/// carrying `code`, as for a malformed frame. Travels inside an
+/// `io::Error` of kind `InvalidData` from [`ReadHalf::read`].
+#[derive(Debug)]
+pub(crate) struct Violation {
+    pub(crate) code: protocol::ErrorCode,
+    pub(crate) message: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for Violation {}
+
+impl Violation {
+    /// The violation as `read` returns it.
+    pub(crate) fn into_io(self) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, self)
+    }
+
+    /// The violation inside `error`, if it carries one.
+    pub(crate) fn of(error: &io::Error) -> Option<&Violation> {
+        error.get_ref().and_then(|inner| inner.downcast_ref())
     }
 }
 

@@ -76,6 +76,7 @@ struct Connection {
     user: Option<String>,
     address: String,
     tls: bool,
+    transport: &'static str,
     /// The rooms it is in, by name, at most [`MAX_ROOMS_LISTED`].
     rooms: Vec<String>,
     rooms_total: usize,
@@ -112,6 +113,7 @@ pub(super) fn connz(shared: &Shared, page: Page) -> String {
                 user: peer.outbound.user().map(str::to_owned),
                 address: peer.addr.to_string(),
                 tls: peer.tls,
+                transport: peer.transport,
                 rooms: names.iter().map(|name| name.to_string()).collect(),
                 rooms_total,
                 queued_bytes: peer.outbound.queued_bytes() as u64,

@@ -75,6 +75,8 @@ struct Snapshot {
     counters: Vec<(&'static str, &'static str, u64)>,
     /// Counter families with one label: name, help, label, values.
     families: Vec<Family>,
+    /// Gauge families, likewise.
+    gauge_families: Vec<Family>,
     histograms: Vec<Hist>,
 }
 
@@ -95,6 +97,9 @@ struct Family {
     values: Vec<(&'static str, u64)>,
 }
 
+/// Every transport `/connz` names, in the order listed.
+const TRANSPORTS: [&str; 4] = ["tcp", "tls", "ws", "wss"];
+
 fn gauge(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -107,6 +112,13 @@ impl Snapshot {
         let queued: Vec<u64> = peers
             .iter()
             .map(|peer| peer.outbound.queued_bytes() as u64)
+            .collect();
+        let by_transport = TRANSPORTS
+            .iter()
+            .map(|&name| {
+                let n = peers.iter().filter(|peer| peer.transport == name).count();
+                (name, n as u64)
+            })
             .collect();
         let gauges = vec![
             (
@@ -192,6 +204,11 @@ impl Snapshot {
                 counters.tls_handshake_failures(),
             ),
             (
+                "ws_upgrade_failures",
+                "WebSocket upgrades refused (400, 403, 404, 426, 431) or not finished in time.",
+                counters.ws_upgrade_failures(),
+            ),
+            (
                 "thread_panics",
                 "Connection threads that panicked (a bug if not 0).",
                 counters.thread_panics(),
@@ -250,6 +267,12 @@ impl Snapshot {
                 values: counters.closes(),
             },
         ];
+        let gauge_families = vec![Family {
+            name: "connections_by_transport",
+            help: "Connections open now, by transport (tcp, tls, ws, wss), sampled at scrape.",
+            label: "transport",
+            values: by_transport,
+        }];
         let histograms = &counters.histograms;
         let histograms = vec![
             Hist {
@@ -276,6 +299,7 @@ impl Snapshot {
             gauges,
             counters: counters_now,
             families,
+            gauge_families,
             histograms,
         }
     }
@@ -301,6 +325,18 @@ impl Collector for Snapshot {
             for &(value_name, value) in &family.values {
                 let labels = [(family.label, value_name)];
                 ConstCounter::new(value).encode(metrics.encode_family(&labels)?)?;
+            }
+        }
+        for family in &self.gauge_families {
+            let mut metrics = encoder.encode_descriptor(
+                family.name,
+                family.help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for &(value_name, value) in &family.values {
+                let labels = [(family.label, value_name)];
+                ConstGauge::new(gauge(value)).encode(metrics.encode_family(&labels)?)?;
             }
         }
         for hist in &self.histograms {

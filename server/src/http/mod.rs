@@ -1,5 +1,6 @@
 //! The operator's HTTP endpoint (`--http-addr`, SPEC.md 12): metrics,
-//! health, and listings of connections and rooms.
+//! health, listings of connections and rooms, and the chat page
+//! ([`page`], at `/`).
 //!
 //! `tiny_http` parses the requests; it reads them on its own threads, so a
 //! slow HTTP client holds one of its sockets, never one of the
@@ -8,6 +9,7 @@
 
 mod listing;
 mod metrics;
+mod page;
 
 use std::io;
 use std::net::SocketAddr;
@@ -117,9 +119,18 @@ fn answer(request: Request, shared: &Shared) {
         Some((path, query)) => (path, query),
         None => (request.url(), ""),
     };
+    if let Some(asset) = page::find(path) {
+        if matches!(request.method(), Method::Get | Method::Head) {
+            let reply = page::respond(asset, &request);
+            let _ = request.respond(reply);
+        } else {
+            let _ = request.respond(with_header(text(405, "only GET\n"), "Allow", "GET, HEAD"));
+        }
+        return;
+    }
     let known = matches!(
         path,
-        "/healthz" | "/readyz" | "/metrics" | "/connz" | "/roomz"
+        "/healthz" | "/readyz" | "/metrics" | "/connz" | "/roomz" | "/config.json"
     );
     let reply = if !known {
         text(
@@ -133,6 +144,11 @@ fn answer(request: Request, shared: &Shared) {
             "/healthz" => text(200, "ok\n"),
             "/readyz" if shared.accepting() => text(200, "ready\n"),
             "/readyz" => text(503, "shutting down\n"),
+            "/config.json" => with_header(
+                Response::from_string(client_config(shared)),
+                "Content-Type",
+                "application/json",
+            ),
             "/metrics" => match metrics::render(shared) {
                 Ok(body) => with_header(
                     Response::from_string(body),
@@ -160,6 +176,21 @@ fn answer(request: Request, shared: &Shared) {
     };
     // A client that went away does not need its answer.
     let _ = request.respond(reply);
+}
+
+/// What a web page needs to find the WebSocket port (SPEC.md 13.1):
+/// `{"websocket":{"port":N,"tls":bool,"path":"/"}}`, or
+/// `{"websocket":null}` when the server has none. The page takes the host
+/// from its own address: the server cannot know the name clients use.
+fn client_config(shared: &Shared) -> String {
+    let websocket = shared.ws_addr().map(|addr| {
+        serde_json::json!({
+            "port": addr.port(),
+            "tls": shared.tls.is_some(),
+            "path": "/",
+        })
+    });
+    serde_json::json!({ "websocket": websocket }).to_string()
 }
 
 fn text(status: u16, body: &str) -> Response<io::Cursor<Vec<u8>>> {

@@ -145,6 +145,9 @@ pub struct Options {
     /// Also run fan-out and latency over Relay's TLS port, beside plain TCP
     /// on the same server (a certificate is made for the run).
     pub tls: bool,
+    /// Also run fan-out and latency over Relay's WebSocket port, beside
+    /// plain TCP on the same server.
+    pub ws: bool,
     /// Fail the verdict when a figure misses its bar.
     pub check_targets: bool,
     pub quiet: bool,
@@ -182,6 +185,7 @@ impl Default for Options {
             nats_bin: None,
             in_process: false,
             tls: false,
+            ws: false,
             check_targets: false,
             quiet: false,
         }
@@ -217,6 +221,11 @@ pub fn run(options: &Options) -> Result<Report> {
     if options.tls && options.target.addr.is_some() {
         return Err(crate::error::Error::new(
             "--tls starts Relay with a TLS port of its own; leave out --addr and --target",
+        ));
+    }
+    if options.ws && options.target.addr.is_some() {
+        return Err(crate::error::Error::new(
+            "--ws starts Relay with a WebSocket port of its own; leave out --addr and --target",
         ));
     }
     let pki = if options.tls {

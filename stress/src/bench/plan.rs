@@ -154,39 +154,47 @@ pub(super) fn run_system(launch: &Launch, options: &Options, tls: Option<&TestPk
         .collect();
     if !shared.is_empty() {
         let tls = tls.filter(|_| launch.system() == System::Relay);
-        with_subject(launch, max, tls, &shared, &mut steps, |subject, steps| {
-            for &which in &shared {
-                match which {
-                    Which::Fanout => {
-                        for &s in &options.subscribers {
+        let ws = options.ws && launch.system() == System::Relay;
+        with_subject(
+            launch,
+            max,
+            (tls, ws),
+            &shared,
+            &mut steps,
+            |subject, steps| {
+                for &which in &shared {
+                    match which {
+                        Which::Fanout => {
+                            for &s in &options.subscribers {
+                                for over in overs(subject) {
+                                    steps.push(Step::Done(
+                                        which,
+                                        throughput::fanout(subject, options, s, over),
+                                    ));
+                                }
+                            }
+                        }
+                        Which::Latency => {
                             for over in overs(subject) {
                                 steps.push(Step::Done(
                                     which,
-                                    throughput::fanout(subject, options, s, over),
+                                    throughput::latency(subject, options, over),
                                 ));
                             }
                         }
+                        Which::Rooms => steps.push(Step::Done(which, rooms::run(subject, options))),
+                        Which::Setup => steps.push(Step::Done(which, setup::run(subject, options))),
+                        _ => {}
                     }
-                    Which::Latency => {
-                        for over in overs(subject) {
-                            steps.push(Step::Done(
-                                which,
-                                throughput::latency(subject, options, over),
-                            ));
-                        }
-                    }
-                    Which::Rooms => steps.push(Step::Done(which, rooms::run(subject, options))),
-                    Which::Setup => steps.push(Step::Done(which, setup::run(subject, options))),
-                    _ => {}
                 }
-            }
-        });
+            },
+        );
     }
     if options.which.contains(&Which::Connections) {
         with_subject(
             launch,
             max,
-            None,
+            (None, false),
             &[Which::Connections],
             &mut steps,
             |subject, steps| {
@@ -202,7 +210,7 @@ pub(super) fn run_system(launch: &Launch, options: &Options, tls: Option<&TestPk
             with_subject(
                 launch,
                 max,
-                None,
+                (None, false),
                 &[Which::Memory],
                 &mut steps,
                 |subject, steps| {
@@ -219,25 +227,30 @@ pub(super) fn run_system(launch: &Launch, options: &Options, tls: Option<&TestPk
     steps
 }
 
-/// The ports fan-out and latency run over: plain, then TLS when the server
-/// has a TLS port (`--tls`), one right after the other on the same server.
+/// The ports fan-out and latency run over: plain, then TLS and WebSocket
+/// when the server has those ports (`--tls`, `--ws`), one right after the
+/// other on the same server.
 fn overs(subject: &Subject) -> Vec<Over> {
-    match subject.tls {
-        Some(_) => vec![Over::Plain, Over::Tls],
-        None => vec![Over::Plain],
+    let mut overs = vec![Over::Plain];
+    if subject.tls.is_some() {
+        overs.push(Over::Tls);
     }
+    if subject.ws.is_some() {
+        overs.push(Over::Ws);
+    }
+    overs
 }
 
 /// Starts a server, runs `body` against it, stops it.
 fn with_subject(
     launch: &Launch,
     max: usize,
-    tls: Option<&TestPki>,
+    (tls, ws): (Option<&TestPki>, bool),
     workloads: &[Which],
     steps: &mut Vec<Step>,
     body: impl FnOnce(&Subject, &mut Vec<Step>),
 ) {
-    match launch.start(max, tls) {
+    match launch.start(max, tls, ws) {
         Ok(subject) => {
             let names: Vec<&str> = workloads.iter().map(|&w| key(w)).collect();
             steps.push(Step::Line(format!(
@@ -274,5 +287,6 @@ pub(super) fn parameters(options: &Options) -> Value {
         "memory": {"clients": options.memory_connections, "rooms_each": options.memory_rooms, "room_size": options.idle_room_size},
         "client_threads": options.threads,
         "tls": options.tls,
+        "websocket": options.ws,
     })
 }

@@ -44,7 +44,13 @@ impl Launch {
 
     /// A server ready for clients; room for `max_connections` of them when
     /// this tool starts it, and a TLS port with `tls`'s certificate (Relay).
-    pub fn start(&self, max_connections: usize, tls: Option<&TestPki>) -> Result<Subject> {
+    /// With `ws`, a WebSocket port too (Relay).
+    pub fn start(
+        &self,
+        max_connections: usize,
+        tls: Option<&TestPki>,
+        ws: bool,
+    ) -> Result<Subject> {
         let system = self.system();
         let mut tls_client = None;
         let (addr, pid, owner) = match self {
@@ -61,6 +67,10 @@ impl Launch {
                         args.push(value);
                     }
                 }
+                if ws {
+                    args.push("--ws-addr".into());
+                    args.push("127.0.0.1:0".into());
+                }
                 let target = Target::child(binary, &args)?;
                 let pid = target.pid();
                 (target.addr(), pid, Owner::Relay(target))
@@ -76,6 +86,12 @@ impl Launch {
                             client_ca: None,
                             handshake_timeout: server::TlsConfig::DEFAULT_HANDSHAKE_TIMEOUT,
                         })
+                    }),
+                    ws: ws.then(|| {
+                        Box::new(server::WsConfig::new(std::net::SocketAddr::from((
+                            [127, 0, 0, 1],
+                            0,
+                        ))))
                     }),
                     ..config.as_ref().clone()
                 };
@@ -94,11 +110,18 @@ impl Launch {
                 .ok_or_else(|| crate::error::Error::new("the server announced no TLS port"))?;
             tls_client = Some((tls_addr, pki.client()?));
         }
+        let ws_addr = match (&owner, ws) {
+            (Owner::Relay(target), true) => Some(target.ws_addr().ok_or_else(|| {
+                crate::error::Error::new("the server announced no WebSocket port")
+            })?),
+            _ => None,
+        };
         Ok(Subject {
             system,
             addr,
             pid,
             tls: tls_client,
+            ws: ws_addr,
             owner,
         })
     }
@@ -118,6 +141,8 @@ pub struct Subject {
     pub pid: Option<u32>,
     /// Its TLS port and how to trust it (`bench --tls`).
     pub tls: Option<(SocketAddr, TlsClient)>,
+    /// Its WebSocket port (`bench --ws`).
+    pub ws: Option<SocketAddr>,
     owner: Owner,
 }
 

@@ -46,6 +46,11 @@ pub enum Metric {
     TlsLatencyP50,
     TlsLatencyP99,
     TlsLatencyCpu,
+    /// The same over Relay's WebSocket port (`--ws`).
+    WsFanout(usize),
+    WsLatencyP50,
+    WsLatencyP99,
+    WsLatencyCpu,
 }
 
 impl Metric {
@@ -67,6 +72,10 @@ impl Metric {
             Metric::TlsLatencyP50 => "tls_latency_p50_us".into(),
             Metric::TlsLatencyP99 => "tls_latency_p99_us".into(),
             Metric::TlsLatencyCpu => "tls_latency_server_cpu_pct".into(),
+            Metric::WsFanout(s) => format!("ws_fanout_{s}_deliveries_per_s"),
+            Metric::WsLatencyP50 => "ws_latency_p50_us".into(),
+            Metric::WsLatencyP99 => "ws_latency_p99_us".into(),
+            Metric::WsLatencyCpu => "ws_latency_server_cpu_pct".into(),
         }
     }
 }
@@ -178,6 +187,20 @@ fn rows(options: &Options) -> Vec<Row> {
             });
         }
     }
+    if has(Which::Fanout) && options.ws {
+        for &s in &options.subscribers {
+            rows.push(Row {
+                label: format!("fan-out 1→{s} over WebSocket"),
+                metrics: vec![Metric::WsFanout(s)],
+                show: |v| format!("{:.2} M", v[0] / 1e6),
+            });
+            rows.push(Row {
+                label: format!("fan-out 1→{s}: WebSocket as % of plain"),
+                metrics: vec![Metric::WsFanout(s), Metric::Fanout(s)],
+                show: |v| format!("{:.0}%", 100.0 * v[0] / v[1]),
+            });
+        }
+    }
     if has(Which::Rooms) {
         let lead = format!(
             "rooms: {} clients in rooms of {}, {} msg/s each",
@@ -220,6 +243,18 @@ fn rows(options: &Options) -> Vec<Row> {
             rows.push(Row {
                 label: "latency over TLS: server CPU % of one core".into(),
                 metrics: vec![Metric::TlsLatencyCpu],
+                show: |v| format!("{:.1}", v[0]),
+            });
+        }
+        if options.ws {
+            rows.push(Row {
+                label: "latency over WebSocket: p50 / p99 (µs)".into(),
+                metrics: vec![Metric::WsLatencyP50, Metric::WsLatencyP99],
+                show: |v| format!("{:.0} / {:.0}", v[0], v[1]),
+            });
+            rows.push(Row {
+                label: "latency over WebSocket: server CPU % of one core".into(),
+                metrics: vec![Metric::WsLatencyCpu],
                 show: |v| format!("{:.1}", v[0]),
             });
         }

@@ -12,29 +12,43 @@ use super::table::Metric;
 use super::{Options, Outcome};
 use crate::error::{Context, Error, Result};
 use crate::peer::dialect;
-use crate::peer::publisher::Publisher;
+use crate::peer::publisher::{Publisher, Via};
 use crate::report::{Figure, Progress, round};
 use crate::swarm::{Plan, Swarm, Totals, content};
 use crate::sys::now_ns;
-use crate::tls::TlsClient;
 
-/// Which of the server's ports a run uses: the plain one, or TLS beside it
-/// (`bench --tls`).
+/// Which of the server's ports a run uses: the plain one, or TLS or
+/// WebSocket beside it (`bench --tls`, `bench --ws`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Over {
     Plain,
     Tls,
+    Ws,
 }
 
 impl Over {
-    /// The address and the TLS settings to use.
-    fn endpoint(self, subject: &Subject) -> Result<(std::net::SocketAddr, Option<&TlsClient>)> {
+    /// The address and how to connect to it.
+    fn endpoint(self, subject: &Subject) -> Result<(std::net::SocketAddr, Via<'_>)> {
         match self {
-            Over::Plain => Ok((subject.addr, None)),
+            Over::Plain => Ok((subject.addr, Via::Plain)),
             Over::Tls => match &subject.tls {
-                Some((addr, tls)) => Ok((*addr, Some(tls))),
+                Some((addr, tls)) => Ok((*addr, Via::Tls(tls))),
                 None => Err(Error::new("this server has no TLS port")),
             },
+            Over::Ws => match subject.ws {
+                Some(addr) => Ok((addr, Via::Ws)),
+                None => Err(Error::new("this server has no WebSocket port")),
+            },
+        }
+    }
+
+    /// How room names say it: short, so that frames over every port are
+    /// about the same size.
+    fn key(self) -> &'static str {
+        match self {
+            Over::Plain => "",
+            Over::Tls => "tls",
+            Over::Ws => "ws",
         }
     }
 
@@ -43,6 +57,7 @@ impl Over {
         match self {
             Over::Plain => "",
             Over::Tls => " over TLS",
+            Over::Ws => " over WebSocket",
         }
     }
 }
@@ -56,9 +71,13 @@ fn subscribers(
     prefix: &str,
     expect: u64,
 ) -> Result<(Swarm, Plan)> {
-    let (addr, tls) = over.endpoint(subject)?;
+    let (addr, via) = over.endpoint(subject)?;
     let mut plan = Plan::new(addr, s, s, prefix);
-    plan.tls = tls.cloned();
+    match via {
+        Via::Plain => {}
+        Via::Tls(tls) => plan.tls = Some(tls.clone()),
+        Via::Ws => plan.ws = true,
+    }
     plan.system = subject.system;
     plan.threads = options.threads;
     plan.positions = 1;
@@ -107,11 +126,11 @@ pub(super) fn fanout(
 ) -> Result<Outcome> {
     let mut progress = Progress::new("bench fanout", options.quiet);
     let m = options.messages;
-    let prefix = format!("bench-fanout-{s}-{}-", over.label().trim());
+    let prefix = format!("bench-fanout-{s}-{}-", over.key());
     let room = format!("{prefix}0");
     let (swarm, plan) = subscribers(subject, options, over, s, &prefix, m)?;
-    let (addr, tls) = over.endpoint(subject)?;
-    let mut publisher = Publisher::connect_over(subject.system, addr, &room, tls)?;
+    let (addr, via) = over.endpoint(subject)?;
+    let mut publisher = Publisher::connect_over(subject.system, addr, &room, via)?;
     let (frame, at) = dialect::publish_frame(subject.system, &room, options.payload);
     let per_batch = (options.batch_bytes / frame.len()).max(1);
     let mut batch = frame.repeat(per_batch);
@@ -203,9 +222,11 @@ pub(super) fn fanout(
         .figures
         .json_only("out_of_order", totals.out_of_order);
     outcome.figures.json_only("tls", over == Over::Tls);
+    outcome.figures.json_only("websocket", over == Over::Ws);
     let metric = match over {
         Over::Plain => Metric::Fanout(s),
         Over::Tls => Metric::TlsFanout(s),
+        Over::Ws => Metric::WsFanout(s),
     };
     outcome.metric(metric, in_order.then_some(rate));
     Ok(outcome)
@@ -215,11 +236,11 @@ pub(super) fn latency(subject: &Subject, options: &Options, over: Over) -> Resul
     let mut progress = Progress::new("bench latency", options.quiet);
     let s = options.latency_subscribers.max(1);
     let total = (options.rate * options.latency_duration.as_secs_f64()).round() as u64;
-    let prefix = format!("bench-latency-{}-", over.label().trim());
+    let prefix = format!("bench-latency-{}-", over.key());
     let room = format!("{prefix}0");
     let (swarm, plan) = subscribers(subject, options, over, s, &prefix, total)?;
-    let (addr, tls) = over.endpoint(subject)?;
-    let mut publisher = Publisher::connect_over(subject.system, addr, &room, tls)?;
+    let (addr, via) = over.endpoint(subject)?;
+    let mut publisher = Publisher::connect_over(subject.system, addr, &room, via)?;
     let (mut frame, at) = dialect::publish_frame(subject.system, &room, options.payload);
     let interval = Duration::from_secs_f64(1.0 / options.rate.max(1e-3));
     let live = Arc::clone(&swarm.live);
@@ -297,12 +318,18 @@ pub(super) fn latency(subject: &Subject, options: &Options, over: Over) -> Resul
     outcome.figures.json_only("client_threads", plan.threads);
     outcome.figures.json_only("samples", h.count());
     outcome.figures.json_only("tls", over == Over::Tls);
+    outcome.figures.json_only("websocket", over == Over::Ws);
     let [p50, p99, cpu] = match over {
         Over::Plain => [Metric::LatencyP50, Metric::LatencyP99, Metric::LatencyCpu],
         Over::Tls => [
             Metric::TlsLatencyP50,
             Metric::TlsLatencyP99,
             Metric::TlsLatencyCpu,
+        ],
+        Over::Ws => [
+            Metric::WsLatencyP50,
+            Metric::WsLatencyP99,
+            Metric::WsLatencyCpu,
         ],
     };
     if complete {

@@ -111,6 +111,15 @@ fn handshake_over(
     Ok(())
 }
 
+/// Which of Relay's ports a connection uses, and how.
+#[derive(Debug, Clone, Copy)]
+pub enum Via<'a> {
+    Plain,
+    Tls(&'a TlsClient),
+    /// WebSocket, one frame per binary message.
+    Ws,
+}
+
 /// One connection publishing as fast as the server takes it (fan-out) or on
 /// a schedule (latency). A thread reads and drops what the server sends it
 /// (Relay's member events, Redis's PUBLISH counts) and counts NATS's PINGs,
@@ -143,27 +152,42 @@ impl Publisher {
     /// joins it (a Relay publisher is a member); Redis answers a PING;
     /// NATS answers CONNECT + PING.
     pub fn connect(system: System, addr: SocketAddr, room: &str) -> Result<Publisher> {
-        Publisher::connect_over(system, addr, room, None)
+        Publisher::connect_over(system, addr, room, Via::Plain)
     }
 
-    /// [`Publisher::connect`], with TLS when `tls` is given (Relay's TLS
-    /// port at `addr`).
+    /// [`Publisher::connect`] over TLS or WebSocket (Relay's TLS or
+    /// WebSocket port at `addr`).
     pub fn connect_over(
         system: System,
         addr: SocketAddr,
         room: &str,
-        tls: Option<&TlsClient>,
+        via: Via<'_>,
     ) -> Result<Publisher> {
         let socket = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
             .context(format!("connecting the publisher to {addr}"))?;
         let _ = socket.set_nodelay(true);
-        let (mut reader, mut stream): (Box<dyn Read + Send>, Box<dyn Write + Send>) = match tls {
-            None => {
+        let (mut reader, mut stream): (Box<dyn Read + Send>, Box<dyn Write + Send>) = match via {
+            Via::Ws => {
+                let (input, output) = crate::ws::pair(addr);
+                let reader = socket.try_clone().context("cloning the publisher socket")?;
+                let writer = socket.try_clone().context("cloning the publisher socket")?;
+                (
+                    Box::new(crate::ws::WsReader {
+                        socket: reader,
+                        ws: input,
+                    }),
+                    Box::new(crate::ws::WsWriter {
+                        socket: writer,
+                        ws: output,
+                    }),
+                )
+            }
+            Via::Plain => {
                 let reader = socket.try_clone().context("cloning the publisher socket")?;
                 let writer = socket.try_clone().context("cloning the publisher socket")?;
                 (Box::new(reader), Box::new(writer))
             }
-            Some(tls) => {
+            Via::Tls(tls) => {
                 let connection = socket.try_clone().context("cloning the publisher socket")?;
                 let (reader, writer) = client::tls::split_stream(
                     connection,

@@ -39,6 +39,8 @@ pub struct Plan {
     pub expect_per_client: Option<u64>,
     /// Connect with TLS (Relay's TLS port at `addr`).
     pub tls: Option<crate::tls::TlsClient>,
+    /// Connect with WebSocket (Relay's WebSocket port at `addr`).
+    pub ws: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +69,7 @@ impl Plan {
             heartbeat_every: Duration::from_secs(20),
             expect_per_client: None,
             tls: None,
+            ws: false,
         }
     }
 

@@ -193,8 +193,13 @@ impl Worker {
             };
             let c = &mut self.clients[i];
             c.attempts += 1;
-            let connected = TcpStream::connect(self.plan.addr)
-                .and_then(|stream| SwarmStream::new(stream, self.plan.tls.as_ref()));
+            let connected = TcpStream::connect(self.plan.addr).and_then(|stream| {
+                if self.plan.ws {
+                    Ok(SwarmStream::websocket(stream, self.plan.addr))
+                } else {
+                    SwarmStream::new(stream, self.plan.tls.as_ref())
+                }
+            });
             match connected {
                 Ok(mut stream) => {
                     if self

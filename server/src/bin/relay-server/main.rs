@@ -96,11 +96,25 @@ struct Args {
     /// --addr port keeps working beside it.
     #[arg(long, env = "RELAY_TLS_ADDR")]
     tls_addr: Option<SocketAddr>,
-    /// Serve /metrics, /healthz, /readyz, /connz and /roomz over HTTP here
-    /// (for example 127.0.0.1:8080); off by default. Keep it private: it
-    /// lists who is connected.
+    /// Serve /metrics, /healthz, /readyz, /connz, /roomz and the chat page
+    /// (at /) over HTTP here (for example 127.0.0.1:8080); off by default.
+    /// Keep it private: it lists who is connected.
     #[arg(long, env = "RELAY_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
+    /// Also serve WebSocket here, for browsers (SPEC.md 13): one Relay
+    /// frame per binary message, at path / (or /ws). Over TLS (wss://)
+    /// when the --tls-* flags are given, with the same certificate.
+    #[arg(long, env = "RELAY_WS_ADDR")]
+    ws_addr: Option<SocketAddr>,
+    /// Web pages allowed to open WebSocket connections: comma-separated
+    /// origins (https://chat.example.com), or * for any. Default: pages
+    /// from the host the client connected to, on any port. Clients that
+    /// send no Origin (programs, not browsers) are always allowed.
+    #[arg(long, env = "RELAY_WS_ALLOWED_ORIGINS", value_name = "ORIGINS", value_parser = |s: &str| s.parse::<server::Origins>())]
+    ws_allowed_origins: Option<server::Origins>,
+    /// Seconds a WebSocket upgrade request may take to arrive.
+    #[arg(long, env = "RELAY_WS_HANDSHAKE_TIMEOUT", default_value_t = 10.0)]
+    ws_handshake_timeout: f64,
     /// PEM certificate chain for the TLS port, leaf first. Reread on SIGHUP.
     #[arg(long, env = "RELAY_TLS_CERT")]
     tls_cert: Option<PathBuf>,
@@ -229,6 +243,22 @@ fn tls(args: &Args, names: &Names<'_>) -> Result<Option<Box<server::TlsConfig>>,
             "--tls-addr, --tls-cert and --tls-key go together (--tls-client-ca needs them too); give all three for a TLS port, or none"
                 .into(),
         ),
+    }
+}
+
+/// The WebSocket listener's settings, when --ws-addr is given.
+fn ws(args: &Args, names: &Names<'_>) -> Result<Option<Box<server::WsConfig>>, String> {
+    let handshake_timeout = seconds(args.ws_handshake_timeout, "ws-handshake-timeout", names)?;
+    match args.ws_addr {
+        Some(addr) => Ok(Some(Box::new(server::WsConfig {
+            allowed_origins: args.ws_allowed_origins.clone().unwrap_or_default(),
+            handshake_timeout,
+            ..server::WsConfig::new(addr)
+        }))),
+        None if args.ws_allowed_origins.is_some() => {
+            Err("--ws-allowed-origins needs --ws-addr, the WebSocket port it applies to".into())
+        }
+        None => Ok(None),
     }
 }
 
@@ -364,6 +394,7 @@ fn config(args: &Args, names: &Names<'_>) -> Result<server::Config, String> {
             memory: args.memory_budget,
         },
         tls: tls(args, names)?,
+        ws: ws(args, names)?,
         auth: auth(args)?,
         drain_timeout: if args.drain_timeout == 0.0 {
             Duration::ZERO
@@ -625,6 +656,13 @@ fn main() -> ExitCode {
     println!("listening on {}", server.local_addr());
     if let Some(addr) = server.tls_addr() {
         println!("listening for TLS on {addr}");
+    }
+    if let Some(addr) = server.ws_addr() {
+        if server.ws_tls() {
+            println!("ws listening for TLS on {addr}");
+        } else {
+            println!("ws listening on {addr}");
+        }
     }
     if let Some(addr) = server.http_addr() {
         println!("http listening on {addr}");

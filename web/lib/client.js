@@ -1,0 +1,630 @@
+/**
+ * The Relay client: HELLO, rooms, publishing, heartbeats, and reconnecting
+ * with backoff that re-joins the rooms. One connection at a time, over any
+ * {@link Connector}; everything a request waits for is bounded by a timeout.
+ */
+import { DEFAULT_MAX_FRAME_SIZE, Flags, FrameDecoder, FramingError, FrameType, encodeFrame } from './frame.js';
+import { Emitter } from './emitter.js';
+import { RelayError } from './errors.js';
+import { binaryMessagePayload, frameName, helloPayload, jsonPayload, messagePayload, protocolError, readError, readHello, readId, readMessage, readObject, readRoomAnswer, } from './payloads.js';
+/** The client's own version, sent as `clientVersion` unless one is given. */
+export const CLIENT_VERSION = 'relay-js/0.1.0';
+/** Defaults; see {@link RelayClientOptions}. */
+const DEFAULTS = {
+    reconnect: { initialDelayMs: 250, maxDelayMs: 10_000, factor: 2, maxAttempts: Infinity },
+    heartbeatMaxMs: 15_000,
+    heartbeatMinDeadMs: 5_000,
+    closeGraceMs: 5_000,
+    requestTimeoutMs: 10_000,
+    connectTimeoutMs: 10_000,
+    maxBufferedBytes: 4 << 20,
+};
+/** Fatal codes after which a new connection would fail the same way. */
+const HOPELESS = new Set([
+    'AUTH_FAILED',
+    'INVALID_FRAME',
+    'UNSUPPORTED_VERSION',
+    'UNKNOWN_MESSAGE_TYPE',
+    'PARSE_ERROR',
+    'HELLO_REQUIRED',
+    'PROTOCOL_ERROR',
+]);
+/**
+ * A connection to a Relay server, kept up across failures.
+ *
+ * ```ts
+ * const client = new RelayClient({ transport: webSocket('ws://127.0.0.1:4001/'), userId: 'ann' });
+ * client.on('message', (m) => console.log(m.room, m.kind === 'json' ? m.content : m.data));
+ * await client.connect();
+ * await client.join('lobby');
+ * client.publish('lobby', { text: 'hi' });
+ * ```
+ */
+export class RelayClient extends Emitter {
+    options;
+    retry;
+    current = 'idle';
+    link;
+    nextId = 1;
+    pending = new Map();
+    /** Publishes in flight, by id, for naming the room of an ERROR about one. */
+    published = new Map();
+    /** Rooms to be in: joined, and re-joined after a reconnect. */
+    joined = new Set();
+    /** Heartbeat seq → when it was sent. */
+    pings = new Map();
+    attempts = 0;
+    everOpen = false;
+    retryTimer;
+    firstConnect;
+    waiters = new Set();
+    rtt;
+    constructor(options) {
+        super();
+        this.options = options;
+        const reconnect = options.reconnect ?? true;
+        this.retry =
+            reconnect === false ? undefined : { ...DEFAULTS.reconnect, ...(reconnect === true ? {} : reconnect) };
+    }
+    get state() {
+        return this.current;
+    }
+    /** The current connection's HELLO answer. */
+    get hello() {
+        return this.link?.hello;
+    }
+    /** The rooms the client is in (or will re-join after reconnecting). */
+    get rooms() {
+        return this.joined;
+    }
+    /** The last heartbeat's round trip, in milliseconds. */
+    get rttMs() {
+        return this.rtt;
+    }
+    /**
+     * Connects and says HELLO. Resolves with the server's answer; rejects
+     * with a {@link RelayError} when this first connection fails (a refused
+     * token is `AUTH_FAILED`), and the client is then `closed`.
+     */
+    connect() {
+        if (this.current !== 'idle' && this.current !== 'closed') {
+            return Promise.reject(RelayError.client('NOT_CONNECTED', `connect() while ${this.current}; call close() first`, false));
+        }
+        this.attempts = 0;
+        this.everOpen = false;
+        return new Promise((resolve, reject) => {
+            this.firstConnect = { resolve, reject };
+            this.setState('connecting');
+            void this.dial();
+        });
+    }
+    /** Joins `room`; resolves with the trimmed name and the member count. */
+    async join(room) {
+        await this.ready();
+        const answer = (await this.request(FrameType.JOIN_ROOM, { room }));
+        this.joined.add(answer.room);
+        return answer;
+    }
+    /** Leaves `room` (also when not in it, as the server does). */
+    async leave(room) {
+        // Not re-joined after a reconnect, whatever happens to this request.
+        this.joined.delete(room);
+        this.joined.delete(room.trim());
+        await this.ready();
+        const answer = (await this.request(FrameType.LEAVE_ROOM, { room }));
+        this.joined.delete(answer.room);
+        return answer;
+    }
+    /**
+     * Publishes a JSON value to a joined room. Success has no answer
+     * (SPEC.md 3.7); a refusal comes as an `error` event whose `requestId` is
+     * the id returned here. Throws NOT_CONNECTED unless open, FRAME_TOO_LARGE
+     * or BACKPRESSURE.
+     */
+    publish(room, content) {
+        const id = this.newId();
+        this.sendNow(FrameType.MESSAGE, Flags.JSON, messagePayload(room, content, id));
+        this.track(id, room);
+        return id;
+    }
+    /**
+     * Publishes raw bytes (SPEC.md 3.8). Binary MESSAGEs carry no id, so a
+     * refusal comes as an `error` event without `requestId`.
+     */
+    publishBinary(room, data) {
+        this.sendNow(FrameType.MESSAGE, Flags.BINARY, binaryMessagePayload(room, data));
+    }
+    /** Sends a HEARTBEAT and resolves with the round trip in milliseconds. */
+    async ping() {
+        await this.ready();
+        return this.sendPing();
+    }
+    /** Ends the connection and any reconnecting; the client is `closed`. */
+    close() {
+        if (this.current === 'closed' || this.current === 'idle')
+            return;
+        this.finish(RelayError.client('CLOSED', 'the client was closed', true), undefined);
+    }
+    // ---- connection lifecycle ----
+    async dial() {
+        this.retryTimer = undefined;
+        let token;
+        try {
+            const source = this.options.token;
+            token = typeof source === 'function' ? await source() : source;
+        }
+        catch (cause) {
+            this.lost(undefined, RelayError.client('CONNECT_FAILED', 'the token function failed', true, cause));
+            return;
+        }
+        if (this.current !== 'connecting' && this.current !== 'reconnecting')
+            return;
+        const helloId = this.newId();
+        let link;
+        const handler = {
+            open: () => {
+                if (link === undefined || this.link !== link)
+                    return;
+                const hello = helloPayload({
+                    userId: this.options.userId,
+                    clientVersion: this.options.clientVersion ?? CLIENT_VERSION,
+                    echo: this.options.echo,
+                    token,
+                    id: helloId,
+                });
+                try {
+                    this.write(link, FrameType.HELLO, Flags.JSON, hello);
+                }
+                catch (error) {
+                    // A HELLO over the frame limit (an enormous token) cannot be sent at all.
+                    this.abort(link, asRelayError(error));
+                }
+            },
+            data: (bytes) => {
+                if (link !== undefined && this.link === link)
+                    this.receive(link, bytes);
+            },
+            closed: (end) => {
+                if (link === undefined || this.link !== link)
+                    return;
+                this.lost(link, link.error ?? endError(link, end));
+            },
+        };
+        try {
+            link = {
+                transport: this.options.transport(handler),
+                decoder: new FrameDecoder(DEFAULT_MAX_FRAME_SIZE),
+                open: false,
+                hello: undefined,
+                helloId,
+                error: undefined,
+                timer: undefined,
+                heartbeat: undefined,
+            };
+        }
+        catch (cause) {
+            this.lost(undefined, RelayError.client('CONNECT_FAILED', `cannot connect: ${String(cause)}`, true, cause));
+            return;
+        }
+        this.link = link;
+        const connectTimeout = this.options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs;
+        const current = link;
+        link.timer = setTimeout(() => {
+            this.abort(current, RelayError.client('TIMEOUT', `no HELLO answer within ${connectTimeout} ms`, true));
+        }, connectTimeout);
+    }
+    /** Ends `link` with `error`; its `closed` then decides what comes next. */
+    abort(link, error) {
+        if (link.error === undefined)
+            link.error = error;
+        link.transport.close();
+    }
+    /** The link ended: reject what waited on it, then retry or close. */
+    lost(link, error) {
+        if (link !== undefined) {
+            this.clearLink(link);
+            this.link = undefined;
+        }
+        this.failPending(error);
+        if (this.current === 'closed')
+            return;
+        if (!this.everOpen) {
+            this.finish(error, error);
+            return;
+        }
+        this.emit('error', error);
+        const retry = this.retry;
+        const hopeless = HOPELESS.has(error.code) ||
+            (error.code === 'TOKEN_EXPIRED' && typeof this.options.token !== 'function') ||
+            // A refused HELLO would be refused again.
+            (error.fromServer && error.requestId !== undefined && error.requestId === link?.helloId);
+        if (retry === undefined || hopeless || this.attempts >= retry.maxAttempts) {
+            this.finish(error, error);
+            return;
+        }
+        this.attempts += 1;
+        const ceiling = Math.min(retry.maxDelayMs, retry.initialDelayMs * retry.factor ** (this.attempts - 1));
+        // Half fixed, half random: apart enough that clients cut off together come back apart.
+        let delayMs = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+        if (error.retryAfterMs !== undefined)
+            delayMs = Math.max(delayMs, error.retryAfterMs);
+        this.setState('reconnecting');
+        this.emit('reconnecting', { attempt: this.attempts, delayMs, error });
+        this.retryTimer = setTimeout(() => void this.dial(), delayMs);
+    }
+    /** The client is closed for good. */
+    finish(error, reported) {
+        if (this.retryTimer !== undefined)
+            clearTimeout(this.retryTimer);
+        this.retryTimer = undefined;
+        const link = this.link;
+        this.link = undefined;
+        if (link !== undefined) {
+            this.clearLink(link);
+            link.transport.close();
+        }
+        this.failPending(error);
+        // A closed client is in no room; a later connect() starts with none.
+        this.joined.clear();
+        for (const waiter of this.waiters)
+            waiter.reject(error);
+        this.waiters.clear();
+        const first = this.firstConnect;
+        this.firstConnect = undefined;
+        this.setState('closed');
+        first?.reject(error);
+        this.emit('close', { error: reported });
+    }
+    clearLink(link) {
+        if (link.timer !== undefined)
+            clearTimeout(link.timer);
+        if (link.heartbeat !== undefined)
+            clearInterval(link.heartbeat);
+        link.timer = undefined;
+        link.heartbeat = undefined;
+    }
+    /** HELLO answered: open, after re-joining the rooms when reconnected. */
+    async opened(link, hello) {
+        if (link.timer !== undefined)
+            clearTimeout(link.timer);
+        link.timer = undefined;
+        link.hello = hello;
+        link.decoder.maxFrameSize = hello.maxFrameSize;
+        link.open = true;
+        this.startHeartbeat(link, hello);
+        const reconnected = this.everOpen;
+        if (reconnected && this.joined.size > 0) {
+            const rooms = [...this.joined];
+            const results = await Promise.allSettled(rooms.map((room) => this.request(FrameType.JOIN_ROOM, { room })));
+            if (this.link !== link)
+                return;
+            const joined = [];
+            const failed = [];
+            results.forEach((result, i) => {
+                const room = rooms[i];
+                if (result.status === 'fulfilled') {
+                    joined.push(result.value);
+                }
+                else {
+                    const error = asRelayError(result.reason);
+                    // A room the server refuses (FORBIDDEN, say) is given up; a lost link is retried.
+                    if (error.fromServer)
+                        this.joined.delete(room);
+                    failed.push({ room, error });
+                }
+            });
+            const lostLink = failed.find((f) => !f.error.fromServer);
+            if (lostLink !== undefined) {
+                // Lost or timed out: retry the whole connection rather than open without the room.
+                this.abort(link, lostLink.error);
+                return;
+            }
+            this.emit('rejoined', { rooms: joined, failed });
+        }
+        this.attempts = 0;
+        this.everOpen = true;
+        this.setState('open');
+        this.emit('open', { hello, reconnected });
+        const first = this.firstConnect;
+        this.firstConnect = undefined;
+        first?.resolve(hello);
+        for (const waiter of this.waiters)
+            waiter.resolve();
+        this.waiters.clear();
+    }
+    startHeartbeat(link, hello) {
+        const idle = hello.idleTimeoutMs;
+        const every = this.options.heartbeatIntervalMs ??
+            Math.min(DEFAULTS.heartbeatMaxMs, idle !== undefined && idle > 0 ? Math.floor(idle / 2) : DEFAULTS.heartbeatMaxMs);
+        if (every <= 0)
+            return;
+        // Short intervals (tests, fast RTT displays) must not turn a busy moment into a reconnect.
+        const deadline = Math.max(every, DEFAULTS.heartbeatMinDeadMs);
+        link.heartbeat = setInterval(() => {
+            if (this.link !== link)
+                return;
+            const now = performance.now();
+            for (const ping of this.pings.values()) {
+                if (now - ping.sent >= deadline) {
+                    this.abort(link, RelayError.client('TIMEOUT', `no heartbeat answer within ${deadline} ms`, true));
+                    return;
+                }
+            }
+            this.sendPing().catch(() => {
+                // Its failure ends the link, which reports it.
+            });
+        }, every);
+    }
+    // ---- frames in ----
+    receive(link, bytes) {
+        if (link.error !== undefined)
+            return;
+        let frames;
+        try {
+            frames = link.decoder.push(bytes);
+            if (link.transport.messageFramed && (frames.length !== 1 || link.decoder.buffered !== 0)) {
+                throw protocolError('a WebSocket message must carry exactly one whole frame');
+            }
+        }
+        catch (error) {
+            this.abort(link, error instanceof FramingError ? protocolError(error.message, error) : asRelayError(error));
+            return;
+        }
+        for (const frame of frames) {
+            if (this.link !== link || link.error !== undefined)
+                return;
+            try {
+                this.dispatch(link, frame);
+            }
+            catch (error) {
+                this.abort(link, asRelayError(error));
+                return;
+            }
+        }
+    }
+    dispatch(link, frame) {
+        switch (frame.type) {
+            case FrameType.HELLO: {
+                const object = readObject(frame, 'HELLO answer');
+                if (!link.open)
+                    void this.opened(link, readHello(object));
+                return;
+            }
+            case FrameType.JOIN_ROOM:
+            case FrameType.LEAVE_ROOM: {
+                const object = readObject(frame, `${frameName(frame.type)} answer`);
+                this.answer(frame.type, readId(object), readRoomAnswer(object));
+                return;
+            }
+            case FrameType.MESSAGE: {
+                const read = readMessage(frame);
+                if (read === null)
+                    return;
+                if ('message' in read)
+                    this.emit('message', read.message);
+                else if ('joined' in read)
+                    this.emit('memberJoined', read.joined);
+                else
+                    this.emit('memberLeft', read.left);
+                return;
+            }
+            case FrameType.HEARTBEAT: {
+                this.pong(frame);
+                return;
+            }
+            case FrameType.ERROR: {
+                this.serverError(link, readError(frame));
+                return;
+            }
+        }
+    }
+    serverError(link, error) {
+        let named = error;
+        const id = error.requestId;
+        if (id !== undefined && id === link.helloId && !error.fatal) {
+            // A refused HELLO leaves the link useless to us (the client sent a valid one).
+            this.abort(link, error);
+            return;
+        }
+        if (id !== undefined && this.pending.has(id) && !error.fatal) {
+            this.settle(id)?.reject(error);
+            return;
+        }
+        if (id !== undefined && this.published.has(id)) {
+            const room = this.published.get(id);
+            this.published.delete(id);
+            if (error.room === undefined && room !== undefined)
+                named = error.withRoom(room);
+        }
+        if (error.fatal) {
+            // SPEC.md 5.10: send nothing more, and read until the server closes.
+            link.error = named;
+            this.clearLink(link);
+            // The server closes next; one that does not is not waited for long.
+            link.timer = setTimeout(() => link.transport.close(), DEFAULTS.closeGraceMs);
+            return;
+        }
+        this.emit('error', named);
+    }
+    /** Resolves the request `id`, or the oldest of its kind for the original server, which sends no ids. */
+    answer(kind, id, value) {
+        let key = id;
+        if (key === undefined) {
+            for (const [pendingId, pending] of this.pending) {
+                if (pending.kind === kind) {
+                    key = pendingId;
+                    break;
+                }
+            }
+        }
+        if (key === undefined)
+            return;
+        this.settle(key)?.resolve(value);
+    }
+    pong(frame) {
+        let seq;
+        try {
+            seq = readObject(frame, 'HEARTBEAT').ping;
+        }
+        catch {
+            return; // Not one of ours.
+        }
+        if (typeof seq !== 'number')
+            return;
+        const ping = this.pings.get(seq);
+        if (ping === undefined)
+            return;
+        this.pings.delete(seq);
+        const rttMs = performance.now() - ping.sent;
+        this.rtt = rttMs;
+        ping.resolve(rttMs);
+        this.emit('heartbeat', { rttMs });
+    }
+    // ---- frames out ----
+    request(kind, body) {
+        const link = this.link;
+        if (link === undefined || !link.open || link.error !== undefined) {
+            return Promise.reject(RelayError.client('NOT_CONNECTED', 'not connected', false));
+        }
+        const id = this.newId();
+        const timeoutMs = this.options.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
+        return new Promise((resolve, reject) => {
+            const timer = setTimeout(() => {
+                this.settle(id)?.reject(RelayError.client('TIMEOUT', `no answer to ${frameName(kind)} ${JSON.stringify(body.room)} within ${timeoutMs} ms`, false));
+            }, timeoutMs);
+            this.pending.set(id, { kind, resolve, reject, timer });
+            try {
+                this.write(link, kind, Flags.JSON, jsonPayload({ ...body, id }));
+            }
+            catch (error) {
+                this.settle(id)?.reject(asRelayError(error));
+            }
+        });
+    }
+    sendPing() {
+        const link = this.link;
+        if (link === undefined || !link.open || link.error !== undefined) {
+            return Promise.reject(RelayError.client('NOT_CONNECTED', 'not connected', false));
+        }
+        const seq = this.nextId++;
+        const timeoutMs = this.options.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
+        return new Promise((resolve, reject) => {
+            const timer = setTimeout(() => {
+                if (this.pings.delete(seq))
+                    reject(RelayError.client('TIMEOUT', `no heartbeat answer within ${timeoutMs} ms`, false));
+            }, timeoutMs);
+            this.pings.set(seq, {
+                sent: performance.now(),
+                resolve: (rtt) => {
+                    clearTimeout(timer);
+                    resolve(rtt);
+                },
+                reject: (error) => {
+                    clearTimeout(timer);
+                    reject(error);
+                },
+            });
+            this.write(link, FrameType.HEARTBEAT, Flags.JSON, jsonPayload({ ping: seq }));
+        });
+    }
+    /** Sends on the open link now, or throws why it cannot. */
+    sendNow(type, flags, payload) {
+        const link = this.link;
+        if (link === undefined || !link.open || link.error !== undefined || this.current !== 'open') {
+            throw RelayError.client('NOT_CONNECTED', `cannot publish while ${this.current}; wait for the "open" event`, false);
+        }
+        const max = this.options.maxBufferedBytes ?? DEFAULTS.maxBufferedBytes;
+        if (link.transport.bufferedAmount > max) {
+            throw RelayError.client('BACKPRESSURE', `over ${max} bytes wait to be sent; publish less often`, false);
+        }
+        this.write(link, type, flags, payload);
+    }
+    write(link, type, flags, payload) {
+        let frame;
+        try {
+            frame = encodeFrame(type, flags, payload, link.hello?.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE);
+        }
+        catch (error) {
+            throw RelayError.client('FRAME_TOO_LARGE', error.message, false, error);
+        }
+        link.transport.send(frame);
+    }
+    // ---- bookkeeping ----
+    /** Waits until open; rejects at once when there is nothing to wait for. */
+    ready() {
+        if (this.current === 'open')
+            return Promise.resolve();
+        if (this.current !== 'connecting' && this.current !== 'reconnecting') {
+            return Promise.reject(RelayError.client('NOT_CONNECTED', `the client is ${this.current}; call connect() first`, false));
+        }
+        const timeoutMs = this.options.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
+        return new Promise((resolve, reject) => {
+            const waiter = {
+                resolve: () => {
+                    clearTimeout(timer);
+                    resolve();
+                },
+                reject: (error) => {
+                    clearTimeout(timer);
+                    reject(error);
+                },
+            };
+            const timer = setTimeout(() => {
+                this.waiters.delete(waiter);
+                reject(RelayError.client('TIMEOUT', `still ${this.current} after ${timeoutMs} ms`, false));
+            }, timeoutMs);
+            this.waiters.add(waiter);
+        });
+    }
+    settle(id) {
+        const pending = this.pending.get(id);
+        if (pending === undefined)
+            return undefined;
+        this.pending.delete(id);
+        clearTimeout(pending.timer);
+        return pending;
+    }
+    failPending(error) {
+        for (const id of [...this.pending.keys()])
+            this.settle(id)?.reject(error);
+        for (const ping of this.pings.values())
+            ping.reject(error);
+        this.pings.clear();
+        this.published.clear();
+    }
+    /** Remembers a publish's room for its ERROR, bounded: the oldest are forgotten. */
+    track(id, room) {
+        this.published.set(id, room);
+        if (this.published.size > 1024) {
+            const oldest = this.published.keys().next().value;
+            if (oldest !== undefined)
+                this.published.delete(oldest);
+        }
+    }
+    newId() {
+        return this.nextId++;
+    }
+    setState(state) {
+        const previous = this.current;
+        if (previous === state)
+            return;
+        this.current = state;
+        this.emit('state', { state, previous });
+    }
+}
+function endError(link, end) {
+    if (end.reason !== undefined && /^[A-Z_]+$/.test(end.reason)) {
+        // A WebSocket close whose reason is a fatal code, without its ERROR frame.
+        return new RelayError({ code: end.reason, message: 'the server closed the connection', fatal: true, fromServer: true });
+    }
+    if (!link.open && end.error !== undefined) {
+        return RelayError.client('CONNECT_FAILED', `cannot connect: ${end.error.message}`, true, end.error);
+    }
+    const why = end.error?.message ?? end.reason ?? 'the server closed the connection';
+    return RelayError.client('DISCONNECTED', why, true, end.error);
+}
+function asRelayError(error) {
+    if (error instanceof RelayError)
+        return error;
+    return RelayError.client('PROTOCOL_ERROR', String(error), true, error);
+}
