@@ -35,14 +35,16 @@ fn reconnect_rejoins_after_a_restart_on_the_same_port_and_sends_what_was_typed()
     .expect("bind the same port again")
     .spawn()
     .expect("start the second server");
-    let line = live.expect("reconnected to");
+    // The status line (standard error) and the echo of the kept line, which
+    // reached the room on the new server (standard output): the two streams
+    // are read apart, so in either order.
+    let found = live.expect_each(&["reconnected to", "): typed while down"]);
+    let (line, echoed) = (&found[0], &found[1]);
     assert!(line.contains("rejoined phx"), "{line}");
     assert!(
         line.contains("sent 1 line(s) typed while disconnected"),
         "{line}"
     );
-    // The line reached the room on the new server (echoed back).
-    let echoed = live.expect("typed while down");
     assert!(echoed.starts_with("[phx] phoenix ("), "{echoed}");
     live.type_line("/rooms");
     live.expect("rooms: phx (current)");

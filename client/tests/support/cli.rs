@@ -161,6 +161,36 @@ impl Live {
         }
     }
 
+    /// Waits until each of `needles` has been printed, in any order (from
+    /// now on): standard output and standard error are read apart, so lines
+    /// on the two are not ordered. Returns the lines found, in the order of
+    /// `needles`.
+    pub fn expect_each(&mut self, needles: &[&str]) -> Vec<String> {
+        let start = self.seen.len();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let found: Vec<Option<String>> = needles
+                .iter()
+                .map(|needle| {
+                    self.seen[start..]
+                        .iter()
+                        .find(|line| line.contains(needle))
+                        .cloned()
+                })
+                .collect();
+            if found.iter().all(Option::is_some) {
+                return found.into_iter().flatten().collect();
+            }
+            match self.lines.recv_deadline(deadline) {
+                Ok(line) => self.seen.push(line),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => panic!(
+                    "not all of {needles:?} were printed; output so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
     /// The next output line; fails the test if none comes within [`WAIT`].
     pub fn next_line(&mut self) -> String {
         match self.lines.recv_timeout(WAIT) {
