@@ -136,7 +136,7 @@ fn an_address_without_a_port_takes_port_and_the_log_tells_version_hello_and_sign
     let text = log.text();
     assert!(
         text.contains(&format!(
-            "INFO  relay-server {} (protocol v1) starting",
+            "INFO  relay-server {} (protocol v1) started",
             env!("CARGO_PKG_VERSION")
         )),
         "{text}"

@@ -575,20 +575,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing::info!(
-        "relay-server {} (protocol v1) starting",
-        env!("CARGO_PKG_VERSION")
-    );
-    if let Some(warning) = env_debug_warning {
-        tracing::warn!("{warning}");
-    }
-    if args.max_frame > 16 * 1024 * 1024 {
-        tracing::warn!(
-            "{} is {} bytes: one client may make the server hold that much for each frame it sends; most deployments need 1 MiB",
-            names.of("max-frame"),
-            args.max_frame
-        );
-    }
     // Clones share the server's tokens and JWT keys, so SIGHUP can
     // replace them.
     let tokens = config.auth.tokens.clone();
@@ -609,6 +595,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Once bound: a start that fails prints its error alone.
+    tracing::info!(
+        "relay-server {} (protocol v1) started",
+        env!("CARGO_PKG_VERSION")
+    );
+    if let Some(warning) = env_debug_warning {
+        tracing::warn!("{warning}");
+    }
+    if args.max_frame > 16 * 1024 * 1024 {
+        tracing::warn!(
+            "{} is {} bytes: one client may make the server hold that much for each frame it sends; most deployments need 1 MiB",
+            names.of("max-frame"),
+            args.max_frame
+        );
+    }
     let handle = server.shutdown_handle();
     let reload = Reload {
         tls: server.tls_reloader(),
