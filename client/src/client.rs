@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use protocol::{
-    BinaryPublish, EncodeError, Flags, Hello, HelloReply, MessageType, Stats, abort_frame,
-    begin_frame, encode_json, end_frame, validate_room,
+    Ack, BinaryPublish, EncodeError, Flags, Hello, HelloReply, MessageType, Recipient, Recovery,
+    RequestId, Since, Stats, WhoReply, abort_frame, begin_frame, encode_json, end_frame,
+    validate_room,
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -37,6 +38,11 @@ pub struct Options {
     /// Speak TLS (a server's `--tls-addr` port); `None` is plain TCP. The
     /// handshake must finish within `connect_timeout`.
     pub tls: Option<TlsOptions>,
+    /// Deliver messages that carry their place in the room's order as
+    /// [`Event::Sequenced`] (message and position) rather than
+    /// [`Event::Message`]. Off by default, so code written before rooms
+    /// had an order sees every message as it did.
+    pub sequenced_events: bool,
 }
 
 impl Default for Options {
@@ -47,6 +53,7 @@ impl Default for Options {
             event_capacity: 4096,
             write_timeout: None,
             tls: None,
+            sequenced_events: false,
         }
     }
 }
@@ -227,7 +234,10 @@ impl Client {
         let local_addr = control.local_addr().map_err(ClientError::Io)?;
         let peer_addr = control.peer_addr().map_err(ClientError::Io)?;
         let (sender, events) = crossbeam_channel::bounded(options.event_capacity.max(1));
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared {
+            sequenced_events: options.sequenced_events,
+            ..Shared::new()
+        });
         let reader = reader::spawn(
             read,
             control.try_clone().map_err(ClientError::Io)?,
@@ -352,6 +362,10 @@ impl Client {
 
     /// Sends a HELLO without waiting for the answer (an [`Event::Hello`]).
     pub fn send_hello(&self, hello: &Hello) -> Result<(), ClientError> {
+        if hello.binary_seq {
+            // Set before the server can answer in the new layout.
+            self.shared.binary_seq.store(true, Ordering::Relaxed);
+        }
         self.json_frame(MessageType::Hello, hello)
     }
 
@@ -402,6 +416,7 @@ impl Client {
             echo,
             id: None,
             token: token.map(|token| protocol::Token(token.to_owned())),
+            ..Hello::default()
         };
         self.hello(&hello, timeout)
     }
@@ -467,6 +482,135 @@ impl Client {
                 _ => None,
             },
         )
+    }
+
+    /// Sends JOIN_ROOM asking for what the room has kept (SPEC.md 3.3):
+    /// `Recovery::Since` the last message this client has (see
+    /// [`Client::position`]), or the `Recovery::Last` n. The answer, then a
+    /// [`Event::Gap`] for what is gone, then the kept messages, then the
+    /// live ones arrive, with no gap and no duplicate between them.
+    pub fn join_with(&self, room: &str, recovery: &Recovery) -> Result<(), ClientError> {
+        #[derive(Serialize)]
+        struct Join<'a> {
+            room: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            since: Option<&'a Since>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            history: Option<u64>,
+        }
+        let room = Client::room(room)?;
+        let (since, history) = match recovery {
+            Recovery::Since(since) => (Some(since), None),
+            Recovery::Last(n) => (None, Some(*n)),
+        };
+        self.json_frame(
+            MessageType::JoinRoom,
+            &Join {
+                room,
+                since,
+                history,
+            },
+        )
+    }
+
+    /// The last place this client has seen in `room`'s order (from its
+    /// JOIN answer, its messages, gaps and acks): what to pass as
+    /// `Recovery::Since` when joining again after a reconnect. Messages
+    /// count as seen when the reader thread reads them, before `recv`
+    /// returns them.
+    pub fn position(&self, room: &str) -> Option<Since> {
+        lock(&self.shared.positions).get(room.trim()).cloned()
+    }
+
+    /// Asks who is in `room`; the answer arrives as [`Event::Who`]. A
+    /// server older than protocol 0.4 closes the connection on it
+    /// (`UNKNOWN_MESSAGE_TYPE`).
+    pub fn who(&self, room: &str) -> Result<(), ClientError> {
+        self.room_request(MessageType::Who, room)
+    }
+
+    /// Asks who is in `room` and waits for the answer.
+    pub fn who_and_wait(&self, room: &str, timeout: Duration) -> Result<WhoReply, ClientError> {
+        self.who(room)?;
+        let room = Client::room(room)?;
+        self.wait_for(
+            timeout,
+            &format!("WHO answer for {room:?}"),
+            |event| match event {
+                Event::Who(reply) if reply.room == room => Some(reply.clone()),
+                _ => None,
+            },
+        )
+    }
+
+    /// Publishes `content` asking for an acknowledgement, which arrives as
+    /// [`Event::Ack`] with `id`, the `seq` the message got and how many
+    /// members it was queued for.
+    pub fn send_acked<T: Serialize + ?Sized>(
+        &self,
+        room: &str,
+        content: &T,
+        id: RequestId,
+    ) -> Result<(), ClientError> {
+        #[derive(Serialize)]
+        struct Publish<'a, T: ?Sized> {
+            room: &'a str,
+            content: &'a T,
+            id: RequestId,
+            ack: bool,
+        }
+        let room = Client::room(room)?;
+        let publish = Publish {
+            room,
+            content,
+            id,
+            ack: true,
+        };
+        self.json_frame(MessageType::Message, &publish)
+    }
+
+    /// Publishes `content` and waits for its acknowledgement.
+    pub fn send_and_wait_ack<T: Serialize + ?Sized>(
+        &self,
+        room: &str,
+        content: &T,
+        timeout: Duration,
+    ) -> Result<Ack, ClientError> {
+        let id = RequestId::Number(self.next_seq.fetch_add(1, Ordering::Relaxed) as i64);
+        self.send_acked(room, content, id.clone())?;
+        self.wait_for(timeout, "the MESSAGE's ack", |event| match event {
+            Event::Ack(ack) if ack.id == id => Some(ack.clone()),
+            _ => None,
+        })
+    }
+
+    /// Sends `content` to a user (all its connections) or one connection,
+    /// not to a room. A recipient that is not connected is a non-fatal
+    /// `NOT_FOUND` [`Event::Error`].
+    pub fn send_direct<T: Serialize + ?Sized>(
+        &self,
+        to: &Recipient<'_>,
+        content: &T,
+    ) -> Result<(), ClientError> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Direct<'a, T: ?Sized> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            to_user: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            to_connection: Option<&'a str>,
+            content: &'a T,
+        }
+        let (to_user, to_connection) = match to {
+            Recipient::User(user) => (Some(&**user), None),
+            Recipient::Connection(connection) => (None, Some(&**connection)),
+        };
+        let direct = Direct {
+            to_user,
+            to_connection,
+            content,
+        };
+        self.json_frame(MessageType::Message, &direct)
     }
 
     /// Sends LEAVE_ROOM; the answer arrives as [`Event::Left`].

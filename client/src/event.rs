@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use protocol::{HelloReply, MemberChange};
+use protocol::{Ack, Gap, HelloReply, Member, MemberChange, Since, WhoReply};
 use serde_json::value::RawValue;
 
 use crate::error::{DisconnectReason, ServerError};
@@ -22,6 +22,20 @@ pub enum Event {
     Left(RoomAck),
     /// A message published in a room this client is in.
     Message(Message),
+    /// The same, with its place in the room's order, for a client whose
+    /// [`Options::sequenced_events`](crate::Options::sequenced_events) is
+    /// on (otherwise such a message is an [`Event::Message`]).
+    Sequenced(Message, Since),
+    /// Messages of a room that are gone for good: sent after a JOIN that
+    /// asked for recovery, before the first message after them.
+    Gap(Gap),
+    /// The server's acknowledgement of a MESSAGE sent with
+    /// [`crate::Client::send_acked`].
+    Ack(Ack),
+    /// A message sent to this connection or its user, not to a room.
+    Direct(DirectMessage),
+    /// The answer to WHO.
+    Who(WhoReply),
     /// Another member joined or left a room this client is in.
     Member(MemberEvent),
     /// The answer to a HEARTBEAT.
@@ -40,6 +54,24 @@ pub struct RoomAck {
     /// Members of the room after the change; `None` when the server did not
     /// say (the original Node.js server never does).
     pub members: Option<u64>,
+    /// JOIN answer: the room's epoch and the last `seq` given in it before
+    /// the join; live messages have higher ones. `None` from servers that
+    /// do not number messages.
+    pub position: Option<Since>,
+    /// JOIN answer: the members, oldest first, up to the server's limit
+    /// (`members` counts them all); empty when the server did not list them.
+    pub member_list: Vec<Member>,
+}
+
+/// A direct message: sent to this connection, or to its user.
+#[derive(Debug, Clone)]
+pub struct DirectMessage {
+    /// The sender's connection id.
+    pub from: String,
+    /// The sender's user name, when it has one.
+    pub user: Option<String>,
+    pub body: Body,
+    pub timestamp: Option<u64>,
 }
 
 /// A message relayed by the server.

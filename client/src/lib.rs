@@ -58,6 +58,9 @@ pub mod tls;
 
 pub use crate::client::{CLIENT_VERSION, Client, Options};
 pub use crate::error::{ClientError, DisconnectReason, ServerError};
-pub use crate::event::{Body, Event, HeartbeatReply, MemberEvent, Message, RoomAck};
+pub use crate::event::{Body, DirectMessage, Event, HeartbeatReply, MemberEvent, Message, RoomAck};
 pub use crate::tls::{TlsError, TlsOptions};
-pub use protocol::{ErrorCode, Hello, HelloReply, MemberChange, RequestId, Stats};
+pub use protocol::{
+    Ack, ErrorCode, Gap, Hello, HelloReply, Member, MemberChange, Recipient, Recovery, RequestId,
+    Since, Stats, WhoReply,
+};

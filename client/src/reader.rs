@@ -11,6 +11,7 @@ use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
 
 use crate::tls::ReadHalf;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -19,12 +20,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use protocol::{
     BinaryDelivery, DecodeError, Decoder, ErrorPayload, Frame, HelloReply, MessageType, RoomReply,
-    ServerMessage,
+    SequencedBinaryDelivery, ServerMessage, Since, WhoReply,
 };
 use serde::Deserialize;
 
 use crate::error::{DisconnectReason, ServerError};
-use crate::event::{Body, Event, HeartbeatReply, MemberEvent, Message, RoomAck};
+use crate::event::{Body, DirectMessage, Event, HeartbeatReply, MemberEvent, Message, RoomAck};
 
 /// State the reader thread shares with the [`crate::Client`] handle.
 #[derive(Debug)]
@@ -44,6 +45,15 @@ pub(crate) struct Shared {
     /// Whether the server echoes HEARTBEATs: [`ECHO_UNKNOWN`] until a HELLO
     /// answer says, then [`ECHO_YES`] or [`ECHO_NO`].
     pub heartbeat_echo: AtomicU8,
+    /// The HELLO asked for `seq` in binary deliveries, so they come in the
+    /// sequenced layout.
+    pub binary_seq: AtomicBool,
+    /// Deliveries with a `seq` are [`Event::Sequenced`].
+    pub sequenced_events: bool,
+    /// The last place seen in each room's order: from its JOIN answer, then
+    /// from each numbered delivery; what a JOIN after a reconnect recovers
+    /// from.
+    pub positions: Mutex<HashMap<String, Since>>,
 }
 
 /// No HELLO answer yet: nothing is known about HEARTBEAT echoes.
@@ -64,6 +74,49 @@ impl Shared {
             server_max_frame: AtomicU32::new(protocol::DEFAULT_MAX_FRAME),
             connection_id: Mutex::new(None),
             heartbeat_echo: AtomicU8::new(ECHO_UNKNOWN),
+            binary_seq: AtomicBool::new(false),
+            sequenced_events: false,
+            positions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Notes that `room` has reached `seq` of `epoch`.
+    fn saw(&self, room: &str, epoch: &str, seq: u64) {
+        let mut positions = self
+            .positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match positions.get_mut(room) {
+            Some(position) => {
+                if position.epoch != epoch {
+                    position.epoch = epoch.to_owned();
+                }
+                position.seq = seq;
+            }
+            None => {
+                positions.insert(
+                    room.to_owned(),
+                    Since {
+                        epoch: epoch.to_owned(),
+                        seq,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A delivery as an event: sequenced if asked for and numbered.
+    fn message(&self, message: Message, position: Option<Since>) -> Event {
+        match position {
+            Some(position) => {
+                self.saw(&message.room, &position.epoch, position.seq);
+                if self.sequenced_events {
+                    Event::Sequenced(message, position)
+                } else {
+                    Event::Message(message)
+                }
+            }
+            None => Event::Message(message),
         }
     }
 
@@ -143,7 +196,8 @@ fn run(
             let event = match decoder.next_frame() {
                 Ok(None) => break,
                 Ok(Some(frame)) => match to_event(frame, shared) {
-                    Ok(event) => event,
+                    Ok(Some(event)) => event,
+                    Ok(None) => continue,
                     Err(violation) => break 'conn DisconnectReason::ProtocolViolation(violation),
                 },
                 Err(error) => break 'conn DisconnectReason::ProtocolViolation(describe(error)),
@@ -203,15 +257,22 @@ fn room_ack(frame: &Frame<'_>) -> Result<RoomAck, String> {
     }
     let reply: RoomReply = json(frame)?;
     let said: Said = json(frame)?;
+    let position = match (reply.epoch, reply.seq) {
+        (Some(epoch), Some(seq)) => Some(Since { epoch, seq }),
+        _ => None,
+    };
     Ok(RoomAck {
         room: reply.room,
         members: said.members,
+        position,
+        member_list: reply.member_list.unwrap_or_default(),
     })
 }
 
-/// Reads one server frame into an event; `Err` describes a protocol violation.
-fn to_event(frame: Frame<'_>, shared: &Shared) -> Result<Event, String> {
-    Ok(match frame.kind {
+/// Reads one server frame into an event (`None`: one to ignore); `Err`
+/// describes a protocol violation.
+fn to_event(frame: Frame<'_>, shared: &Shared) -> Result<Option<Event>, String> {
+    Ok(Some(match frame.kind {
         MessageType::Hello => {
             let reply: HelloReply = json(&frame)?;
             shared
@@ -235,27 +296,95 @@ fn to_event(frame: Frame<'_>, shared: &Shared) -> Result<Event, String> {
             }
             Event::Hello(reply)
         }
-        MessageType::JoinRoom => Event::Joined(room_ack(&frame)?),
+        MessageType::JoinRoom => {
+            let ack = room_ack(&frame)?;
+            if let Some(position) = &ack.position {
+                // A JOIN after a recovery restarts from where it left off;
+                // a fresh one from the room's present.
+                let positions = shared
+                    .positions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let known = positions.get(&ack.room).cloned();
+                drop(positions);
+                if known.is_none_or(|known| known.epoch != position.epoch) {
+                    shared.saw(&ack.room, &position.epoch, position.seq);
+                }
+            }
+            Event::Joined(ack)
+        }
+        MessageType::Who => {
+            let reply: WhoReply = json(&frame)?;
+            Event::Who(reply)
+        }
         MessageType::LeaveRoom => Event::Left(room_ack(&frame)?),
         MessageType::Message if frame.flags.is_binary() => {
-            let delivery = BinaryDelivery::parse(frame.payload)
-                .map_err(|error| format!("its binary MESSAGE is malformed: {error}"))?;
-            Event::Message(Message {
-                room: delivery.room.to_owned(),
-                from: delivery.from.to_owned(),
-                user: None,
-                body: Body::Binary(delivery.body.to_vec()),
-                timestamp: None,
-            })
+            let malformed = |error| format!("its binary MESSAGE is malformed: {error}");
+            if shared.binary_seq.load(Ordering::Relaxed) {
+                let delivery = SequencedBinaryDelivery::parse(frame.payload).map_err(malformed)?;
+                let message = Message {
+                    room: delivery.room.to_owned(),
+                    from: delivery.from.to_owned(),
+                    user: None,
+                    body: Body::Binary(delivery.body.to_vec()),
+                    timestamp: None,
+                };
+                let position = Since {
+                    epoch: delivery.epoch.to_owned(),
+                    seq: delivery.seq,
+                };
+                shared.message(message, Some(position))
+            } else {
+                let delivery = BinaryDelivery::parse(frame.payload).map_err(malformed)?;
+                Event::Message(Message {
+                    room: delivery.room.to_owned(),
+                    from: delivery.from.to_owned(),
+                    user: None,
+                    body: Body::Binary(delivery.body.to_vec()),
+                    timestamp: None,
+                })
+            }
         }
         MessageType::Message => match ServerMessage::parse(frame.payload) {
-            Ok(ServerMessage::Delivery(delivery)) => Event::Message(Message {
-                room: delivery.room.into_owned(),
-                from: delivery.from.into_owned(),
-                user: delivery.user.map(|user| user.into_owned()),
-                body: Body::Json(delivery.content.to_owned()),
-                timestamp: given(delivery.timestamp),
+            Ok(ServerMessage::Delivery(delivery)) => {
+                let position = match (delivery.epoch, delivery.seq) {
+                    (Some(epoch), Some(seq)) => Some(Since {
+                        epoch: epoch.into_owned(),
+                        seq,
+                    }),
+                    _ => None,
+                };
+                let message = Message {
+                    room: delivery.room.into_owned(),
+                    from: delivery.from.into_owned(),
+                    user: delivery.user.map(|user| user.into_owned()),
+                    body: Body::Json(delivery.content.to_owned()),
+                    timestamp: given(delivery.timestamp),
+                };
+                shared.message(message, position)
+            }
+            Ok(ServerMessage::Gap(gap)) => {
+                // What is gone is gone: recovery later starts after it.
+                if let Some(to) = gap.to {
+                    shared.saw(&gap.room, &gap.epoch, to);
+                } else {
+                    shared.saw(&gap.room, &gap.epoch, 0);
+                }
+                Event::Gap(gap)
+            }
+            Ok(ServerMessage::Ack(ack)) => {
+                shared.saw(&ack.room, &ack.epoch, ack.seq);
+                Event::Ack(ack)
+            }
+            Ok(ServerMessage::Direct(direct)) => Event::Direct(DirectMessage {
+                from: direct.from.into_owned(),
+                user: direct.user.map(|user| user.into_owned()),
+                body: Body::Json(direct.content.to_owned()),
+                timestamp: given(direct.timestamp),
             }),
+            // A notice of a kind this client does not know: ignored, as
+            // SPEC.md 3.5 asks.
+            Ok(ServerMessage::Other(_)) => return Ok(None),
             Ok(ServerMessage::Member(event)) => Event::Member(MemberEvent {
                 change: event.change,
                 room: event.room,
@@ -283,7 +412,7 @@ fn to_event(frame: Frame<'_>, shared: &Shared) -> Result<Event, String> {
             let payload: ErrorPayload = json(&frame)?;
             Event::Error(payload.into())
         }
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -298,7 +427,9 @@ mod tests {
             flags: Flags::JSON,
             payload: payload.as_bytes(),
         };
-        to_event(frame, &Shared::new()).expect("a valid frame")
+        to_event(frame, &Shared::new())
+            .expect("a valid frame")
+            .expect("an event")
     }
 
     #[test]

@@ -74,6 +74,8 @@ fn encode_delivery(c: &mut Criterion) {
             user: Some(Cow::Borrowed("alice")),
             content: &content,
             timestamp: 1_700_000_000_000,
+            seq: Some(1_234_567),
+            epoch: Some(Cow::Borrowed("9f86d081884c7d65")),
         };
         let mut out = Vec::new();
         let start = begin_frame(&mut out, MessageType::Message, Flags::JSON);

@@ -345,8 +345,8 @@ mod tests {
             Err(DecodeError::UnsupportedVersion { version: 2 })
         );
         assert_eq!(
-            parse_frame(&[0, 0, 0, 9, 1, 7], 100),
-            Err(DecodeError::UnknownType { kind: 7 })
+            parse_frame(&[0, 0, 0, 9, 1, 8], 100),
+            Err(DecodeError::UnknownType { kind: 8 })
         );
         assert_eq!(
             parse_frame(&[0, 0, 0, 9, 1, 4, 0x04], 100),

@@ -48,13 +48,15 @@ pub enum ErrorCode {
     /// The server is over its memory budget and cut this connection, the
     /// heaviest one that was not reading.
     Overloaded,
+    /// A direct MESSAGE named a user or connection that is not connected.
+    NotFound,
     /// A code this crate does not know (from a newer server); never sent by it.
     Unknown,
 }
 
 impl ErrorCode {
     /// Every code a server of this version sends.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::InvalidFrame,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownMessageType,
@@ -72,6 +74,7 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::RateLimited,
         ErrorCode::Overloaded,
+        ErrorCode::NotFound,
     ];
 
     /// The wire name, e.g. `NOT_IN_ROOM`.
@@ -94,6 +97,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::Overloaded => "OVERLOADED",
+            ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Unknown => "UNKNOWN",
         }
     }
@@ -109,6 +113,7 @@ impl ErrorCode {
                 | ErrorCode::NotInRoom
                 | ErrorCode::Forbidden
                 | ErrorCode::RateLimited
+                | ErrorCode::NotFound
         )
     }
 
@@ -176,7 +181,8 @@ mod tests {
                 ErrorCode::InvalidPayload,
                 ErrorCode::NotInRoom,
                 ErrorCode::Forbidden,
-                ErrorCode::RateLimited
+                ErrorCode::RateLimited,
+                ErrorCode::NotFound
             ]
         );
     }

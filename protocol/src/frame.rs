@@ -34,17 +34,21 @@ pub enum MessageType {
     Message = 4,
     Heartbeat = 5,
     Error = 6,
+    /// Who is in a room: the client's request and the server's answer
+    /// (SPEC.md 3.15). Servers before protocol 0.4 do not know it.
+    Who = 7,
 }
 
 impl MessageType {
     /// Every type, in wire order.
-    pub const ALL: [MessageType; 6] = [
+    pub const ALL: [MessageType; 7] = [
         MessageType::Hello,
         MessageType::JoinRoom,
         MessageType::LeaveRoom,
         MessageType::Message,
         MessageType::Heartbeat,
         MessageType::Error,
+        MessageType::Who,
     ];
 
     /// The type for a wire byte, or `None` for an unknown one.
@@ -56,6 +60,7 @@ impl MessageType {
             4 => MessageType::Message,
             5 => MessageType::Heartbeat,
             6 => MessageType::Error,
+            7 => MessageType::Who,
             _ => return None,
         })
     }
@@ -69,6 +74,7 @@ impl MessageType {
             MessageType::Message => "MESSAGE",
             MessageType::Heartbeat => "HEARTBEAT",
             MessageType::Error => "ERROR",
+            MessageType::Who => "WHO",
         }
     }
 }
@@ -334,6 +340,6 @@ mod tests {
             assert_eq!(MessageType::from_u8(kind as u8), Some(kind));
         }
         assert_eq!(MessageType::from_u8(0), None);
-        assert_eq!(MessageType::from_u8(7), None);
+        assert_eq!(MessageType::from_u8(8), None);
     }
 }

@@ -6,6 +6,9 @@
 //!   [`Decoder`] for a stream split anywhere.
 //! - [`payload`]: the typed JSON payloads of every message in both directions,
 //!   room-name rules and the BINARY message layouts.
+//! - [`sequence`]: a room's order on the wire: `seq` and `epoch`, recovery
+//!   on JOIN, `gap` notices and publish acks.
+//! - [`presence`]: member lists, WHO, direct messages.
 //! - [`request`]: a client frame read into a [`Request`], with every payload
 //!   rule applied and the error code to answer a bad one with.
 //! - [`error_code`]: the ERROR codes and their wire names.
@@ -20,7 +23,9 @@ pub mod decoder;
 pub mod error_code;
 pub mod frame;
 pub mod payload;
+pub mod presence;
 pub mod request;
+pub mod sequence;
 
 pub use decoder::{DecodeError, Decoder, parse_frame};
 pub use error_code::ErrorCode;
@@ -34,4 +39,9 @@ pub use payload::{
     MemberEvent, ORIGINAL_MAX_FRAME, Publish, PublisherJson, RequestId, RoomError, RoomReply,
     RoomRequest, ServerMessage, Stats, Token, validate_room,
 };
+pub use presence::{Direct, MAX_MEMBER_LIST, Member, Recipient, WhoReply};
 pub use request::{Content, MAX_USER_ID_LEN, QUOTE_LEN, Quoted, Request, RequestError};
+pub use sequence::{
+    Ack, Gap, MAX_EPOCH_LEN, Recovery, SEQ_BINARY_OVERHEAD, SEQ_JSON_OVERHEAD,
+    SequencedBinaryDelivery, Since, push_seq_binary, push_seq_json, valid_epoch,
+};

@@ -55,6 +55,15 @@ pub struct Hello {
     /// refreshes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<Token>,
+    /// `true`: binary deliveries carry the room's `seq` and `epoch`
+    /// ([`BinaryDelivery::parse_sequenced`]). Off by default, so the
+    /// original binary layout is what a client gets unless it asks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binary_seq: bool,
+    /// `Some(false)`: no `userJoined`/`userLeft` events for this
+    /// connection. `None` (the default) and `Some(true)`: events on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_events: Option<bool>,
 }
 
 /// A HELLO's credentials. `Debug` never shows them, so a token cannot end
@@ -156,6 +165,7 @@ pub struct RoomRequest<'a> {
 /// Server → client answer to JOIN_ROOM (`status` "joined") and LEAVE_ROOM
 /// (`status` "left").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RoomReply {
     pub status: String,
     /// The trimmed room name.
@@ -166,6 +176,18 @@ pub struct RoomReply {
     /// The request's `id`, if it had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<RequestId>,
+    /// JOIN answer: the room's epoch (SPEC.md 3.3). Absent from older
+    /// servers and from LEAVE answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+    /// JOIN answer: the last `seq` assigned in the room before this join
+    /// (0: none yet); every live delivery after the answer has a higher one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// JOIN answer: the members, oldest first, at most
+    /// [`MAX_MEMBER_LIST`](crate::MAX_MEMBER_LIST) of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_list: Option<Vec<crate::Member>>,
 }
 
 /// Client → server MESSAGE with the JSON flag.
@@ -203,6 +225,13 @@ pub struct Delivery<'a> {
     /// server did not say.
     #[serde(default)]
     pub timestamp: u64,
+    /// The message's place in its room (SPEC.md 5.11); absent from older
+    /// servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// The room's epoch: `seq` counts within it.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<Cow<'a, str>>,
 }
 
 /// The part of every JSON delivery that names its publisher,
@@ -259,7 +288,7 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Appends `n` in decimal, without the allocation `to_string` would make.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -428,6 +457,15 @@ fn bounded(message: String) -> String {
 pub enum ServerMessage<'a> {
     Delivery(Delivery<'a>),
     Member(MemberEvent),
+    /// Messages of a room that are gone (SPEC.md 3.13).
+    Gap(crate::Gap),
+    /// A publish acknowledged (SPEC.md 3.14).
+    Ack(crate::Ack),
+    /// A direct message (SPEC.md 3.16).
+    Direct(crate::Direct<'a>),
+    /// A `type` this crate does not know, from a newer server: ignored,
+    /// as SPEC.md 3.5 asks.
+    Other(String),
 }
 
 impl<'a> ServerMessage<'a> {
@@ -439,10 +477,15 @@ impl<'a> ServerMessage<'a> {
             kind: Option<Cow<'b, str>>,
         }
         let probe: Probe<'_> = serde_json::from_slice(payload)?;
-        if probe.kind.is_some() {
-            serde_json::from_slice(payload).map(ServerMessage::Member)
-        } else {
-            serde_json::from_slice(payload).map(ServerMessage::Delivery)
+        match probe.kind.as_deref() {
+            None => serde_json::from_slice(payload).map(ServerMessage::Delivery),
+            Some("userJoined" | "userLeft") => {
+                serde_json::from_slice(payload).map(ServerMessage::Member)
+            }
+            Some("gap") => serde_json::from_slice(payload).map(ServerMessage::Gap),
+            Some("ack") => serde_json::from_slice(payload).map(ServerMessage::Ack),
+            Some("direct") => serde_json::from_slice(payload).map(ServerMessage::Direct),
+            Some(other) => Ok(ServerMessage::Other(other.to_owned())),
         }
     }
 }
@@ -520,7 +563,7 @@ impl fmt::Display for BinaryLayoutError {
 
 impl std::error::Error for BinaryLayoutError {}
 
-fn take_name(bytes: &[u8]) -> Result<(&str, &[u8]), BinaryLayoutError> {
+pub(crate) fn take_name(bytes: &[u8]) -> Result<(&str, &[u8]), BinaryLayoutError> {
     let (&len, rest) = bytes.split_first().ok_or(BinaryLayoutError::Truncated)?;
     if rest.len() < len as usize {
         return Err(BinaryLayoutError::Truncated);
@@ -530,7 +573,7 @@ fn take_name(bytes: &[u8]) -> Result<(&str, &[u8]), BinaryLayoutError> {
     Ok((name, rest))
 }
 
-fn put_name(out: &mut Vec<u8>, name: &str) -> Result<(), BinaryLayoutError> {
+pub(crate) fn put_name(out: &mut Vec<u8>, name: &str) -> Result<(), BinaryLayoutError> {
     let len = u8::try_from(name.len()).map_err(|_| BinaryLayoutError::NameTooLong)?;
     out.push(len);
     out.extend_from_slice(name.as_bytes());
@@ -598,7 +641,7 @@ mod tests {
     }
 
     #[test]
-    fn json_delivery_writes_what_serde_writes_for_a_delivery() {
+    fn json_delivery_with_its_seq_is_what_serde_writes_for_a_delivery() {
         let content = RawValue::from_string(r#"{"t":"hi \"you\"","n":[1,2]}"#.to_owned()).unwrap();
         for (room, user, timestamp) in [
             ("chat", Some("ann"), 0),
@@ -614,12 +657,18 @@ mod tests {
                 timestamp,
             }
             .encode(&mut ours);
+            // The server writes seq and epoch in before the closing brace.
+            let brace = ours.pop();
+            crate::push_seq_json(&mut ours, timestamp / 7, "0f1e2d3c4b5a6978");
+            ours.extend(brace);
             let theirs = serde_json::to_vec(&Delivery {
                 room: room.into(),
                 from: "c7".into(),
                 user: user.map(Into::into),
                 content: &content,
                 timestamp,
+                seq: Some(timestamp / 7),
+                epoch: Some("0f1e2d3c4b5a6978".into()),
             })
             .unwrap();
             assert_eq!(

@@ -28,6 +28,8 @@ use crate::payload::{
     BinaryPublish, Hello, MAX_REQUEST_ID_LEN, MAX_TOKEN_LEN, RequestId, RoomError, Token,
     validate_room,
 };
+use crate::presence::Recipient;
+use crate::sequence::{Recovery, Since, valid_epoch};
 
 /// What a MESSAGE carries.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +48,8 @@ pub enum Request<'a> {
     Join {
         room: Cow<'a, str>,
         id: Option<RequestId>,
+        /// What to replay before the live messages (SPEC.md 3.3).
+        recovery: Option<Recovery>,
     },
     /// Leave the room (name already trimmed and validated).
     Leave {
@@ -56,6 +60,14 @@ pub enum Request<'a> {
         room: Cow<'a, str>,
         content: Content<'a>,
         id: Option<RequestId>,
+        /// `"ack": true` (only with an `id`): answer with the `seq` given.
+        ack: bool,
+    },
+    /// A MESSAGE to a user or a connection, not a room (SPEC.md 3.16).
+    Direct {
+        to: Recipient<'a>,
+        content: &'a RawValue,
+        id: Option<RequestId>,
     },
     /// Answer with the same flags and payload.
     Heartbeat {
@@ -64,6 +76,11 @@ pub enum Request<'a> {
     },
     /// An ERROR frame from a client: nothing to answer.
     ClientError,
+    /// Who is in the room (name already trimmed and validated).
+    Who {
+        room: Cow<'a, str>,
+        id: Option<RequestId>,
+    },
 }
 
 impl Request<'_> {
@@ -71,9 +88,11 @@ impl Request<'_> {
     pub fn id(&self) -> Option<&RequestId> {
         match self {
             Request::Hello(hello) => hello.id.as_ref(),
-            Request::Join { id, .. } | Request::Leave { id, .. } | Request::Publish { id, .. } => {
-                id.as_ref()
-            }
+            Request::Join { id, .. }
+            | Request::Leave { id, .. }
+            | Request::Publish { id, .. }
+            | Request::Direct { id, .. }
+            | Request::Who { id, .. } => id.as_ref(),
             Request::Heartbeat { .. } | Request::ClientError => None,
         }
     }
@@ -443,7 +462,18 @@ fn checked_room(kind: MessageType, name: Cow<'_, str>) -> Result<Cow<'_, str>, R
 
 fn hello(frame: &Frame<'_>) -> Result<Hello, RequestError> {
     let kind = frame.kind;
-    let (object, id) = object(frame, ["userId", "clientVersion", "echo", "id", "token"])?;
+    let (object, id) = object(
+        frame,
+        [
+            "userId",
+            "clientVersion",
+            "echo",
+            "id",
+            "token",
+            "binarySeq",
+            "memberEvents",
+        ],
+    )?;
     let with_id = |error: RequestError| RequestError {
         id: id.clone(),
         ..error
@@ -482,6 +512,20 @@ fn hello(frame: &Frame<'_>) -> Result<Hello, RequestError> {
             ))
         })?,
     };
+    let flag = |name: &str| -> Result<Option<bool>, RequestError> {
+        match object.get(name) {
+            None => Ok(None),
+            Some(raw) => serde_json::from_str::<bool>(raw.get())
+                .map(Some)
+                .map_err(|_| {
+                    with_id(RequestError::invalid(format!(
+                        "HELLO \"{name}\" must be true or false"
+                    )))
+                }),
+        }
+    };
+    let binary_seq = flag("binarySeq")?.unwrap_or(false);
+    let member_events = flag("memberEvents")?;
     let token = match object.get("token") {
         None => None,
         Some(raw) => {
@@ -501,6 +545,8 @@ fn hello(frame: &Frame<'_>) -> Result<Hello, RequestError> {
         echo,
         id,
         token,
+        binary_seq,
+        member_events,
     })
 }
 
@@ -514,8 +560,92 @@ fn room_request<'a>(frame: &Frame<'a>) -> Result<(Cow<'a, str>, Option<RequestId
     Ok((room, id))
 }
 
+/// JOIN_ROOM: the room, the id, and what to recover.
+fn join<'a>(frame: &Frame<'a>) -> Result<Request<'a>, RequestError> {
+    let (object, id) = object(frame, ["room", "id", "history", "since"])?;
+    let about = |error: RequestError| RequestError {
+        id: id.clone(),
+        ..error
+    };
+    let room = room(frame.kind, &object).map_err(about)?;
+    let about = |error: RequestError| RequestError {
+        id: id.clone(),
+        room: Some(room.to_string()),
+        ..error
+    };
+    let recovery = match (object.get("history"), object.get("since")) {
+        (Some(_), Some(_)) => {
+            return Err(about(RequestError::invalid(
+                "JOIN_ROOM has both \"history\" and \"since\"; give one",
+            )));
+        }
+        (Some(raw), None) => Some(Recovery::Last(
+            serde_json::from_str::<u64>(raw.get()).map_err(|_| {
+                about(RequestError::invalid(
+                    "JOIN_ROOM \"history\" must be a non-negative integer: how many past messages to get",
+                ))
+            })?,
+        )),
+        (None, Some(raw)) => {
+            let since: Since = serde_json::from_str(raw.get())
+                .ok()
+                .filter(|since: &Since| valid_epoch(&since.epoch))
+                .ok_or_else(|| {
+                    about(RequestError::invalid(
+                        "JOIN_ROOM \"since\" must be {\"epoch\": the epoch string you were given, \"seq\": the last seq you have}",
+                    ))
+                })?;
+            Some(Recovery::Since(since))
+        }
+        (None, None) => None,
+    };
+    Ok(Request::Join { room, id, recovery })
+}
+
+/// A MESSAGE with `toUser` or `toConnection`: a direct message.
+fn direct<'a, const N: usize>(
+    object: &Object<'a, N>,
+    id: Option<RequestId>,
+    recipient: (Option<&'a RawValue>, Option<&'a RawValue>),
+) -> Result<Request<'a>, RequestError> {
+    let with_id = |error: RequestError| RequestError {
+        id: id.clone(),
+        ..error
+    };
+    let kind = MessageType::Message;
+    let to = match recipient {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(with_id(RequestError::invalid(
+                "MESSAGE has both \"toUser\" and \"toConnection\"; give one",
+            )));
+        }
+        (Some(raw), None) => Recipient::User(string(kind, "toUser", raw).map_err(with_id)?),
+        (None, Some(raw)) => {
+            Recipient::Connection(string(kind, "toConnection", raw).map_err(with_id)?)
+        }
+    };
+    if object.get_raw("room").is_some() {
+        return Err(with_id(RequestError::invalid(
+            "MESSAGE has a \"room\" and a recipient; a message goes to a room or to a user or connection, not both",
+        )));
+    }
+    let Some(content) = object.get_raw("content") else {
+        return Err(with_id(RequestError::invalid(
+            "MESSAGE payload has no \"content\" key; send {\"toUser\": ..., \"content\": ...}",
+        )));
+    };
+    Ok(Request::Direct { to, content, id })
+}
+
 fn publish<'a>(frame: &Frame<'a>) -> Result<Request<'a>, RequestError> {
-    let (object, id) = object(frame, ["room", "content", "id"])?;
+    let (object, id) = object(
+        frame,
+        ["room", "content", "id", "ack", "toUser", "toConnection"],
+    )?;
+    match (object.get("toUser"), object.get("toConnection")) {
+        (None, None) => {}
+        recipient => return direct(&object, id, recipient),
+    }
     let room = room(frame.kind, &object).map_err(|error| RequestError {
         id: id.clone(),
         ..error
@@ -529,10 +659,32 @@ fn publish<'a>(frame: &Frame<'a>) -> Result<Request<'a>, RequestError> {
             )
         });
     };
+    let ack = match object.get("ack") {
+        None => false,
+        Some(raw) => match serde_json::from_str::<bool>(raw.get()) {
+            Ok(ack) => ack,
+            Err(_) => {
+                return Err(RequestError {
+                    id,
+                    room: Some(room.into_owned()),
+                    ..RequestError::invalid("MESSAGE \"ack\" must be true or false")
+                });
+            }
+        },
+    };
+    if ack && id.is_none() {
+        return Err(RequestError {
+            room: Some(room.into_owned()),
+            ..RequestError::invalid(
+                "MESSAGE asks for an \"ack\" but has no \"id\"; give it an id to match the ack to",
+            )
+        });
+    }
     Ok(Request::Publish {
         room,
         content: Content::Json(content),
         id,
+        ack,
     })
 }
 
@@ -544,13 +696,14 @@ impl<'a> Request<'a> {
     pub fn parse(frame: &Frame<'a>) -> Result<Request<'a>, RequestError> {
         match frame.kind {
             MessageType::Hello => hello(frame).map(Request::Hello),
-            MessageType::JoinRoom => {
-                let (room, id) = room_request(frame)?;
-                Ok(Request::Join { room, id })
-            }
+            MessageType::JoinRoom => join(frame),
             MessageType::LeaveRoom => {
                 let (room, id) = room_request(frame)?;
                 Ok(Request::Leave { room, id })
+            }
+            MessageType::Who => {
+                let (room, id) = room_request(frame)?;
+                Ok(Request::Who { room, id })
             }
             MessageType::Message if frame.flags.is_binary() => {
                 let publish = BinaryPublish::parse(frame.payload)
@@ -559,6 +712,7 @@ impl<'a> Request<'a> {
                     room: checked_room(frame.kind, Cow::Borrowed(publish.room))?,
                     content: Content::Binary(publish.body),
                     id: None,
+                    ack: false,
                 })
             }
             MessageType::Message => publish(frame),

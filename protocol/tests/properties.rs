@@ -164,7 +164,7 @@ fn model(stream: &[u8], max: u32) -> (Vec<Decoded>, Ending) {
             );
         }
         if let Some(&kind) = rest.get(5)
-            && !(1..=6).contains(&kind)
+            && !(1..=7).contains(&kind)
         {
             return (frames, Ending::Error(DecodeError::UnknownType { kind }));
         }
@@ -448,7 +448,7 @@ proptest! {
         client_version in prop::option::of("\\PC{0,16}"),
         echo in any::<bool>(),
     ) {
-        let hello = Hello { user_id, client_version, echo, id: None, token: None };
+        let hello = Hello { user_id, client_version, echo, ..Hello::default() };
         let payload = serde_json::to_vec(&hello).expect("serializes");
         let frame = round_trip_frame(MessageType::Hello, Flags::JSON, &payload);
         match Request::parse(&frame.as_frame()) {
@@ -590,7 +590,15 @@ proptest! {
         );
 
         for (kind, status) in [(MessageType::JoinRoom, "joined"), (MessageType::LeaveRoom, "left")] {
-            let answer = RoomReply { status: status.into(), room: room.clone(), members: id, id: None };
+            let answer = RoomReply {
+                status: status.into(),
+                room: room.clone(),
+                members: id,
+                id: None,
+                epoch: None,
+                seq: None,
+                member_list: None,
+            };
             let frame = round_trip_json(kind, &answer);
             prop_assert_eq!(
                 serde_json::from_slice::<RoomReply>(&frame.payload).expect("parses"),
@@ -606,6 +614,8 @@ proptest! {
             user: user.as_deref().map(Cow::Borrowed),
             content: &raw,
             timestamp,
+            seq: Some(timestamp / 3),
+            epoch: Some(Cow::Borrowed("0123456789abcdef")),
         };
         let frame = round_trip_json(MessageType::Message, &delivery);
         match ServerMessage::parse(&frame.payload) {
@@ -690,7 +700,7 @@ fn corruptions() -> impl Strategy<Value = Corruption> {
         any::<u8>()
             .prop_filter("not 1", |v| *v != 1)
             .prop_map(Corruption::BadVersion),
-        prop_oneof![Just(0u8), 7u8..=255].prop_map(Corruption::UnknownType),
+        prop_oneof![Just(0u8), 8u8..=255].prop_map(Corruption::UnknownType),
         (1u8..=63).prop_map(|high| Corruption::ReservedFlags((high << 2) | (high & 3))),
         Just(Corruption::BothFlags),
     ]

@@ -11,8 +11,8 @@ use std::fmt::Write as _;
 
 use protocol::{
     BinaryDelivery, Content, DEFAULT_MAX_FRAME, DecodeError, Decoder, ErrorCode, ErrorPayload,
-    Flags, Frame, HelloReply, MessageType, Request, RoomReply, ServerMessage, parse_frame,
-    validate_room,
+    Flags, Frame, HelloReply, MessageType, Recipient, Recovery, Request, RoomReply,
+    SequencedBinaryDelivery, ServerMessage, WhoReply, parse_frame, validate_room,
 };
 
 /// Fewer vectors than this means the extraction is broken (or the document
@@ -171,17 +171,34 @@ fn render(request: &Request<'_>) -> String {
             "HELLO {}",
             serde_json::to_string(hello).expect("HELLO serializes")
         ),
-        Request::Join { room, id } => format!("JOIN {}{}", json_string(room), id_suffix(id)),
+        Request::Join { room, id, recovery } => {
+            let recovery = match recovery {
+                None => String::new(),
+                Some(Recovery::Since(since)) => format!(" since={}:{}", since.epoch, since.seq),
+                Some(Recovery::Last(n)) => format!(" history={n}"),
+            };
+            format!("JOIN {}{}{recovery}", json_string(room), id_suffix(id))
+        }
+        Request::Who { room, id } => format!("WHO {}{}", json_string(room), id_suffix(id)),
+        Request::Direct { to, content, id } => {
+            let to = match to {
+                Recipient::User(user) => format!("user={}", json_string(user)),
+                Recipient::Connection(id) => format!("connection={}", json_string(id)),
+            };
+            format!("DIRECT {to} JSON {}{}", content.get(), id_suffix(id))
+        }
         Request::Leave { room, id } => format!("LEAVE {}{}", json_string(room), id_suffix(id)),
         Request::Publish {
             room,
             content: Content::Json(raw),
             id,
+            ack,
         } => format!(
-            "PUBLISH {} JSON {}{}",
+            "PUBLISH {} JSON {}{}{}",
             json_string(room),
             raw.get(),
-            id_suffix(id)
+            id_suffix(id),
+            if *ack { " ack" } else { "" }
         ),
         Request::Publish {
             room,
@@ -322,10 +339,27 @@ fn check_valid(vector: &Vector, seen: &mut Seen) {
             assert_eq!(render(&parsed), expected, "{vector}: request");
             let word = expected.split(' ').next().unwrap_or_default();
             let detail = match &parsed {
+                Request::Publish { ack: true, .. } => " JSON ack",
                 Request::Publish { content, .. } => match content {
                     Content::Json(_) => " JSON",
                     Content::Binary(_) => " BINARY",
                 },
+                Request::Join {
+                    recovery: Some(Recovery::Since(_)),
+                    ..
+                } => " since",
+                Request::Join {
+                    recovery: Some(Recovery::Last(_)),
+                    ..
+                } => " history",
+                Request::Direct {
+                    to: Recipient::User(_),
+                    ..
+                } => " user",
+                Request::Direct {
+                    to: Recipient::Connection(_),
+                    ..
+                } => " connection",
                 _ => "",
             };
             seen.requests.insert(format!("{word}{detail}"));
@@ -398,6 +432,33 @@ fn check_server(vector: &Vector, kind_of_payload: &str, frame: &Frame<'_>) {
                 }
                 other => panic!("{vector}: not a membership event: {other:?}"),
             }
+        }
+        "GAP" | "ACK" | "DIRECT" => {
+            json(MessageType::Message);
+            let again = match ServerMessage::parse(frame.payload) {
+                Ok(ServerMessage::Gap(gap)) if kind_of_payload == "GAP" => reserialized(&gap),
+                Ok(ServerMessage::Ack(ack)) if kind_of_payload == "ACK" => reserialized(&ack),
+                Ok(ServerMessage::Direct(direct)) if kind_of_payload == "DIRECT" => {
+                    reserialized(&direct)
+                }
+                other => panic!("{vector}: not a {kind_of_payload}: {other:?}"),
+            };
+            assert_eq!(again, text, "{vector}: byte-exact JSON");
+        }
+        "WHO_REPLY" => {
+            json(MessageType::Who);
+            let reply: WhoReply = serde_json::from_str(text)
+                .unwrap_or_else(|error| panic!("{vector}: not a WHO answer: {error}"));
+            assert_eq!(reserialized(&reply), text, "{vector}: byte-exact JSON");
+        }
+        "SEQ_BINARY_DELIVERY" => {
+            assert_eq!(frame.kind, MessageType::Message, "{vector}: frame type");
+            assert_eq!(frame.flags, Flags::BINARY, "{vector}: flags");
+            let delivery = SequencedBinaryDelivery::parse(frame.payload)
+                .unwrap_or_else(|error| panic!("{vector}: not a sequenced delivery: {error}"));
+            let mut again = Vec::new();
+            delivery.encode(&mut again).expect("short names");
+            assert_eq!(again, frame.payload, "{vector}: byte-exact layout");
         }
         "BINARY_DELIVERY" => {
             assert_eq!(frame.kind, MessageType::Message, "{vector}: frame type");
@@ -515,6 +576,12 @@ fn every_spec_vector_matches_the_code() {
         "PUBLISH BINARY",
         "HEARTBEAT",
         "CLIENT_ERROR",
+        "JOIN since",
+        "JOIN history",
+        "PUBLISH JSON ack",
+        "WHO",
+        "DIRECT user",
+        "DIRECT connection",
     ]
     .map(String::from)
     .into();
@@ -536,6 +603,11 @@ fn every_spec_vector_matches_the_code() {
         "BINARY_DELIVERY",
         "HEARTBEAT",
         "ERROR",
+        "GAP",
+        "ACK",
+        "DIRECT",
+        "WHO_REPLY",
+        "SEQ_BINARY_DELIVERY",
     ]
     .map(String::from)
     .into();

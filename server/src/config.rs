@@ -74,6 +74,9 @@ pub struct Config {
     /// not all reconnect at the same moment (`--drain-timeout`). 0 closes
     /// everyone at once.
     pub drain_timeout: Duration,
+    /// What each room keeps of its past messages for members that come
+    /// back (SPEC.md 5.11); nothing by default.
+    pub history: crate::HistoryLimits,
 }
 
 impl Config {
@@ -270,6 +273,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             http_addr: None,
             drain_timeout: Config::DEFAULT_DRAIN_TIMEOUT,
+            history: crate::HistoryLimits::default(),
         }
     }
 }
@@ -375,6 +379,32 @@ impl Config {
                     MAX_TIMEOUT.as_secs(),
                     tls.handshake_timeout.as_secs_f64()
                 ),
+            });
+        }
+        if self.history.messages > crate::HistoryLimits::MAX_MESSAGES {
+            return Err(ConfigError {
+                flag: "history-messages",
+                problem: format!(
+                    "must be at most {}, not {}",
+                    crate::HistoryLimits::MAX_MESSAGES,
+                    self.history.messages
+                ),
+            });
+        }
+        if self.history.bytes > crate::HistoryLimits::MAX_BYTES {
+            return Err(ConfigError {
+                flag: "history-bytes",
+                problem: format!(
+                    "must be at most {} (1G) per room, not {}",
+                    crate::HistoryLimits::MAX_BYTES,
+                    self.history.bytes
+                ),
+            });
+        }
+        if self.history.max_age.is_some_and(|age| age > MAX_TIMEOUT) {
+            return Err(ConfigError {
+                flag: "history-seconds",
+                problem: format!("must be at most {} seconds", MAX_TIMEOUT.as_secs()),
             });
         }
         if let Some(ws) = &self.ws

@@ -26,23 +26,27 @@ impl std::ops::Deref for Padded {
     }
 }
 
+/// How many message types there are.
+const TYPES: usize = MessageType::ALL.len();
+
 /// Message types, as `/metrics` labels them, indexed like
 /// [`MessageType::ALL`].
-pub(crate) const TYPE_LABELS: [&str; 6] = [
+pub(crate) const TYPE_LABELS: [&str; TYPES] = [
     "hello",
     "join_room",
     "leave_room",
     "message",
     "heartbeat",
     "error",
+    "who",
 ];
 
 /// Frames and their bytes by message type, counted by one thread (a read,
 /// a batch, a write) and added to the shared [`ByType`] in one go.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Tally {
-    frames: [u64; 6],
-    bytes: [u64; 6],
+    frames: [u64; TYPES],
+    bytes: [u64; TYPES],
 }
 
 impl Tally {
@@ -64,7 +68,7 @@ impl Tally {
 
     /// Adds everything `other` counted.
     pub(crate) fn merge(&mut self, other: &Tally) {
-        for i in 0..6 {
+        for i in 0..TYPES {
             self.frames[i] += other.frames[i];
             self.bytes[i] += other.bytes[i];
         }
@@ -80,15 +84,15 @@ impl Tally {
 /// `framesOut` sum and `/metrics` lists.
 #[derive(Debug, Default)]
 pub(crate) struct ByType {
-    frames: [Padded; 6],
-    bytes: [Padded; 6],
+    frames: [Padded; TYPES],
+    bytes: [Padded; TYPES],
 }
 
 impl ByType {
     /// Adds a tally: one relaxed add per type it counted, none for the
     /// others.
     pub(crate) fn add(&self, tally: &Tally) {
-        for i in 0..6 {
+        for i in 0..TYPES {
             if tally.frames[i] > 0 {
                 self.frames[i].fetch_add(tally.frames[i], Relaxed);
                 self.bytes[i].fetch_add(tally.bytes[i], Relaxed);

@@ -6,11 +6,14 @@
 //!
 //! - every frame parses, and none is longer than `maxFrameSize` (SPEC.md 2);
 //! - every JSON payload is valid JSON;
-//! - the rooms the sessions believe they are in are the registry's rooms.
+//! - the rooms the sessions believe they are in are the registry's rooms;
+//! - after each JOIN answer, a client's JSON deliveries of that room carry
+//!   the answer's epoch and strictly growing `seq`s (SPEC.md 5.11): the
+//!   replay, then the live messages, none twice and none out of order.
 //!
 //! A broken invariant panics, which the fuzzer reports as a crash.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,6 +37,9 @@ struct Client {
     outbound: Arc<Outbound>,
     rx: Receiver<Outgoing>,
     closed: bool,
+    /// Per room: the epoch of the last JOIN answer and the last `seq`
+    /// delivered since.
+    seqs: HashMap<String, (String, u64)>,
 }
 
 /// Several in-memory clients of one in-memory server.
@@ -114,6 +120,7 @@ impl Harness {
                     outbound,
                     rx,
                     closed: false,
+                    seqs: HashMap::new(),
                 }
             })
             .collect();
@@ -180,6 +187,7 @@ impl Harness {
             while let Ok(batch) = client.rx.try_recv() {
                 client.outbound.written(batch.bytes.len());
                 check_frames(&batch.bytes);
+                check_order(&batch.bytes, &mut client.seqs);
             }
             if let Some(last) = client.outbound.final_error() {
                 check_frames(&last.bytes);
@@ -219,6 +227,36 @@ fn check_frames(mut bytes: &[u8]) {
                 bytes = &bytes[used..];
             }
             other => panic!("the server sent a frame a strict client refuses: {other:?}"),
+        }
+    }
+}
+
+/// Checks that deliveries keep their room's order since its JOIN answer.
+fn check_order(mut bytes: &[u8], seqs: &mut HashMap<String, (String, u64)>) {
+    while let Ok(Some((frame, used))) = parse_frame(bytes, MAX_FRAME) {
+        bytes = &bytes[used..];
+        if frame.flags != Flags::JSON {
+            continue;
+        }
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(frame.payload) else {
+            continue;
+        };
+        let (Some(room), Some(epoch)) = (value["room"].as_str(), value["epoch"].as_str()) else {
+            continue;
+        };
+        match frame.kind {
+            protocol::MessageType::JoinRoom => {
+                seqs.insert(room.to_owned(), (epoch.to_owned(), 0));
+            }
+            protocol::MessageType::Message if value.get("type").is_none() => {
+                let seq = value["seq"].as_u64().unwrap_or(0);
+                if let Some((joined, last)) = seqs.get_mut(room) {
+                    assert_eq!(joined, epoch, "a delivery of another epoch: {value}");
+                    assert!(seq > *last, "seq {seq} after {last}: {value}");
+                    *last = seq;
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -22,7 +22,8 @@
 //! - `tls`: the TLS listener's certificates, loaded from PEM, reloaded on
 //!   request ([`TlsReloader`]), and who a client certificate names.
 //! - `rooms`: which connections are in which room (sharded maps, within
-//!   the server-wide caps); broadcast.
+//!   the server-wide caps); broadcast; each room's order (`seq`, epoch,
+//!   history) in `rooms::order`.
 //! - `budget`: the server-wide memory budget, charged where bytes are
 //!   queued, buffered or put in rooms; `shed`: what the server does past
 //!   it (cut the heaviest connections with OVERLOADED).
@@ -84,6 +85,7 @@ pub use config::{
 pub use conn::ws::origin::{BadOrigin, Origins};
 pub use conn::{CloseReason, ConnState};
 pub use counters::Counters;
+pub use rooms::HistoryLimits;
 pub use server::{RunningServer, Server, ShutdownHandle};
 pub use sys::signals::{Signal, Signals};
 pub use tls::{TlsError, TlsReloader};

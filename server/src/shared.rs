@@ -27,6 +27,9 @@ pub(crate) struct Shared {
     /// Live connections by id, for shutdown; the condvar signals removals.
     registry: Mutex<HashMap<u64, Arc<Peer>>>,
     registry_changed: Condvar,
+    /// The open connections of each user, for direct messages to a user
+    /// (SPEC.md 3.16): a look-up, not a walk over every connection.
+    users: Mutex<HashMap<Box<str>, Vec<u64>>>,
     pub(crate) shutting_down: AtomicBool,
     /// Whether the listeners take new connections: false from the first
     /// moment of a stop or drain, before anything else happens, so that a
@@ -73,11 +76,12 @@ impl Shared {
             .unwrap_or_else(|| default_memory_budget(crate::sys::memory::physical_memory()));
         let memory = Arc::new(MemoryBudget::new(limit));
         Shared {
-            rooms: Rooms::new(config.budget, Arc::clone(&memory)),
+            rooms: Rooms::new(config.budget, config.history, Arc::clone(&memory)),
             counters: Arc::new(Counters::with_memory(memory)),
             per_address: Arc::new(PerAddress::new(config.max_connections_per_ip)),
             config,
             registry: Mutex::default(),
+            users: Mutex::default(),
             registry_changed: Condvar::new(),
             shutting_down: AtomicBool::new(false),
             accepting: AtomicBool::new(true),
@@ -162,13 +166,60 @@ impl Shared {
     }
 
     pub(crate) fn unregister(&self, id: u64) {
-        self.registry.lock().remove(&id);
+        let peer = self.registry.lock().remove(&id);
+        if let Some(user) = peer.as_ref().and_then(|peer| peer.outbound.user()) {
+            let mut users = self.users.lock();
+            if let Some(ids) = users.get_mut(user) {
+                ids.retain(|&other| other != id);
+                if ids.is_empty() {
+                    users.remove(user);
+                }
+            }
+        }
         self.registry_changed.notify_all();
+    }
+
+    /// Notes that connection `id` is `user`'s, once its HELLO settled it.
+    pub(crate) fn add_user(&self, user: &str, id: u64) {
+        self.users.lock().entry(user.into()).or_default().push(id);
     }
 
     /// Every live connection now.
     pub(crate) fn peers(&self) -> Vec<Arc<Peer>> {
         self.registry.lock().values().cloned().collect()
+    }
+
+    /// The open connections a direct MESSAGE to `to` reaches, but `from`
+    /// (SPEC.md 3.16): one by its `connectionId`, or every one of a user.
+    pub(crate) fn recipients(
+        &self,
+        to: &protocol::Recipient<'_>,
+        from: u64,
+    ) -> Vec<Arc<crate::conn::outbound::Outbound>> {
+        let open = |peer: &Arc<Peer>| {
+            peer.id() != from
+                && !peer.outbound.is_closing()
+                && peer.outbound.state().get() != crate::conn::ConnState::Init
+        };
+        let registry = self.registry.lock();
+        match to {
+            protocol::Recipient::Connection(id) => id
+                .strip_prefix('c')
+                .and_then(|n| n.parse::<u64>().ok())
+                .and_then(|n| registry.get(&n))
+                .filter(|peer| open(peer))
+                .map(|peer| Arc::clone(&peer.outbound))
+                .into_iter()
+                .collect(),
+            protocol::Recipient::User(user) => {
+                let ids = self.users.lock().get(&**user).cloned().unwrap_or_default();
+                ids.iter()
+                    .filter_map(|id| registry.get(id))
+                    .filter(|peer| open(peer))
+                    .map(|peer| Arc::clone(&peer.outbound))
+                    .collect()
+            }
+        }
     }
 
     /// Waits up to `limit` for every connection to close; true if they did.

@@ -48,7 +48,7 @@ fn framing_errors_are_fatal_before_and_after_hello() {
         fatal_case(&[0, 0, 0, 3, 1, 5, 0x80], hello, "INVALID_FRAME");
         fatal_case(&[0, 0, 0, 3, 1, 5, 0x03], hello, "INVALID_FRAME");
         fatal_case(&[0, 0, 0, 3, 2, 1, 0], hello, "UNSUPPORTED_VERSION");
-        fatal_case(&[0, 0, 0, 3, 1, 7, 0], hello, "UNKNOWN_MESSAGE_TYPE");
+        fatal_case(&[0, 0, 0, 3, 1, 8, 0], hello, "UNKNOWN_MESSAGE_TYPE");
         fatal_case(&[0, 0, 0, 3, 1, 0, 0], hello, "UNKNOWN_MESSAGE_TYPE");
         fatal_case(
             &raw_frame(MessageType::JoinRoom, Flags::JSON, b"{\"room\":"),

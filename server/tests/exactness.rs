@@ -308,6 +308,18 @@ fn the_error_examples_in_the_spec_are_what_the_server_sends() {
                 client.expect(MessageType::Error)
             }
             "AUTH_FAILED" | "FORBIDDEN" | "TOKEN_EXPIRED" => auth_error(&example),
+            "NOT_FOUND" => {
+                // A direct message to a user nobody is connected as.
+                let (mut client, _) = Raw::hello(addr, json!({"userId": "ann"}));
+                let message = &example["message"];
+                let user = message.as_str().and_then(|m| m.split('"').nth(1)).unwrap();
+                let mut request = json!({"toUser": user, "content": "psst"});
+                if let Some(id) = example.get("id") {
+                    request["id"] = id.clone();
+                }
+                client.send_json(MessageType::Message, &request);
+                client.expect(MessageType::Error)
+            }
             other => {
                 panic!("SPEC.md has an ERROR example for {other}; teach this test to cause it")
             }

@@ -127,6 +127,9 @@ struct PermissionsClaim {
     join: Vec<String>,
     #[serde(default)]
     publish: Vec<String>,
+    /// The users direct MESSAGEs may go to.
+    #[serde(default)]
+    direct: Vec<String>,
 }
 
 /// Whether `token` has the three dot-separated parts of a JWT; anything
@@ -256,7 +259,11 @@ impl JwtVerifier {
                     Patterns::parse(list.iter().map(String::as_str))
                         .map_err(|error| refuse(JwtError::Permissions(error.to_string())))
                 };
-                Permissions::new(parse(&claim.join)?, parse(&claim.publish)?)
+                Permissions::new(
+                    parse(&claim.join)?,
+                    parse(&claim.publish)?,
+                    parse(&claim.direct)?,
+                )
             }
         };
         Ok(Identity {

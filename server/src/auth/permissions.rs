@@ -157,16 +157,23 @@ pub struct Permissions(Arc<Grants>);
 struct Grants {
     join: Patterns,
     publish: Patterns,
+    /// The users direct MESSAGEs may go to (SPEC.md 11.2), matched by the
+    /// same patterns against the recipient's user.
+    direct: Patterns,
 }
 
 impl Permissions {
     /// Everything: what a credential without permissions may do.
     pub fn everything() -> Permissions {
-        Permissions::new(Patterns::any(), Patterns::any())
+        Permissions::new(Patterns::any(), Patterns::any(), Patterns::any())
     }
 
-    pub fn new(join: Patterns, publish: Patterns) -> Permissions {
-        Permissions(Arc::new(Grants { join, publish }))
+    pub fn new(join: Patterns, publish: Patterns, direct: Patterns) -> Permissions {
+        Permissions(Arc::new(Grants {
+            join,
+            publish,
+            direct,
+        }))
     }
 
     /// Whether JOIN_ROOM `room` is allowed (joining is reading).
@@ -177,6 +184,12 @@ impl Permissions {
     /// Whether MESSAGE to `room` is allowed (to a member of it).
     pub fn may_publish(&self, room: &str) -> bool {
         self.0.publish.allows(room)
+    }
+
+    /// Whether a direct MESSAGE to `user` is allowed (`""` for a
+    /// connection without a user, which only `*` allows).
+    pub fn may_direct(&self, user: &str) -> bool {
+        self.0.direct.allows(user)
     }
 }
 

@@ -135,7 +135,7 @@ impl TokenTable {
             }
             let Some(user) = fields.next() else {
                 return Err(error(
-                    "a token without a user; write TOKEN USER [join=PATTERNS] [publish=PATTERNS]"
+                    "a token without a user; write TOKEN USER [join=PATTERNS] [publish=PATTERNS] [direct=PATTERNS]"
                         .to_owned(),
                 ));
             };
@@ -217,21 +217,23 @@ impl TokenTable {
 fn permissions<'a>(fields: impl Iterator<Item = &'a str>) -> Result<Permissions, String> {
     let mut join = None;
     let mut publish = None;
+    let mut direct = None;
     let mut any = false;
     for field in fields {
         any = true;
         let (key, value) = field.split_once('=').ok_or_else(|| {
             format!(
-                "{} is not a permission; write join=PATTERNS or publish=PATTERNS",
+                "{} is not a permission; write join=PATTERNS, publish=PATTERNS or direct=PATTERNS",
                 protocol::Quoted(field)
             )
         })?;
         let slot = match key {
             "join" => &mut join,
             "publish" => &mut publish,
+            "direct" => &mut direct,
             _ => {
                 return Err(format!(
-                    "unknown permission {}; use join= or publish=",
+                    "unknown permission {}; use join=, publish= or direct=",
                     protocol::Quoted(key)
                 ));
             }
@@ -250,6 +252,7 @@ fn permissions<'a>(fields: impl Iterator<Item = &'a str>) -> Result<Permissions,
     Ok(Permissions::new(
         join.unwrap_or_else(Patterns::none),
         publish.unwrap_or_else(Patterns::none),
+        direct.unwrap_or_else(Patterns::none),
     ))
 }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::outbound::Batch;
+use crate::rooms::Splice;
 
 /// Where the frames being gathered go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,19 @@ pub(crate) struct Outbox {
     pub(crate) frames: u32,
     /// Capacity to reserve for a new batch (from the size of the last read).
     pub(crate) hint: usize,
+    /// Where each room message in `buf` takes its `seq` (room targets
+    /// only); kept between batches, so it allocates only while it grows.
+    pub(crate) splices: Vec<Splice>,
+}
+
+/// What the outbox gathered, taken.
+#[derive(Debug)]
+pub(crate) struct Gathered {
+    pub(crate) target: Target,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) frames: u32,
+    /// For a batch to be timed, when its read returned.
+    pub(crate) read_at: Option<Instant>,
 }
 
 impl Default for Outbox {
@@ -39,6 +53,7 @@ impl Default for Outbox {
             buf: Vec::new(),
             frames: 0,
             hint: 512,
+            splices: Vec::new(),
         }
     }
 }
@@ -49,17 +64,21 @@ impl Outbox {
         self.frames == 0 || self.target == *target
     }
 
-    /// Takes the gathered frames, leaving the outbox empty; a batch to be
-    /// timed carries `read_at`.
-    pub(crate) fn take(&mut self, read_at: Option<Instant>) -> Option<(Target, Arc<Batch>)> {
+    /// Takes the gathered frames, leaving the outbox empty but for
+    /// `splices`, which the caller clears once it has used them; a batch to
+    /// be timed carries `read_at`.
+    pub(crate) fn take(&mut self, read_at: Option<Instant>) -> Option<Gathered> {
         if self.frames == 0 {
             self.buf.clear();
+            self.splices.clear();
             return None;
         }
-        self.frames = 0;
-        let batch = Batch::new(std::mem::take(&mut self.buf), read_at);
-        let target = std::mem::replace(&mut self.target, Target::Nowhere);
-        Some((target, Arc::new(batch)))
+        Some(Gathered {
+            bytes: std::mem::take(&mut self.buf),
+            frames: std::mem::take(&mut self.frames),
+            target: std::mem::replace(&mut self.target, Target::Nowhere),
+            read_at,
+        })
     }
 
     /// Readies the buffer for frames to `target`; the caller flushed first if
@@ -71,5 +90,12 @@ impl Outbox {
                 self.buf.reserve(self.hint);
             }
         }
+    }
+}
+
+impl Gathered {
+    /// The frames as one batch, for a target that numbers nothing.
+    pub(crate) fn batch(self) -> Arc<Batch> {
+        Arc::new(Batch::new(self.bytes, self.read_at))
     }
 }

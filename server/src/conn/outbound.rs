@@ -13,12 +13,25 @@
 //! off whoever is still full as a slow consumer. A publisher is therefore
 //! held up at most the stall bound per delivery, and only when a member is
 //! not keeping up.
+//!
+//! **Order.** A batch offered to a full queue is not simply retried later:
+//! another publisher's batch, offered after it under the room's lock, could
+//! find room first and overtake it, and members would disagree on the
+//! room's order (SPEC.md 5.6). So a full queue grows a *backlog*: the
+//! batches offered while it is full, in the order they were offered. While
+//! the backlog holds anything, every offer joins its end, and the waiting
+//! publishers move it into the queue front first, one at a time. Nobody
+//! waits under the room's lock, so a stalled member holds up nobody else's
+//! deliveries, and its backlog holds at most one batch per publisher
+//! waiting for it, each for at most the stall bound.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
+use parking_lot::Mutex;
 use protocol::ErrorPayload;
 
 pub(crate) use super::batch::{Batch, Outgoing};
@@ -80,6 +93,21 @@ pub(crate) struct Outbound {
     /// The write half and what is being written, shared by the writer and
     /// the publishers that flush for it.
     output: Output,
+    /// Batches offered while the queue was full, oldest first (see the
+    /// module's doc on order). Not charged to the budget: each is held by
+    /// the publisher waiting for it anyway, and shared with the queues of
+    /// the other members.
+    backlog: Mutex<VecDeque<Arc<Batch>>>,
+    /// Whether `backlog` may hold anything: read without its lock on every
+    /// offer, written under it.
+    backlogged: AtomicBool,
+    /// Held by the one publisher moving the backlog into the queue, so two
+    /// cannot move two batches in the wrong order.
+    mover: Mutex<()>,
+    /// The HELLO asked for `seq` and `epoch` in binary deliveries.
+    binary_seq: AtomicBool,
+    /// The HELLO turned membership events off.
+    quiet: AtomicBool,
 }
 
 impl Outbound {
@@ -113,6 +141,11 @@ impl Outbound {
             reader: Wakeable::default(),
             bell: Doorbell::default(),
             output,
+            backlog: Mutex::new(VecDeque::new()),
+            backlogged: AtomicBool::new(false),
+            mover: Mutex::new(()),
+            binary_seq: AtomicBool::new(false),
+            quiet: AtomicBool::new(false),
         };
         (Arc::new(outbound), rx)
     }
@@ -124,6 +157,23 @@ impl Outbound {
     /// Records the connection's user, once.
     pub(crate) fn set_user(&self, user: &str) {
         let _ = self.user.set(user.into());
+    }
+
+    /// Records what the HELLO asked for: binary deliveries with `seq`, and
+    /// whether membership events are wanted.
+    pub(crate) fn set_options(&self, binary_seq: bool, member_events: bool) {
+        self.binary_seq.store(binary_seq, Ordering::Relaxed);
+        self.quiet.store(!member_events, Ordering::Relaxed);
+    }
+
+    /// Whether binary deliveries to it carry `seq` and `epoch`.
+    pub(crate) fn binary_seq(&self) -> bool {
+        self.binary_seq.load(Ordering::Relaxed)
+    }
+
+    /// Whether it turned membership events off.
+    pub(crate) fn quiet(&self) -> bool {
+        self.quiet.load(Ordering::Relaxed)
     }
 
     /// The connection's user, once its HELLO named one.
@@ -178,6 +228,8 @@ impl Outbound {
         }
         // The final flush is bounded from now.
         self.output.closing();
+        // Nothing more goes into the queue, so nothing waits to.
+        self.backlog.lock().clear();
         // The writer finishes what is queued, then sees the reason.
         self.bell.ring();
         self.reader.wake();
@@ -361,21 +413,101 @@ impl Outbound {
     /// `touched`, to be flushed by the caller once it holds no lock; one
     /// whose queue is full goes into `stalled`, to be waited for by
     /// [`Stalled::settle`].
+    ///
+    /// Returns whether the batch is on its way (queued, or in the backlog
+    /// for the publisher to wait for): false only for a closing connection.
     pub(crate) fn offer(
         self: &Arc<Self>,
         batch: &Arc<Batch>,
         touched: &mut Vec<Arc<Outbound>>,
         stalled: &mut Stalled,
         counters: &Counters,
-    ) {
+    ) -> bool {
+        if self.backlogged.load(Ordering::Acquire) {
+            let mut backlog = self.backlog.lock();
+            if !backlog.is_empty() {
+                if self.is_closing() {
+                    return false;
+                }
+                backlog.push_back(Arc::clone(batch));
+                stalled.0.push((Arc::clone(self), Arc::clone(batch)));
+                return true;
+            }
+        }
         match self.push_now(batch) {
             Ok(queued) => {
                 self.observe_depth(batch, queued, counters);
                 touched.push(Arc::clone(self));
+                true
             }
-            Err(PushError::Full) => stalled.0.push(Arc::clone(self)),
-            Err(PushError::Closed) => {}
+            Err(PushError::Full) => {
+                let mut backlog = self.backlog.lock();
+                if self.is_closing() {
+                    return false;
+                }
+                backlog.push_back(Arc::clone(batch));
+                self.backlogged.store(true, Ordering::Release);
+                stalled.0.push((Arc::clone(self), Arc::clone(batch)));
+                true
+            }
+            Err(PushError::Closed) => false,
         }
+    }
+
+    /// Moves the backlog into the queue, front first, until `batch` is in
+    /// it, waiting for room until `deadline`. `Full` means the queue stayed
+    /// full (or another publisher moving the backlog did) until then.
+    /// `Ok` has the bytes queued with the batch in, when this call moved it.
+    fn push_in_order(
+        &self,
+        batch: &Arc<Batch>,
+        deadline: Instant,
+    ) -> Result<Option<usize>, PushError> {
+        let Some(_mover) = self.mover.try_lock_until(deadline) else {
+            return if self.in_backlog(batch) {
+                Err(PushError::Full)
+            } else {
+                Ok(None)
+            };
+        };
+        loop {
+            let front = {
+                let backlog = self.backlog.lock();
+                if !backlog.iter().any(|queued| Arc::ptr_eq(queued, batch)) {
+                    // Moved by an earlier publisher, or dropped by a close.
+                    return if self.is_closing() {
+                        Err(PushError::Closed)
+                    } else {
+                        Ok(None)
+                    };
+                }
+                match backlog.front() {
+                    Some(front) => Arc::clone(front),
+                    None => return Ok(None),
+                }
+            };
+            let queued = self.push_until(&front, deadline)?;
+            let mut backlog = self.backlog.lock();
+            if backlog
+                .front()
+                .is_some_and(|queued| Arc::ptr_eq(queued, &front))
+            {
+                backlog.pop_front();
+            }
+            if backlog.is_empty() {
+                self.backlogged.store(false, Ordering::Release);
+            }
+            if Arc::ptr_eq(&front, batch) {
+                return Ok(Some(queued));
+            }
+        }
+    }
+
+    fn in_backlog(&self, batch: &Arc<Batch>) -> bool {
+        self.backlog
+            .lock()
+            .iter()
+            .any(|queued| Arc::ptr_eq(queued, batch))
     }
 
     /// Cuts the connection off as a slow consumer (once).
@@ -413,16 +545,17 @@ impl Accounts for Outbound {
     }
 }
 
-/// Members whose queue was full when a batch was offered. Empty (and not
-/// allocated) on the fast path.
+/// Members whose queue was full when a batch was offered, each with the
+/// batch it was offered (members of one room may get different encodings
+/// of the same messages). Empty (and not allocated) on the fast path.
 #[derive(Debug, Default)]
-pub(crate) struct Stalled(Vec<Arc<Outbound>>);
+pub(crate) struct Stalled(Vec<(Arc<Outbound>, Arc<Batch>)>);
 
 impl Stalled {
     /// Waits for every stalled member against one deadline, `stall` from
     /// now, and cuts off whoever is still full then as a slow consumer.
-    /// Returns how many took the batch.
-    pub(crate) fn settle(self, batch: &Arc<Batch>, stall: Duration, counters: &Counters) -> usize {
+    /// Returns how many took their batch.
+    pub(crate) fn settle(self, stall: Duration, counters: &Counters) -> usize {
         if self.0.is_empty() {
             return 0;
         }
@@ -431,10 +564,12 @@ impl Stalled {
             .fetch_add(self.0.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let deadline = Instant::now() + stall;
         let mut took = 0;
-        for member in self.0 {
-            match member.push_until(batch, deadline) {
+        for (member, batch) in self.0 {
+            match member.push_in_order(&batch, deadline) {
                 Ok(queued) => {
-                    member.observe_depth(batch, queued, counters);
+                    if let Some(queued) = queued {
+                        member.observe_depth(&batch, queued, counters);
+                    }
                     took += 1;
                 }
                 Err(PushError::Full) => member.cut_slow(counters),
@@ -566,7 +701,7 @@ mod tests {
         stuck.offer(&delivery, &mut Vec::new(), &mut stalled, &counters);
         healthy.offer(&delivery, &mut Vec::new(), &mut stalled, &counters);
         let started = Instant::now();
-        stalled.settle(&delivery, Duration::from_millis(30), &counters);
+        stalled.settle(Duration::from_millis(30), &counters);
         assert!(started.elapsed() >= Duration::from_millis(30));
         assert_eq!(
             stuck.close_reason(),
@@ -602,12 +737,77 @@ mod tests {
                 let first = rx.recv().unwrap();
                 slow.written(first.bytes.len());
             });
-            stalled.settle(&delivery, Duration::from_secs(30), &counters);
+            stalled.settle(Duration::from_secs(30), &counters);
         });
         assert_eq!(slow.close_reason(), None);
         assert_eq!(write_one(&slow, &rx), Some(20));
         assert_eq!(counters.slow_consumers(), 0);
         assert_eq!(counters.stall_waits(), 1);
+    }
+
+    #[test]
+    fn a_full_member_gets_what_waits_for_it_in_the_order_offered() {
+        let counters = Counters::default();
+        let (member, rx) = open(QueueLimits {
+            items: 1,
+            bytes: 1000,
+        });
+        member.try_push(&batch(1)).unwrap();
+        // Two publishers offer in turn (as the room's lock orders them);
+        // both find the queue full.
+        let (first, second) = (batch(2), batch(3));
+        let mut stalled_first = Stalled::default();
+        let mut stalled_second = Stalled::default();
+        assert!(member.offer(&first, &mut Vec::new(), &mut stalled_first, &counters));
+        assert!(member.offer(&second, &mut Vec::new(), &mut stalled_second, &counters));
+        // Room frees up while the second publisher settles first: it must
+        // not overtake the first.
+        let written = std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                (0..3)
+                    .map(|_| {
+                        let taken = rx.recv().unwrap();
+                        member.written(taken.bytes.len());
+                        taken.bytes.len()
+                    })
+                    .collect::<Vec<_>>()
+            });
+            stalled_second.settle(Duration::from_secs(30), &counters);
+            stalled_first.settle(Duration::from_secs(30), &counters);
+            writer.join().unwrap()
+        });
+        assert_eq!(written, [1, 2, 3], "the batches in the order offered");
+        assert_eq!(member.close_reason(), None);
+        assert_eq!(counters.slow_consumers(), 0);
+        // And once the backlog is empty, offers go straight in again.
+        let mut touched = Vec::new();
+        assert!(member.offer(&batch(4), &mut touched, &mut Stalled::default(), &counters));
+        assert_eq!(touched.len(), 1);
+    }
+
+    #[test]
+    fn a_member_still_full_at_the_bound_is_cut_and_its_backlog_dropped() {
+        let counters = Counters::default();
+        let (member, _rx) = open(QueueLimits {
+            items: 1,
+            bytes: 1000,
+        });
+        member.try_push(&batch(1)).unwrap();
+        let waiting = batch(2);
+        let mut stalled = Stalled::default();
+        member.offer(&waiting, &mut Vec::new(), &mut stalled, &counters);
+        stalled.settle(Duration::from_millis(20), &counters);
+        assert!(matches!(
+            member.close_reason(),
+            Some(CloseReason::SlowConsumer { .. })
+        ));
+        assert!(!member.in_backlog(&waiting));
+        assert!(!member.offer(
+            &batch(3),
+            &mut Vec::new(),
+            &mut Stalled::default(),
+            &counters
+        ));
     }
 
     #[test]

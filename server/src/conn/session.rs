@@ -26,19 +26,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protocol::{
-    BinaryDelivery, Content, ErrorCode, ErrorPayload, Flags, Frame, HEADER_LEN, Hello, HelloReply,
-    JsonDelivery, MemberChange, MemberEvent, MessageType, PublisherJson, Quoted, Request,
-    RequestId, RoomReply, begin_frame, encode_json, end_frame,
+    Ack, BinaryDelivery, Content, ErrorCode, ErrorPayload, Flags, Frame, HEADER_LEN, Hello,
+    HelloReply, JsonDelivery, MemberChange, MemberEvent, MessageType, PublisherJson, Quoted,
+    Recipient, Recovery, Request, RequestId, RoomReply, SEQ_BINARY_OVERHEAD, SEQ_JSON_OVERHEAD,
+    begin_frame, encode_json, end_frame,
 };
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use super::gather::{Outbox, Target};
-use super::outbound::{Outbound, Stalled};
+use super::outbound::{Batch, Outbound, Stalled};
 use super::state::ConnState;
 use crate::auth::{AUTH_FAILED_MESSAGE, Identity, Permissions};
 use crate::counters::Tally;
 use crate::histogram::SAMPLE_EVERY;
 use crate::logging::{AUTH_FAILURES, CONNECTIONS, throttled};
+use crate::rooms::{JoinRequest, Joined, Pending, Published, Splice};
 use crate::shared::Shared;
 
 /// `Break` when the connection stops being served: a fatal error was
@@ -256,6 +259,8 @@ impl Session {
                             .as_deref()
                             .map_or_else(|| "no client version".to_owned(), |v| format!("{v:?}"))
                     );
+                    self.outbound
+                        .set_options(hello.binary_seq, hello.member_events.unwrap_or(true));
                     self.set_identity(user, hello.echo);
                 } else if hello.token.is_some()
                     && self.config().auth.is_on()
@@ -265,9 +270,16 @@ impl Session {
                 }
                 self.hello_reply(hello.id);
             }
-            Request::Join { room, id } => self.join(&room, id),
+            Request::Join { room, id, recovery } => self.join(&room, id, recovery.as_ref()),
             Request::Leave { room, id } => self.leave(&room, id),
-            Request::Publish { room, content, id } => self.publish(&room, content, id),
+            Request::Publish {
+                room,
+                content,
+                id,
+                ack,
+            } => self.publish(&room, content, id, ack),
+            Request::Direct { to, content, id } => self.direct(&to, content, id),
+            Request::Who { room, id } => self.who(&room, id),
             Request::Heartbeat { flags, payload } => {
                 self.to(Target::Myself);
                 let start = begin_frame(&mut self.outbox.buf, MessageType::Heartbeat, flags);
@@ -474,11 +486,12 @@ impl Session {
             // lines, and the writer's, name the user.
             tracing::Span::current().record("user", user.as_str());
             self.outbound.set_user(user);
+            self.shared.add_user(user, self.outbound.id());
         }
         self.user = user;
     }
 
-    fn join(&mut self, room: &str, id: Option<RequestId>) {
+    fn join(&mut self, room: &str, id: Option<RequestId>, recovery: Option<&Recovery>) {
         if !self.permissions.may_join(room) {
             let message = format!(
                 "JOIN_ROOM {}: your token does not allow this room",
@@ -498,11 +511,33 @@ impl Session {
             return;
         }
         self.flush();
-        let joined = match self
-            .shared
-            .rooms
-            .join(room, &self.outbound, &self.shared.counters)
-        {
+        let shared = Arc::clone(&self.shared);
+        let event = (!member).then(|| self.member_event_batch(room, MemberChange::Joined));
+        let request = JoinRequest {
+            recovery,
+            now_ms: self.now_ms,
+            event,
+        };
+        let max_frame = shared.config.max_frame as usize;
+        let mut answer = |joined: &Joined, out: &mut Vec<u8>| -> u32 {
+            join_answer(out, room, id.clone(), joined, max_frame);
+            1
+        };
+        let mut stalled = Stalled::default();
+        let result = shared.rooms.join(
+            room,
+            &self.outbound,
+            &request,
+            &shared.counters,
+            &mut answer,
+            &mut self.touched,
+            &mut stalled,
+        );
+        stalled.settle(shared.config.stall_timeout, &shared.counters);
+        for member in self.touched.drain(..) {
+            member.flush_now(&shared.counters);
+        }
+        let joined = match result {
             Ok(joined) => joined,
             Err(refused) => {
                 let message = format!("JOIN_ROOM {}: {refused}", Quoted(room));
@@ -520,15 +555,65 @@ impl Session {
                 if joined.members == 1 { "" } else { "s" }
             );
         }
-        let reply = RoomReply {
-            status: "joined".to_owned(),
+    }
+
+    /// This connection's `type` event for `room`, as a batch of its own, to
+    /// be queued under the room's lock; timed like any broadcast.
+    fn member_event_batch(&mut self, room: &str, change: MemberChange) -> Arc<Batch> {
+        let event = MemberEvent {
+            change,
             room: room.to_owned(),
-            members: joined.members as u64,
+            connection_id: self.connection_id.clone(),
+            user: self.user.clone(),
+            timestamp: self.now_ms,
+        };
+        let mut bytes = Vec::new();
+        if let Err(error) = encode_json(&mut bytes, MessageType::Message, &event) {
+            tracing::error!("{}: frame not encoded: {error}", self.connection_id);
+        }
+        // A broadcast is timed 1 in SAMPLE_EVERY times (SPEC.md 12.1).
+        self.broadcasts = self.broadcasts.wrapping_add(1);
+        let read_at = self
+            .broadcasts
+            .is_multiple_of(SAMPLE_EVERY)
+            .then_some(self.read_at);
+        Arc::new(Batch::new(bytes, read_at))
+    }
+
+    /// Answers WHO: who is in `room` now. Anyone who may join a room may
+    /// ask, member or not (SPEC.md 3.15).
+    fn who(&mut self, room: &str, id: Option<RequestId>) {
+        if !self.permissions.may_join(room) {
+            let message = format!("WHO {}: your token does not allow this room", Quoted(room));
+            self.refuse_about_room(ErrorCode::Forbidden, message, room, id);
+            return;
+        }
+        let (members, member_list) = self.shared.rooms.who(room);
+        let mut reply = protocol::WhoReply {
+            room: room.to_owned(),
+            members: members as u64,
+            member_list,
             id,
         };
-        self.reply(MessageType::JoinRoom, &reply);
-        if joined.new && joined.members > 1 {
-            self.member_event(joined.name, MemberChange::Joined);
+        self.to(Target::Myself);
+        let max_frame = self.config().max_frame;
+        loop {
+            let mark = self.outbox.buf.len();
+            match encode_json(&mut self.outbox.buf, MessageType::Who, &reply) {
+                Ok(length) if length > max_frame && !reply.member_list.is_empty() => {
+                    self.outbox.buf.truncate(mark);
+                    let keep = reply.member_list.len() / 2;
+                    reply.member_list.truncate(keep);
+                }
+                Ok(_) => {
+                    self.outbox.frames += 1;
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!("{}: frame not encoded: {error}", self.connection_id);
+                    return;
+                }
+            }
         }
     }
 
@@ -543,6 +628,9 @@ impl Session {
             room: room.to_owned(),
             members: members as u64,
             id,
+            epoch: None,
+            seq: None,
+            member_list: None,
         };
         self.reply(MessageType::LeaveRoom, &reply);
     }
@@ -550,31 +638,32 @@ impl Session {
     /// Takes this connection out of the registry's `room` (already removed
     /// from `self.rooms`) and tells whoever remains; returns how many do.
     fn depart(&mut self, room: Arc<str>) -> usize {
-        let left = self
-            .shared
-            .rooms
-            .leave(&room, self.outbound.id(), &self.shared.counters);
-        if left > 0 {
-            self.member_event(room, MemberChange::Left);
-        }
+        self.flush();
+        let shared = Arc::clone(&self.shared);
+        let id = self.outbound.id();
+        let mut touched = std::mem::take(&mut self.touched);
+        let mut stalled = Stalled::default();
+        let left = shared.rooms.leave(
+            &room,
+            id,
+            &shared.counters,
+            &mut |room| self.member_event_batch(room, MemberChange::Left),
+            &mut touched,
+            &mut stalled,
+        );
+        self.told(touched, stalled);
         left
     }
 
-    /// Tells the other members of `room` that this connection came or went.
-    fn member_event(&mut self, room: Arc<str>, change: MemberChange) {
-        let event = MemberEvent {
-            change,
-            room: room.to_string(),
-            connection_id: self.connection_id.clone(),
-            user: self.user.clone(),
-            timestamp: self.now_ms,
-        };
-        self.to(Target::Room {
-            name: room,
-            include_self: false,
-        });
-        self.push_json(MessageType::Message, &event);
-        self.flush();
+    /// Waits for the members a membership event found full, then writes to
+    /// those that took it (see `flush`).
+    fn told(&mut self, mut touched: Vec<Arc<Outbound>>, stalled: Stalled) {
+        let counters = &self.shared.counters;
+        stalled.settle(self.shared.config.stall_timeout, counters);
+        for member in touched.drain(..) {
+            member.flush_now(counters);
+        }
+        self.touched = touched;
     }
 
     /// Takes the connection out of every room it is in, telling the other
@@ -587,15 +676,21 @@ impl Session {
         }
         let rooms: Vec<Arc<str>> = self.rooms.drain().map(|(room, _)| room).collect();
         let shared = Arc::clone(&self.shared);
-        let told = shared
-            .rooms
-            .leave_all(rooms, self.outbound.id(), &shared.counters);
-        for room in told {
-            self.member_event(room, MemberChange::Left);
-        }
+        let id = self.outbound.id();
+        let mut touched = std::mem::take(&mut self.touched);
+        let mut stalled = Stalled::default();
+        shared.rooms.leave_all(
+            rooms,
+            id,
+            &shared.counters,
+            &mut |room| self.member_event_batch(room, MemberChange::Left),
+            &mut touched,
+            &mut stalled,
+        );
+        self.told(touched, stalled);
     }
 
-    fn publish(&mut self, room: &str, content: Content<'_>, id: Option<RequestId>) {
+    fn publish(&mut self, room: &str, content: Content<'_>, id: Option<RequestId>, ack: bool) {
         let target_is_room = matches!(&self.outbox.target, Target::Room { name, include_self } if **name == *room && *include_self == self.echo);
         let name = if target_is_room && self.outbox.frames > 0 {
             None
@@ -628,7 +723,7 @@ impl Session {
         }
         let buf = &mut self.outbox.buf;
         let mark = buf.len();
-        match content {
+        let (splice, overhead) = match content {
             Content::Json(content) => {
                 let start = begin_frame(buf, MessageType::Message, Flags::JSON);
                 let delivery = JsonDelivery {
@@ -638,10 +733,20 @@ impl Session {
                     timestamp: self.now_ms,
                 };
                 delivery.encode(buf);
+                // Before the closing brace: seq and epoch are its last keys.
+                let at = buf.len() - 1;
                 let _ = end_frame(buf, start);
+                let splice = Splice {
+                    frame: mark,
+                    at,
+                    binary: false,
+                };
+                (splice, SEQ_JSON_OVERHEAD)
             }
             Content::Binary(body) => {
                 let start = begin_frame(buf, MessageType::Message, Flags::BINARY);
+                // After the two names: where a sequenced delivery has them.
+                let at = buf.len() + 2 + room.len() + self.connection_id.len();
                 let delivery = BinaryDelivery {
                     room,
                     from: &self.connection_id,
@@ -649,9 +754,16 @@ impl Session {
                 };
                 let _ = delivery.encode(buf);
                 let _ = end_frame(buf, start);
+                let splice = Splice {
+                    frame: mark,
+                    at,
+                    binary: true,
+                };
+                (splice, SEQ_BINARY_OVERHEAD)
             }
-        }
-        let length = buf.len() - mark - protocol::LENGTH_PREFIX;
+        };
+        // Measured with its seq and epoch, the largest they can be.
+        let length = buf.len() - mark - protocol::LENGTH_PREFIX + overhead;
         if length > self.shared.config.max_frame as usize {
             buf.truncate(mark);
             let message = format!(
@@ -661,8 +773,97 @@ impl Session {
             self.refuse_about_room(ErrorCode::InvalidPayload, message, room, id);
             return;
         }
+        self.outbox.splices.push(splice);
         self.outbox.frames += 1;
-        self.flush_if_large();
+        match id {
+            Some(id) if ack => self.ack(room, id),
+            _ => self.flush_if_large(),
+        }
+    }
+
+    /// Sends the message just gathered, and answers its publisher with
+    /// the `seq` it got (SPEC.md 3.14).
+    fn ack(&mut self, room: &str, id: RequestId) {
+        let Some(published) = self.flush() else {
+            return;
+        };
+        let ack = Ack {
+            kind: "ack".into(),
+            room: room.to_owned(),
+            id,
+            seq: published.last_seq,
+            epoch: published.epoch.to_string(),
+            members: published.queued as u64,
+        };
+        self.reply(MessageType::Message, &ack);
+    }
+
+    /// A MESSAGE to a user or a connection (SPEC.md 3.16): queued for each
+    /// of the recipient's connections, or NOT_FOUND.
+    fn direct(&mut self, to: &Recipient<'_>, content: &RawValue, id: Option<RequestId>) {
+        let (what, name) = match to {
+            Recipient::User(user) => ("user", &**user),
+            Recipient::Connection(connection) => ("connection", &**connection),
+        };
+        let recipients = self.shared.recipients(to, self.outbound.id());
+        let allowed = |user: Option<&str>| match user {
+            Some(user) => self.permissions.may_direct(user),
+            None => self.permissions.may_direct(""),
+        };
+        let permitted = match to {
+            Recipient::User(user) => allowed(Some(user)),
+            Recipient::Connection(_) => recipients.iter().all(|r| allowed(r.user())),
+        };
+        if !permitted {
+            let message = format!(
+                "MESSAGE to {what} {}: your token does not allow direct messages to them",
+                Quoted(name)
+            );
+            self.reply_error(ErrorPayload::new(ErrorCode::Forbidden, message).about(None, id));
+            return;
+        }
+        if recipients.is_empty() {
+            let message = format!(
+                "MESSAGE to {what} {}: no such {what} is connected",
+                Quoted(name)
+            );
+            self.reply_error(ErrorPayload::new(ErrorCode::NotFound, message).about(None, id));
+            return;
+        }
+        let direct = protocol::Direct {
+            kind: "direct".into(),
+            from: self.connection_id.as_str().into(),
+            user: self.user.as_deref().map(Into::into),
+            content,
+            timestamp: self.now_ms,
+        };
+        let mut bytes = Vec::new();
+        match encode_json(&mut bytes, MessageType::Message, &direct) {
+            Ok(length) if length <= self.config().max_frame => {}
+            _ => {
+                let message = format!(
+                    "MESSAGE to {what} {} would be over the {} byte maximum once relayed; send smaller content",
+                    Quoted(name),
+                    self.config().max_frame
+                );
+                self.reply_error(
+                    ErrorPayload::new(ErrorCode::InvalidPayload, message).about(None, id),
+                );
+                return;
+            }
+        }
+        // In order with what this connection already sent to them.
+        self.flush();
+        let batch = Arc::new(Batch::new(bytes, None));
+        let shared = Arc::clone(&self.shared);
+        let mut stalled = Stalled::default();
+        for recipient in &recipients {
+            recipient.offer(&batch, &mut self.touched, &mut stalled, &shared.counters);
+        }
+        stalled.settle(shared.config.stall_timeout, &shared.counters);
+        for member in self.touched.drain(..) {
+            member.flush_now(&shared.counters);
+        }
     }
 
     /// Flushes once the batch passes a size that keeps it well inside one
@@ -730,7 +931,7 @@ impl Session {
     /// went to from this thread, where their sockets take it now (see
     /// `output`).
     #[inline(never)]
-    pub(crate) fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) -> Option<Published> {
         // A broadcast is timed 1 in SAMPLE_EVERY times (SPEC.md 12.1).
         let read_at = match self.outbox.target {
             Target::Room { .. } if self.outbox.frames > 0 => {
@@ -741,24 +942,30 @@ impl Session {
             }
             _ => None,
         };
-        let Some((target, batch)) = self.outbox.take(read_at) else {
-            return;
-        };
+        let gathered = self.outbox.take(read_at)?;
         let config = &self.shared.config;
         let counters = &self.shared.counters;
-        match target {
+        let mut published = None;
+        match gathered.target.clone() {
             Target::Nowhere => {}
             Target::Myself => {
                 let mut stalled = Stalled::default();
                 self.outbound
-                    .offer(&batch, &mut self.touched, &mut stalled, counters);
-                stalled.settle(&batch, config.stall_timeout, counters);
+                    .offer(&gathered.batch(), &mut self.touched, &mut stalled, counters);
+                stalled.settle(config.stall_timeout, counters);
             }
             Target::Room { name, include_self } => {
                 let skip = (!include_self).then_some(self.outbound.id());
-                self.shared.rooms.broadcast(
+                let pending = Pending {
+                    bytes: gathered.bytes,
+                    frames: gathered.frames,
+                    splices: &self.outbox.splices,
+                    now_ms: self.now_ms,
+                    read_at: gathered.read_at,
+                };
+                published = self.shared.rooms.broadcast(
                     &name,
-                    &batch,
+                    pending,
                     skip,
                     config.stall_timeout,
                     counters,
@@ -766,9 +973,11 @@ impl Session {
                 );
             }
         }
+        self.outbox.splices.clear();
         for member in self.touched.drain(..) {
             member.flush_now(counters);
         }
+        published
     }
 
     /// Queues a fatal ERROR after everything already produced, and closes.
@@ -792,12 +1001,50 @@ impl Session {
     }
 }
 
+/// Writes the JOIN answer for `joined` into `out`: the count, the room's
+/// epoch and last `seq`, and as much of the member list as fits
+/// `max_frame`.
+fn join_answer(
+    out: &mut Vec<u8>,
+    room: &str,
+    id: Option<RequestId>,
+    joined: &Joined,
+    max_frame: usize,
+) {
+    let mut reply = RoomReply {
+        status: "joined".to_owned(),
+        room: room.to_owned(),
+        members: joined.members as u64,
+        id,
+        epoch: Some(joined.epoch.to_string()),
+        seq: Some(joined.last_seq),
+        member_list: Some(joined.member_list.clone()),
+    };
+    loop {
+        let mark = out.len();
+        match encode_json(out, MessageType::JoinRoom, &reply) {
+            Ok(length) if length as usize > max_frame => {
+                out.truncate(mark);
+                match &mut reply.member_list {
+                    Some(list) if !list.is_empty() => list.truncate(list.len() / 2),
+                    _ => return,
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
 /// The room and id of the request in `frame`, for an ERROR about it;
 /// neither when the frame is not a valid request.
 fn about(frame: &Frame<'_>) -> (Option<String>, Option<RequestId>) {
     match Request::parse(frame) {
-        Ok(Request::Join { room, id } | Request::Leave { room, id })
-        | Ok(Request::Publish { room, id, .. }) => (Some(room.into_owned()), id),
+        Ok(
+            Request::Join { room, id, .. }
+            | Request::Leave { room, id }
+            | Request::Who { room, id }
+            | Request::Publish { room, id, .. },
+        ) => (Some(room.into_owned()), id),
         Ok(request) => (None, request.id().cloned()),
         Err(error) => (error.room, error.id),
     }
@@ -945,9 +1192,12 @@ mod tests {
         assert_eq!(answers[0].1["connectionId"], "c1");
         assert_eq!(answers[0].1["maxFrameSize"], protocol::DEFAULT_MAX_FRAME);
         assert_eq!(answers[1].0, MessageType::JoinRoom);
+        let epoch = answers[1].1["epoch"].clone();
+        assert!(epoch.as_str().is_some_and(protocol::valid_epoch));
         assert_eq!(
             answers[1].1,
-            json!({"status": "joined", "room": "r", "members": 1})
+            json!({"status": "joined", "room": "r", "members": 1, "epoch": epoch, "seq": 0,
+                "memberList": [{"connectionId": "c1", "user": "ann"}]})
         );
         assert_eq!(ann.outbound.state().get(), ConnState::Open);
     }
@@ -980,11 +1230,12 @@ mod tests {
         );
         assert_eq!(ann.received(), [], "no echo unless asked for");
         let delivered = bob.received();
+        let epoch = delivered[0].1["epoch"].clone();
         assert_eq!(
             delivered,
             [(
                 MessageType::Message,
-                json!({"room": "r", "from": "c1", "user": "ann", "content": content, "timestamp": 1_700_000_000_000u64})
+                json!({"room": "r", "from": "c1", "user": "ann", "content": content, "timestamp": 1_700_000_000_000u64, "seq": 1, "epoch": epoch})
             )]
         );
     }

@@ -147,6 +147,7 @@ fn sort_message(
     let delivery = match server_message::parse(flags, payload) {
         Ok(ServerMessage::Member(_)) => return Ok(Inbound::Member),
         Ok(ServerMessage::Delivery(delivery)) => delivery,
+        Ok(other) => return Err(format!("a notice chaos never asks for ({other:?})")),
         Err(why) => return Err(format!("{why}: {}", text())),
     };
     let room = room_index(&delivery.room)
@@ -206,8 +207,7 @@ impl Live {
             user_id: Some(format!("chaos-{client}")),
             client_version: Some("stress-chaos".into()),
             echo: true,
-            id: None,
-            token: None,
+            ..Hello::default()
         };
         let reply = conn.hello(&hello).context("chaos client HELLO")?;
         let stream = conn.stream().try_clone()?;

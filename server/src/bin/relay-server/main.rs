@@ -92,6 +92,19 @@ struct Args {
     /// than the machine has is refused.
     #[arg(long, env = "RELAY_MEMORY_BUDGET", value_parser = server::parse_bytes)]
     memory_budget: Option<u64>,
+    /// Messages each room keeps for members that come back (JOIN_ROOM with
+    /// "since" or "history"); 0, the default, keeps none. Kept messages
+    /// count against --memory-budget.
+    #[arg(long, env = "RELAY_HISTORY_MESSAGES", default_value_t = 0)]
+    history_messages: usize,
+    /// Bytes of messages each room keeps at most, e.g. 256K (with
+    /// --history-messages).
+    #[arg(long, env = "RELAY_HISTORY_BYTES", value_parser = server::parse_bytes, default_value = "1M")]
+    history_bytes: u64,
+    /// Seconds a kept message stays at most; 0, the default, is no age
+    /// limit.
+    #[arg(long, env = "RELAY_HISTORY_SECONDS", default_value_t = 0.0)]
+    history_seconds: f64,
     /// Also listen for TLS here (needs --tls-cert and --tls-key); the plain
     /// --addr port keeps working beside it.
     #[arg(long, env = "RELAY_TLS_ADDR")]
@@ -400,6 +413,15 @@ fn config(args: &Args, names: &Names<'_>) -> Result<server::Config, String> {
             Duration::ZERO
         } else {
             seconds(args.drain_timeout, "drain-timeout", names)?
+        },
+        history: server::HistoryLimits {
+            messages: args.history_messages,
+            bytes: usize::try_from(args.history_bytes).unwrap_or(usize::MAX),
+            max_age: if args.history_seconds == 0.0 {
+                None
+            } else {
+                Some(seconds(args.history_seconds, "history-seconds", names)?)
+            },
         },
     };
     config

@@ -1,0 +1,152 @@
+//! The client library's side of rooms with an order (SPEC.md 5.11): the
+//! position of each message, recovery after a reconnect, gap notices, acks,
+//! WHO and direct messages, against a real in-process server.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use client::{Body, Client, ErrorCode, Event, Hello, Options, Recipient, Recovery};
+use support::{expect_event, login};
+use testkit::{WAIT, start_server, start_server_with};
+
+fn sequenced(addr: SocketAddr, hello: &Hello) -> Client {
+    let options = Options {
+        sequenced_events: true,
+        ..Options::default()
+    };
+    let client = Client::connect_with(addr, &options).expect("connect");
+    client.hello(hello, WAIT).expect("HELLO answer");
+    client
+}
+
+fn with_history(messages: usize) -> server::Config {
+    server::Config {
+        history: server::HistoryLimits {
+            messages,
+            bytes: 1 << 20,
+            max_age: None,
+        },
+        ..Default::default()
+    }
+}
+
+#[test]
+fn messages_carry_their_place_and_a_reconnect_recovers_from_it() {
+    let server = start_server_with(with_history(100));
+    let addr = server.local_addr();
+    let publisher = login(addr, "pub");
+    publisher.join_and_wait("feed", WAIT).expect("join");
+    let reader = sequenced(addr, &Hello::default());
+    let joined = reader.join_and_wait("feed", WAIT).expect("join");
+    let start = joined.position.expect("the server numbers messages");
+    assert_eq!(start.seq, 0);
+    for n in 1..=5 {
+        publisher.send_json("feed", &n).expect("send");
+    }
+    for n in 1..=5u64 {
+        let (message, position) =
+            expect_event(&reader, "a numbered message", |event| match event {
+                Event::Sequenced(message, position) => Some((message.clone(), position.clone())),
+                _ => None,
+            });
+        assert_eq!(message.body.as_json(), Some(&*n.to_string()));
+        assert_eq!(
+            (position.epoch.as_str(), position.seq),
+            (start.epoch.as_str(), n)
+        );
+    }
+    // The position is the last one read.
+    let position = reader.position("feed").expect("a position");
+    assert_eq!(position.seq, 5);
+
+    // A new connection picks up after seq 3, as if 4 and 5 had been lost.
+    drop(reader);
+    publisher.send_json("feed", &6).expect("send");
+    let back = sequenced(addr, &Hello::default());
+    let since = client::Since { seq: 3, ..position };
+    back.join_with("feed", &Recovery::Since(since))
+        .expect("join");
+    let mut seqs = Vec::new();
+    while seqs.len() < 3 {
+        match back.recv_timeout(WAIT).expect("an event") {
+            Event::Sequenced(_, position) => seqs.push(position.seq),
+            // The first reader's userLeft may race this join.
+            Event::Joined(_) | Event::Member(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seqs, [4, 5, 6]);
+}
+
+#[test]
+fn gaps_acks_who_and_direct_messages_arrive_as_events() {
+    let server = start_server_with(with_history(2));
+    let addr = server.local_addr();
+    let ann = login(addr, "ann");
+    ann.join_and_wait("news", WAIT).expect("join");
+    for n in 1..=4 {
+        let ack = ann.send_and_wait_ack("news", &n, WAIT).expect("an ack");
+        assert_eq!((ack.room.as_str(), ack.seq, ack.members), ("news", n, 0));
+    }
+    let bob = login(addr, "bob");
+    bob.join_with("news", &Recovery::Last(4)).expect("join");
+    let gap = expect_event(&bob, "a gap", |event| match event {
+        Event::Gap(gap) => Some(gap.clone()),
+        _ => None,
+    });
+    assert_eq!((gap.from, gap.to), (Some(1), Some(2)));
+    // Without sequenced_events, kept messages are ordinary messages.
+    let kept = expect_event(&bob, "a kept message", |event| match event {
+        Event::Message(message) => message.body.as_json().map(str::to_owned),
+        _ => None,
+    });
+    assert_eq!(kept, "3");
+    assert_eq!(bob.position("news").map(|p| p.seq), Some(4));
+
+    let who = bob.who_and_wait("news", WAIT).expect("WHO answer");
+    assert_eq!(who.members, 2);
+    let users: Vec<_> = who.member_list.iter().map(|m| m.user.clone()).collect();
+    assert_eq!(users, [Some("ann".to_owned()), Some("bob".to_owned())]);
+
+    ann.send_direct(&Recipient::User("bob".into()), "psst")
+        .expect("direct");
+    let direct = expect_event(&bob, "a direct message", |event| match event {
+        Event::Direct(direct) => Some(direct.clone()),
+        _ => None,
+    });
+    assert_eq!(direct.user.as_deref(), Some("ann"));
+    assert!(matches!(direct.body, Body::Json(ref raw) if raw.get() == "\"psst\""));
+    ann.send_direct(&Recipient::Connection("c999".into()), "nobody")
+        .expect("direct");
+    let error = expect_event(&ann, "NOT_FOUND", |event| match event {
+        Event::Error(error) => Some(error.clone()),
+        _ => None,
+    });
+    assert_eq!(error.code, ErrorCode::NotFound);
+    assert!(!error.fatal);
+}
+
+#[test]
+fn binary_messages_carry_their_place_when_the_hello_asks() {
+    let server = start_server();
+    let addr = server.local_addr();
+    let publisher = login(addr, "pub");
+    publisher.join_and_wait("bin", WAIT).expect("join");
+    let hello = Hello {
+        binary_seq: true,
+        ..Hello::default()
+    };
+    let reader = sequenced(addr, &hello);
+    reader.join_and_wait("bin", WAIT).expect("join");
+    publisher.send_json("bin", "first").expect("send");
+    publisher.send_binary("bin", &[0, 1, 2]).expect("send");
+    let (message, position) = expect_event(&reader, "the binary message", |event| match event {
+        Event::Sequenced(message, position) if message.body.as_bytes().is_some() => {
+            Some((message.clone(), position.clone()))
+        }
+        _ => None,
+    });
+    assert_eq!(message.body.as_bytes(), Some(&[0, 1, 2][..]));
+    assert_eq!(position.seq, 2);
+}
