@@ -134,6 +134,10 @@ async function chatAndRestart() {
   const bob = await openPage('bob');
   await join(ann.page, 'e2e');
   await join(bob.page, 'e2e');
+  // Ann was there before Bob: he knows her from the JOIN answer's member list, not from an event.
+  await bob.page.locator('[data-testid=member]', { hasText: 'ann' }).waitFor();
+  assert.equal(await bob.page.getByTestId('member-count').textContent(), '(2)');
+  assert.equal(await bob.page.getByTestId('members-note').isHidden(), true);
 
   const term = cli('cli');
   try {
@@ -180,8 +184,14 @@ async function chatAndRestart() {
   for (const { page } of [ann, bob]) {
     await page.locator('[data-testid=status][data-state=open]').waitFor();
     await page.locator('[data-testid=notice]', { hasText: 'Rejoined e2e.' }).waitFor();
+    // The re-join asked since the last message shown; the restarted server's new epoch is a gap notice.
+    await page.locator('[data-testid=gap]', { hasText: 'started over' }).waitFor();
     assert.equal(await page.getByTestId('banner').isHidden(), true);
   }
+  // A WHO refresh lists who is in the room now.
+  await ann.page.getByTestId('who-button').click();
+  await ann.page.locator('[data-testid=member]', { hasText: 'bob' }).waitFor();
+  assert.equal(await ann.page.getByTestId('member-count').textContent(), '(2)');
   await say(bob.page, 'back again');
   await sees(ann.page, 'bob', 'back again');
   await screenshot(ann.page, 'reconnected.png');
