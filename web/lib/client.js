@@ -171,12 +171,9 @@ export class RelayClient extends Emitter {
                 this.sendNow(FrameType.MESSAGE, Flags.JSON, payload);
             }
             catch (error) {
-                const pending = this.settle(id);
-                const failure = error instanceof TypeError ? error : asRelayError(error);
-                if (pending !== undefined)
-                    pending.reject(asRelayError(failure));
-                else
-                    reject(failure);
+                this.settle(id);
+                // Content JSON cannot carry is the caller's TypeError, as for publish without ack.
+                reject(error instanceof TypeError ? error : asRelayError(error));
             }
         });
     }

@@ -370,10 +370,9 @@ export class RelayClient extends Emitter<RelayClientEvents> {
         this.pending.set(id, { kind: FrameType.MESSAGE, resolve: resolve as (value: unknown) => void, reject, timer });
         this.sendNow(FrameType.MESSAGE, Flags.JSON, payload);
       } catch (error) {
-        const pending = this.settle(id);
-        const failure = error instanceof TypeError ? error : asRelayError(error);
-        if (pending !== undefined) pending.reject(asRelayError(failure));
-        else reject(failure);
+        this.settle(id);
+        // Content JSON cannot carry is the caller's TypeError, as for publish without ack.
+        reject(error instanceof TypeError ? error : asRelayError(error));
       }
     });
   }
