@@ -10,7 +10,10 @@
 //! - partially received frames: a reader's buffer while it grows toward a
 //!   declared frame length (`conn::reader`);
 //! - room state, at a fixed estimate per room and per membership (`rooms`,
-//!   [`ROOM_BYTES`] and [`MEMBERSHIP_BYTES`]).
+//!   [`ROOM_BYTES`] and [`MEMBERSHIP_BYTES`]);
+//! - a queued batch's WebSocket framing, made once and shared by the
+//!   WebSocket members it goes to (`conn::ws::framed`), charged once while
+//!   the batch lives.
 //!
 //! Crossing the budget sets the server shedding: new connections are
 //! refused, a queue that already holds bytes takes no more, and the

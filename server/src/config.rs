@@ -53,7 +53,7 @@ pub struct Config {
     /// A second listener that speaks TLS (SPEC.md 11.3); `None` for plain
     /// TCP only. Boxed: it is rarely there, and `Config` is passed by value.
     pub tls: Option<Box<TlsConfig>>,
-    /// A WebSocket listener (SPEC.md 13), for browsers; `None`, the
+    /// A WebSocket listener (SPEC.md 14), for browsers; `None`, the
     /// default, serves none. Over TLS (WSS) when [`Config::tls`] is set,
     /// with the same certificate. Boxed like `tls`.
     pub ws: Option<Box<WsConfig>>,
@@ -72,6 +72,9 @@ pub struct Config {
     /// What each room keeps of its past messages for members that come
     /// back (SPEC.md 5.11); nothing by default.
     pub history: crate::HistoryLimits,
+    /// Rooms shared with other nodes through Redis (SPEC.md 14); `None`,
+    /// the default, serves this node's clients alone.
+    pub cluster: Option<crate::ClusterConfig>,
 }
 
 impl Config {
@@ -269,6 +272,7 @@ impl Default for Config {
             http_addr: None,
             drain_timeout: Config::DEFAULT_DRAIN_TIMEOUT,
             history: crate::HistoryLimits::default(),
+            cluster: None,
         }
     }
 }
@@ -318,6 +322,9 @@ impl Config {
                     ),
                 });
             }
+        }
+        if let Some((flag, problem)) = self.cluster.as_ref().and_then(|c| c.problem()) {
+            return Err(ConfigError { flag, problem });
         }
         if self.drain_timeout > MAX_TIMEOUT {
             return Err(ConfigError {

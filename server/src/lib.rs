@@ -27,6 +27,8 @@
 //! - `budget`: the server-wide memory budget, charged where bytes are
 //!   queued, buffered or put in rooms; `shed`: what the server does past
 //!   it (cut the heaviest connections with OVERLOADED).
+//! - `cluster/`: rooms shared with other nodes through Redis (`--cluster`):
+//!   the bounded link out, the subscriber in, cluster-wide presence.
 //! - `per_address`: connections per IP address (`--max-connections-per-ip`).
 //! - `shared`: what all connection threads share (settings, rooms,
 //!   counters, the registry of live connections).
@@ -59,6 +61,7 @@
 
 pub mod auth;
 mod budget;
+mod cluster;
 mod config;
 pub(crate) mod conn;
 mod counters;
@@ -78,6 +81,7 @@ mod sys;
 mod tls;
 
 pub use budget::parse_bytes;
+pub use cluster::{ClusterConfig, default_node_id};
 pub use config::{
     Budget, Config, ConfigError, MAX_TIMEOUT, MIN_MAX_FRAME, MIN_MEMORY_BUDGET, RateLimits,
     TlsConfig, WsConfig, default_memory_budget,

@@ -308,6 +308,8 @@ pub(crate) static CONNECTIONS: Throttle = Throttle::new("connection");
 pub(crate) static REFUSALS: Throttle = Throttle::new("refused connection");
 /// Failed authentications.
 pub(crate) static AUTH_FAILURES: Throttle = Throttle::new("authentication failure");
+/// Relayed batches dropped or refused between cluster nodes.
+pub(crate) static CLUSTER: Throttle = Throttle::new("cluster drop");
 
 impl Throttle {
     /// Lines of one kind logged per window.

@@ -185,6 +185,7 @@ impl Server {
     /// was cut after the shutdown flush bound).
     pub fn run(self) -> io::Result<()> {
         start_housekeeping(&self.shared);
+        crate::cluster::threads::start(&self.shared);
         // Before the accept loops, so `/readyz` answers as soon as they run.
         let http = match self.http {
             Some(http) => Some(http.serve(&self.shared)?),

@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     /// The TLS listener's address and certificates, when there is one.
     pub(crate) tls: Option<TlsListening>,
+    /// This node's part in a cluster (`--cluster`), when it has one.
+    pub(crate) cluster: Option<crate::cluster::Cluster>,
     /// The WebSocket listener's address and rules, when there is one.
     pub(crate) ws: Option<WsListening>,
 }
@@ -75,8 +77,23 @@ impl Shared {
             .memory
             .unwrap_or_else(|| default_memory_budget(crate::sys::memory::physical_memory()));
         let memory = Arc::new(MemoryBudget::new(limit));
+        let mut rooms = Rooms::new(config.budget, config.history, Arc::clone(&memory));
+        // Validated already, so only an unusable URL fails here, and that
+        // too was checked: without it the node runs alone, and says so.
+        let mut cluster = config.cluster.clone().and_then(|cluster| {
+            crate::cluster::Cluster::new(cluster)
+                .map_err(|error| tracing::error!("cluster: {error}; this node runs alone"))
+                .ok()
+        });
+        let mut first_id = 1;
+        if let Some(cluster) = &mut cluster {
+            let outlink: Arc<dyn crate::rooms::RelayOut> = cluster.outlink.clone();
+            rooms = rooms.with_outlink(outlink);
+            first_id = cluster.first_connection_id();
+        }
         Shared {
-            rooms: Rooms::new(config.budget, config.history, Arc::clone(&memory)),
+            cluster,
+            rooms,
             counters: Arc::new(Counters::with_memory(memory)),
             per_address: Arc::new(PerAddress::new(config.max_connections_per_ip)),
             config,
@@ -89,7 +106,7 @@ impl Shared {
             max_connections,
             local_addr,
             crowd: AtomicU64::new(0),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(first_id),
             tls: None,
             ws: None,
         }

@@ -25,6 +25,7 @@
 pub mod bench;
 pub mod chaos;
 pub mod child;
+pub mod cluster;
 pub mod error;
 pub mod fragmentation;
 pub mod histogram;

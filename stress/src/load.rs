@@ -32,6 +32,10 @@ pub struct Options {
     /// Client threads.
     pub threads: usize,
     pub quiet: bool,
+    /// 0: one server. N: a cluster of N nodes sharing rooms through a
+    /// `redis-server` of the run's own (SPEC.md 14), each room's clients
+    /// spread over them.
+    pub cluster_nodes: usize,
 }
 
 impl Default for Options {
@@ -45,6 +49,7 @@ impl Default for Options {
             payload: 64,
             threads: 2,
             quiet: false,
+            cluster_nodes: 0,
         }
     }
 }
@@ -70,6 +75,12 @@ pub fn ensure_descriptors(sockets: usize, in_process: bool) -> Result<u64> {
 /// Runs load against the target.
 pub fn run(options: &Options) -> Result<Report> {
     ensure_descriptors(options.clients, options.target.addr.is_none())?;
+    if options.cluster_nodes > 0 {
+        let cluster = crate::cluster::Cluster::start(options.cluster_nodes, &options.target)?;
+        let report = run_on_nodes(&cluster.nodes, options);
+        cluster.stop();
+        return report;
+    }
     let target = Target::start(&options.target)?;
     let report = run_on(&target, options);
     target.stop();
@@ -78,10 +89,20 @@ pub fn run(options: &Options) -> Result<Report> {
 
 /// Runs load against a server that is already there.
 pub fn run_on(target: &Target, options: &Options) -> Result<Report> {
+    run_on_nodes(std::slice::from_ref(target), options)
+}
+
+/// Runs load against one server, or a cluster's nodes (the first one's
+/// figures stand for the server's; the memory is this process's).
+fn run_on_nodes(nodes: &[Target], options: &Options) -> Result<Report> {
+    let target = &nodes[0];
     crate::sys::start_clock();
     let mut progress = Progress::new("load", options.quiet);
     let memory_before = target.memory();
     let mut plan = Plan::new(target.addr(), options.clients, options.room_size, "load-");
+    if nodes.len() > 1 {
+        plan.nodes = nodes.iter().map(Target::addr).collect();
+    }
     plan.threads = options.threads;
     plan.record_latency = true;
     plan.publish = Some(PublishPlan {
@@ -174,7 +195,14 @@ pub fn run_on(target: &Target, options: &Options) -> Result<Report> {
     let mut report = Report::new("load");
     report.line(format!(
         "load against {}: {} clients in rooms of {}, {} msg/s each, {} s, {}-byte content, {} client threads",
-        target.describe(),
+        if nodes.len() > 1 {
+            format!(
+                "a cluster of {} in-process nodes sharing rooms through redis-server (each room's clients spread over them)",
+                nodes.len()
+            )
+        } else {
+            target.describe()
+        },
         options.clients,
         options.room_size,
         options.rate,

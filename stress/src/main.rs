@@ -63,6 +63,11 @@ enum Scenario {
         /// Seed of every random choice (default: from the clock).
         #[arg(long)]
         seed: Option<u64>,
+        /// Run a cluster of this many nodes instead of one server: starts
+        /// redis-server and the nodes (in this process), and spreads the
+        /// clients over them (SPEC.md 14).
+        #[arg(long, default_value_t = 0)]
+        cluster_nodes: usize,
     },
     /// N clients in rooms publishing at a set rate: throughput, latency,
     /// memory.
@@ -85,6 +90,11 @@ enum Scenario {
         /// Client threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Run a cluster of this many nodes instead of one server: starts
+        /// redis-server and the nodes (in this process), and spreads each
+        /// room's clients over them (SPEC.md 14).
+        #[arg(long, default_value_t = 0)]
+        cluster_nodes: usize,
     },
     /// Headline figures (fan-out, latency, rooms, setup, memory), for Relay
     /// alone or side by side with Redis and NATS (--compare).
@@ -228,6 +238,7 @@ fn run(cli: Cli) -> Result<Report, Error> {
             duration,
             rooms,
             seed,
+            cluster_nodes,
         } => chaos::run(&chaos::Options {
             target,
             clients,
@@ -235,6 +246,7 @@ fn run(cli: Cli) -> Result<Report, Error> {
             rooms,
             seed,
             quiet,
+            cluster_nodes,
         }),
         Scenario::Load {
             clients,
@@ -243,6 +255,7 @@ fn run(cli: Cli) -> Result<Report, Error> {
             duration,
             payload,
             threads,
+            cluster_nodes,
         } => load::run(&load::Options {
             target,
             clients,
@@ -252,6 +265,7 @@ fn run(cli: Cli) -> Result<Report, Error> {
             payload,
             threads,
             quiet,
+            cluster_nodes,
         }),
         Scenario::Bench {
             only,

@@ -1,10 +1,13 @@
 //! What travels through a connection's queue: encoded frames, shared.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use protocol::{ErrorCode, ErrorPayload, LENGTH_PREFIX, MessageType, encode_json};
 
+use super::transport::Framing;
+use super::ws::framed::{Framed, Mark};
+use crate::budget::MemoryBudget;
 use crate::counters::Tally;
 
 /// Encoded frames ready to write: one or more whole frames, shared by every
@@ -22,6 +25,30 @@ pub(crate) struct Batch {
     /// the batch times the delivery from it. `None` for replies and for
     /// broadcasts not sampled, which then cost the writer no clock read.
     pub(crate) read_at: Option<Instant>,
+    /// The code of the fatal ERROR this batch is (a connection's final
+    /// ERROR), for a WebSocket close frame's reason.
+    pub(crate) fatal: Option<ErrorCode>,
+    /// `bytes` as WebSocket messages, made by the first WebSocket member
+    /// to write the batch and written by all of them.
+    ws: OnceLock<Framed>,
+}
+
+/// What a connection's output hands its write half (see [`Framing`]), and
+/// where a WebSocket framing is charged.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Wire {
+    #[default]
+    Relay,
+    WebSocket(Arc<MemoryBudget>),
+}
+
+impl Wire {
+    pub(crate) fn new(framing: Framing, memory: &Arc<MemoryBudget>) -> Wire {
+        match framing {
+            Framing::Relay => Wire::Relay,
+            Framing::WebSocket => Wire::WebSocket(Arc::clone(memory)),
+        }
+    }
 }
 
 impl Batch {
@@ -33,7 +60,33 @@ impl Batch {
             bytes,
             tally,
             read_at,
+            fatal: None,
+            ws: OnceLock::new(),
         }
+    }
+
+    /// The bytes a write half with `wire` is handed: `bytes`, or their
+    /// WebSocket framing, made now if no member has yet.
+    pub(crate) fn wire(&self, wire: &Wire) -> &[u8] {
+        match wire {
+            Wire::Relay => &self.bytes,
+            Wire::WebSocket(memory) => self.framed(memory).bytes(),
+        }
+    }
+
+    /// How many of `bytes` the first `offset` bytes of [`Batch::wire`]
+    /// carry; `mark` is where a walk of the WebSocket framing resumes (see
+    /// `Framed::relay_within`).
+    pub(crate) fn relay_within(&self, wire: &Wire, offset: usize, mark: &mut Mark) -> usize {
+        match wire {
+            Wire::Relay => offset,
+            Wire::WebSocket(memory) => self.framed(memory).relay_within(offset, mark),
+        }
+    }
+
+    fn framed(&self, memory: &Arc<MemoryBudget>) -> &Framed {
+        self.ws
+            .get_or_init(|| Framed::new(&self.bytes, Arc::clone(memory)))
     }
 
     /// `frames` frames in `bytes`, taken on trust and counted as MESSAGEs:
@@ -45,6 +98,8 @@ impl Batch {
             bytes,
             frames,
             read_at: None,
+            fatal: None,
+            ws: OnceLock::new(),
         }
     }
 
@@ -59,7 +114,10 @@ impl Batch {
         // An ErrorPayload is strings, a bool and an id: it always has a
         // JSON form.
         let _ = encode_json(&mut bytes, MessageType::Error, error);
-        Batch::new(bytes, None)
+        Batch {
+            fatal: error.fatal.then_some(error.code),
+            ..Batch::new(bytes, None)
+        }
     }
 }
 

@@ -34,6 +34,16 @@
 //! ([`WriteHalf::has_pending`]), that counts as work left for the writer,
 //! and the writer flushes it like any other backlog.
 //!
+//! A WebSocket write half is handed each batch's WebSocket framing, made
+//! once per batch and shared by every WebSocket member (`Batch::wire`,
+//! `ws::framed`), where TCP and TLS are handed its Relay bytes: one slice
+//! per batch either way. The offset into a batch counts the bytes handed
+//! over; the queue, the memory budget and the counters are told the Relay
+//! bytes each write took, exactly, a header's bytes counting none
+//! (`Batch::relay_within`), so their accounting is the same whatever the
+//! transport. The client's progress is judged on the bytes handed over,
+//! headers included, since the socket's unsent count includes them.
+//!
 //! The writing functions are `#[inline(never)]`: their frames (an array of
 //! 64 slices) then stay off the writer's frame that sleeps, and off the
 //! reader's, so the stack pages they touch can be given back while the
@@ -49,9 +59,11 @@ use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 use protocol::parse_frame;
 
-use super::batch::{Batch, Outgoing};
+use super::batch::{Batch, Outgoing, Wire};
 use super::progress::{Delivery, Seen, check_interval};
 use super::transport::{WriteHalf, is_timeout};
+use super::ws::framed::Mark;
+use crate::budget::MemoryBudget;
 use crate::counters::{Counters, Tally};
 
 /// What an output tells its queue as it writes (the queue's byte
@@ -123,14 +135,29 @@ struct State {
     /// Where the bytes go; `None` until the connection starts (and in tests
     /// of the queue alone).
     sink: Option<Box<dyn WriteHalf>>,
+    /// What the sink is handed of each batch: its Relay bytes, or the
+    /// batch's shared WebSocket framing.
+    wire: Wire,
     /// Batches taken from the queue, oldest first, not yet fully written.
     pending: Vec<Arc<Batch>>,
-    /// Bytes of `pending[0]` already written.
+    /// Bytes of `pending[0]` already written, counted as handed to the
+    /// sink (its `wire` bytes).
     offset: usize,
+    /// Of those, the batch's Relay bytes: what the queue and the counters
+    /// have been told. The same as `offset` unless the sink is handed a
+    /// WebSocket framing, where headers count nothing.
+    relay_offset: usize,
+    /// Where the walk of `pending[0]`'s framing that finds `relay_offset`
+    /// resumes.
+    mark: Mark,
     /// The output has ended (final ERROR written, direction closed).
     done: bool,
-    /// Bytes written to this client, for the disconnect log.
+    /// Relay bytes written to this client, for the disconnect log.
     bytes_out: u64,
+    /// Bytes handed to the sink in all (with a WebSocket framing's
+    /// headers): what the client's progress is judged against, since the
+    /// socket's unsent count includes them.
+    wire_out: u64,
     /// Whether the client takes what it is sent.
     delivery: Delivery,
     /// The writer looks at this socket every check interval while it owes
@@ -167,10 +194,14 @@ impl Output {
             state: Mutex::new(State {
                 rx: Some(rx),
                 sink: None,
+                wire: Wire::Relay,
                 pending: Vec::new(),
                 offset: 0,
+                relay_offset: 0,
+                mark: Mark::default(),
                 done: false,
                 bytes_out: 0,
+                wire_out: 0,
                 delivery: Delivery::new(crate::config::MAX_TIMEOUT),
                 watching: false,
                 unwatched: false,
@@ -187,10 +218,17 @@ impl Output {
         &self.sent
     }
 
-    /// Gives the output its write half, and the write timeout that judges
-    /// whether the client still takes what it is sent.
-    pub(crate) fn attach(&self, sink: Box<dyn WriteHalf>, write_timeout: Duration) {
+    /// Gives the output its write half, the write timeout that judges
+    /// whether the client still takes what it is sent, and the server's
+    /// memory budget, which a batch's WebSocket framing is charged to.
+    pub(crate) fn attach(
+        &self,
+        sink: Box<dyn WriteHalf>,
+        write_timeout: Duration,
+        memory: &Arc<MemoryBudget>,
+    ) {
         let mut state = self.state.lock();
+        state.wire = Wire::new(sink.framing(), memory);
         state.sink = Some(sink);
         state.delivery = Delivery::new(write_timeout);
         let _ = self.write_timeout.set(write_timeout);
@@ -259,7 +297,7 @@ impl Output {
         let queued =
             !state.pending.is_empty() || state.rx.as_ref().is_some_and(|rx| !rx.is_empty());
         let unsent = state.sink.as_ref().and_then(|sink| sink.unsent_bytes());
-        let written = state.bytes_out;
+        let written = state.wire_out;
         match state.delivery.look(written, unsent, queued, Instant::now()) {
             Seen::Idle => {
                 state.watching = false;
@@ -295,7 +333,7 @@ impl Output {
             return Flushed::Handed;
         }
         state.take_queued();
-        let before = state.bytes_out;
+        let before = state.wire_out;
         let flushed = match state.write(outbound, counters, &self.sent, Wait::No, &self.closing_at)
         {
             Ok(()) if state.pending.is_empty() && !state.sink_has_pending() => Flushed::All,
@@ -307,7 +345,7 @@ impl Output {
         let more = state.rx.as_ref().is_some_and(|rx| !rx.is_empty());
         // Bytes left in a socket nobody watches: the clock starts now, and
         // the writer looks once housekeeping rings it.
-        if !state.watching && state.bytes_out > before {
+        if !state.watching && state.wire_out > before {
             state.unwatched = true;
             state.delivery.owing(Instant::now());
         }
@@ -421,6 +459,8 @@ impl Output {
             && let Some(last) = last
         {
             state.pending.clear();
+            state.relay_offset = 0;
+            state.mark = Mark::default();
             if let Some(rx) = &state.rx {
                 while rx.try_recv().is_ok() {}
             }
@@ -467,7 +507,7 @@ impl State {
     fn flush_sink(&mut self, closing_at: &OnceLock<Instant>) -> io::Result<()> {
         let State {
             sink,
-            bytes_out,
+            wire_out,
             delivery,
             ..
         } = self;
@@ -482,7 +522,7 @@ impl State {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_timeout(&e) => {
-                    look(delivery, &**sink, *bytes_out, closing_at, Instant::now())?;
+                    look(delivery, &**sink, *wire_out, closing_at, Instant::now())?;
                 }
                 Err(e) => return Err(e),
             }
@@ -514,9 +554,13 @@ impl State {
     ) -> io::Result<()> {
         let State {
             sink,
+            wire,
             pending,
             offset,
+            relay_offset,
+            mark,
             bytes_out,
+            wire_out,
             delivery,
             ..
         } = self;
@@ -541,7 +585,7 @@ impl State {
         while !pending.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             for (slice, batch) in slices.iter_mut().zip(pending.iter()) {
-                *slice = IoSlice::new(&batch.bytes);
+                *slice = IoSlice::new(batch.wire(wire));
             }
             let count = pending.len();
             let mut view = &mut slices[..count];
@@ -563,25 +607,28 @@ impl State {
                     // A check interval without the socket taking a byte.
                     let now = Instant::now();
                     looked = Some(now);
-                    look(delivery, &**sink, *bytes_out, closing_at, now)?;
+                    look(delivery, &**sink, *wire_out, closing_at, now)?;
                     continue;
                 }
                 Err(e) => return Err(e),
             };
-            outbound.written(n);
-            *bytes_out += n as u64;
-            counters.bytes_out.fetch_add(n as u64, Relaxed);
+            *wire_out += n as u64;
             // Count and drop the batches this write completed; a sampled
             // one is timed from its read, with one clock read per write.
             let mut left = *offset + n;
             let mut done = 0;
+            let mut relay = 0;
+            let mut fatal = None;
             let mut tally = Tally::default();
             let mut now = None;
             for batch in pending.iter() {
-                if left < batch.bytes.len() {
+                let len = batch.wire(wire).len();
+                if left < len {
                     break;
                 }
-                left -= batch.bytes.len();
+                left -= len;
+                relay += batch.bytes.len();
+                fatal = batch.fatal;
                 tally.merge(&batch.tally);
                 if let Some(read_at) = batch.read_at {
                     // Each MESSAGE in the batch was read and written at the
@@ -597,8 +644,29 @@ impl State {
             }
             pending.drain(..done);
             *offset = left;
+            // The Relay bytes this write took: those of the batches it
+            // completed and of the part of the next it wrote, less what
+            // earlier writes took of the first. Exact at every offset, so
+            // the queue and the budget are credited as bytes go out.
+            let before = *relay_offset;
+            if done > 0 {
+                *mark = Mark::default();
+            }
+            *relay_offset = match pending.first() {
+                Some(batch) if left > 0 => batch.relay_within(wire, left, mark),
+                _ => 0,
+            };
+            let taken = relay + *relay_offset - before;
+            outbound.written(taken);
+            *bytes_out += taken as u64;
+            counters.bytes_out.fetch_add(taken as u64, Relaxed);
             counters.sent.add(&tally);
-            sent.add(n, tally.frames());
+            sent.add(taken, tally.frames());
+            if let Some(code) = fatal
+                && left == 0
+            {
+                sink.ended_with(code);
+            }
             if let Some(at) = looked
                 && !pending.is_empty()
             {
@@ -607,7 +675,7 @@ impl State {
                 let now = Instant::now();
                 if now - at >= interval {
                     looked = Some(now);
-                    look(delivery, &**sink, *bytes_out, closing_at, now)?;
+                    look(delivery, &**sink, *wire_out, closing_at, now)?;
                 } else {
                     past_bound(delivery, closing_at, now)?;
                 }
@@ -775,7 +843,11 @@ mod tests {
         let output = Output::new(rx);
         let script = Script::default();
         script.budget.store(budget, Ordering::Relaxed);
-        output.attach(Box::new(script.clone()), Duration::from_secs(30));
+        output.attach(
+            Box::new(script.clone()),
+            Duration::from_secs(30),
+            &Arc::default(),
+        );
         (output, tx, script)
     }
 

@@ -507,8 +507,17 @@ impl Session {
             event,
         };
         let max_frame = shared.config.max_frame as usize;
+        // Before the room's lock is taken (no I/O under it): the room's
+        // channel subscribed, so nothing published elsewhere after the
+        // answer can pass this member by, and the other nodes' members.
+        let joining = shared.cluster.as_ref().map(|cluster| cluster.joining(room));
+        let remote = shared
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.remote_members(room))
+            .unwrap_or_default();
         let mut answer = |joined: &Joined, out: &mut Vec<u8>| -> u32 {
-            join_answer(out, room, id.clone(), joined, max_frame);
+            join_answer(out, room, id.clone(), joined, &remote, max_frame);
             1
         };
         let mut stalled = Stalled::default();
@@ -521,6 +530,7 @@ impl Session {
             &mut self.touched,
             &mut stalled,
         );
+        drop(joining);
         stalled.settle(shared.config.stall_timeout, &shared.counters);
         for member in self.touched.drain(..) {
             member.flush_now(&shared.counters);
@@ -534,6 +544,9 @@ impl Session {
             }
         };
         if joined.new {
+            if let Some(cluster) = &shared.cluster {
+                cluster.room_changed(&joined.name);
+            }
             let may_publish = self.permissions.may_publish(room);
             self.rooms.insert(Arc::clone(&joined.name), may_publish);
             tracing::debug!(
@@ -575,10 +588,18 @@ impl Session {
             self.refuse_about_room(ErrorCode::Forbidden, message, room, id);
             return;
         }
-        let (members, member_list) = self.shared.rooms.who(room);
+        let (members, mut member_list) = self.shared.rooms.who(room);
+        let remote = self
+            .shared
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.remote_members(room))
+            .unwrap_or_default();
+        let room_left = protocol::MAX_MEMBER_LIST.saturating_sub(member_list.len());
+        member_list.extend(remote.list.into_iter().take(room_left));
         let mut reply = protocol::WhoReply {
             room: room.to_owned(),
-            members: members as u64,
+            members: (members as u64).saturating_add(remote.members),
             member_list,
             id,
         };
@@ -639,6 +660,9 @@ impl Session {
             &mut stalled,
         );
         self.told(touched, stalled);
+        if let Some(cluster) = &shared.cluster {
+            cluster.room_changed(&room);
+        }
         left
     }
 
@@ -663,6 +687,11 @@ impl Session {
         }
         let rooms: Vec<Arc<str>> = self.rooms.drain().map(|(room, _)| room).collect();
         let shared = Arc::clone(&self.shared);
+        if let Some(cluster) = &shared.cluster {
+            for room in &rooms {
+                cluster.room_changed(room);
+            }
+        }
         let id = self.outbound.id();
         let mut touched = std::mem::take(&mut self.touched);
         let mut stalled = Stalled::default();
@@ -996,16 +1025,20 @@ fn join_answer(
     room: &str,
     id: Option<RequestId>,
     joined: &Joined,
+    remote: &crate::cluster::Remote,
     max_frame: usize,
 ) {
+    let mut member_list = joined.member_list.clone();
+    let room_left = protocol::MAX_MEMBER_LIST.saturating_sub(member_list.len());
+    member_list.extend(remote.list.iter().take(room_left).cloned());
     let mut reply = RoomReply {
         status: "joined".to_owned(),
         room: room.to_owned(),
-        members: joined.members as u64,
+        members: (joined.members as u64).saturating_add(remote.members),
         id,
         epoch: Some(joined.epoch.to_string()),
         seq: Some(joined.last_seq),
-        member_list: Some(joined.member_list.clone()),
+        member_list: Some(member_list),
     };
     loop {
         let mark = out.len();

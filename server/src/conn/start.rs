@@ -54,9 +54,11 @@ pub(crate) fn start<T: Transport>(
         let outbound = Arc::clone(&outbound);
         read.set_writer_wake(Arc::new(move || outbound.bell().ring()));
     }
-    outbound
-        .output()
-        .attach(Box::new(write), config.write_timeout);
+    outbound.output().attach(
+        Box::new(write),
+        config.write_timeout,
+        &shared.counters.memory,
+    );
     let peer = Arc::new(Peer::new(outbound, addr, cut, slot, (T::TLS, T::NAME)));
     shared.register(&peer);
     let counters = &shared.counters;

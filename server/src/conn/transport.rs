@@ -105,8 +105,23 @@ pub(crate) struct Handshake {
     pub(crate) client_identity: Option<Arc<str>>,
 }
 
+/// What a write half is handed: each batch's Relay bytes, or the same
+/// frames as WebSocket messages (`conn::ws::framed`), framed once per
+/// batch and shared by every WebSocket member it goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    Relay,
+    WebSocket,
+}
+
 /// What the writer thread may do with the connection.
 pub(crate) trait WriteHalf: Send + 'static {
+    /// What the output hands [`WriteHalf::write_vectored`]: batches end to
+    /// end, as Relay bytes unless the transport frames them otherwise.
+    fn framing(&self) -> Framing {
+        Framing::Relay
+    }
+
     /// Writes some of `bufs`, waiting at most a check interval of the write
     /// timeout; a timeout is `WouldBlock` or `TimedOut`.
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
@@ -128,6 +143,11 @@ pub(crate) trait WriteHalf: Send + 'static {
     fn flush_pending(&mut self) -> io::Result<()> {
         Ok(())
     }
+
+    /// The frame just written whole, the last so far, is a fatal ERROR
+    /// with `code`: a transport with a close of its own (WebSocket) gives
+    /// it as the reason. Whatever is written next makes it stale.
+    fn ended_with(&mut self, _code: protocol::ErrorCode) {}
 
     /// Ends the server's direction; the client reads the end of stream after
     /// everything written (TLS: pending records, then close_notify, then

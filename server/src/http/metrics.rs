@@ -223,7 +223,7 @@ impl Snapshot {
             .iter()
             .map(|&code| (code.as_str(), counters.errors_sent(code)))
             .collect();
-        let families = vec![
+        let mut families = vec![
             Family {
                 name: "frames_in",
                 help: "Frames received and handled, by message type.",
@@ -295,6 +295,10 @@ impl Snapshot {
             },
         ];
         debug_assert_eq!(TYPE_LABELS.len(), protocol::MessageType::ALL.len());
+        let (mut gauges, mut counters_now) = (gauges, counters_now);
+        if let Some(cluster) = &shared.cluster {
+            cluster_metrics(cluster, &mut gauges, &mut counters_now, &mut families);
+        }
         Snapshot {
             gauges,
             counters: counters_now,
@@ -303,6 +307,69 @@ impl Snapshot {
             histograms,
         }
     }
+}
+
+/// `relay_cluster_*`, on a node with `--cluster` only.
+fn cluster_metrics(
+    cluster: &crate::cluster::Cluster,
+    gauges: &mut Vec<(&'static str, &'static str, i64)>,
+    counters: &mut Vec<(&'static str, &'static str, u64)>,
+    families: &mut Vec<Family>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = &cluster.counters;
+    gauges.push((
+        "cluster_outlink_up",
+        "1 while the publishing connection to Redis is up.",
+        i64::from(c.outlink_up.load(Relaxed)),
+    ));
+    gauges.push((
+        "cluster_inlink_up",
+        "1 while the subscribing connection to Redis is up.",
+        i64::from(c.inlink_up.load(Relaxed)),
+    ));
+    gauges.push((
+        "cluster_queue_bytes",
+        "Bytes of relayed batches waiting for Redis now.",
+        gauge(cluster.outlink.queued() as u64),
+    ));
+    for (name, help, value) in [
+        (
+            "cluster_batches_out",
+            "Batches published to the other nodes.",
+            &c.batches_out,
+        ),
+        ("cluster_messages_out", "Messages in them.", &c.messages_out),
+        (
+            "cluster_batches_in",
+            "Batches from other nodes relayed to local members.",
+            &c.batches_in,
+        ),
+        ("cluster_messages_in", "Messages in them.", &c.messages_in),
+        (
+            "cluster_reconnects",
+            "Connections to Redis made again after a loss.",
+            &c.reconnects,
+        ),
+        (
+            "cluster_gaps",
+            "Gap notices sent to local members for messages missed from other nodes.",
+            &c.gaps,
+        ),
+        (
+            "cluster_gap_messages",
+            "Messages those gap notices covered.",
+            &c.gap_messages,
+        ),
+    ] {
+        counters.push((name, help, value.load(Relaxed)));
+    }
+    families.push(Family {
+        name: "cluster_dropped",
+        help: "Relayed batches dropped, by reason (the other nodes' members get gap notices for them).",
+        label: "reason",
+        values: c.dropped_by().collect(),
+    });
 }
 
 impl Collector for Snapshot {

@@ -2,38 +2,82 @@
 //! health, listings of connections and rooms, and the chat page
 //! ([`page`], at `/`).
 //!
-//! `tiny_http` parses the requests; it reads them on its own threads, so a
-//! slow HTTP client holds one of its sockets, never one of the
-//! [`WORKERS`] that answer. Answers are bounded: `/connz` and `/roomz` page
-//! at most [`listing::MAX_LIMIT`] items, and no request body is ever read.
+//! hyper parses HTTP/1.1 and keeps connections alive; a current-thread
+//! tokio runtime on one thread, `relay-http`, drives every connection
+//! ([`serve`]) and answers from the synchronous routes ([`routes`]), which
+//! are quick. One thread, however many connections, because the server it
+//! replaces (tiny_http 0.12) gave each connection a pool thread for its
+//! whole keep-alive life and, when a connection arrived while a woken
+//! thread still counted as waiting, queued it with no thread to run it: a
+//! browser's burst of requests for the page hung behind its own idle
+//! keep-alive connections, and so could a `/metrics` scrape.
+//!
+//! Bounds, each because a client could otherwise grow it:
+//! - at most [`MAX_CONNECTIONS`] connections at once; one past that is
+//!   closed as soon as it is accepted, unanswered (it costs no work, and a
+//!   browser or scraper retries);
+//! - a request head must arrive whole within [`HEAD_TIMEOUT`] of the
+//!   connection opening or of its previous answer, so both a trickling
+//!   client (slowloris) and an idle keep-alive connection are closed after
+//!   it;
+//! - a request head is at most [`MAX_HEAD_BYTES`] (hyper answers `431` past
+//!   it); no request body is read: hyper discards what it already buffered
+//!   and closes the connection rather than read more;
+//! - an answer the client stops reading is abandoned after
+//!   [`stall::WRITE_STALL`] without progress;
+//! - answers are bounded: `/connz` and `/roomz` page at most
+//!   [`listing::MAX_LIMIT`] items.
+//!
+//! [`Serving::stop`] stops accepting, lets answers in flight finish and
+//! closes idle connections, for at most [`STOP_GRACE`].
 
 mod listing;
 mod metrics;
 mod page;
+mod routes;
+mod serve;
+mod stall;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use tiny_http::{Header, Method, Request, Response};
+use tokio::sync::oneshot;
 
 use crate::shared::Shared;
 
-/// Threads answering requests: enough that one slow scrape does not hold
-/// up a health check, few enough to cost nothing.
-const WORKERS: usize = 2;
+/// HTTP connections open at once. A browser opens at most six to one host
+/// and a scraper one, so this leaves room for several operators while
+/// bounding the memory a flood of connections can take (each holds at most
+/// about two head buffers).
+const MAX_CONNECTIONS: usize = 64;
+
+/// How long a request head may take to arrive whole, counted from the
+/// connection's start or its previous answer: the slowloris bound and the
+/// keep-alive idle timeout in one.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest request head, request line and headers together (hyper's
+/// smallest buffer bound is 8 KiB; a browser's head is well under 2 KiB).
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// How long [`Serving::stop`] waits for answers in flight before closing
+/// every connection regardless.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// The bound HTTP listener, not yet answering.
 pub(crate) struct HttpListener {
-    server: Arc<tiny_http::Server>,
+    listener: std::net::TcpListener,
     addr: SocketAddr,
 }
 
-/// The answering threads; [`Serving::stop`] ends them.
+/// The answering thread; [`Serving::stop`] ends it.
 pub(crate) struct Serving {
-    server: Arc<tiny_http::Server>,
-    threads: Vec<JoinHandle<()>>,
+    /// Dropped or fired, it tells the thread to stop.
+    stop: oneshot::Sender<()>,
+    thread: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for HttpListener {
@@ -44,168 +88,54 @@ impl std::fmt::Debug for HttpListener {
 
 impl std::fmt::Debug for Serving {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Serving({} threads)", self.threads.len())
+        f.write_str("Serving")
     }
 }
 
 impl HttpListener {
     /// Binds `addr`; an error names the flag.
     pub(crate) fn bind(addr: SocketAddr) -> io::Result<HttpListener> {
-        let server = tiny_http::Server::http(addr).map_err(|error| {
-            io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("--http-addr {addr}: {error}"),
-            )
-        })?;
-        let addr = server.server_addr().to_ip().ok_or_else(|| {
-            io::Error::other(format!("--http-addr {addr}: not bound to an IP address"))
-        })?;
-        Ok(HttpListener {
-            server: Arc::new(server),
-            addr,
-        })
+        let named =
+            |error: io::Error| io::Error::new(error.kind(), format!("--http-addr {addr}: {error}"));
+        let listener = std::net::TcpListener::bind(addr).map_err(named)?;
+        let addr = listener.local_addr().map_err(named)?;
+        Ok(HttpListener { listener, addr })
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Starts answering on [`WORKERS`] threads.
+    /// Starts answering on the `relay-http` thread.
     pub(crate) fn serve(self, shared: &Arc<Shared>) -> io::Result<Serving> {
-        let mut threads = Vec::with_capacity(WORKERS);
-        for n in 0..WORKERS {
-            let server = Arc::clone(&self.server);
-            let shared = Arc::clone(shared);
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("relay-http-{n}"))
-                    .spawn(move || answer_all(&server, &shared))?,
-            );
-        }
-        Ok(Serving {
-            server: self.server,
-            threads,
-        })
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        self.listener.set_nonblocking(true)?;
+        let listener = {
+            // Registering the socket needs the runtime's reactor.
+            let _entered = runtime.enter();
+            tokio::net::TcpListener::from_std(self.listener)?
+        };
+        let (stop, stopped) = oneshot::channel();
+        let shared = Arc::clone(shared);
+        let thread = std::thread::Builder::new()
+            .name("relay-http".into())
+            .spawn(move || runtime.block_on(serve::serve(listener, shared, stopped)))?;
+        Ok(Serving { stop, thread })
     }
 }
 
 impl Serving {
-    /// Ends the answering threads, after the server has stopped: `/readyz`
-    /// says 503 for as long as the shutdown lasts.
+    /// Ends the answering thread, after the server has stopped: `/readyz`
+    /// says 503 for as long as the shutdown lasts. Returns within about
+    /// [`STOP_GRACE`].
     pub(crate) fn stop(self) {
-        for _ in &self.threads {
-            self.server.unblock();
+        // An error means the thread has already ended.
+        let _ = self.stop.send(());
+        if self.thread.join().is_err() {
+            tracing::error!("the HTTP thread panicked");
         }
-        for thread in self.threads {
-            if thread.join().is_err() {
-                tracing::error!("an HTTP thread panicked");
-            }
-        }
-    }
-}
-
-fn answer_all(server: &tiny_http::Server, shared: &Shared) {
-    loop {
-        match server.recv() {
-            Ok(request) => answer(request, shared),
-            // `unblock`, or the listener is gone.
-            Err(_) => return,
-        }
-    }
-}
-
-fn answer(request: Request, shared: &Shared) {
-    let (path, query) = match request.url().split_once('?') {
-        Some((path, query)) => (path, query),
-        None => (request.url(), ""),
-    };
-    if let Some(asset) = page::find(path) {
-        if matches!(request.method(), Method::Get | Method::Head) {
-            let reply = page::respond(asset, &request);
-            let _ = request.respond(reply);
-        } else {
-            let _ = request.respond(with_header(text(405, "only GET\n"), "Allow", "GET, HEAD"));
-        }
-        return;
-    }
-    let known = matches!(
-        path,
-        "/healthz" | "/readyz" | "/metrics" | "/connz" | "/roomz" | "/config.json"
-    );
-    let reply = if !known {
-        text(
-            404,
-            "not found: try /metrics, /healthz, /readyz, /connz or /roomz\n",
-        )
-    } else if !matches!(request.method(), Method::Get | Method::Head) {
-        with_header(text(405, "only GET\n"), "Allow", "GET, HEAD")
-    } else {
-        match path {
-            "/healthz" => text(200, "ok\n"),
-            "/readyz" if shared.accepting() => text(200, "ready\n"),
-            "/readyz" => text(503, "shutting down\n"),
-            "/config.json" => with_header(
-                Response::from_string(client_config(shared)),
-                "Content-Type",
-                "application/json",
-            ),
-            "/metrics" => match metrics::render(shared) {
-                Ok(body) => with_header(
-                    Response::from_string(body),
-                    "Content-Type",
-                    metrics::CONTENT_TYPE,
-                ),
-                Err(_) => text(500, "metrics could not be encoded\n"),
-            },
-            _ => match listing::Page::parse(query) {
-                Ok(page) => {
-                    let body = if path == "/connz" {
-                        listing::connz(shared, page)
-                    } else {
-                        listing::roomz(shared, page)
-                    };
-                    with_header(
-                        Response::from_string(body),
-                        "Content-Type",
-                        "application/json",
-                    )
-                }
-                Err(why) => text(400, &format!("{why}\n")),
-            },
-        }
-    };
-    // A client that went away does not need its answer.
-    let _ = request.respond(reply);
-}
-
-/// What a web page needs to find the WebSocket port (SPEC.md 13.1):
-/// `{"websocket":{"port":N,"tls":bool,"path":"/"}}`, or
-/// `{"websocket":null}` when the server has none. The page takes the host
-/// from its own address: the server cannot know the name clients use.
-fn client_config(shared: &Shared) -> String {
-    let websocket = shared.ws_addr().map(|addr| {
-        serde_json::json!({
-            "port": addr.port(),
-            "tls": shared.tls.is_some(),
-            "path": "/",
-        })
-    });
-    serde_json::json!({ "websocket": websocket }).to_string()
-}
-
-fn text(status: u16, body: &str) -> Response<io::Cursor<Vec<u8>>> {
-    with_header(
-        Response::from_string(body).with_status_code(status),
-        "Content-Type",
-        "text/plain; charset=utf-8",
-    )
-}
-
-/// `response` with a header, if it is valid ASCII (all callers pass
-/// constants, which are).
-fn with_header<R: io::Read>(response: Response<R>, name: &str, value: &str) -> Response<R> {
-    match Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-        Ok(header) => response.with_header(header),
-        Err(()) => response,
     }
 }

@@ -11,7 +11,12 @@
 //! with an `ETag` of the file's contents, so an unchanged file costs a 304
 //! and a new server's files are never stale.
 
-use tiny_http::{Header, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Response, StatusCode};
+
+use super::routes::Answer;
 
 /// One embedded file.
 pub(crate) struct Asset {
@@ -71,46 +76,45 @@ pub(crate) fn find(path: &str) -> Option<&'static Asset> {
 }
 
 /// The file, or a 304 when the browser's copy (`If-None-Match`) is current.
-pub(crate) fn respond(asset: &'static Asset, request: &Request) -> Response<&'static [u8]> {
-    let fresh = request.headers().iter().any(|header| {
-        header.field.equiv("If-None-Match")
-            && header
-                .value
-                .as_str()
-                .split(',')
-                .any(|tag| tag.trim() == asset.etag || tag.trim() == "*")
-    });
-    let mut headers = vec![
-        header("Cache-Control", "no-cache"),
-        header("ETag", asset.etag),
-        header("X-Content-Type-Options", "nosniff"),
-        header("Referrer-Policy", "no-referrer"),
-    ];
-    if fresh {
-        return Response::new(
-            StatusCode(304),
-            headers.into_iter().flatten().collect(),
-            &[],
-            Some(0),
-            None,
+pub(crate) fn respond(asset: &'static Asset, request: &HeaderMap) -> Answer {
+    let fresh = request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|tag| tag.trim() == asset.etag || tag.trim() == "*");
+    let (status, body) = if fresh {
+        (StatusCode::NOT_MODIFIED, Bytes::new())
+    } else {
+        (StatusCode::OK, Bytes::from_static(asset.body))
+    };
+    let mut answer = Response::new(Full::new(body));
+    *answer.status_mut() = status;
+    let headers = answer.headers_mut();
+    // Every value is a constant of this module or an ETag, all ASCII.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::ETAG, HeaderValue::from_static(asset.etag));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if !fresh {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(asset.content_type),
         );
+        if asset.content_type == HTML {
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP),
+            );
+        }
     }
-    headers.push(header("Content-Type", asset.content_type));
-    if asset.content_type == HTML {
-        headers.push(header("Content-Security-Policy", CSP));
-    }
-    Response::new(
-        StatusCode(200),
-        headers.into_iter().flatten().collect(),
-        asset.body,
-        Some(asset.body.len()),
-        None,
-    )
-}
-
-/// A header from constants, which are all valid ASCII.
-fn header(name: &str, value: &str) -> Option<Header> {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
+    answer
 }
 
 /// `"` + 16 hex digits of the contents' FNV-1a hash + `"`: a change of any

@@ -87,6 +87,33 @@ pub(crate) struct Rooms {
     history: HistoryLimits,
     /// The part of `memory` all rooms' history may hold together.
     history_share: Arc<HistoryShare>,
+    /// In a cluster, where every local batch is also queued for the other
+    /// nodes (SPEC.md 14).
+    outlink: Option<Arc<dyn RelayOut>>,
+}
+
+/// Where a node of a cluster sends its rooms' batches for the other nodes
+/// (SPEC.md 14): the cluster's outlink. Called under the room's order
+/// lock, so that the room's batches leave in its order: it must not wait.
+pub(crate) trait RelayOut: fmt::Debug + Send + Sync {
+    /// Queues `batch` of `room` for the other nodes, or drops it (and its
+    /// messages, counted all the same, show there as a gap).
+    fn relay(&self, room: &str, batch: &Relayed<'_>);
+}
+
+/// A batch as it goes between nodes: the frames as the origin encoded
+/// them, before their `seq`s, and the origin's count of the messages it
+/// relayed in the room (SPEC.md 14), for the receivers to tell what they
+/// missed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Relayed<'a> {
+    /// The origin's epoch of the room: a new one restarts the count.
+    pub(crate) epoch: &'a str,
+    /// The count of the first message (the next count when there is none).
+    pub(crate) first: u64,
+    pub(crate) frames: u32,
+    pub(crate) splices: &'a [Splice],
+    pub(crate) bytes: &'a [u8],
 }
 
 impl Default for Rooms {
@@ -187,6 +214,16 @@ impl Rooms {
             history_share: Arc::new(HistoryShare::new(Arc::clone(&memory))),
             memory,
             history,
+            outlink: None,
+        }
+    }
+
+    /// The same rooms, relaying every local batch to the other nodes of a
+    /// cluster through `outlink`.
+    pub(crate) fn with_outlink(self, outlink: Arc<dyn RelayOut>) -> Rooms {
+        Rooms {
+            outlink: Some(outlink),
+            ..self
         }
     }
 
@@ -295,6 +332,9 @@ impl Rooms {
         {
             tell(entry, member.id(), event, touched, stalled, counters);
         }
+        if new && let Some(event) = &request.event {
+            self.relay_event(room, entry, event);
+        }
         if frames > 0 {
             member.offer(
                 &Arc::new(Batch::new(bytes, None)),
@@ -339,6 +379,9 @@ impl Rooms {
         stalled: &mut Stalled,
     ) -> usize {
         let mut map = self.shard(room).write();
+        if let Some(entry) = map.get(room) {
+            self.relay_leaving(room, entry, id, event);
+        }
         let left = self.remove_member(&mut map, room, id, counters);
         if left.is_some_and(|left| left > 0)
             && let Some(entry) = map.get(room)
@@ -376,6 +419,9 @@ impl Rooms {
         for group in by_shard.chunk_by(|a, b| a.0 == b.0) {
             let mut map = self.shards[group[0].0].0.write();
             for (_, room) in group {
+                if let Some(entry) = map.get(&**room) {
+                    self.relay_leaving(room, entry, id, event);
+                }
                 match self.remove_member(&mut map, room, id, counters) {
                     Some(0) => deleted.push(Arc::clone(room)),
                     Some(_) => {
@@ -389,6 +435,41 @@ impl Rooms {
         }
         for room in deleted {
             tracing::debug!("room {room:?} deleted");
+        }
+    }
+
+    /// Relays a membership event of `entry` to the other nodes of a
+    /// cluster (SPEC.md 14.1), whether or not this node has other members
+    /// to tell: the room's members elsewhere are told too. Under the
+    /// caller's lock, so it keeps its place in the room's relayed order.
+    fn relay_event(&self, room: &str, entry: &Room, event: &Batch) {
+        let Some(outlink) = &self.outlink else {
+            return;
+        };
+        let mut order = entry.order.lock();
+        let first = order.relay(0);
+        let relayed = Relayed {
+            epoch: order.epoch(),
+            first,
+            frames: event.frames,
+            splices: &[],
+            bytes: &event.bytes,
+        };
+        outlink.relay(room, &relayed);
+    }
+
+    /// The `userLeft` of connection `id`, if it is a member of `entry`,
+    /// for the other nodes; before it is taken out, since the room goes
+    /// with its last local member.
+    fn relay_leaving(
+        &self,
+        room: &str,
+        entry: &Room,
+        id: u64,
+        event: &mut dyn FnMut(&str) -> Arc<Batch>,
+    ) {
+        if self.outlink.is_some() && entry.members.iter().any(|m| m.id() == id) {
+            self.relay_event(room, entry, &event(room));
         }
     }
 
@@ -482,6 +563,19 @@ impl Rooms {
             // and a member takes binary deliveries without `seq`.
             let plain_wanted = pending.splices.iter().any(|splice| splice.binary)
                 && entry.members.iter().any(|m| !m.binary_seq());
+            if let Some(outlink) = &self.outlink {
+                // Under the order lock: the room's batches leave in its
+                // order, each counted whether or not it gets through.
+                let first = order.relay(pending.splices.len() as u64);
+                let relayed = Relayed {
+                    epoch: order.epoch(),
+                    first,
+                    frames: pending.frames,
+                    splices: pending.splices,
+                    bytes: &pending.bytes,
+                };
+                outlink.relay(room, &relayed);
+            }
             let sequenced = order.sequence(
                 pending.bytes,
                 pending.splices,
@@ -517,6 +611,100 @@ impl Rooms {
             u64::from(frames),
         );
         Some(published)
+    }
+
+    /// Relays a batch from node `node` of the cluster to this node's
+    /// members of `room`, numbered in this node's order, after a gap
+    /// notice for what was missed from that node just before it (its
+    /// `seq`s are given to nothing). Returns how many messages were
+    /// missed, or `None` if the room is not here or the batch was seen.
+    pub(crate) fn relay_remote(
+        &self,
+        room: &str,
+        node: &str,
+        batch: &Relayed<'_>,
+        stall: Duration,
+        counters: &Counters,
+        touched: &mut Vec<Arc<Outbound>>,
+    ) -> Option<u64> {
+        let mut stalled = Stalled::default();
+        let missed = {
+            let map = self.shard(room).read();
+            let entry = map.get(room)?;
+            let mut order = entry.order.lock();
+            let messages = batch.splices.len() as u64;
+            let missed = order.admit(node, batch.epoch, batch.first, messages)?;
+            if missed > 0 {
+                let (from, to) = order.skip(missed);
+                let gap = protocol::Gap {
+                    kind: "gap".into(),
+                    room: room.to_owned(),
+                    epoch: order.epoch().to_string(),
+                    from: Some(from),
+                    to: Some(to),
+                    previous_epoch: None,
+                };
+                let mut bytes = Vec::new();
+                if protocol::encode_json(&mut bytes, protocol::MessageType::Message, &gap).is_ok() {
+                    let notice = Arc::new(Batch::new(bytes, None));
+                    for member in &entry.members {
+                        member.offer(&notice, touched, &mut stalled, counters);
+                    }
+                }
+            }
+            if batch.frames > 0 {
+                entry
+                    .messages
+                    .fetch_add(u64::from(batch.frames), Ordering::Relaxed);
+                let plain_wanted = batch.splices.iter().any(|splice| splice.binary)
+                    && entry.members.iter().any(|m| !m.binary_seq());
+                let sequenced = order.sequence(
+                    batch.bytes.to_vec(),
+                    batch.splices,
+                    plain_wanted,
+                    now_ms(),
+                    None,
+                );
+                for member in &entry.members {
+                    if batch.splices.is_empty() && member.quiet() {
+                        continue;
+                    }
+                    let numbered = if member.binary_seq() {
+                        &sequenced.full
+                    } else {
+                        &sequenced.plain
+                    };
+                    member.offer(numbered, touched, &mut stalled, counters);
+                }
+            }
+            missed
+        };
+        stalled.settle(stall, counters);
+        Some(missed)
+    }
+
+    /// Tells the other nodes how many messages this node has relayed in
+    /// each of its rooms (an empty batch), so that one that missed the
+    /// last of them learns it without waiting for the next message.
+    pub(crate) fn announce_relayed(&self, outlink: &dyn RelayOut) {
+        for shard in self.shards.iter() {
+            let map = shard.0.read();
+            for (name, room) in map.iter() {
+                let mut order = room.order.lock();
+                if order.relayed() == 0 {
+                    continue;
+                }
+                let first = order.relay(0);
+                let relayed = Relayed {
+                    epoch: order.epoch(),
+                    first,
+                    frames: 0,
+                    splices: &[],
+                    bytes: &[],
+                };
+                outlink.relay(name, &relayed);
+            }
+        }
     }
 
     /// The members of `room` now (their count, and the first
@@ -563,6 +751,13 @@ impl Rooms {
         }
         Some(left)
     }
+}
+
+/// Milliseconds since the Unix epoch, for the history's age limit.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Queues a membership event about connection `about` for the other

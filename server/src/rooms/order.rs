@@ -143,6 +143,24 @@ pub(crate) struct Order {
     history_bytes: usize,
     limits: HistoryLimits,
     share: Arc<HistoryShare>,
+    /// Messages this node relayed of the room to the other nodes of a
+    /// cluster (SPEC.md 14): they count them to tell what they missed.
+    relayed: u64,
+    /// Per node that relayed messages of the room here: its epoch of the
+    /// room and the count it relays next. At most [`MAX_ORIGINS`].
+    origins: VecDeque<Origin>,
+}
+
+/// The most nodes whose counts a room follows; past it, the one heard
+/// from least recently is forgotten (its next batch starts afresh, with
+/// no gap notice).
+const MAX_ORIGINS: usize = 64;
+
+#[derive(Debug)]
+struct Origin {
+    node: Arc<str>,
+    epoch: Arc<str>,
+    next: u64,
 }
 
 /// A batch with its numbers in: for members that asked for `seq` in
@@ -186,6 +204,8 @@ impl Order {
             history_bytes: 0,
             limits,
             share,
+            relayed: 0,
+            origins: VecDeque::new(),
         }
     }
 
@@ -195,6 +215,71 @@ impl Order {
 
     pub(crate) fn last_seq(&self) -> u64 {
         self.last_seq
+    }
+
+    /// Counts `messages` more relayed to the other nodes; the count of
+    /// the first of them.
+    pub(crate) fn relay(&mut self, messages: u64) -> u64 {
+        let first = self.relayed + 1;
+        self.relayed += messages;
+        first
+    }
+
+    /// Messages relayed to the other nodes so far.
+    pub(crate) fn relayed(&self) -> u64 {
+        self.relayed
+    }
+
+    /// Checks a batch of `messages` from node `node` (its epoch `epoch`,
+    /// counted from `first`) against what came from there before: how many
+    /// of that node's messages were missed just before it, or `None` for a
+    /// batch already seen. The first batch heard from a node (or from a
+    /// new epoch of it) misses nothing: what it sent before was sent before
+    /// this node followed the room.
+    pub(crate) fn admit(
+        &mut self,
+        node: &str,
+        epoch: &str,
+        first: u64,
+        messages: u64,
+    ) -> Option<u64> {
+        let next = first.saturating_add(messages);
+        let Some(at) = self.origins.iter().position(|o| &*o.node == node) else {
+            if self.origins.len() >= MAX_ORIGINS {
+                self.origins.pop_front();
+            }
+            self.origins.push_back(Origin {
+                node: Arc::from(node),
+                epoch: Arc::from(epoch),
+                next,
+            });
+            return Some(0);
+        };
+        // The most recently heard from last.
+        let mut origin = self.origins.remove(at)?;
+        let missed = if *origin.epoch != *epoch {
+            origin.epoch = Arc::from(epoch);
+            origin.next = next;
+            Some(0)
+        } else if first < origin.next {
+            None
+        } else {
+            let missed = first - origin.next;
+            origin.next = next;
+            Some(missed)
+        };
+        self.origins.push_back(origin);
+        missed
+    }
+
+    /// Gives `count` `seq`s to messages that will never come (missed from
+    /// another node): the range, for a gap notice. What history kept
+    /// before them is no longer followed by the next message, so it goes.
+    pub(crate) fn skip(&mut self, count: u64) -> (u64, u64) {
+        let from = self.last_seq + 1;
+        self.last_seq += count;
+        self.clear();
+        (from, self.last_seq)
     }
 
     /// Gives the batch's message frames their `seq`s, writing them in, and
@@ -626,5 +711,48 @@ mod tests {
         }
         drop(rooms);
         assert_eq!((share.used(), memory.used()), (0, 0));
+    }
+
+    #[test]
+    fn a_jump_in_another_nodes_count_is_exactly_the_messages_missed() {
+        let mut order = order(10);
+        // The first batch heard from a node misses nothing, whatever its count.
+        assert_eq!(order.admit("b", "eb", 41, 2), Some(0));
+        assert_eq!(order.admit("b", "eb", 43, 1), Some(0));
+        // 44 to 46 never came.
+        assert_eq!(order.admit("b", "eb", 47, 1), Some(3));
+        // An empty batch (an announcement) says where the count is.
+        assert_eq!(order.admit("b", "eb", 50, 0), Some(2));
+        assert_eq!(order.admit("b", "eb", 50, 1), Some(0));
+        // Seen already: not relayed again.
+        assert_eq!(order.admit("b", "eb", 49, 1), None);
+        // A new epoch of that node starts afresh; other nodes count apart.
+        assert_eq!(order.admit("b", "eb2", 1, 1), Some(0));
+        assert_eq!(order.admit("c", "ec", 7, 1), Some(0));
+        assert_eq!(order.admit("b", "eb2", 2, 1), Some(0));
+    }
+
+    #[test]
+    fn skipped_seqs_are_a_gap_for_whoever_asks_after_them() {
+        let mut order = order(10);
+        for n in 1..=3 {
+            let mut bytes = Vec::new();
+            let splices = [json_delivery(&mut bytes, n)];
+            order.sequence(bytes, &splices, false, 5, None);
+        }
+        assert_eq!(order.skip(4), (4, 7));
+        let mut bytes = Vec::new();
+        let splices = [json_delivery(&mut bytes, 8)];
+        let sequenced = order.sequence(bytes, &splices, false, 5, None);
+        assert_eq!(sequenced.last_seq, 8);
+        let since = Recovery::Since(Since {
+            epoch: order.epoch().to_string(),
+            seq: 2,
+        });
+        let replay = order.replay("r", &since, false, 5);
+        let gap = replay.gap.unwrap();
+        // History before the skip is dropped: it no longer runs on into 8.
+        assert_eq!((gap.from, gap.to), (Some(3), Some(7)));
+        assert_eq!(seqs(&replay.frames), [8]);
     }
 }

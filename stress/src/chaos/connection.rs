@@ -56,6 +56,9 @@ fn read_loop(world: Arc<World>, session: Arc<Session>, mut conn: Conn) {
                 let mut state = session.lock();
                 match outcome {
                     Ok(Inbound::Member) => state.member_events += 1,
+                    Ok(Inbound::Gap { room, messages }) => {
+                        *state.gap_notices.entry(room).or_default() += messages;
+                    }
                     Ok(Inbound::Delivery { room, from, seq }) => {
                         state.received.push(Received {
                             room,
@@ -122,6 +125,11 @@ fn read_loop(world: Arc<World>, session: Arc<Session>, mut conn: Conn) {
 /// What a MESSAGE from the server was.
 enum Inbound {
     Member,
+    /// A cluster's live gap notice: `messages` of `room` are gone.
+    Gap {
+        room: u16,
+        messages: u64,
+    },
     /// One of ours, byte-exact; `from` is the publishing session's index.
     Delivery {
         room: u16,
@@ -146,6 +154,15 @@ fn sort_message(
     };
     let delivery = match server_message::parse(flags, payload) {
         Ok(ServerMessage::Member(_)) => return Ok(Inbound::Member),
+        Ok(ServerMessage::Gap(gap)) if gap.previous_epoch.is_none() => {
+            let room = room_index(&gap.room)
+                .ok_or_else(|| format!("gap notice for a room nobody joined: {}", text()))?;
+            let messages = match (gap.from, gap.to) {
+                (Some(from), Some(to)) if from <= to => to - from + 1,
+                _ => return Err(format!("a gap notice without a range: {}", text())),
+            };
+            return Ok(Inbound::Gap { room, messages });
+        }
         Ok(ServerMessage::Delivery(delivery)) => delivery,
         Ok(other) => return Err(format!("a notice chaos never asks for ({other:?})")),
         Err(why) => return Err(format!("{why}: {}", text())),
@@ -202,7 +219,7 @@ pub(super) struct Live {
 
 impl Live {
     pub(super) fn open(world: &Arc<World>, client: usize, role: Role) -> Result<Live> {
-        let mut conn = Conn::connect(world.addr)?;
+        let mut conn = Conn::connect(world.node_of(client).1)?;
         let hello = Hello {
             user_id: Some(format!("chaos-{client}")),
             client_version: Some("stress-chaos".into()),

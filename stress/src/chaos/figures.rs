@@ -157,6 +157,7 @@ pub(super) fn figures(s: &Summary<'_>) -> Figures {
             Figure::new("guaranteed_received", "received", a.guaranteed_received),
             Figure::new("lost", "lost", a.lost),
             Figure::new("gaps_before_cut", "gaps before a cut", a.gaps),
+            Figure::new("lost_reported", "lost but told by a gap notice", a.reported),
             Figure::new("out_of_order", "out of order", a.out_of_order),
             Figure::new("duplicates", "duplicated", a.duplicates),
             Figure::new("leaked", "leaked outside membership", a.leaked),
@@ -226,7 +227,7 @@ mod tests {
 
     /// The keys of the JSON line before figures had one source; tools parse
     /// them.
-    const KEYS: [&str; 40] = [
+    const KEYS: [&str; 41] = [
         "target",
         "clients",
         "rooms",
@@ -245,6 +246,7 @@ mod tests {
         "guaranteed_received",
         "lost",
         "gaps_before_cut",
+        "lost_reported",
         "out_of_order",
         "duplicates",
         "leaked",

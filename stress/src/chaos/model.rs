@@ -155,6 +155,9 @@ pub(super) struct SessionState {
     pub(super) read_error: Option<String>,
     pub(super) slow_consumer: bool,
     pub(super) member_events: u64,
+    /// Gap notices (a cluster's messages lost between nodes): per room,
+    /// the messages they said are gone.
+    pub(super) gap_notices: HashMap<u16, u64>,
     /// Deliveries that were not byte-exact, not parseable, or from nowhere.
     pub(super) corrupt: Vec<String>,
     /// ERROR frames that nothing we did explains.
@@ -176,6 +179,8 @@ pub(super) struct SessionState {
 pub(super) struct Session {
     pub(super) index: u32,
     pub(super) client: usize,
+    /// The node it is connected to (0 without a cluster).
+    pub(super) node: usize,
     pub(super) role: Role,
     pub(super) id: String,
     /// The reader stops reading while this is set.
@@ -191,10 +196,11 @@ pub(super) struct Session {
 impl Session {
     /// A session with nothing recorded yet; `index` is its place in the
     /// world's list, which deliveries refer to.
-    pub(super) fn new(index: u32, client: usize, role: Role, id: String) -> Session {
+    pub(super) fn new(index: u32, client: usize, node: usize, role: Role, id: String) -> Session {
         Session {
             index,
             client,
+            node,
             role,
             id,
             paused: AtomicBool::new(false),
@@ -242,7 +248,9 @@ pub(super) fn bump(counter: &AtomicU64) {
 
 /// What every actor and reader shares.
 pub(super) struct World {
-    pub(super) addr: SocketAddr,
+    /// The nodes' addresses: one, or a cluster's (client n talks to node
+    /// n mod their number).
+    pub(super) addrs: Vec<SocketAddr>,
     pub(super) rooms: usize,
     pub(super) deadline: Instant,
     sessions: Mutex<Vec<Arc<Session>>>,
@@ -282,9 +290,9 @@ pub(super) struct ContentProbe<'a> {
 }
 
 impl World {
-    pub(super) fn new(addr: SocketAddr, rooms: usize, deadline: Instant) -> World {
+    pub(super) fn new(addrs: Vec<SocketAddr>, rooms: usize, deadline: Instant) -> World {
         World {
-            addr,
+            addrs,
             rooms,
             deadline,
             sessions: Mutex::new(Vec::new()),
@@ -294,10 +302,17 @@ impl World {
         }
     }
 
+    /// The node client `client` connects to, and its address.
+    pub(super) fn node_of(&self, client: usize) -> (usize, SocketAddr) {
+        let node = client % self.addrs.len().max(1);
+        (node, self.addrs[node])
+    }
+
     /// Creates and records the session of a connection that said HELLO.
     pub(super) fn register(&self, client: usize, role: Role, id: String) -> Arc<Session> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let session = Arc::new(Session::new(sessions.len() as u32, client, role, id));
+        let node = self.node_of(client).0;
+        let session = Arc::new(Session::new(sessions.len() as u32, client, node, role, id));
         sessions.push(Arc::clone(&session));
         self.by_id
             .lock()

@@ -151,7 +151,7 @@ pub(super) fn send_malformed(
 pub(super) fn no_hello(world: &World) -> Option<String> {
     bump(&world.counters.no_hello);
     let outcome = (|| -> std::result::Result<(), String> {
-        let mut conn = Conn::connect(world.addr).map_err(|e| e.to_string())?;
+        let mut conn = Conn::connect(world.addrs[0]).map_err(|e| e.to_string())?;
         conn.write_raw(&room_frame(MessageType::JoinRoom, "chaos-0"))
             .map_err(|e| e.to_string())?;
         let frame = conn

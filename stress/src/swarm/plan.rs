@@ -12,6 +12,9 @@ pub struct Plan {
     /// Which server's protocol the clients speak.
     pub system: System,
     pub addr: SocketAddr,
+    /// A cluster's nodes (SPEC.md 14): the clients of each room are spread
+    /// over them by their position in it. Empty: everyone on `addr`.
+    pub nodes: Vec<SocketAddr>,
     pub clients: usize,
     pub threads: usize,
     /// Clients `r*size .. (r+1)*size` share room `r`.
@@ -56,6 +59,7 @@ impl Plan {
         Plan {
             system: System::Relay,
             addr,
+            nodes: Vec::new(),
             clients,
             threads: 2,
             room_size: room_size.max(1),

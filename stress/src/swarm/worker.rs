@@ -193,9 +193,13 @@ impl Worker {
             };
             let c = &mut self.clients[i];
             c.attempts += 1;
-            let connected = TcpStream::connect(self.plan.addr).and_then(|stream| {
+            let addr = match self.plan.nodes.len() {
+                0 => self.plan.addr,
+                n => self.plan.nodes[c.position as usize % n],
+            };
+            let connected = TcpStream::connect(addr).and_then(|stream| {
                 if self.plan.ws {
-                    Ok(SwarmStream::websocket(stream, self.plan.addr))
+                    Ok(SwarmStream::websocket(stream, addr))
                 } else {
                     SwarmStream::new(stream, self.plan.tls.as_ref())
                 }
@@ -474,6 +478,9 @@ impl Worker {
                 // their members are counted as they are confirmed.
                 if c.acks == 1 {
                     let room = c.room;
+                    // A cluster's count of other nodes' members lags their
+                    // joins (SPEC.md 14.1): count confirmed joins there.
+                    let members = members.filter(|_| self.plan.nodes.is_empty());
                     match members {
                         Some(members) => {
                             let slot = &mut self.totals.members_per_room[room];

@@ -96,6 +96,28 @@ struct Args {
     /// Keep it private: it lists who is connected.
     #[arg(long, env = "RELAY_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
+    /// Share rooms with other Relay nodes through Redis at this URL
+    /// (redis://HOST:PORT); off by default.
+    #[arg(long, env = "RELAY_CLUSTER", value_name = "URL")]
+    cluster: Option<String>,
+    /// This node's name in the cluster (letters, digits, '.', '_', '-',
+    /// ':'; at most 64 bytes), unique among live nodes. Default: the host
+    /// name and the process id.
+    #[arg(long, env = "RELAY_NODE_ID", requires = "cluster")]
+    node_id: Option<String>,
+    /// Seconds after its last heartbeat that a node's members leave the
+    /// cluster's presence (when it dies without a word).
+    #[arg(
+        long,
+        env = "RELAY_CLUSTER_PRESENCE_TTL",
+        default_value_t = 15.0,
+        requires = "cluster"
+    )]
+    cluster_presence_ttl: f64,
+    /// Bytes of batches that may wait for Redis, e.g. 16M; past it they
+    /// are dropped and the other nodes' members get gap notices.
+    #[arg(long, env = "RELAY_CLUSTER_QUEUE_BYTES", value_parser = server::parse_bytes, default_value = "16M", requires = "cluster")]
+    cluster_queue_bytes: u64,
     /// Also serve WebSocket here, for browsers (SPEC.md 13): one Relay
     /// frame per binary message, at path / (or /ws). Over TLS (wss://)
     /// when the --tls-* flags are given, with the same certificate.
@@ -366,6 +388,15 @@ fn config(args: &Args) -> Result<server::Config, String> {
             } else {
                 Some(seconds(args.history_seconds, "history-seconds")?)
             },
+        },
+        cluster: match &args.cluster {
+            Some(url) => Some(server::ClusterConfig {
+                url: url.clone(),
+                node_id: args.node_id.clone().unwrap_or_else(server::default_node_id),
+                presence_ttl: seconds(args.cluster_presence_ttl, "cluster-presence-ttl")?,
+                queue_bytes: usize::try_from(args.cluster_queue_bytes).unwrap_or(usize::MAX),
+            }),
+            None => None,
         },
     };
     config.validate().map_err(|error| error.to_string())

@@ -10,11 +10,16 @@
 //! - [`inbound`]: the reader's side: WebSocket frames in, the payloads of
 //!   binary messages out to the Relay decoder, unmasked in place in the
 //!   decoder's own buffer; pings, closes and every framing rule.
-//! - [`outbound`]: the writer's side: a WebSocket header before each Relay
-//!   frame, written with the frame's shared bytes in one vectored write.
+//! - [`framed`]: a batch's Relay frames as binary messages, framed once
+//!   per batch by the first WebSocket member that writes it, and shared
+//!   by all of them (server frames are unmasked, so the bytes are the
+//!   same for every member).
+//! - [`outbound`]: the writer's side: those shared bytes written as TCP
+//!   writes a batch, control frames (pongs, the close) between messages.
 //! - [`link`]: what the reader hands the writer (the upgrade's answer, a
 //!   pong, the client's close), since only the write half writes.
 
+pub(crate) mod framed;
 mod inbound;
 mod link;
 pub mod origin;

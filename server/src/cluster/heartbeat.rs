@@ -1,0 +1,148 @@
+//! The heartbeat thread: keeps this node's share of each room's members
+//! in Redis (see `presence`), its claims alive, and tells the other nodes
+//! how much it relayed in each room.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::Cluster;
+use super::presence::{Share, key, node_key};
+use crate::shared::Shared;
+
+/// The presence thread: keeps this node's shares and its heartbeat, and
+/// announces each room's relayed count (so a node that missed the last
+/// batches of a quiet room learns of it), until the server stops; then
+/// takes this node's shares out.
+pub(super) fn run(shared: Arc<Shared>) {
+    let Some(cluster) = shared.cluster.as_ref() else {
+        return;
+    };
+    let ttl = cluster.config.presence_ttl;
+    let beat = ttl / 3;
+    let mut written: HashSet<Arc<str>> = HashSet::new();
+    let mut attempt = 0;
+    let stopping = || shared.shutting_down.load(Ordering::Acquire);
+    while !stopping() {
+        let connected = cluster
+            .client
+            .get_connection_with_timeout(beat.min(Duration::from_secs(1)))
+            .and_then(|con| {
+                con.set_read_timeout(Some(beat))?;
+                con.set_write_timeout(Some(beat))?;
+                Ok(con)
+            });
+        let mut con = match connected {
+            Ok(con) => con,
+            Err(_) => {
+                // The publishing link logs the loss; this one retries.
+                std::thread::sleep(super::backoff(attempt).min(beat));
+                attempt += 1;
+                continue;
+            }
+        };
+        attempt = 0;
+        let mut next_beat = Instant::now();
+        let result: redis::RedisResult<()> = loop {
+            if stopping() {
+                let mut pipe = redis::pipe();
+                pipe.cmd("DEL").arg(node_key(&cluster.node)).ignore();
+                pipe.cmd("DEL")
+                    .arg(super::block_key(cluster.block))
+                    .ignore();
+                for room in &written {
+                    pipe.cmd("HDEL").arg(key(room)).arg(&*cluster.node).ignore();
+                }
+                let _: redis::RedisResult<()> = pipe.query(&mut con);
+                return;
+            }
+            let now = Instant::now();
+            let result = if now >= next_beat {
+                next_beat = now + beat;
+                cluster.presence_changes.take();
+                shared.rooms.announce_relayed(&*cluster.outlink);
+                heartbeat(&shared, cluster, &mut con, &mut written)
+            } else {
+                match cluster.presence_changes.take() {
+                    Some(rooms) if rooms.is_empty() => Ok(()),
+                    Some(rooms) => write(&shared, cluster, &mut con, &rooms, &mut written),
+                    None => heartbeat(&shared, cluster, &mut con, &mut written),
+                }
+            };
+            if let Err(error) = result {
+                break Err(error);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if let Err(error) = result {
+            tracing::debug!("cluster: presence link lost: {error}");
+        }
+    }
+}
+
+/// Every local room's share, the rooms this node no longer has taken
+/// out, and the node's key renewed.
+fn heartbeat(
+    shared: &Shared,
+    cluster: &Cluster,
+    con: &mut redis::Connection,
+    written: &mut HashSet<Arc<str>>,
+) -> redis::RedisResult<()> {
+    let mut rooms: Vec<Arc<str>> = shared.rooms.list().into_iter().map(|r| r.0).collect();
+    rooms.extend(written.iter().cloned());
+    rooms.sort_unstable();
+    rooms.dedup();
+    // The node's key first: a share is only read while it exists.
+    redis::cmd("SET")
+        .arg(node_key(&cluster.node))
+        .arg(1)
+        .arg("PX")
+        .arg(cluster.config.presence_ttl.as_millis() as u64)
+        .query::<()>(con)?;
+    redis::cmd("SET")
+        .arg(super::block_key(cluster.block))
+        .arg(&*cluster.node)
+        .arg("PX")
+        .arg(cluster.config.presence_ttl.as_millis() as u64)
+        .query::<()>(con)?;
+    write(shared, cluster, con, &rooms, written)
+}
+
+/// This node's shares of `rooms` as they are now.
+fn write(
+    shared: &Shared,
+    cluster: &Cluster,
+    con: &mut redis::Connection,
+    rooms: &[Arc<str>],
+    written: &mut HashSet<Arc<str>>,
+) -> redis::RedisResult<()> {
+    let ttl_ms = cluster.config.presence_ttl.as_millis() as u64;
+    for chunk in rooms.chunks(512) {
+        let mut pipe = redis::pipe();
+        for room in chunk {
+            let (members, list) = shared.rooms.who(room);
+            if members == 0 {
+                pipe.cmd("HDEL").arg(key(room)).arg(&*cluster.node).ignore();
+                written.remove(room);
+                continue;
+            }
+            let share = Share {
+                members: members as u64,
+                list,
+            };
+            let Ok(json) = serde_json::to_vec(&share) else {
+                continue;
+            };
+            pipe.cmd("HSET")
+                .arg(key(room))
+                .arg(&*cluster.node)
+                .arg(json)
+                .ignore();
+            pipe.cmd("PEXPIRE").arg(key(room)).arg(ttl_ms).ignore();
+            written.insert(Arc::clone(room));
+        }
+        pipe.query::<()>(con)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! Cluster-wide presence: each node's share of each room's members, kept
+//! in Redis so that JOIN answers and WHO on any node count every node.
+//!
+//! ```text
+//! relay:presence:{room}   hash: node id → {"members":N,"list":[first 100 members]}
+//! relay:node:{node}       "1", expiring --cluster-presence-ttl after the node's last heartbeat
+//! relay:block:{block}     the node that claimed that block of connection numbers, expiring the same way
+//! ```
+//!
+//! A node rewrites its field of a room within ~50 ms of a local join or
+//! leave, and all of them, with its own key, every third of the TTL. A
+//! reader (one Lua script, so one round trip) takes the fields of nodes
+//! whose key still exists and deletes the others: a node that died
+//! without a word is out of every list once its key expires, within the
+//! TTL. A room's hash expires too, a TTL after the last node wrote it.
+
+use std::sync::LazyLock;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use protocol::{MAX_MEMBER_LIST, Member};
+use serde::{Deserialize, Serialize};
+
+use super::{Cluster, Remote};
+use crate::logging::{CLUSTER, throttled};
+
+/// Reads a room's shares but the caller's own, dropping dead nodes'.
+static READ: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local out = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if all[i] ~= ARGV[1] then
+    if redis.call('EXISTS', 'relay:node:' .. all[i]) == 1 then
+      out[#out + 1] = all[i + 1]
+    else
+      redis.call('HDEL', KEYS[1], all[i])
+    end
+  end
+end
+return out
+",
+    )
+});
+
+/// The most idle connections kept for reading presence; more are opened
+/// when more connection threads read at once, and closed after.
+const IDLE_READERS: usize = 4;
+
+/// How long a JOIN or WHO waits for Redis at most before it answers with
+/// this node's members alone.
+const READ_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Idle connections for reading presence.
+#[derive(Default)]
+pub(crate) struct Readers(Mutex<Vec<redis::Connection>>);
+
+impl std::fmt::Debug for Readers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} idle presence readers", self.0.lock().len())
+    }
+}
+
+/// One node's share of a room.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Share {
+    pub(super) members: u64,
+    pub(super) list: Vec<Member>,
+}
+
+pub(super) fn key(room: &str) -> String {
+    format!("relay:presence:{room}")
+}
+
+pub(super) fn node_key(node: &str) -> String {
+    format!("relay:node:{node}")
+}
+
+/// The other nodes' members of `room`; nothing when Redis is down (known
+/// from the publishing link) or does not answer within [`READ_TIMEOUT`].
+pub(super) fn read(cluster: &Cluster, room: &str) -> Remote {
+    if !cluster.counters.outlink_up.load(Ordering::Acquire) {
+        return Remote::default();
+    }
+    let pooled = cluster.readers.0.lock().pop();
+    let con = match pooled {
+        Some(con) => Ok(con),
+        None => cluster
+            .client
+            .get_connection_with_timeout(READ_TIMEOUT)
+            .and_then(|con| {
+                con.set_read_timeout(Some(READ_TIMEOUT))?;
+                con.set_write_timeout(Some(READ_TIMEOUT))?;
+                Ok(con)
+            }),
+    };
+    let mut con = match con {
+        Ok(con) => con,
+        Err(error) => {
+            throttled!(
+                CLUSTER,
+                WARN,
+                "cluster: presence of {room:?} not read: {error}; answering with this node's members"
+            );
+            return Remote::default();
+        }
+    };
+    let shares: Vec<Vec<u8>> = match READ.key(key(room)).arg(&*cluster.node).invoke(&mut con) {
+        Ok(shares) => shares,
+        Err(error) => {
+            throttled!(
+                CLUSTER,
+                WARN,
+                "cluster: presence of {room:?} not read: {error}; answering with this node's members"
+            );
+            return Remote::default();
+        }
+    };
+    {
+        let mut idle = cluster.readers.0.lock();
+        if idle.len() < IDLE_READERS {
+            idle.push(con);
+        }
+    }
+    let mut remote = Remote::default();
+    for share in shares {
+        let Ok(share) = serde_json::from_slice::<Share>(&share) else {
+            continue;
+        };
+        remote.members = remote.members.saturating_add(share.members);
+        let room_left = MAX_MEMBER_LIST.saturating_sub(remote.list.len());
+        remote.list.extend(share.list.into_iter().take(room_left));
+    }
+    remote
+}
