@@ -33,10 +33,10 @@ async function openPage(name) {
   const context = await browser.newContext({ viewport: { width: 1000, height: 700 } });
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT_MS);
-  // Generous for a loaded machine. A page load that never ends is the HTTP
-  // listener leaving one of a burst of keep-alive connections unserved (seen
-  // under heavy load; tiny_http 0.12's connection pool): the failed test
-  // names the requests that hang and prints the server's log.
+  // Generous for a loaded machine. Should a page load never end (once seen
+  // under heavy load with the HTTP listener before hyper, which left one of
+  // a burst of keep-alive connections unserved), the failed test names the
+  // requests that hang and prints the server's log.
   page.setDefaultNavigationTimeout(2 * WAIT_MS);
   const problems = [];
   page.on('pageerror', (error) => problems.push(error));
