@@ -652,6 +652,28 @@ impl Client {
         self.json_frame(MessageType::Message, &Publish { room, content })
     }
 
+    /// Publishes any serializable value with a request `id`: a refusal
+    /// comes back as an ERROR carrying the same id ([`ServerError::id`]),
+    /// so a publisher that sends many can tell which were refused. (An
+    /// accepted MESSAGE has no answer; SPEC.md 3.0.)
+    ///
+    /// [`ServerError::id`]: crate::ServerError::id
+    pub fn send_json_with_id<T: Serialize + ?Sized>(
+        &self,
+        room: &str,
+        content: &T,
+        id: &protocol::RequestId,
+    ) -> Result<(), ClientError> {
+        #[derive(Serialize)]
+        struct Publish<'a, T: ?Sized> {
+            room: &'a str,
+            content: &'a T,
+            id: &'a protocol::RequestId,
+        }
+        let room = Client::room(room)?;
+        self.json_frame(MessageType::Message, &Publish { room, content, id })
+    }
+
     /// Publishes content given as JSON text, which is relayed byte-exact.
     pub fn send_raw_json(&self, room: &str, content: &RawValue) -> Result<(), ClientError> {
         self.send_json(room, content)

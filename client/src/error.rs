@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use protocol::{ErrorCode, ErrorPayload, RoomError};
+use protocol::{ErrorCode, ErrorPayload, RequestId, RoomError};
 
 /// An ERROR frame the server sent: its code, its explanation and whether the
 /// server closes the connection after it.
@@ -16,6 +16,14 @@ pub struct ServerError {
     pub message: String,
     /// The server closes the connection after a fatal error.
     pub fatal: bool,
+    /// The room the refused request named, when the server says.
+    pub room: Option<String>,
+    /// The refused request's `id`, when it had one: how a client that sent
+    /// several requests tells which one this is about.
+    pub id: Option<RequestId>,
+    /// For RATE_LIMITED and SHUTTING_DOWN: milliseconds to wait before
+    /// trying again.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl From<ErrorPayload> for ServerError {
@@ -24,6 +32,9 @@ impl From<ErrorPayload> for ServerError {
             code: payload.code,
             message: payload.message,
             fatal: payload.fatal,
+            room: payload.room,
+            id: payload.id,
+            retry_after_ms: payload.retry_after_ms,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `relay`: the Relay chat CLI (see `cli` for how it is put together).
+//! `relay`: the Relay CLI (see `cli` for how it is put together).
 
 mod cli;
 
@@ -7,12 +7,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = cli::args::Args::parse();
+    let args = cli::args::Args::parse_from(cli::args::with_default_subcommand(std::env::args_os()));
     match cli::run(&args) {
-        Ok(code) => code,
-        Err(error) => {
-            eprintln!("relay: {error}");
-            ExitCode::FAILURE
+        Ok(exit) => exit.into(),
+        Err(failure) => {
+            eprintln!("relay: {failure}");
+            failure.exit.into()
         }
     }
 }

@@ -223,9 +223,9 @@ fn run(
 
 fn describe(error: DecodeError) -> String {
     match error {
-        DecodeError::TooLarge { length, max } => format!(
-            "it sent a frame of length {length}, above this client's limit of {max} bytes (raise Options::max_frame)"
-        ),
+        DecodeError::TooLarge { length, max } => {
+            format!("it sent a frame of length {length}, above this client's limit of {max} bytes")
+        }
         other => format!("bad frame: {other}"),
     }
 }

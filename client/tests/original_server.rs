@@ -25,7 +25,7 @@ use testkit::WAIT;
 
 mod support;
 
-use support::cli::Live;
+use support::cli::{Live, STDERR};
 
 // The original's message types and flags.
 const HELLO: u8 = 1;
@@ -365,13 +365,18 @@ fn the_library_reports_no_heartbeat_round_trip_promptly() {
 fn the_cli_chats_through_the_original_server() {
     let original = Original::start();
     let mut cli = Live::start(original.addr, &["--name", "alice"]);
+    // Status lines and errors come on standard error (marked here), messages
+    // on standard output.
     let greeting = cli.next_line();
-    assert!(greeting.starts_with("connected to "), "{greeting}");
+    assert!(
+        greeting.starts_with(&format!("{STDERR}connected to relay://")),
+        "{greeting}"
+    );
     assert!(greeting.ends_with(" as alice (conn-1)"), "{greeting}");
 
-    cli.type_line("join r");
+    cli.type_line("/join r");
     // The original does not say how many members the room has.
-    assert_eq!(cli.next_line(), "joined r");
+    assert_eq!(cli.next_line(), format!("{STDERR}joined r"));
 
     original.send(MESSAGE, &member_event("userJoined", "r"));
     assert_eq!(cli.next_line(), "[r] * conn-2 joined");
@@ -387,28 +392,34 @@ fn the_cli_chats_through_the_original_server() {
 
     // What the original sends when one of its handlers throws.
     original.send(ERROR, r#"{"error":"Internal server error"}"#);
-    assert_eq!(cli.next_line(), "error: Internal server error");
+    assert_eq!(
+        cli.next_line(),
+        format!("{STDERR}error: Internal server error")
+    );
 
     let started = Instant::now();
-    cli.type_line("heartbeat");
+    cli.type_line("/ping");
     let answer = cli.next_line();
     let took = started.elapsed();
     assert!(
-        answer.starts_with("heartbeat: round-trip time not available from this server"),
+        answer.starts_with(&format!(
+            "{STDERR}round-trip time not available from this server"
+        )),
         "{answer}"
     );
     assert!(took < PROMPTLY, "took {took:?}");
     original.expect(HEARTBEAT);
 
-    cli.type_line("rooms");
-    assert_eq!(cli.next_line(), "rooms: r (current)");
+    cli.type_line("/rooms");
+    assert_eq!(cli.next_line(), format!("{STDERR}rooms: r (current)"));
 
     // At the end of the input the CLI makes sure every answer is in, with a
     // HELLO, since a HEARTBEAT would never be answered.
     let started = Instant::now();
     let (status, lines) = cli.finish();
     let took = started.elapsed();
-    assert!(status.success(), "{status}\n{}", lines.join("\n"));
+    // The server's ERROR counts as a failed command: a script exits 1.
+    assert_eq!(status.code(), Some(1), "{}", lines.join("\n"));
     assert!(took < PROMPTLY, "took {took:?}");
     assert!(
         !lines.iter().any(|line| line.contains("no answer")),

@@ -199,7 +199,7 @@ fn the_cli_speaks_tls_from_a_relays_url() {
         {
             use std::io::Write;
             let mut stdin = child.stdin.take().unwrap();
-            let _ = stdin.write_all(b"join r\nsend hello\n");
+            let _ = stdin.write_all(b"/join r\nhello\n");
         }
         let status = wait_exit(&mut child);
         let output = child.wait_with_output().unwrap();
@@ -212,19 +212,24 @@ fn the_cli_speaks_tls_from_a_relays_url() {
     let ca = tls.ca_file.to_str().unwrap();
     let (status, out, err) = run(&[&url, "--ca", ca, "--name", "tia", "--echo"]);
     assert!(status.success(), "{err}");
-    assert!(out.starts_with("connected to localhost:"), "{out}");
     assert!(
-        out.lines().next().unwrap().contains("(TLS) as tia"),
+        err.starts_with(&format!("connected to {url} as tia")),
+        "{err}"
+    );
+    assert!(err.contains("joined r"), "{err}");
+    assert!(
+        out.starts_with("[r] tia (") && out.contains("hello"),
         "{out}"
     );
-    assert!(out.contains("joined r"), "{out}");
-    assert!(out.contains("hello"), "{out}");
 
     // --tls with the host and port as arguments does the same.
     let port = tls.tls_addr().port().to_string();
-    let (status, out, err) = run(&["--tls", "--ca", ca, "localhost", &port, "--name", "tia"]);
+    let (status, _, err) = run(&["--tls", "--ca", ca, "localhost", &port, "--name", "tia"]);
     assert!(status.success(), "{err}");
-    assert!(out.contains("(TLS) as tia"), "{out}");
+    assert!(
+        err.starts_with(&format!("connected to {url} as tia")),
+        "{err}"
+    );
 
     // Without the CA the certificate is not trusted, and the error says what
     // to do.

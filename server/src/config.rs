@@ -15,6 +15,11 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 /// whatever the client sent, so a client may take `maxFrameSize` as the
 /// largest frame it will ever receive (SPEC.md 2 has the arithmetic).
 pub const MIN_MAX_FRAME: u32 = 1024;
+/// The largest `max_frame`: 64 MiB. A frame is held whole while it is
+/// relayed, and one frame of 256 MiB took the server to a 515 MiB peak, so a
+/// larger limit lets one client take that much memory with one frame. Large
+/// files belong in object storage, with their address in a message.
+pub const MAX_MAX_FRAME: u32 = 64 * 1024 * 1024;
 
 /// Server settings; `Config::default()` is what `relay-server` uses with no
 /// flags. [`Server::bind`](crate::Server::bind) validates them.
@@ -308,6 +313,30 @@ impl Config {
                 ),
             });
         }
+        if self.max_frame > MAX_MAX_FRAME {
+            return Err(ConfigError {
+                flag: "max-frame",
+                problem: format!(
+                    "must be at most {MAX_MAX_FRAME} (64 MiB), not {}: each frame is held whole in memory while it is relayed",
+                    self.max_frame
+                ),
+            });
+        }
+        for (flag, value) in [
+            ("max-connections", self.max_connections),
+            ("max-rooms", self.max_rooms_per_connection),
+        ] {
+            if value == 0 {
+                return Err(ConfigError {
+                    flag,
+                    problem: if flag == "max-connections" {
+                        "must be at least 1; with 0 every client would be refused".to_owned()
+                    } else {
+                        "must be at least 1; with 0 no client could join a room".to_owned()
+                    },
+                });
+            }
+        }
         for (flag, value) in [
             ("idle-timeout", self.idle_timeout),
             ("write-timeout", self.write_timeout),
@@ -480,6 +509,31 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(small.validate().unwrap_err().flag, "max-frame");
+        let huge = Config {
+            max_frame: u32::MAX,
+            ..Config::default()
+        };
+        let error = huge.validate().unwrap_err();
+        assert_eq!(error.flag, "max-frame");
+        assert!(
+            error.to_string().contains("at most 67108864 (64 MiB)"),
+            "{error}"
+        );
+        let largest = Config {
+            max_frame: MAX_MAX_FRAME,
+            ..Config::default()
+        };
+        assert!(largest.validate().is_ok());
+        let nobody = Config {
+            max_connections: 0,
+            ..Config::default()
+        };
+        assert_eq!(nobody.validate().unwrap_err().flag, "max-connections");
+        let no_room = Config {
+            max_rooms_per_connection: 0,
+            ..Config::default()
+        };
+        assert_eq!(no_room.validate().unwrap_err().flag, "max-rooms");
         let long = Config {
             stall_timeout: MAX_TIMEOUT * 2,
             ..Config::default()

@@ -83,8 +83,8 @@ mod tls;
 pub use budget::parse_bytes;
 pub use cluster::{ClusterConfig, default_node_id};
 pub use config::{
-    Budget, Config, ConfigError, MAX_TIMEOUT, MIN_MAX_FRAME, MIN_MEMORY_BUDGET, RateLimits,
-    TlsConfig, WsConfig, default_memory_budget,
+    Budget, Config, ConfigError, MAX_MAX_FRAME, MAX_TIMEOUT, MIN_MAX_FRAME, MIN_MEMORY_BUDGET,
+    RateLimits, TlsConfig, WsConfig, default_memory_budget,
 };
 pub use conn::ws::origin::{BadOrigin, Origins};
 pub use conn::{CloseReason, ConnState};

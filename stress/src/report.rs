@@ -22,6 +22,8 @@ pub struct Report {
     /// Performance bars checked: what each says, and whether it held
     /// (`None`: not measured); also in `json["bars"]`.
     pub bars: Vec<(String, Option<bool>)>,
+    /// Whether a missed bar fails the verdict (`--check-targets`).
+    pub bars_enforced: bool,
 }
 
 impl Report {
@@ -35,6 +37,7 @@ impl Report {
             json,
             failures: Vec::new(),
             bars: Vec::new(),
+            bars_enforced: false,
         }
     }
 
@@ -43,6 +46,7 @@ impl Report {
     /// it was missed.
     pub fn bar(&mut self, what: impl Into<String>, held: Option<bool>, enforce: bool) {
         let what = what.into();
+        self.bars_enforced |= enforce;
         if enforce && held == Some(false) {
             self.fail(format!("bar missed: {what}"));
         }
@@ -113,27 +117,34 @@ impl Report {
         for (what, held) in &self.bars {
             let verdict = match held {
                 Some(true) => "held",
-                Some(false) => "missed",
+                Some(false) => "MISSED",
                 None => "not measured",
             };
             out.push_str(&format!("  bar {what}: {verdict}\n"));
         }
-        let missed = self.bars.iter().filter(|(_, h)| *h == Some(false)).count();
-        let held = self.bars.iter().filter(|(_, h)| *h == Some(true)).count();
-        let bars = if self.bars.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " (runs complete and correct{}); bars: {held} held, {missed} missed, {} not measured",
-                if self.passed { "" } else { " or not" },
-                self.bars.len() - held - missed
-            )
+        // With bars, "PASSED" would read as "every bar held"; say what it
+        // means instead.
+        let checks = match (self.passed, self.bars.is_empty()) {
+            (true, true) => "PASSED",
+            (true, false) => "runs complete and correct",
+            (false, _) => "FAILED",
         };
-        out.push_str(&format!(
-            "{}: {}{bars}\n",
-            self.scenario,
-            if self.passed { "PASSED" } else { "FAILED" }
-        ));
+        out.push_str(&format!("{}: {checks}", self.scenario));
+        if !self.bars.is_empty() {
+            let missed = self.bars.iter().filter(|(_, h)| *h == Some(false)).count();
+            let held = self.bars.iter().filter(|(_, h)| *h == Some(true)).count();
+            let unmeasured = self.bars.len() - held - missed;
+            out.push_str(&format!(
+                "; {} bars checked: {held} held, {missed} missed, {unmeasured} not measured",
+                self.bars.len()
+            ));
+            if missed > 0 && !self.bars_enforced {
+                out.push_str(
+                    " (reported, not enforced: --check-targets fails the run on a missed bar)",
+                );
+            }
+        }
+        out.push('\n');
         out.push_str(&self.json_line());
         out.push('\n');
         out
@@ -334,19 +345,25 @@ mod tests {
         assert!(report.passed);
         let text = report.render();
         assert!(
-            text.contains("  bar fan-out ≥ 5 M/s: 3 M/s: missed\n"),
+            text.contains("  bar fan-out ≥ 5 M/s: 3 M/s: MISSED\n"),
             "{text}"
         );
         assert!(text.contains("  bar p50 ≤ 150 µs: 90 µs: held\n"), "{text}");
         assert!(
             text.contains(
-                "bench: PASSED (runs complete and correct); bars: 1 held, 1 missed, 1 not measured"
+                "bench: runs complete and correct; 3 bars checked: 1 held, 1 missed, 1 not measured (reported, not enforced: --check-targets fails the run on a missed bar)"
             ),
             "{text}"
         );
+        assert!(!text.contains("PASSED"), "{text}");
         assert!(report.json_line().contains("\"held\":false"));
         report.bar("another", Some(false), true);
         assert!(!report.passed);
         assert_eq!(report.failures, ["bar missed: another"]);
+        let text = report.render();
+        assert!(
+            text.contains("bench: FAILED; 4 bars checked: 1 held, 2 missed, 1 not measured\n"),
+            "{text}"
+        );
     }
 }

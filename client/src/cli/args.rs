@@ -1,149 +1,282 @@
-//! The command line.
+//! The command line: global flags, the subcommands, and what they imply.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
-/// Chat on a Relay server.
+use super::address::{self, Endpoint, Given};
+use super::exit;
+
+/// Chat on a Relay server, or publish, subscribe and measure from scripts.
 ///
-/// Type `help` once connected for the commands. On a terminal it is a line
-/// editor with history (kept in $XDG_DATA_HOME/relay/history, by default
-/// ~/.local/share/relay/history) and tab completion; otherwise (standard input
-/// or output redirected) it
-/// reads the same commands line by line, prints what arrives, and exits once
-/// the input ends and the server has answered everything sent. Message times
-/// are shown in UTC.
+/// Without a subcommand (or with `chat`) it is the interactive client: on a
+/// terminal a line editor with history (kept in $XDG_DATA_HOME/relay/history,
+/// by default ~/.local/share/relay/history) and tab completion. Lines that
+/// start with / are commands (/join ROOM, /leave, /who, /rooms, /help,
+/// /quit); every other line is a message to the current room. When standard
+/// input is not a terminal, each line is read the same way, messages arrive
+/// on standard output, and status lines and errors on standard error.
+///
+/// Addresses: HOST, HOST:PORT, [::1]:4000, a bare PORT (this machine),
+/// relay://HOST[:PORT] (port 4000 by default) or relays://HOST[:PORT] (TLS,
+/// port 4443 by default). Message times are UTC.
 #[derive(Debug, Parser)]
-#[command(name = "relay", version)]
+#[command(
+    name = "relay",
+    version,
+    override_usage = "relay [OPTIONS] [ADDRESS [PORT]]   (the chat)\n       relay [OPTIONS] <COMMAND> [ARGS]",
+    after_help = exit::HELP
+)]
 pub struct Args {
-    /// Server host name or address, or a URL: relay://HOST[:PORT] (plain
-    /// TCP, port 4000 by default) or relays://HOST[:PORT] (TLS, port 4443
-    /// by default).
-    #[arg(default_value = "localhost")]
-    pub host: String,
+    #[command(flatten)]
+    pub global: Global,
 
-    /// Server TCP port (default 4000, or 4443 with --tls).
-    pub port: Option<u16>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands' names: a first word that is none of them starts the
+/// chat (`relay 127.0.0.1:4200` is `relay chat 127.0.0.1:4200`).
+const SUBCOMMANDS: [&str; 6] = ["chat", "pub", "sub", "stats", "ping", "help"];
+
+/// Global flags that take a value, for [`with_default_subcommand`].
+const TAKES_VALUE: [&str; 8] = [
+    "-s",
+    "--server",
+    "--ca",
+    "--cert",
+    "--key",
+    "--name",
+    "--token",
+    "--connect-timeout",
+];
+
+/// The arguments with `chat` put before the first word that names no
+/// subcommand, so `relay HOST PORT` and `relay -s HOST sub ROOM` both
+/// parse: clap cannot have optional positionals beside subcommands without
+/// one shadowing the other.
+pub fn with_default_subcommand(
+    argv: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let mut argv: Vec<std::ffi::OsString> = argv.into_iter().collect();
+    let mut index = 1;
+    while index < argv.len() {
+        let Some(arg) = argv[index].to_str() else {
+            break;
+        };
+        if arg == "--" {
+            break;
+        }
+        if arg.starts_with('-') && arg.len() > 1 {
+            index += if TAKES_VALUE.contains(&arg) { 2 } else { 1 };
+            continue;
+        }
+        if !SUBCOMMANDS.contains(&arg) {
+            argv.insert(index, "chat".into());
+        }
+        break;
+    }
+    argv
+}
+
+/// Flags every subcommand takes, before or after its name.
+#[derive(Debug, clap::Args)]
+pub struct Global {
+    /// The server to talk to (see Addresses above; default localhost:4000).
+    #[arg(
+        long,
+        short = 's',
+        global = true,
+        env = "RELAY_SERVER",
+        value_name = "ADDRESS"
+    )]
+    pub server: Option<String>,
 
     /// Speak TLS (the server's --tls-addr port).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub tls: bool,
 
     /// PEM file of the CA that signed the server's certificate (implies
     /// --tls); without it, the public web's CAs are trusted.
-    #[arg(long, value_name = "FILE")]
-    pub ca: Option<std::path::PathBuf>,
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
 
     /// Client certificate (PEM) for a server that asks for one (mutual TLS);
     /// needs --key.
-    #[arg(long, value_name = "FILE", requires = "key")]
-    pub cert: Option<std::path::PathBuf>,
+    #[arg(long, global = true, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
 
     /// The private key of --cert (PEM).
-    #[arg(long, value_name = "FILE", requires = "cert")]
-    pub key: Option<std::path::PathBuf>,
+    #[arg(long, global = true, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
 
     /// User name shown to others (default: your login name, else guest-NNNN).
-    #[arg(long, short)]
+    #[arg(long, global = true)]
     pub name: Option<String>,
 
     /// Token for a server that requires authentication (a static token or
     /// a JWT); the server then takes your name from it, and --name, if
     /// given, must match. Prefer RELAY_TOKEN: a flag shows in the process
     /// list.
-    #[arg(long, env = "RELAY_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "RELAY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
     /// Also show your own messages, as the server relays them back.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub echo: bool,
 
-    /// Seconds to wait for the connection and for each server answer.
-    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
-    pub timeout: f64,
+    /// Print one JSON object a line: room, from, user, content, timestamp
+    /// (binary content as base64, with "binary":true). With pub, the
+    /// content is JSON text too.
+    #[arg(long, global = true, conflicts_with = "raw")]
+    pub json: bool,
+
+    /// Print the content of each message only (binary content as it is).
+    #[arg(long, global = true)]
+    pub raw: bool,
+
+    /// No status lines (connected, joined, ...); errors are still printed.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+
+    /// When the connection is lost, connect again (backing off
+    /// exponentially, with jitter) and rejoin the rooms (chat and sub).
+    #[arg(long, global = true)]
+    pub reconnect: bool,
+
+    /// Seconds to wait for the connection and for each server answer; a
+    /// server that leaves a keepalive unanswered this long is reported as
+    /// not answering.
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 5.0,
+        value_name = "SECONDS",
+        value_parser = positive_seconds
+    )]
+    pub connect_timeout: f64,
 }
 
-/// The port TLS uses when none is given.
-pub const DEFAULT_TLS_PORT: u16 = 4443;
-/// The port plain TCP uses when none is given.
-pub const DEFAULT_PORT: u16 = 4000;
-
-/// Where to connect, and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The interactive client (the default).
+    Chat {
+        /// The server (the same as --server).
+        #[arg(value_name = "ADDRESS")]
+        address: Option<String>,
+        /// The server's port, when ADDRESS has none.
+        port: Option<u16>,
+    },
+    /// Publish to a room and say how many messages the server accepted;
+    /// exits 0 only if it accepted all of them.
+    #[command(name = "pub")]
+    Publish(Publish),
+    /// Print the messages of one or more rooms as they arrive.
+    #[command(name = "sub")]
+    Subscribe(Subscribe),
+    /// Print the server's counters.
+    Stats,
+    /// Measure round-trip times to the server with HEARTBEATs.
+    Ping {
+        /// How many round trips.
+        #[arg(short = 'c', long = "count", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        count: u32,
+    },
 }
 
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = if self.tls { "relays" } else { "relay" };
-        write!(f, "{scheme}://{}:{}", self.host, self.port)
+#[derive(Debug, clap::Args)]
+#[command(
+    group(clap::ArgGroup::new("what").required(true).args(["message", "file"])),
+    override_usage = "relay pub [OPTIONS] ROOM (MESSAGE | - | -f FILE)"
+)]
+pub struct Publish {
+    /// The room; it is joined once for all the messages, and left after.
+    pub room: String,
+    /// The message, or - to send each line of standard input as one.
+    pub message: Option<String>,
+    /// Send the whole file as one message.
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Send the content as raw bytes (a BINARY message), not as text.
+    #[arg(long, conflicts_with = "json")]
+    pub binary: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Subscribe {
+    /// The rooms.
+    #[arg(required = true, value_name = "ROOM")]
+    pub rooms: Vec<String>,
+    /// Exit after this many messages (exit code 6 if the --timeout ends
+    /// first).
+    #[arg(short = 'n', long = "count", value_name = "COUNT")]
+    pub count: Option<u64>,
+    /// Exit after this many seconds (exit code 0 without -n).
+    #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
+    pub timeout: Option<f64>,
+}
+
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if value > 0.0 && Duration::try_from_secs_f64(value).is_ok() {
+        Ok(value)
+    } else {
+        Err(format!("must be a number of seconds above 0, not {text}"))
     }
 }
 
+/// How lines are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Human,
+    Json,
+    Raw,
+}
+
 impl Args {
-    /// The server from the host (or URL) and port arguments and --tls.
+    pub fn format(&self) -> Format {
+        match (self.global.json, self.global.raw) {
+            (true, _) => Format::Json,
+            (_, true) => Format::Raw,
+            _ => Format::Human,
+        }
+    }
+
+    /// The server: a positional address (chat), else --server, else
+    /// localhost; a port on its own is added.
     pub fn endpoint(&self) -> Result<Endpoint, String> {
-        let (rest, scheme_tls) = if let Some(rest) = self.host.strip_prefix("relays://") {
-            (rest, Some(true))
-        } else if let Some(rest) = self.host.strip_prefix("relay://") {
-            (rest, Some(false))
-        } else if self.host.contains("://") {
-            return Err(format!(
-                "{:?}: use relay://HOST[:PORT] or relays://HOST[:PORT] (TLS)",
-                self.host
-            ));
-        } else {
-            (self.host.as_str(), None)
+        let (address, port) = match &self.command {
+            Some(Command::Chat { address, port }) => (address.as_deref(), *port),
+            _ => (None, None),
         };
-        if scheme_tls == Some(false) && (self.tls || self.ca.is_some()) {
-            return Err("relay:// is plain TCP; use relays:// with --tls or --ca".into());
+        if address.is_some() && self.global.server.is_some() {
+            return Err("give the server once: as ADDRESS or with --server, not both".into());
         }
-        let tls = scheme_tls.unwrap_or(false) || self.tls || self.ca.is_some();
-        let rest = rest.trim_end_matches('/');
-        // HOST, HOST:PORT, [V6], [V6]:PORT; a bare IPv6 address has no port.
-        let (host, url_port) = match rest.rsplit_once(':') {
-            Some((host, port))
-                if scheme_tls.is_some() && (!host.contains(':') || host.ends_with(']')) =>
-            {
-                let port = port.parse::<u16>().map_err(|_| {
-                    format!("{:?}: the port must be a number up to 65535", self.host)
-                })?;
-                (host, Some(port))
-            }
-            _ => (rest, None),
+        let text = address
+            .or(self.global.server.as_deref())
+            .unwrap_or("localhost");
+        let given = Given {
+            port,
+            tls: self.global.tls || self.global.ca.is_some(),
         };
-        if host.is_empty() {
-            return Err(format!("{:?} names no host", self.host));
-        }
-        if url_port.is_some() && self.port.is_some() {
-            return Err("give the port in the URL or as an argument, not both".into());
-        }
-        let default = if tls { DEFAULT_TLS_PORT } else { DEFAULT_PORT };
-        Ok(Endpoint {
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            port: url_port.or(self.port).unwrap_or(default),
-            tls,
-        })
+        address::parse(text, given)
     }
 
     /// The TLS settings the flags ask for.
     pub fn tls_options(&self) -> client::TlsOptions {
         client::TlsOptions {
-            ca_file: self.ca.clone(),
+            ca_file: self.global.ca.clone(),
             server_name: None,
-            client_cert: self.cert.clone().zip(self.key.clone()),
+            client_cert: self.global.cert.clone().zip(self.global.key.clone()),
         }
     }
 
     /// The name to announce: `--name`, else $USER / $LOGNAME, else `guest-NNNN`.
     pub fn user_name(&self) -> String {
-        if let Some(name) = self.name.as_ref().filter(|name| !name.trim().is_empty()) {
+        if let Some(name) = self.global.name.as_ref().filter(|n| !n.trim().is_empty()) {
             return name.clone();
         }
         ["USER", "LOGNAME"]
@@ -167,7 +300,7 @@ impl Args {
     }
 
     pub fn timeout(&self) -> Duration {
-        Duration::try_from_secs_f64(self.timeout)
+        Duration::try_from_secs_f64(self.global.connect_timeout)
             .ok()
             .filter(|t| !t.is_zero())
             .unwrap_or(Duration::from_secs(5))
@@ -188,72 +321,82 @@ fn guest_name() -> String {
 mod tests {
     use super::*;
 
-    fn endpoint(argv: &[&str]) -> Result<Endpoint, String> {
+    fn args(argv: &[&str]) -> Result<Args, String> {
         let mut full = vec!["relay"];
         full.extend_from_slice(argv);
-        Args::try_parse_from(full)
-            .map_err(|e| e.to_string())?
-            .endpoint()
+        let full = with_default_subcommand(full.into_iter().map(Into::into));
+        Args::try_parse_from(full).map_err(|e| e.to_string())
     }
 
-    fn at(host: &str, port: u16, tls: bool) -> Endpoint {
-        Endpoint {
+    fn endpoint(argv: &[&str]) -> Result<Endpoint, String> {
+        args(argv)?.endpoint()
+    }
+
+    fn at(host: &str, port: u16, tls: bool) -> Result<Endpoint, String> {
+        Ok(Endpoint {
             host: host.into(),
             port,
             tls,
-        }
+        })
     }
 
     #[test]
-    fn hosts_ports_and_urls() {
-        assert_eq!(endpoint(&[]), Ok(at("localhost", 4000, false)));
+    fn the_server_can_be_given_every_way() {
+        assert_eq!(endpoint(&[]), at("localhost", 4000, false));
+        assert_eq!(endpoint(&["127.0.0.1:4200"]), at("127.0.0.1", 4200, false));
         assert_eq!(
             endpoint(&["example.org", "5000"]),
-            Ok(at("example.org", 5000, false))
+            at("example.org", 5000, false)
         );
+        assert_eq!(endpoint(&["chat", "4200"]), at("localhost", 4200, false));
         assert_eq!(
             endpoint(&["--tls", "example.org"]),
-            Ok(at("example.org", 4443, true))
+            at("example.org", 4443, true)
+        );
+        assert_eq!(endpoint(&["--ca", "ca.pem", "h"]), at("h", 4443, true));
+        assert_eq!(
+            endpoint(&["pub", "r", "hi", "-s", "[::1]:9"]),
+            at("::1", 9, false)
         );
         assert_eq!(
-            endpoint(&["relays://example.org"]),
-            Ok(at("example.org", 4443, true))
+            endpoint(&["-s", "relays://x", "sub", "r"]),
+            at("x", 4443, true)
         );
         assert_eq!(
-            endpoint(&["relays://example.org:9"]),
-            Ok(at("example.org", 9, true))
+            endpoint(&["-s", "4200", "ping"]),
+            at("localhost", 4200, false)
         );
         assert_eq!(
-            endpoint(&["relay://10.0.0.1:7/"]),
-            Ok(at("10.0.0.1", 7, false))
+            endpoint(&["--name", "a", "::1", "4001"]),
+            at("::1", 4001, false)
         );
-        assert_eq!(
-            endpoint(&["relays://[::1]:8443"]),
-            Ok(at("::1", 8443, true))
-        );
-        assert_eq!(endpoint(&["--ca", "ca.pem", "h"]), Ok(at("h", 4443, true)));
-        assert_eq!(endpoint(&["::1", "4001"]), Ok(at("::1", 4001, false)));
-    }
-
-    #[test]
-    fn contradictions_are_refused_with_a_reason() {
-        assert!(endpoint(&["http://x"]).unwrap_err().contains("relays://"));
+        assert_eq!(endpoint(&["--echo", "h:1"]), at("h", 1, false));
         assert!(
-            endpoint(&["--tls", "relay://x"])
-                .unwrap_err()
-                .contains("plain TCP")
-        );
-        assert!(
-            endpoint(&["relays://x:1", "2"])
+            endpoint(&["-s", "a", "b"])
                 .unwrap_err()
                 .contains("not both")
         );
-        assert!(
-            endpoint(&["relays://x:port"])
-                .unwrap_err()
-                .contains("number")
-        );
-        assert!(endpoint(&["relays://"]).unwrap_err().contains("no host"));
         assert!(endpoint(&["--cert", "c.pem", "h"]).is_err());
+    }
+
+    #[test]
+    fn subcommands_take_their_own_flags_and_the_global_ones() {
+        let parsed =
+            args(&["sub", "a", "b", "-n", "3", "--timeout", "2.5", "--json"]).expect("parses");
+        assert_eq!(parsed.format(), Format::Json);
+        match parsed.command {
+            Some(Command::Subscribe(sub)) => {
+                assert_eq!(sub.rooms, ["a", "b"]);
+                assert_eq!(sub.count, Some(3));
+                assert_eq!(sub.timeout, Some(2.5));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(args(&["pub", "r"]).is_err(), "pub needs a message or -f");
+        assert!(args(&["pub", "r", "x", "--binary", "--json"]).is_err());
+        assert!(args(&["sub", "r", "--json", "--raw"]).is_err());
+        assert!(args(&["sub", "r", "--timeout", "0"]).is_err());
+        assert!(args(&["ping", "-c", "0"]).is_err());
+        assert!(args(&["sub"]).is_err(), "sub needs a room");
     }
 }

@@ -1,33 +1,31 @@
-//! What a typed line means.
+//! What a typed line means: a line that starts with `/` is a command, and
+//! every other line is a message. There are no bare command words, so
+//! `join us at 5 for lunch` and `jion chemistry` are both messages, and a
+//! mistyped `/jion chemistry` is an error instead of a broadcast.
 
-/// The command names, for `help` and tab completion.
-pub const NAMES: [&str; 8] = [
-    "join",
-    "send",
-    "leave",
-    "rooms",
-    "heartbeat",
-    "help",
-    "quit",
-    "exit",
+/// The command names, for `/help` and tab completion.
+pub const NAMES: [&str; 9] = [
+    "join", "leave", "who", "rooms", "ping", "send", "help", "quit", "exit",
 ];
 
 /// One line of input, understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// `join <room>`: join (or switch to) a room.
+    /// `/join <room>`: join (or switch to) a room.
     Join(String),
-    /// `send <message>`, or any line that is not a command: send to the
-    /// current room.
+    /// A line that is not a command, `/send <message>`, or `//text` (which
+    /// sends `/text`): send to the current room.
     Send(String),
-    /// `leave [room]`: leave the given room, or the current one.
+    /// `/leave [room]`: leave the given room, or the current one.
     Leave(Option<String>),
-    /// `rooms`: list the rooms joined.
+    /// `/who`: what is known of the current room's members.
+    Who,
+    /// `/rooms`: list the rooms joined.
     Rooms,
-    /// `heartbeat`: measure the round-trip time.
-    Heartbeat,
+    /// `/ping` (also `/heartbeat`): measure the round-trip time.
+    Ping,
     Help,
-    /// `quit` or `exit`.
+    /// `/quit` or `/exit`.
     Quit,
     /// An empty line.
     Nothing,
@@ -38,37 +36,46 @@ pub enum Command {
 }
 
 impl Command {
-    /// Reads a line. Commands may be written with a leading `/` (`/join x`).
-    /// `rooms`, `heartbeat`, `help`, `quit` and `exit` take no argument, so a
-    /// line such as "help me" is an ordinary message.
     pub fn parse(line: &str) -> Command {
         let trimmed = line.trim();
         if trimmed.is_empty() {
             return Command::Nothing;
         }
-        let (slash, body) = match trimmed.strip_prefix('/') {
-            Some(rest) => (true, rest),
-            None => (false, trimmed),
+        let Some(body) = trimmed.strip_prefix('/') else {
+            return Command::Send(trimmed.to_owned());
         };
+        if body.starts_with('/') {
+            return Command::Send(body.to_owned());
+        }
         let (word, rest) = match body.split_once(char::is_whitespace) {
             Some((word, rest)) => (word, rest.trim()),
             None => (body, ""),
         };
         match (word, rest.is_empty()) {
-            ("join", true) => Command::Usage("usage: join <room>"),
+            ("join", true) => Command::Usage("usage: /join <room>"),
             ("join", false) => Command::Join(rest.to_owned()),
-            ("send", true) => Command::Usage("usage: send <message>"),
+            ("send", true) => Command::Usage("usage: /send <message>"),
             ("send", false) => Command::Send(rest.to_owned()),
             ("leave", true) => Command::Leave(None),
             ("leave", false) => Command::Leave(Some(rest.to_owned())),
+            ("who", true) => Command::Who,
             ("rooms", true) => Command::Rooms,
-            ("heartbeat", true) => Command::Heartbeat,
+            ("ping" | "heartbeat", true) => Command::Ping,
             ("help", true) => Command::Help,
             ("quit" | "exit", true) => Command::Quit,
-            _ if slash => Command::Unknown(word.to_owned()),
-            _ => Command::Send(trimmed.to_owned()),
+            ("who" | "rooms" | "ping" | "heartbeat" | "help" | "quit" | "exit", false) => {
+                Command::Usage("that command takes no argument; see /help")
+            }
+            _ => Command::Unknown(word.to_owned()),
         }
     }
+}
+
+/// Whether a message line starts with a command's name (`join physics`):
+/// it is sent as written, and the chat says once how commands are typed.
+pub fn looks_like_a_command(line: &str) -> bool {
+    let word = line.split_whitespace().next().unwrap_or("");
+    NAMES.contains(&word)
 }
 
 #[cfg(test)]
@@ -76,30 +83,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn commands_and_plain_lines() {
+    fn a_slash_makes_a_command_and_anything_else_is_a_message() {
         let table = [
-            ("join physics", Command::Join("physics".into())),
-            ("  join   my room  ", Command::Join("my room".into())),
-            ("/join x", Command::Join("x".into())),
-            ("join", Command::Usage("usage: join <room>")),
-            ("send hi there", Command::Send("hi there".into())),
-            ("send", Command::Usage("usage: send <message>")),
-            ("leave", Command::Leave(None)),
-            ("leave chem", Command::Leave(Some("chem".into()))),
-            ("rooms", Command::Rooms),
-            ("heartbeat", Command::Heartbeat),
-            ("help", Command::Help),
-            ("quit", Command::Quit),
+            ("/join physics", Command::Join("physics".into())),
+            ("  /join   my room  ", Command::Join("my room".into())),
+            ("/join", Command::Usage("usage: /join <room>")),
+            ("/send hi there", Command::Send("hi there".into())),
+            ("/send", Command::Usage("usage: /send <message>")),
+            ("//etc/hosts", Command::Send("/etc/hosts".into())),
+            ("/leave", Command::Leave(None)),
+            ("/leave chem", Command::Leave(Some("chem".into()))),
+            ("/who", Command::Who),
+            ("/rooms", Command::Rooms),
+            ("/ping", Command::Ping),
+            ("/heartbeat", Command::Ping),
+            ("/help", Command::Help),
+            ("/quit", Command::Quit),
             ("/exit", Command::Quit),
+            (
+                "/quit now",
+                Command::Usage("that command takes no argument; see /help"),
+            ),
             ("", Command::Nothing),
             ("   ", Command::Nothing),
             ("hello world", Command::Send("hello world".into())),
+            // The lines that used to be taken for commands.
+            (
+                "join us at 5 for lunch",
+                Command::Send("join us at 5 for lunch".into()),
+            ),
+            ("jion chemistry", Command::Send("jion chemistry".into())),
+            ("quit", Command::Send("quit".into())),
             ("help me please", Command::Send("help me please".into())),
-            ("/dance now", Command::Unknown("dance".into())),
+            ("/jion chemistry", Command::Unknown("jion".into())),
             ("/", Command::Unknown(String::new())),
         ];
         for (line, expected) in table {
             assert_eq!(Command::parse(line), expected, "line {line:?}");
         }
+    }
+
+    #[test]
+    fn messages_that_start_like_commands_are_noticed() {
+        assert!(looks_like_a_command("join us at 5"));
+        assert!(looks_like_a_command("quit"));
+        assert!(!looks_like_a_command("jion chemistry"));
+        assert!(!looks_like_a_command("hello"));
     }
 }

@@ -1,5 +1,5 @@
-//! Tab completion: command names at the start of the line, and the rooms
-//! joined after `join` and `leave`.
+//! Tab completion: command names after a leading `/`, and the rooms joined
+//! after `/join` and `/leave`.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -24,8 +24,11 @@ impl RelayHelper {
     pub fn candidates(&self, line: &str) -> (usize, Vec<String>) {
         let lead = line.len() - line.trim_start().len();
         let body = &line[lead..];
-        let slash = usize::from(body.starts_with('/'));
-        let body = &body[slash..];
+        // Only commands are completed; a message is the user's own text.
+        let Some(body) = body.strip_prefix('/') else {
+            return (line.len(), Vec::new());
+        };
+        let slash = 1;
         match body.split_once(' ') {
             None => {
                 let words = NAMES
@@ -87,26 +90,25 @@ mod tests {
     #[test]
     fn completes_command_names() {
         let h = helper(&[]);
-        assert_eq!(h.candidates("jo"), (0, vec!["join ".to_string()]));
-        assert_eq!(
-            h.candidates("/he"),
-            (1, vec!["heartbeat ".into(), "help ".into()])
-        );
-        assert_eq!(h.candidates("  q"), (2, vec!["quit ".to_string()]));
-        assert_eq!(h.candidates("x").1, Vec::<String>::new());
+        assert_eq!(h.candidates("/jo"), (1, vec!["join ".to_string()]));
+        assert_eq!(h.candidates("/he"), (1, vec!["help ".to_string()]));
+        assert_eq!(h.candidates("  /q"), (3, vec!["quit ".to_string()]));
+        assert_eq!(h.candidates("/x").1, Vec::<String>::new());
+        // A message is not completed.
+        assert_eq!(h.candidates("jo").1, Vec::<String>::new());
     }
 
     #[test]
     fn completes_joined_rooms_after_join_and_leave() {
         let h = helper(&["physics", "philosophy", "chemistry"]);
         assert_eq!(
-            h.candidates("join ph"),
-            (5, vec!["physics".to_string(), "philosophy".to_string()])
+            h.candidates("/join ph"),
+            (6, vec!["physics".to_string(), "philosophy".to_string()])
         );
         assert_eq!(
-            h.candidates("leave  ch"),
-            (7, vec!["chemistry".to_string()])
+            h.candidates("/leave  ch"),
+            (8, vec!["chemistry".to_string()])
         );
-        assert_eq!(h.candidates("send ph").1, Vec::<String>::new());
+        assert_eq!(h.candidates("/send ph").1, Vec::<String>::new());
     }
 }

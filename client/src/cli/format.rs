@@ -29,11 +29,13 @@ const GREEN: &str = "\x1b[32m";
 const CYAN: &str = "\x1b[36m";
 
 impl Style {
-    /// Colour only on a terminal, and never when `NO_COLOR` is set (non-empty).
+    /// Colour only when both standard output and standard error are a
+    /// terminal (messages go to one, status lines to the other), and never
+    /// when `NO_COLOR` is set (non-empty).
     pub fn detect() -> Style {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         Style {
-            color: !no_color && std::io::stdout().is_terminal(),
+            color: !no_color && std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
         }
     }
 
@@ -45,18 +47,16 @@ impl Style {
         }
     }
 
-    /// `[room] user (HH:MM:SS): content`.
+    /// `[room] user (HH:MM:SS): content`. A delivery without a time (every
+    /// binary one; all of the original server's) shows when it arrived.
     pub fn message(&self, message: &Message) -> String {
-        let time = message
-            .timestamp
-            .map(hms)
-            .unwrap_or_else(|| "--:--:--".into());
+        let time = hms(message.timestamp.unwrap_or_else(now_ms));
         let content = match &message.body {
             Body::Json(raw) => match message.body.as_text() {
                 Some(text) => clean(&text),
                 None => clean(raw.get()),
             },
-            Body::Binary(bytes) => format!("<{} bytes of binary data>", bytes.len()),
+            Body::Binary(bytes) => self.paint(DIM, &binary_preview(bytes)),
         };
         format!(
             "{} {} {}: {content}",
@@ -92,6 +92,105 @@ impl Style {
     /// A notice about this client's own state (joined, left, ...).
     pub fn notice(&self, text: &str) -> String {
         self.paint(GREEN, text)
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How many bytes of a binary message the preview shows.
+const PREVIEW_BYTES: usize = 16;
+
+/// `binary, 5 bytes: "hello"` when the bytes are UTF-8 text, else
+/// `binary, 300 bytes: 00 01 fe ff ... (hex)`, the first
+/// [`PREVIEW_BYTES`] of them.
+pub fn binary_preview(bytes: &[u8]) -> String {
+    let size = match bytes.len() {
+        1 => "1 byte".to_owned(),
+        n => format!("{n} bytes"),
+    };
+    if bytes.is_empty() {
+        return format!("binary, {size}");
+    }
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        let mut shown: String = text.chars().take(PREVIEW_BYTES * 4).collect();
+        if shown.len() < text.len() {
+            shown.push_str("...");
+        }
+        return format!("binary, {size}, UTF-8: \"{}\"", clean(&shown));
+    }
+    let hex: Vec<String> = bytes
+        .iter()
+        .take(PREVIEW_BYTES)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let more = if bytes.len() > PREVIEW_BYTES {
+        " ..."
+    } else {
+        ""
+    };
+    format!("binary, {size}: {}{more} (hex)", hex.join(" "))
+}
+
+/// A message as one line of JSON: `room`, `from`, `user` (null when the
+/// publisher gave none), `content` (the JSON as published; binary content
+/// as base64, with `"binary":true`) and `timestamp` (milliseconds since the
+/// Unix epoch, null when the server sent none).
+pub fn json_message(message: &Message) -> String {
+    use base64::Engine;
+    let mut line = serde_json::json!({
+        "room": message.room,
+        "from": message.from,
+        "user": message.user,
+        "timestamp": message.timestamp,
+    });
+    match &message.body {
+        Body::Json(raw) => {
+            // Through a Value so the line stays one line whatever the
+            // publisher's white space.
+            let content: serde_json::Value =
+                serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null);
+            line["content"] = content;
+        }
+        Body::Binary(bytes) => {
+            line["content"] =
+                serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+            line["binary"] = serde_json::Value::Bool(true);
+        }
+    }
+    line.to_string()
+}
+
+/// A member event as one line of JSON, named as in the protocol:
+/// `{"type":"userJoined","room":..,"connectionId":..,"user":..,"timestamp":..}`.
+pub fn json_member(event: &MemberEvent) -> String {
+    let kind = match event.change {
+        MemberChange::Joined => "userJoined",
+        MemberChange::Left => "userLeft",
+    };
+    serde_json::json!({
+        "type": kind,
+        "room": event.room,
+        "connectionId": event.connection_id,
+        "user": event.user,
+        "timestamp": event.timestamp,
+    })
+    .to_string()
+}
+
+/// The content alone: a string as its text, other JSON as JSON text, and
+/// binary content as its bytes.
+pub fn raw_content(message: &Message) -> Vec<u8> {
+    match &message.body {
+        Body::Json(raw) => match message.body.as_text() {
+            Some(text) => text.into_bytes(),
+            None => raw.get().as_bytes().to_vec(),
+        },
+        Body::Binary(bytes) => bytes.clone(),
     }
 }
 
@@ -175,6 +274,47 @@ mod tests {
         assert_eq!(
             style.message(&json),
             r#"[physics] alice (13:45:07): {"x":1}"#
+        );
+        let line: serde_json::Value =
+            serde_json::from_str(&json_message(&json)).expect("one JSON object");
+        assert_eq!(
+            line,
+            serde_json::json!({"room":"physics","from":"c3","user":"alice",
+                "content":{"x":1},"timestamp":1_704_116_707_000_u64})
+        );
+        let binary = Message {
+            body: Body::Binary(vec![0, 1, 0xfe, 0xff]),
+            user: None,
+            timestamp: None,
+            ..json
+        };
+        let line: serde_json::Value =
+            serde_json::from_str(&json_message(&binary)).expect("one JSON object");
+        assert_eq!(
+            line,
+            serde_json::json!({"room":"physics","from":"c3","user":null,
+                "content":"AAH+/w==","binary":true,"timestamp":null})
+        );
+        assert!(
+            style
+                .message(&binary)
+                .ends_with("): binary, 4 bytes: 00 01 fe ff (hex)")
+        );
+        assert_eq!(raw_content(&binary), [0, 1, 0xfe, 0xff]);
+    }
+
+    #[test]
+    fn binary_previews_show_size_and_text_or_hex() {
+        assert_eq!(binary_preview(b""), "binary, 0 bytes");
+        assert_eq!(binary_preview(b"a"), "binary, 1 byte, UTF-8: \"a\"");
+        assert_eq!(
+            binary_preview(b"line\n"),
+            "binary, 5 bytes, UTF-8: \"line\\n\""
+        );
+        let long: Vec<u8> = (0..=255).collect();
+        assert_eq!(
+            binary_preview(&long),
+            "binary, 256 bytes: 00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f ... (hex)"
         );
     }
 

@@ -9,6 +9,7 @@ use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 
 use super::complete::RelayHelper;
+use super::link::State;
 use super::session::{Flow, Session};
 
 pub type RelayEditor = Editor<RelayHelper, DefaultHistory>;
@@ -34,39 +35,49 @@ pub fn run(session: &mut Session, mut rl: RelayEditor) -> Flow {
         && let Err(error) = rl.load_history(path)
         && !matches!(&error, ReadlineError::Io(e) if e.kind() == std::io::ErrorKind::NotFound)
     {
-        session.out.line(&session.style.error(&format!(
+        session.out.error(&format!(
             "cannot read the history file {}: {error}",
             path.display()
-        )));
+        ));
     }
+    // Whether the last key was a Ctrl-C: a second one in a row quits.
+    let mut interrupted = false;
     let flow = loop {
         match rl.readline(&session.prompt()) {
             Ok(line) => {
-                if !session.client.is_connected() {
-                    break Flow::Lost;
-                }
+                interrupted = false;
                 if !line.trim().is_empty() {
                     let _ = rl.add_history_entry(line.as_str());
+                }
+                if session.link.state() == State::Gone {
+                    if !line.trim().is_empty() {
+                        session
+                            .out
+                            .error("not sent: the connection is gone (see above)");
+                    }
+                    break Flow::Lost;
                 }
                 match session.execute(&line) {
                     Flow::Continue => {}
                     other => break other,
                 }
             }
-            // Ctrl-C: the line is dropped; start a fresh one.
+            // Ctrl-C: the line is dropped; a second one in a row quits.
             Err(ReadlineError::Interrupted) => {
-                if !session.client.is_connected() {
-                    break Flow::Lost;
+                if interrupted {
+                    break Flow::Quit;
                 }
+                interrupted = true;
+                session
+                    .out
+                    .info("(press Ctrl-C again to quit, or type /quit; Ctrl-D quits too)");
             }
             // Ctrl-D on an empty line.
             Err(ReadlineError::Eof) => break Flow::Quit,
             Err(error) => {
-                session.out.line(
-                    &session
-                        .style
-                        .error(&format!("cannot read the terminal: {error}")),
-                );
+                session
+                    .out
+                    .error(&format!("cannot read the terminal: {error}"));
                 break Flow::Quit;
             }
         }
@@ -80,10 +91,10 @@ pub fn run(session: &mut Session, mut rl: RelayEditor) -> Flow {
             .map_err(ReadlineError::Io)
             .and_then(|()| rl.append_history(path));
         if let Err(error) = saved {
-            session.out.line(&session.style.error(&format!(
+            session.out.error(&format!(
                 "cannot save the history to {}: {error}",
                 path.display()
-            )));
+            ));
         }
     }
     flow

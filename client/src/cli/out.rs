@@ -1,54 +1,112 @@
-//! Where lines go: standard output, or rustyline's external printer, which
-//! prints above the prompt without garbling the line being typed.
+//! Where lines go. Messages go to standard output and everything else
+//! (status lines, errors) to standard error, so `relay sub room > file`
+//! keeps only messages. On a terminal both go through rustyline's external
+//! printer, which prints above the prompt without garbling the line being
+//! typed.
 
 use std::io::Write;
 use std::sync::{Mutex, PoisonError};
 
 use rustyline::ExternalPrinter;
 
+use super::format::Style;
+
 enum Sink {
-    Stdout,
+    Streams,
     Printer(Mutex<Box<dyn ExternalPrinter + Send>>),
 }
 
 /// The one output of the CLI, shared by the input loop and the event thread.
 pub struct Out {
     sink: Sink,
+    pub style: Style,
+    /// `-q`: no status lines.
+    quiet: bool,
 }
 
 impl std::fmt::Debug for Out {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self.sink {
-            Sink::Stdout => "Out(stdout)",
+            Sink::Streams => "Out(stdout, stderr)",
             Sink::Printer(_) => "Out(external printer)",
         })
     }
 }
 
 impl Out {
-    pub fn stdout() -> Out {
-        Out { sink: Sink::Stdout }
-    }
-
-    pub fn printer(printer: Box<dyn ExternalPrinter + Send>) -> Out {
+    pub fn streams(style: Style, quiet: bool) -> Out {
         Out {
-            sink: Sink::Printer(Mutex::new(printer)),
+            sink: Sink::Streams,
+            style,
+            quiet,
         }
     }
 
-    /// Prints one line. Output errors (a closed pipe) are ignored: there is
-    /// nobody left to tell.
-    pub fn line(&self, text: &str) {
+    pub fn printer(printer: Box<dyn ExternalPrinter + Send>, style: Style, quiet: bool) -> Out {
+        Out {
+            sink: Sink::Printer(Mutex::new(printer)),
+            style,
+            quiet,
+        }
+    }
+
+    /// Prints a message line (standard output). Output errors (a closed
+    /// pipe) are ignored: there is nobody left to tell.
+    pub fn message(&self, text: &str) {
+        self.bytes(text.as_bytes());
+    }
+
+    /// Prints bytes as they are, and a line break (`--raw` binary content).
+    pub fn bytes(&self, bytes: &[u8]) {
         match &self.sink {
-            Sink::Stdout => {
+            Sink::Streams => {
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{text}");
+                let _ = out.write_all(bytes);
+                let _ = out.write_all(b"\n");
                 let _ = out.flush();
             }
-            Sink::Printer(printer) => {
-                let mut printer = printer.lock().unwrap_or_else(PoisonError::into_inner);
-                let _ = printer.print(format!("{text}\n"));
+            Sink::Printer(_) => self.print(&String::from_utf8_lossy(bytes)),
+        }
+    }
+
+    /// A status line (standard error), unless `-q`.
+    pub fn status(&self, text: &str) {
+        if !self.quiet {
+            self.stderr(&self.style.notice(text));
+        }
+    }
+
+    /// Plain lines of help or lists (standard error, even with `-q`: they
+    /// were asked for).
+    pub fn info(&self, text: &str) {
+        self.stderr(text);
+    }
+
+    /// An error line, `error: ...` (standard error, even with `-q`).
+    pub fn error(&self, text: &str) {
+        self.stderr(&self.style.error(text));
+    }
+
+    /// `disconnected: ...` (standard error, even with `-q`).
+    pub fn disconnected(&self, text: &str) {
+        self.stderr(&self.style.disconnected(text));
+    }
+
+    fn stderr(&self, text: &str) {
+        match &self.sink {
+            Sink::Streams => {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "{text}");
+                let _ = err.flush();
             }
+            Sink::Printer(_) => self.print(text),
+        }
+    }
+
+    fn print(&self, text: &str) {
+        if let Sink::Printer(printer) = &self.sink {
+            let mut printer = printer.lock().unwrap_or_else(PoisonError::into_inner);
+            let _ = printer.print(format!("{text}\n"));
         }
     }
 }

@@ -1,9 +1,13 @@
-//! The front end for scripts: standard input is not a terminal.
+//! The front end for scripts: standard input is not a terminal. Each line
+//! is a `/command` or a message, as typed in the chat.
 //!
 //! Lines are read on a thread of their own so that a lost connection ends the
-//! run even while the script is silent. At the end of the input (or `quit`),
-//! the session waits until the server has answered everything sent, so every
-//! reply is printed before the exit.
+//! run even while the script is silent. At the end of the input (or
+//! `/quit`), the session waits until the server has answered everything
+//! sent, so every reply is printed before the exit. A line read while the
+//! connection is being re-established (`--reconnect`) waits for it; one read
+//! after the connection is gone for good ends the run, and is reported as not
+//! sent.
 
 use std::io::BufRead;
 use std::thread;
@@ -12,6 +16,7 @@ use crossbeam_channel::select;
 
 use client::Event;
 
+use super::link::State;
 use super::session::{Flow, Session};
 
 pub fn run(session: &mut Session) -> Flow {
@@ -36,11 +41,9 @@ pub fn run(session: &mut Session) -> Flow {
             }
         });
     if let Err(error) = reader {
-        session.out.line(
-            &session
-                .style
-                .error(&format!("cannot read standard input: {error}")),
-        );
+        session
+            .out
+            .error(&format!("cannot read standard input: {error}"));
         return session.sync();
     }
     loop {
@@ -49,16 +52,32 @@ pub fn run(session: &mut Session) -> Flow {
                 Ok(line) => match session.execute(&line) {
                     Flow::Continue => {}
                     Flow::Quit => break,
-                    Flow::Lost => return Flow::Lost,
+                    Flow::Lost => return lost(session, &lines),
                 },
                 Err(_) => break,
             },
             recv(session.replies) -> event => match event {
-                Ok(Event::Disconnected(_)) | Err(_) => return Flow::Lost,
+                Ok(Event::Disconnected(_)) | Err(_) => {
+                    if session.link.state() == State::Gone {
+                        return lost(session, &lines);
+                    }
+                }
                 // Unasked answers (errors for messages) were printed already.
                 Ok(_) => {}
             },
         }
     }
     session.sync()
+}
+
+/// The connection is gone for good: says how many lines already read from
+/// the script were not sent, so none vanishes silently.
+fn lost(session: &Session, lines: &crossbeam_channel::Receiver<String>) -> Flow {
+    let unsent = lines.try_iter().filter(|l| !l.trim().is_empty()).count();
+    if unsent > 0 {
+        session.out.error(&format!(
+            "{unsent} more line(s) of input were not sent: the connection is gone"
+        ));
+    }
+    Flow::Lost
 }

@@ -1,23 +1,26 @@
-//! One chat session: the rooms joined, the current room, and what each
-//! command does. Shared by the interactive and the piped front ends.
+//! One chat session: the current room, what each command does, and the
+//! handler that prints what arrives. Shared by the interactive and the piped
+//! front ends; the connection itself (and reconnecting) is the [`Link`]'s.
 //!
-//! Two threads print. The event thread ([`spawn_events`]) prints what arrives
-//! unasked (messages, member events, errors, the disconnect) and forwards the
-//! answers to requests to the input thread, which waits for the answer to each
-//! `join`, `leave` and `heartbeat` before it reads the next line: so a script's
-//! `join physics` then `send hi` sends to physics, and the prompt shows the
-//! room the server confirmed.
+//! The handler ([`handler`]) prints what arrives unasked (messages, member
+//! events, errors) and forwards the answers to requests to the input thread,
+//! which waits for the answer to each `/join`, `/leave` and `/ping` before
+//! it reads the next line: so a script's `/join physics` then `hi` sends to
+//! physics, and the prompt shows the room the server confirmed.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use client::{Client, ClientError, DisconnectReason, ErrorCode, Event, Hello};
+use client::{Client, ClientError, ErrorCode, Event, Hello, MemberChange};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::command::Command;
-use super::format::{self, Style};
+use super::args::Format;
+use super::command::{self, Command};
+use super::format;
+use super::link::{Link, Outcome, State};
 use super::out::Out;
 
 /// What the input loop does after a line.
@@ -26,75 +29,107 @@ pub enum Flow {
     Continue,
     /// The user asked to quit.
     Quit,
-    /// The connection is gone (the event thread has said why).
+    /// The connection is gone for good (the supervisor has said why).
     Lost,
 }
 
 /// How waiting for an answer ended. One lives briefly on the stack per
-/// command typed, so its size does not matter; boxing the event would only
-/// make the matches on it harder to read.
+/// command typed, so its size does not matter.
 #[allow(clippy::large_enum_variant)]
 enum Waited {
     Got(Event),
-    /// The server refused; the event thread printed its error.
+    /// The server refused; the handler printed its error.
     Refused,
+    /// The connection ended while waiting.
     Lost,
     TimedOut,
 }
 
-/// Starts the thread that prints incoming events and forwards answers
-/// (everything but messages and member events) to `replies`.
-pub fn spawn_events(
-    client: Arc<Client>,
+/// What this client knows of a room's members. The protocol gives the count
+/// on joining and announces arrivals and departures after that, but no list
+/// of those who were there first.
+#[derive(Debug, Default)]
+pub struct RoomView {
+    /// Members, this client included, when the server said.
+    pub members: Option<u64>,
+    /// Others seen arriving since this client joined: connection id to
+    /// user name.
+    pub seen: BTreeMap<String, Option<String>>,
+}
+
+/// State the handler and the input loop share.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Set by any refused request or command misuse: a script then exits 1.
+    pub failed: AtomicBool,
+    pub views: Mutex<HashMap<String, RoomView>>,
+}
+
+/// The event handler for the [`Link`]: prints in `format`, counts failures,
+/// and forwards answers to `replies`.
+pub fn handler(
     out: Arc<Out>,
-    style: Style,
+    format: Format,
+    shared: Arc<Shared>,
     replies: Sender<Event>,
-    interactive: bool,
-) -> std::io::Result<JoinHandle<()>> {
-    thread::Builder::new()
-        .name("relay-cli-events".into())
-        .spawn(move || {
-            while let Some(event) = client.recv() {
-                match &event {
-                    Event::Message(message) => out.line(&style.message(message)),
-                    Event::Member(member) => out.line(&style.member(member)),
-                    // A fatal error is reported by the disconnect that follows.
-                    // `CODE: message`, or the message alone for the original
-                    // server's `{"error": "..."}`, which has no code.
-                    Event::Error(error) if !error.fatal => {
-                        out.line(&style.error(&format::clean(&error.to_string())));
-                    }
-                    Event::Disconnected(reason) if *reason != DisconnectReason::Closed => {
-                        let mut text = format::clean(&reason.to_string());
-                        if interactive {
-                            text.push_str(" (press Enter to exit)");
+) -> impl FnMut(Event) + Send + 'static {
+    move |event| {
+        match &event {
+            Event::Message(message) => match format {
+                Format::Human => out.message(&out.style.message(message)),
+                Format::Json => out.message(&format::json_message(message)),
+                Format::Raw => out.bytes(&format::raw_content(message)),
+            },
+            Event::Member(member) => {
+                {
+                    let mut views = shared.views.lock().unwrap_or_else(PoisonError::into_inner);
+                    let view = views.entry(member.room.clone()).or_default();
+                    match member.change {
+                        MemberChange::Joined => {
+                            view.members = view.members.map(|n| n + 1);
+                            view.seen
+                                .insert(member.connection_id.clone(), member.user.clone());
                         }
-                        out.line(&style.disconnected(&text));
+                        MemberChange::Left => {
+                            view.members = view.members.map(|n| n.saturating_sub(1));
+                            view.seen.remove(&member.connection_id);
+                        }
                     }
-                    _ => {}
                 }
-                if !matches!(event, Event::Message(_) | Event::Member(_)) {
-                    let _ = replies.send(event);
+                match format {
+                    Format::Human => out.message(&out.style.member(member)),
+                    Format::Json => out.message(&format::json_member(member)),
+                    Format::Raw => {}
                 }
             }
-        })
+            // A fatal error is reported by the disconnect that follows.
+            Event::Error(error) if !error.fatal => {
+                shared.failed.store(true, Ordering::SeqCst);
+                out.error(&format::clean(&error.to_string()));
+            }
+            _ => {}
+        }
+        if !matches!(event, Event::Message(_) | Event::Member(_)) {
+            let _ = replies.send(event);
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct Session {
-    pub client: Arc<Client>,
-    /// Answers forwarded by the event thread.
+    pub link: Arc<Link>,
+    /// Answers forwarded by the handler.
     pub replies: Receiver<Event>,
-    /// Rooms joined, in the order joined; shared with tab completion.
-    pub rooms: Arc<Mutex<Vec<String>>>,
-    /// Where plain lines and `send` go.
+    pub shared: Arc<Shared>,
+    /// Where plain lines go.
     pub current: Option<String>,
     pub out: Arc<Out>,
-    pub style: Style,
     /// How long to wait for each answer.
     pub timeout: Duration,
-    /// Shown in `help`.
+    /// Shown in `/help`.
     pub history: Option<PathBuf>,
+    /// Whether the hint about `/` has been given.
+    pub hinted: bool,
 }
 
 impl Session {
@@ -106,26 +141,41 @@ impl Session {
         }
     }
 
-    fn rooms(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
-        self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
+    /// An error the user caused (or the server reported): printed, and a
+    /// script then exits 1.
     fn error(&self, text: &str) {
-        self.out.line(&self.style.error(text));
+        self.shared.failed.store(true, Ordering::SeqCst);
+        self.out.error(text);
     }
 
-    fn notice(&self, text: &str) {
-        self.out.line(&self.style.notice(text));
+    /// The connection, or why there is none.
+    fn client(&self) -> Result<Arc<Client>, Flow> {
+        match self.link.client() {
+            Some(client) => Ok(client),
+            None if self.link.state() == State::Gone => Err(Flow::Lost),
+            None => {
+                self.error("not connected (reconnecting); try that again once reconnected");
+                Err(Flow::Continue)
+            }
+        }
     }
 
-    /// Reports a failed request; a lost connection ends the session.
+    /// Reports a failed request; a lost connection ends the session unless
+    /// it is being reconnected.
     fn failed(&self, error: ClientError) -> Flow {
         match error {
-            ClientError::Disconnected(_) => Flow::Lost,
+            ClientError::Disconnected(_) => self.lost(),
             other => {
-                self.error(&other.to_string());
+                self.error(&format::clean(&other.to_string()));
                 Flow::Continue
             }
+        }
+    }
+
+    fn lost(&self) -> Flow {
+        match self.link.state() {
+            State::Gone => Flow::Lost,
+            _ => Flow::Continue,
         }
     }
 
@@ -134,31 +184,17 @@ impl Session {
         match Command::parse(line) {
             Command::Nothing => Flow::Continue,
             Command::Join(room) => self.join(&room),
-            Command::Send(text) => self.send(&text),
+            Command::Send(text) => self.send(line, &text),
             Command::Leave(room) => self.leave(room),
-            Command::Rooms => {
-                let rooms = self.rooms();
-                let text = if rooms.is_empty() {
-                    "not in any room; join one with: join <room>".to_owned()
-                } else {
-                    let names: Vec<String> = rooms
-                        .iter()
-                        .map(|room| {
-                            let name = format::clean(room);
-                            if self.current.as_ref() == Some(room) {
-                                format!("{name} (current)")
-                            } else {
-                                name
-                            }
-                        })
-                        .collect();
-                    format!("rooms: {}", names.join(", "))
-                };
-                drop(rooms);
-                self.notice(&text);
+            Command::Who => {
+                self.who();
                 Flow::Continue
             }
-            Command::Heartbeat => self.heartbeat(),
+            Command::Rooms => {
+                self.list_rooms();
+                Flow::Continue
+            }
+            Command::Ping => self.ping(),
             Command::Help => {
                 self.help();
                 Flow::Continue
@@ -170,12 +206,79 @@ impl Session {
             }
             Command::Unknown(word) => {
                 self.error(&format!(
-                    "unknown command /{}; type help for the list",
+                    "unknown command /{}; type /help for the list",
                     format::clean(&word)
                 ));
                 Flow::Continue
             }
         }
+    }
+
+    fn list_rooms(&self) {
+        let rooms = self.link.rooms().clone();
+        let text = if rooms.is_empty() {
+            "not in any room; join one with: /join <room>".to_owned()
+        } else {
+            let names: Vec<String> = rooms
+                .iter()
+                .map(|room| {
+                    let name = format::clean(room);
+                    if self.current.as_ref() == Some(room) {
+                        format!("{name} (current)")
+                    } else {
+                        name
+                    }
+                })
+                .collect();
+            format!("rooms: {}", names.join(", "))
+        };
+        self.out.info(&text);
+    }
+
+    /// What is known of the current room's members: the count the server
+    /// gave, and the others seen arriving since.
+    fn who(&self) {
+        let Some(room) = &self.current else {
+            self.error("not in a room; join one first with: /join <room>");
+            return;
+        };
+        let views = self
+            .shared
+            .views
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let view = views.get(room);
+        let members = view.and_then(|v| v.members);
+        let seen: Vec<String> = view
+            .map(|v| {
+                v.seen
+                    .iter()
+                    .map(|(id, user)| match user {
+                        Some(user) => format!("{} ({id})", format::clean(user)),
+                        None => id.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut text = match members {
+            Some(1) => format!("{}: only you", format::clean(room)),
+            Some(n) => format!("{}: {n} members, you included", format::clean(room)),
+            None => format!(
+                "{}: the server does not say how many members",
+                format::clean(room)
+            ),
+        };
+        if !seen.is_empty() {
+            text.push_str(&format!("; joined since you: {}", seen.join(", ")));
+        }
+        let before = members.map(|n| n.saturating_sub(1 + seen.len() as u64));
+        if let Some(before) = before.filter(|&n| n > 0) {
+            text.push_str(&format!(
+                "; {before} were here before you (the server sends no list of them)"
+            ));
+        }
+        drop(views);
+        self.out.info(&text);
     }
 
     /// Waits for the answer `wanted` picks (an ERROR it picks means refused).
@@ -196,8 +299,13 @@ impl Session {
                 }
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {
+                    let answering = if self.link.answering() {
+                        "it may be overloaded"
+                    } else {
+                        "it is not answering"
+                    };
                     self.error(&format!(
-                        "no {what} from the server within {}; it may be overloaded",
+                        "no {what} from the server within {}; {answering}",
                         format::rtt(self.timeout)
                     ));
                     return Waited::TimedOut;
@@ -207,25 +315,43 @@ impl Session {
     }
 
     fn join(&mut self, room: &str) -> Flow {
+        let client = match self.client() {
+            Ok(client) => client,
+            Err(flow) => return flow,
+        };
         let trimmed = room.trim();
-        if let Err(error) = self.client.join(trimmed) {
+        if let Err(error) = client.join(trimmed) {
             return self.failed(error);
         }
-        let waited = self.wait("answer to join", |event| match event {
+        let waited = self.wait("answer to /join", |event| match event {
             Event::Joined(ack) => ack.room == trimmed,
-            // Joining is refused with INVALID_ROOM (e.g. too many rooms); the
-            // name itself was checked before sending.
-            Event::Error(error) => error.code == ErrorCode::InvalidRoom,
+            // Joining is refused with INVALID_ROOM (e.g. too many rooms) or
+            // FORBIDDEN; the name itself was checked before sending.
+            Event::Error(error) => matches!(
+                error.code,
+                ErrorCode::InvalidRoom | ErrorCode::Forbidden | ErrorCode::RateLimited
+            ),
             _ => false,
         });
         match waited {
             Waited::Got(Event::Joined(ack)) => {
                 {
-                    let mut rooms = self.rooms();
+                    let mut rooms = self.link.rooms();
                     if !rooms.contains(&ack.room) {
                         rooms.push(ack.room.clone());
                     }
                 }
+                self.shared
+                    .views
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(
+                        ack.room.clone(),
+                        RoomView {
+                            members: ack.members,
+                            seen: BTreeMap::new(),
+                        },
+                    );
                 let mut text = format!("joined {}", format::clean(&ack.room));
                 // The original server does not say how many.
                 if let Some(members) = ack.members {
@@ -233,23 +359,47 @@ impl Session {
                     let s = if others == 1 { "" } else { "s" };
                     text.push_str(&format!(" ({others} other member{s})"));
                 }
-                self.notice(&text);
+                self.out.status(&text);
                 self.current = Some(ack.room);
                 Flow::Continue
             }
-            Waited::Lost => Flow::Lost,
+            Waited::Lost => self.lost(),
             _ => Flow::Continue,
         }
     }
 
-    fn send(&mut self, text: &str) -> Flow {
-        let Some(room) = &self.current else {
-            self.error("not in a room; join one first with: join <room>");
+    fn send(&mut self, line: &str, text: &str) -> Flow {
+        let Some(room) = self.current.clone() else {
+            self.error("not in a room; join one first with: /join <room>");
             return Flow::Continue;
         };
-        match self.client.send_text(room, text) {
-            Ok(()) => Flow::Continue,
-            Err(error) => self.failed(error),
+        if !self.hinted
+            && !line.trim_start().starts_with('/')
+            && command::looks_like_a_command(text)
+        {
+            self.hinted = true;
+            self.out.status(
+                "(sent as a message: commands start with /, e.g. /join <room>; /help lists them)",
+            );
+        }
+        match self.link.send_text(&room, text) {
+            Outcome::Delivered if !self.link.answering() => {
+                self.error(
+                    "sent, but not confirmed: the server is not answering, and may never deliver it",
+                );
+                Flow::Continue
+            }
+            Outcome::Delivered => Flow::Continue,
+            Outcome::Waiting(n) => {
+                self.out.status(&format!(
+                    "not connected: the line will be sent after the reconnect ({n} waiting)"
+                ));
+                Flow::Continue
+            }
+            Outcome::Refused(why) => {
+                self.error(&format!("not sent: {}", format::clean(&why)));
+                self.lost()
+            }
         }
     }
 
@@ -258,17 +408,21 @@ impl Session {
             self.error("not in a room; nothing to leave");
             return Flow::Continue;
         };
+        let client = match self.client() {
+            Ok(client) => client,
+            Err(flow) => return flow,
+        };
         let room = room.trim().to_owned();
-        if let Err(error) = self.client.leave(&room) {
+        if let Err(error) = client.leave(&room) {
             return self.failed(error);
         }
         match self.wait(
-            "answer to leave",
+            "answer to /leave",
             |event| matches!(event, Event::Left(ack) if ack.room == room),
         ) {
             Waited::Got(_) => {
                 let was_member = {
-                    let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut rooms = self.link.rooms();
                     let before = rooms.len();
                     rooms.retain(|joined| *joined != room);
                     if self.current.as_ref() == Some(&room) {
@@ -276,6 +430,11 @@ impl Session {
                     }
                     rooms.len() != before
                 };
+                self.shared
+                    .views
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&room);
                 let mut text = if was_member {
                     format!("left {}", format::clean(&room))
                 } else {
@@ -284,10 +443,10 @@ impl Session {
                 if was_member && let Some(current) = &self.current {
                     text.push_str(&format!("; now in {}", format::clean(current)));
                 }
-                self.notice(&text);
+                self.out.status(&text);
                 Flow::Continue
             }
-            Waited::Lost => Flow::Lost,
+            Waited::Lost => self.lost(),
             _ => Flow::Continue,
         }
     }
@@ -298,17 +457,21 @@ impl Session {
     /// so a HELLO follows the HEARTBEAT: it is answered in order, and its
     /// answer arriving first means no echo is coming. That is reported at
     /// once instead of after the timeout.
-    fn heartbeat(&mut self) -> Flow {
+    fn ping(&mut self) -> Flow {
+        let client = match self.client() {
+            Ok(client) => client,
+            Err(flow) => return flow,
+        };
         let sent = Instant::now();
-        let seq = match self.client.heartbeat() {
+        let seq = match client.heartbeat() {
             Ok(seq) => seq,
             Err(error) => return self.failed(error),
         };
-        let echoes = self.client.server_echoes_heartbeats() != Some(false);
-        if !echoes && let Err(error) = self.client.send_hello(&Hello::default()) {
+        let echoes = client.server_echoes_heartbeats() != Some(false);
+        if !echoes && let Err(error) = client.send_hello(&Hello::default()) {
             return self.failed(error);
         }
-        let waited = self.wait("heartbeat answer", |event| match event {
+        let waited = self.wait("answer to /ping", |event| match event {
             Event::Heartbeat(reply) => reply.seq == Some(seq),
             Event::Hello(_) => !echoes,
             _ => false,
@@ -316,48 +479,51 @@ impl Session {
         match waited {
             Waited::Got(Event::Heartbeat(reply)) => {
                 let rtt = reply.rtt.unwrap_or_else(|| sent.elapsed());
-                self.notice(&format!("heartbeat: round trip {}", format::rtt(rtt)));
+                self.out.info(&format!("round trip {}", format::rtt(rtt)));
                 // It echoed after all: take the HELLO answer behind the echo,
                 // so the next wait does not mistake it for its own.
                 if !echoes
                     && let Waited::Lost =
                         self.wait("HELLO answer", |event| matches!(event, Event::Hello(_)))
                 {
-                    return Flow::Lost;
+                    return self.lost();
                 }
                 Flow::Continue
             }
             Waited::Got(Event::Hello(_)) => {
-                self.notice(
-                    "heartbeat: round-trip time not available from this server \
+                self.out.info(
+                    "round-trip time not available from this server \
                      (it does not answer HEARTBEAT; the original Node.js server never does); \
                      the connection is fine",
                 );
                 Flow::Continue
             }
-            Waited::Lost => Flow::Lost,
+            Waited::Lost => self.lost(),
             _ => Flow::Continue,
         }
     }
 
     /// Waits until the server has answered everything sent so far: the
-    /// server answers in order, and the event thread prints in order, so when
-    /// the answer to one last request is here, everything before it has been
+    /// server answers in order, and the handler prints in order, so when the
+    /// answer to one last request is here, everything before it has been
     /// printed. The request is a HEARTBEAT, or a HELLO for a server that
     /// echoes no HEARTBEAT (the original; every server answers HELLO).
     pub fn sync(&self) -> Flow {
-        let echoes = self.client.server_echoes_heartbeats() != Some(false);
+        let Some(client) = self.link.client() else {
+            return Flow::Lost;
+        };
+        let echoes = client.server_echoes_heartbeats() != Some(false);
         let sent = if echoes {
-            self.client.heartbeat().map(Some)
+            client.heartbeat().map(Some)
         } else {
-            self.client.send_hello(&Hello::default()).map(|()| None)
+            client.send_hello(&Hello::default()).map(|()| None)
         };
         let seq = match sent {
             Ok(seq) => seq,
             Err(ClientError::Disconnected(_)) => return Flow::Lost,
             Err(error) => {
                 self.error(&error.to_string());
-                return Flow::Continue;
+                return Flow::Quit;
             }
         };
         match self.wait("answer to the final request", |event| match (seq, event) {
@@ -376,20 +542,20 @@ impl Session {
             None => "none (set HOME or XDG_DATA_HOME to keep one)".into(),
         };
         let text = format!(
-            "commands:
-  join <room>      join a room, or switch to one already joined
-  send <message>   send to the current room (any other line does the same)
-  leave [room]     leave a room (default: the current one)
-  rooms            list the rooms joined
-  heartbeat        measure the round-trip time to the server
-  help             show this
-  quit, exit       leave the chat (Ctrl-D too; Ctrl-C clears the line)
-commands may start with / (e.g. /join physics); Tab completes commands and rooms.
-message times are UTC.
+            "commands (every other line is a message to the current room):
+  /join <room>      join a room, or switch to one already joined
+  /leave [room]     leave a room (default: the current one)
+  /who              the current room's members, as far as the server tells
+  /rooms            list the rooms joined
+  /ping             measure the round-trip time to the server
+  /send <message>   send a message (//text sends /text)
+  /help             show this
+  /quit, /exit      leave the chat (Ctrl-D too; Ctrl-C twice)
+Tab completes commands and rooms. Message times are UTC.
 history file: {history}"
         );
         for line in text.lines() {
-            self.out.line(line);
+            self.out.info(line);
         }
     }
 }

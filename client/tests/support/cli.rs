@@ -16,6 +16,8 @@ pub fn cli(addr: SocketAddr, extra: &[&str]) -> Command {
         .arg(addr.ip().to_string())
         .arg(addr.port().to_string())
         .args(extra)
+        .env_remove("RELAY_SERVER")
+        .env_remove("RELAY_TOKEN")
         .env_remove("NO_COLOR")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -23,12 +25,29 @@ pub fn cli(addr: SocketAddr, extra: &[&str]) -> Command {
     command
 }
 
-/// Runs the CLI with `input` on standard input; returns status, stdout, stderr.
-pub fn run_script(addr: SocketAddr, extra: &[&str], input: &str) -> (ExitStatus, String, String) {
-    let mut child = cli(addr, extra).spawn().expect("start the client binary");
+/// The CLI with a subcommand: `relay -s ADDR ARGS...`.
+pub fn relay(addr: SocketAddr, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_relay"));
+    command
+        .arg("-s")
+        .arg(addr.to_string())
+        .args(args)
+        .env_remove("NO_COLOR")
+        .env_remove("RELAY_SERVER")
+        .env_remove("RELAY_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs `command` with `input` on standard input; returns status, stdout,
+/// stderr.
+pub fn run_with_input(mut command: Command, input: &[u8]) -> (ExitStatus, String, String) {
+    let mut child = command.spawn().expect("start the client binary");
     let mut stdin = child.stdin.take().expect("stdin");
-    // The client may already have exited (no server): a broken pipe is fine.
-    let _ = stdin.write_all(input.as_bytes());
+    // The client may already have exited: a broken pipe is fine.
+    let _ = stdin.write_all(input);
     drop(stdin);
     let status = wait_exit(&mut child);
     let mut out = String::new();
@@ -48,6 +67,11 @@ pub fn run_script(addr: SocketAddr, extra: &[&str], input: &str) -> (ExitStatus,
     (status, out, err)
 }
 
+/// Runs the CLI with `input` on standard input; returns status, stdout, stderr.
+pub fn run_script(addr: SocketAddr, extra: &[&str], input: &str) -> (ExitStatus, String, String) {
+    run_with_input(cli(addr, extra), input.as_bytes())
+}
+
 /// Waits for the process to end, killing it (and failing) after [`WAIT`].
 pub fn wait_exit(child: &mut Child) -> ExitStatus {
     let deadline = Instant::now() + WAIT;
@@ -63,7 +87,9 @@ pub fn wait_exit(child: &mut Child) -> ExitStatus {
     }
 }
 
-/// A CLI kept running, fed line by line, with its output read as it comes.
+/// A CLI kept running, fed line by line, with its output read as it comes:
+/// standard output's lines as they are, standard error's with `[stderr] `
+/// before them, in one stream.
 pub struct Live {
     pub child: Child,
     stdin: Option<ChildStdin>,
@@ -71,16 +97,33 @@ pub struct Live {
     seen: Vec<String>,
 }
 
+/// What marks a line of standard error in [`Live`]'s stream.
+pub const STDERR: &str = "[stderr] ";
+
 impl Live {
     pub fn start(addr: SocketAddr, extra: &[&str]) -> Live {
-        let mut child = cli(addr, extra).spawn().expect("start the client binary");
+        Live::spawn(cli(addr, extra))
+    }
+
+    pub fn spawn(mut command: Command) -> Live {
+        let mut child = command.spawn().expect("start the client binary");
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
         let (sender, lines) = crossbeam_channel::unbounded();
+        let err_sender = sender.clone();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if err_sender.send(format!("{STDERR}{line}")).is_err() {
                     break;
                 }
             }
@@ -112,6 +155,36 @@ impl Live {
                 }
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => panic!(
                     "no line containing {needle:?}; output so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits until each of `needles` has been printed, in any order (from
+    /// now on): standard output and standard error are read apart, so lines
+    /// on the two are not ordered. Returns the lines found, in the order of
+    /// `needles`.
+    pub fn expect_each(&mut self, needles: &[&str]) -> Vec<String> {
+        let start = self.seen.len();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let found: Vec<Option<String>> = needles
+                .iter()
+                .map(|needle| {
+                    self.seen[start..]
+                        .iter()
+                        .find(|line| line.contains(needle))
+                        .cloned()
+                })
+                .collect();
+            if found.iter().all(Option::is_some) {
+                return found.into_iter().flatten().collect();
+            }
+            match self.lines.recv_deadline(deadline) {
+                Ok(line) => self.seen.push(line),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => panic!(
+                    "not all of {needles:?} were printed; output so far:\n{}",
                     self.seen.join("\n")
                 ),
             }

@@ -197,11 +197,12 @@ impl Session {
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
             tracing::debug!(
-                "{} → {} v1 flags={:?} payload={}B",
+                "{} → {} v1 flags={:?} payload={}B {}",
                 self.connection_id,
                 frame.kind,
                 frame.flags,
-                frame.payload.len()
+                frame.payload.len(),
+                PayloadPreview(frame)
             );
         }
         let request = Request::parse(frame);
@@ -247,6 +248,17 @@ impl Session {
                         return ControlFlow::Break(());
                     }
                     tracing::debug!("{}: INIT → OPEN", self.connection_id);
+                    // One line a connection, at INFO: who came, as what.
+                    tracing::info!(
+                        "{}: HELLO as {} ({})",
+                        self.connection_id,
+                        user.as_deref()
+                            .map_or_else(|| "an anonymous user".to_owned(), |u| format!("{u:?}")),
+                        hello
+                            .client_version
+                            .as_deref()
+                            .map_or_else(|| "no client version".to_owned(), |v| format!("{v:?}"))
+                    );
                     self.outbound
                         .set_options(hello.binary_seq, hello.member_events.unwrap_or(true));
                     self.set_identity(user, hello.echo);
@@ -550,9 +562,10 @@ impl Session {
             let may_publish = self.permissions.may_publish(room);
             self.rooms.insert(Arc::clone(&joined.name), may_publish);
             tracing::debug!(
-                "{} joined {room:?} ({} members)",
+                "{} joined {room:?} ({} member{})",
                 self.connection_id,
-                joined.members
+                joined.members,
+                if joined.members == 1 { "" } else { "s" }
             );
         }
     }
@@ -1067,6 +1080,29 @@ fn about(frame: &Frame<'_>) -> (Option<String>, Option<RequestId>) {
         ) => (Some(room.into_owned()), id),
         Ok(request) => (None, request.id().cloned()),
         Err(error) => (error.room, error.id),
+    }
+}
+
+/// The bytes of a payload to show in a debug line.
+const PREVIEW_BYTES: usize = 64;
+
+/// `"{\"room\":\"r\",...}"`: the first [`PREVIEW_BYTES`] of a payload, escaped
+/// so a peer's bytes cannot forge log lines or move a terminal's cursor. A
+/// HELLO's is never shown: it may hold a token.
+struct PayloadPreview<'a>(&'a Frame<'a>);
+
+impl std::fmt::Display for PayloadPreview<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let payload = self.0.payload;
+        if self.0.kind == MessageType::Hello {
+            return f.write_str("(HELLO payload not shown)");
+        }
+        let shown = &payload[..payload.len().min(PREVIEW_BYTES)];
+        write!(f, "{:?}", String::from_utf8_lossy(shown))?;
+        if payload.len() > PREVIEW_BYTES {
+            f.write_str("...")?;
+        }
+        Ok(())
     }
 }
 

@@ -61,7 +61,13 @@ struct Room {
 
 impl fmt::Debug for Room {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} ({} members)", self.name, self.members.len())
+        let n = self.members.len();
+        write!(
+            f,
+            "{:?} ({n} member{})",
+            self.name,
+            if n == 1 { "" } else { "s" }
+        )
     }
 }
 

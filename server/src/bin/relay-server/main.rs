@@ -1,26 +1,44 @@
 //! `relay-server`: the relay as a program. Flags, logging and signals live
 //! here; everything else is the library.
+//!
+//! - `listen`: listen addresses as people type them.
+//! - `names`: a setting named as the user gave it (flag or variable).
+//! - `hangup`: what SIGHUP means (reload, or stop when the terminal closed).
+
+mod hangup;
+mod listen;
+mod names;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use server::auth::JwtVerifier;
 use server::auth::jwt::MIN_SECRET_LEN;
 
+use self::listen::ListenAddr;
+use self::names::Names;
+
 /// Relay: a TCP message relay with rooms (protocol: SPEC.md).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(name = "relay-server", version, about)]
 struct Args {
-    /// Address to listen on; use 0.0.0.0:4000 to accept other machines.
-    #[arg(long, env = "RELAY_ADDR", default_value = "127.0.0.1:4000")]
-    addr: SocketAddr,
-    /// Connections beyond this are refused with SERVER_FULL.
+    /// Address to listen on: HOST:PORT, [::1]:4000, a bare PORT (on
+    /// 127.0.0.1), a host name, or relay://HOST:PORT. Use 0.0.0.0:4000 to
+    /// accept other machines.
+    #[arg(long, env = "RELAY_ADDR", default_value = "127.0.0.1:4000", value_parser = listen::parse)]
+    addr: ListenAddr,
+    /// The port to listen on, when --addr gives none (--addr 0.0.0.0
+    /// --port 4100).
+    #[arg(long, env = "RELAY_PORT")]
+    port: Option<u16>,
+    /// Connections beyond this are refused with SERVER_FULL (at least 1).
     #[arg(long, env = "RELAY_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
-    /// Largest frame accepted, in bytes (the frame's length field).
+    /// Largest frame accepted, in bytes (the frame's length field): from
+    /// 1024 to 67108864 (64 MiB; each frame is held whole while relayed).
     #[arg(long, env = "RELAY_MAX_FRAME", default_value_t = protocol::DEFAULT_MAX_FRAME)]
     max_frame: u32,
     /// Seconds without a complete frame before IDLE_TIMEOUT.
@@ -33,7 +51,7 @@ struct Args {
     /// cutting it off with SLOW_CONSUMER.
     #[arg(long, env = "RELAY_STALL_TIMEOUT_MS", default_value_t = 500)]
     stall_timeout_ms: u64,
-    /// Rooms one connection may be in at once.
+    /// Rooms one connection may be in at once (at least 1).
     #[arg(long, env = "RELAY_MAX_ROOMS", default_value_t = 1000)]
     max_rooms: usize,
     /// Bytes a connection's outbound queue may hold.
@@ -209,23 +227,44 @@ struct Args {
     /// closes everyone together. A second SIGTERM or SIGINT exits at once.
     #[arg(long, env = "RELAY_DRAIN_TIMEOUT", default_value_t = server::Config::DEFAULT_DRAIN_TIMEOUT.as_secs_f64())]
     drain_timeout: f64,
-    /// Log every frame and state transition (also RELAY_DEBUG=1); the same
-    /// as --log debug.
+    /// Log every frame, with a preview of its first 64 payload bytes (a
+    /// HELLO's is never shown: it may hold a token), and every state
+    /// transition; the same as --log debug. RELAY_DEBUG=1 does the same.
     #[arg(long)]
     debug: bool,
 }
 
+/// RELAY_DEBUG: on, off, or a value that is neither (warned about once the
+/// log is up, and taken as off).
+fn relay_debug() -> Result<bool, String> {
+    let Some(value) = std::env::var_os("RELAY_DEBUG") else {
+        return Ok(false);
+    };
+    let value = value.to_string_lossy();
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "" | "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!(
+            "RELAY_DEBUG={value:?} is not understood, so debug logging stays off; use 1 (on) or 0 (off)"
+        )),
+    }
+}
+
 /// Seconds from the command line; the range is checked by
 /// `Config::validate`, this only refuses what is not a duration at all.
-fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| format!("--{flag} must be a number of seconds above 0, not {value}"))
+fn seconds(value: f64, flag: &str, names: &Names<'_>) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        format!(
+            "{} must be a number of seconds above 0, not {value}",
+            names.of(flag)
+        )
+    })
 }
 
 /// The TLS port's settings: all of --tls-addr, --tls-cert and --tls-key, or
 /// none of them.
-fn tls(args: &Args) -> Result<Option<Box<server::TlsConfig>>, String> {
-    let handshake_timeout = seconds(args.tls_handshake_timeout, "tls-handshake-timeout")?;
+fn tls(args: &Args, names: &Names<'_>) -> Result<Option<Box<server::TlsConfig>>, String> {
+    let handshake_timeout = seconds(args.tls_handshake_timeout, "tls-handshake-timeout", names)?;
     match (&args.tls_addr, &args.tls_cert, &args.tls_key) {
         (None, None, None) if args.tls_client_ca.is_none() => Ok(None),
         (Some(addr), Some(cert), Some(key)) => Ok(Some(Box::new(server::TlsConfig {
@@ -243,8 +282,8 @@ fn tls(args: &Args) -> Result<Option<Box<server::TlsConfig>>, String> {
 }
 
 /// The WebSocket listener's settings, when --ws-addr is given.
-fn ws(args: &Args) -> Result<Option<Box<server::WsConfig>>, String> {
-    let handshake_timeout = seconds(args.ws_handshake_timeout, "ws-handshake-timeout")?;
+fn ws(args: &Args, names: &Names<'_>) -> Result<Option<Box<server::WsConfig>>, String> {
+    let handshake_timeout = seconds(args.ws_handshake_timeout, "ws-handshake-timeout", names)?;
     match args.ws_addr {
         Some(addr) => Ok(Some(Box::new(server::WsConfig {
             allowed_origins: args.ws_allowed_origins.clone().unwrap_or_default(),
@@ -349,13 +388,30 @@ fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
     Ok(secret)
 }
 
-fn config(args: &Args) -> Result<server::Config, String> {
+/// The address to listen on, from --addr and --port.
+fn listen_addr(args: &Args, names: &Names<'_>) -> Result<SocketAddr, String> {
+    let mut addr = args.addr.addr;
+    match args.port {
+        Some(_) if args.addr.port_given => Err(format!(
+            "{} already names a port; give it there or with {}, not both",
+            names.of("addr"),
+            names.of("port")
+        )),
+        Some(port) => {
+            addr.set_port(port);
+            Ok(addr)
+        }
+        None => Ok(addr),
+    }
+}
+
+fn config(args: &Args, names: &Names<'_>) -> Result<server::Config, String> {
     let config = server::Config {
-        addr: args.addr,
+        addr: listen_addr(args, names)?,
         max_connections: args.max_connections,
         max_frame: args.max_frame,
-        idle_timeout: seconds(args.idle_timeout, "idle-timeout")?,
-        write_timeout: seconds(args.write_timeout, "write-timeout")?,
+        idle_timeout: seconds(args.idle_timeout, "idle-timeout", names)?,
+        write_timeout: seconds(args.write_timeout, "write-timeout", names)?,
         stall_timeout: Duration::from_millis(args.stall_timeout_ms),
         max_rooms_per_connection: args.max_rooms,
         queue_items: args.queue_frames,
@@ -363,7 +419,7 @@ fn config(args: &Args) -> Result<server::Config, String> {
         rates: server::RateLimits::new(
             args.rate_frames,
             args.rate_bytes,
-            seconds(args.rate_burst, "rate-burst")?,
+            seconds(args.rate_burst, "rate-burst", names)?,
         ),
         max_connections_per_ip: args.max_connections_per_ip,
         http_addr: args.http_addr,
@@ -372,13 +428,13 @@ fn config(args: &Args) -> Result<server::Config, String> {
             max_memberships: args.max_memberships,
             memory: args.memory_budget,
         },
-        tls: tls(args)?,
-        ws: ws(args)?,
+        tls: tls(args, names)?,
+        ws: ws(args, names)?,
         auth: auth(args)?,
         drain_timeout: if args.drain_timeout == 0.0 {
             Duration::ZERO
         } else {
-            seconds(args.drain_timeout, "drain-timeout")?
+            seconds(args.drain_timeout, "drain-timeout", names)?
         },
         history: server::HistoryLimits {
             messages: args.history_messages,
@@ -386,7 +442,7 @@ fn config(args: &Args) -> Result<server::Config, String> {
             max_age: if args.history_seconds == 0.0 {
                 None
             } else {
-                Some(seconds(args.history_seconds, "history-seconds")?)
+                Some(seconds(args.history_seconds, "history-seconds", names)?)
             },
         },
         cluster: match &args.cluster {
@@ -399,7 +455,9 @@ fn config(args: &Args) -> Result<server::Config, String> {
             None => None,
         },
     };
-    config.validate().map_err(|error| error.to_string())
+    config
+        .validate()
+        .map_err(|error| format!("{} {}", names.of(error.flag), error.problem))
 }
 
 /// What SIGHUP rereads: the TLS files and the tokens file, each kept as
@@ -513,11 +571,35 @@ fn log_auth(args: &Args) {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let command = Args::command();
+    let argv: Vec<String> = std::env::args().collect();
+    let matches = match command.clone().try_get_matches() {
+        Ok(matches) => matches,
+        Err(error) => {
+            if let Some(message) = names::env_error(&command, &error, &argv) {
+                eprintln!("{message}");
+                return ExitCode::from(2);
+            }
+            error.exit();
+        }
+    };
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(error) => error.exit(),
+    };
+    let names = Names {
+        command: &command,
+        matches: &matches,
+    };
     // Before any thread exists (the log writer is the first), so every
     // thread inherits the mask.
     let signals = server::Signals::block();
-    let debug = args.debug || std::env::var("RELAY_DEBUG").is_ok_and(|v| v == "1" || v == "true");
+    let started_on_terminal = hangup::has_terminal();
+    let (env_debug, env_debug_warning) = match relay_debug() {
+        Ok(on) => (on, None),
+        Err(warning) => (false, Some(warning)),
+    };
+    let debug = args.debug || env_debug;
     let from_file = match args.log_filter_file.as_deref().map(read_filter) {
         Some(Err(error)) => {
             eprintln!("relay: {error}");
@@ -539,7 +621,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match config(&args) {
+    let config = match config(&args, &names) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("relay: {error}");
@@ -561,11 +643,26 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!(
                 "relay: cannot listen on {}: {error}; is another server using it?",
-                args.addr
+                args.addr.addr
             );
             return ExitCode::FAILURE;
         }
     };
+    // Once bound: a start that fails prints its error alone.
+    tracing::info!(
+        "relay-server {} (protocol v1) started",
+        env!("CARGO_PKG_VERSION")
+    );
+    if let Some(warning) = env_debug_warning {
+        tracing::warn!("{warning}");
+    }
+    if args.max_frame > 16 * 1024 * 1024 {
+        tracing::warn!(
+            "{} is {} bytes: one client may make the server hold that much for each frame it sends; most deployments need 1 MiB",
+            names.of("max-frame"),
+            args.max_frame
+        );
+    }
     let handle = server.shutdown_handle();
     let reload = Reload {
         tls: server.tls_reloader(),
@@ -580,20 +677,25 @@ fn main() -> ExitCode {
             let mut stopping = false;
             loop {
                 let signal = signals.wait();
-                match signal {
-                    server::Signal::Hangup => reload.run(),
+                let hangup = match signal {
+                    server::Signal::Hangup => Some(hangup::decide(started_on_terminal)),
+                    _ => None,
+                };
+                match (signal, hangup) {
+                    (_, Some(hangup::Hangup::Reload)) => reload.run(),
                     _ if stopping => {
-                        tracing::warn!(
-                            "signal {} received again; exiting at once",
-                            signal.number()
-                        );
+                        tracing::warn!("{signal} received again; exiting at once");
                         server::logging::flush();
                         std::process::exit(130)
                     }
                     _ => {
+                        let why = if hangup.is_some() {
+                            " (the terminal the server was started at has closed)"
+                        } else {
+                            ""
+                        };
                         tracing::info!(
-                            "signal {} received; draining: no new connections, closing the open ones over {drain_timeout} s (send it again to exit at once)",
-                            signal.number()
+                            "{signal} received{why}; draining: no new connections, closing the open ones over {drain_timeout} s (send it again to exit at once)"
                         );
                         handle.drain();
                         stopping = true;
