@@ -13,7 +13,10 @@ pub const NAMES: [&str; 11] = [
 pub enum Command {
     /// `/join <room> [--history N]`: join (or switch to) a room, first
     /// showing up to N of its kept messages.
-    Join { room: String, history: Option<u64> },
+    Join {
+        room: String,
+        history: Option<u64>,
+    },
     /// A line that is not a command, `/send <message>`, or `//text` (which
     /// sends `/text`): send to the current room.
     Send(String),
@@ -23,7 +26,10 @@ pub enum Command {
     Who(Option<String>),
     /// `/msg <user> <message>` (also `/dm`): a direct message to every
     /// connection of a user.
-    Direct { user: String, text: String },
+    Direct {
+        user: String,
+        text: String,
+    },
     /// `/rooms`: list the rooms joined.
     Rooms,
     /// `/ping` (also `/heartbeat`): measure the round-trip time.

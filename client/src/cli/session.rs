@@ -237,7 +237,9 @@ impl Session {
     /// closes the connection on WHO), else what this client pieced together.
     fn who(&mut self, room: Option<String>) -> Flow {
         let Some(room) = room.or_else(|| self.current.clone()) else {
-            self.error("not in a room; join one first with: /join <room>, or name one: /who <room>");
+            self.error(
+                "not in a room; join one first with: /join <room>, or name one: /who <room>",
+            );
             return Flow::Continue;
         };
         let room = room.trim().to_owned();
@@ -476,17 +478,14 @@ impl Session {
     }
 
     /// Sends a direct message to every connection of `user`. The server
-    /// answers only a refusal (NOT_FOUND when the user is not connected),
-    /// which the handler prints.
+    /// answers only a refusal (NOT_FOUND when the user is not connected;
+    /// an error from a server without direct messages), which the handler
+    /// prints, and a script then exits 1.
     fn direct(&mut self, user: &str, text: &str) -> Flow {
         let client = match self.client() {
             Ok(client) => client,
             Err(flow) => return flow,
         };
-        if !self.shared.knows_who.load(Ordering::SeqCst) {
-            self.error("direct messages need a server that numbers messages (Relay 0.4 or later); join a room first so the CLI can tell");
-            return Flow::Continue;
-        }
         match client.send_direct(&Recipient::User(user.into()), &text) {
             Ok(()) => Flow::Continue,
             Err(error) => self.failed(error),
