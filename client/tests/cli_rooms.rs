@@ -4,10 +4,13 @@
 
 mod support;
 
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
 
 use client::{Event, Recipient};
-use support::cli::{Live, relay, run_script, wait_exit};
+use support::cli::{Live, STDERR, relay, run_script, wait_exit};
 use support::{expect_event, login};
 use testkit::{WAIT, start_server_with};
 
@@ -37,6 +40,17 @@ fn publish(addr: SocketAddr, room: &str, range: std::ops::RangeInclusive<u64>) -
     publisher
 }
 
+/// The next line of standard output, as JSON. Standard error's lines come
+/// through another pipe, in no fixed order with these, and are skipped.
+fn next_json(live: &mut Live) -> serde_json::Value {
+    loop {
+        let line = live.next_line();
+        if !line.starts_with(STDERR) {
+            return json(&line);
+        }
+    }
+}
+
 fn json(line: &str) -> serde_json::Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"))
 }
@@ -50,9 +64,8 @@ fn sub_history_prints_the_kept_ones_then_the_live_ones_with_seq_and_epoch() {
         addr,
         &["sub", "feed", "--history", "2", "-n", "3", "--json"],
     ));
-    sub.expect("subscribed to");
-    let first = json(&sub.next_line());
-    let second = json(&sub.next_line());
+    let first = next_json(&mut sub);
+    let second = next_json(&mut sub);
     assert_eq!(
         (first["content"].as_u64(), first["seq"].as_u64()),
         (Some(2), Some(2))
@@ -66,7 +79,7 @@ fn sub_history_prints_the_kept_ones_then_the_live_ones_with_seq_and_epoch() {
     publisher
         .send_and_wait_ack("feed", &4, WAIT)
         .expect("the server accepts it");
-    let live = json(&sub.next_line());
+    let live = next_json(&mut sub);
     assert_eq!(
         (live["content"].as_u64(), live["seq"].as_u64()),
         (Some(4), Some(4))
@@ -101,7 +114,7 @@ fn a_gap_line_says_which_messages_history_no_longer_has() {
         (Some(1), Some(2))
     );
     assert!(gap["epoch"].as_str().is_some_and(|e| !e.is_empty()));
-    let first = json(&machine.next_line());
+    let first = next_json(&mut machine);
     assert_eq!(first["seq"].as_u64(), Some(3));
     assert_eq!(wait_exit(&mut machine.child).code(), Some(0));
 }
@@ -174,4 +187,137 @@ fn a_direct_message_is_shown_apart_from_room_messages() {
         .expect("send");
     let line = bob.expect("psst");
     assert!(line.starts_with("[direct] ann ("), "{line}");
+}
+
+/// A TCP proxy in front of a server that the test can cut: `cut` ends the
+/// connections through it and refuses new ones until `open`, so messages
+/// published meanwhile can only reach a client by recovery.
+struct Proxy {
+    addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    streams: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let addr = listener.local_addr().expect("the proxy's address");
+        let open = Arc::new(AtomicBool::new(true));
+        let streams = Arc::new(Mutex::new(Vec::new()));
+        let (gate, kept) = (Arc::clone(&open), Arc::clone(&streams));
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                if !gate.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let pairs = [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ];
+                for pair in pairs {
+                    if let (Ok(mut from), Ok(mut to)) = pair {
+                        thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(Shutdown::Both);
+                        });
+                    }
+                }
+                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                kept.push(client);
+                kept.push(server);
+            }
+        });
+        Proxy {
+            addr,
+            open,
+            streams,
+        }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        for stream in streams.drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_reconnect_recovers_what_was_missed_with_no_gap_and_no_duplicate() {
+    let server = start_server_with(with_history(100));
+    let proxy = Proxy::start(server.local_addr());
+    let publisher = publish(server.local_addr(), "feed", 1..=2);
+    let mut sub = Live::spawn(relay(
+        proxy.addr,
+        &[
+            "--reconnect",
+            "sub",
+            "feed",
+            "--history",
+            "2",
+            "-n",
+            "5",
+            "--json",
+        ],
+    ));
+    let mut seqs = Vec::new();
+    for _ in 0..2 {
+        seqs.push(next_json(&mut sub)["seq"].as_u64());
+    }
+    proxy.cut();
+    sub.expect("; reconnecting");
+    for n in 3..=4u64 {
+        publisher
+            .send_and_wait_ack("feed", &n, WAIT)
+            .expect("the server accepts it");
+    }
+    proxy.open();
+    publisher
+        .send_and_wait_ack("feed", &5, WAIT)
+        .expect("the server accepts it");
+    while seqs.len() < 5 {
+        let line = next_json(&mut sub);
+        assert_ne!(line["type"], "gap", "nothing was lost: {line}");
+        seqs.push(line["seq"].as_u64());
+    }
+    assert_eq!(seqs, [1, 2, 3, 4, 5].map(Some));
+    assert_eq!(wait_exit(&mut sub.child).code(), Some(0));
+}
+
+#[test]
+fn a_restarted_server_is_said_to_have_lost_the_earlier_messages() {
+    let first = start_server_with(with_history(100));
+    let addr = first.local_addr();
+    let publisher = publish(addr, "feed", 1..=1);
+    let mut sub = Live::spawn(relay(addr, &["--reconnect", "sub", "feed", "-n", "2"]));
+    sub.expect("subscribed to");
+    publisher
+        .send_and_wait_ack("feed", &2, WAIT)
+        .expect("the server accepts it");
+    sub.expect(": 2");
+    drop(publisher);
+    first.shutdown();
+    let second = server::Server::bind(server::Config {
+        addr,
+        ..with_history(100)
+    })
+    .expect("bind the same port again")
+    .spawn()
+    .expect("start the second server");
+    sub.expect("[feed] history restarted: earlier messages are gone");
+    let publisher = login(addr, "pub");
+    publisher.join_and_wait("feed", WAIT).expect("join");
+    publisher.send_text("feed", "after").expect("send");
+    sub.expect(": after");
+    assert_eq!(wait_exit(&mut sub.child).code(), Some(0));
+    drop(second);
 }
