@@ -104,7 +104,7 @@ fn join(rest: &str) -> Command {
             },
             Err(_) => Command::Usage("/join: --history takes a number of messages"),
         },
-        [_, "--history", _] | [] => Command::Usage(JOIN_USAGE),
+        ["--history", _] | [] => Command::Usage(JOIN_USAGE),
         _ => Command::Join {
             room: rest.to_owned(),
             history: None,
