@@ -321,3 +321,23 @@ fn a_restarted_server_is_said_to_have_lost_the_earlier_messages() {
     assert_eq!(wait_exit(&mut sub.child).code(), Some(0));
     drop(second);
 }
+
+#[test]
+fn pub_counts_acks_and_the_json_summary_gives_their_seqs_and_members() {
+    let server = start_server_with(with_history(0));
+    let addr = server.local_addr();
+    let watcher = login(addr, "watcher");
+    watcher.join_and_wait("r", WAIT).expect("join");
+    let (status, out, err) = support::cli::run_with_input(
+        relay(addr, &["pub", "r", "-", "--json"]),
+        b"\"one\"\n2\n{\"three\": 3}\n",
+    );
+    assert_eq!(status.code(), Some(0), "{err}");
+    let summary = json(out.trim());
+    assert_eq!(summary["accepted"], 3, "{summary}");
+    assert_eq!(summary["acked"], 3, "{summary}");
+    assert_eq!(summary["firstSeq"], 1, "{summary}");
+    assert_eq!(summary["lastSeq"], 3, "{summary}");
+    // Queued for the watcher; the publisher, without --echo, gets none.
+    assert_eq!(summary["members"], 1, "{summary}");
+}
