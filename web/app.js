@@ -23,6 +23,7 @@ const ui = {
   members: $('members'),
   memberCount: $('member-count'),
   membersNote: $('members-note'),
+  who: $('who'),
   chat: $('chat'),
   roomTitle: $('room-title'),
   leave: $('leave'),
@@ -35,8 +36,9 @@ const ui = {
 
 /**
  * name → { count, members: Map<connectionId, user>, log: [{...}], unread }.
- * `count` is the server's (the JOIN answer, then each event); `members` only
- * those the page has seen, since the protocol names no earlier members.
+ * `count` and `members` are the server's: the JOIN answer's count and
+ * member list (at most 100 named, the page's own connection left out), then
+ * each membership event, or a WHO.
  */
 const rooms = new Map();
 let current = null;
@@ -83,8 +85,7 @@ ui.joinForm.addEventListener('submit', async (event) => {
   try {
     const answer = await client.join(name);
     ui.room.value = '';
-    const room = roomFor(answer.room);
-    room.count = answer.members ?? room.count;
+    setMembers(answer);
     notice(answer.room, `You joined ${answer.room}.`);
     select(answer.room);
   } catch (error) {
@@ -102,6 +103,16 @@ ui.leave.addEventListener('click', async () => {
   }
   rooms.delete(name);
   select(rooms.keys().next().value ?? null);
+});
+
+ui.who.addEventListener('click', async () => {
+  if (current === null || client === null) return;
+  try {
+    setMembers(await client.who(current));
+    render();
+  } catch (error) {
+    showError(error);
+  }
 });
 
 ui.composer.addEventListener('submit', (event) => {
@@ -125,6 +136,7 @@ async function start(name) {
     ui.status.textContent = STATE_TEXT[state] ?? state;
     const open = state === 'open';
     ui.join.disabled = !open;
+    ui.who.disabled = !open;
     updateComposer();
     if (open) ui.banner.hidden = true;
   });
@@ -140,10 +152,9 @@ async function start(name) {
     ui.banner.textContent = `${LOST_TEXT[error.code] ?? `Connection lost (${error.code}).`} Reconnecting in ${(delayMs / 1000).toFixed(1)} s… (attempt ${attempt})`;
   });
   client.on('rejoined', ({ rooms: back, failed }) => {
+    // The re-join asked for what came after the last message shown: it follows, after a gap notice for any that are gone.
     for (const answer of back) {
-      const room = roomFor(answer.room);
-      room.count = answer.members ?? room.count;
-      room.members.clear();
+      setMembers(answer);
       notice(answer.room, `Rejoined ${answer.room}.`);
     }
     for (const { room, error } of failed) {
@@ -166,9 +177,11 @@ async function start(name) {
           ? message.content
           : JSON.stringify(message.content);
     const own = message.from === client.hello?.connectionId;
-    const room = roomFor(message.room);
-    if (!own) room.members.set(message.from, message.user ?? message.from);
     push(message.room, { kind: own ? 'own' : 'other', who: own ? 'you' : message.user ?? message.from, from: message.from, user: message.user, text, time: message.timestamp });
+  });
+  client.on('gap', (gap) => {
+    if (!inRoom(gap.room)) return;
+    push(gap.room, { kind: 'notice', gap: true, text: gapText(gap) });
   });
   client.on('memberJoined', (event) => {
     if (!inRoom(event.room)) return;
@@ -205,6 +218,32 @@ async function webSocketUrl() {
   }
   const scheme = ws.tls ? 'wss' : 'ws';
   return `${scheme}://${location.hostname.includes(':') && !location.hostname.startsWith('[') ? `[${location.hostname}]` : location.hostname}:${ws.port}${ws.path ?? '/'}`;
+}
+
+/** What a gap notice (SPEC.md 3.13) means for the person reading the room. */
+function gapText({ from, to, previousEpoch }) {
+  const parts = [];
+  if (previousEpoch !== undefined) {
+    parts.push('The room started over (the server restarted): anything said after the last message shown is lost.');
+  }
+  if (from !== undefined && to !== undefined) {
+    const n = to - from + 1;
+    parts.push(`${n} message${n === 1 ? '' : 's'} missed: the server no longer keeps ${n === 1 ? 'it' : 'them'}.`);
+  }
+  return parts.join(' ');
+}
+
+/** The members of a JOIN or WHO answer, the page's own connection left out. */
+function setMembers(answer) {
+  const room = roomFor(answer.room);
+  room.count = answer.members ?? room.count;
+  if (answer.memberList === undefined) return;
+  room.members.clear();
+  for (const member of answer.memberList) {
+    if (member.connectionId !== client?.hello?.connectionId) {
+      room.members.set(member.connectionId, member.user ?? member.connectionId);
+    }
+  }
 }
 
 function roomFor(name) {
@@ -285,7 +324,10 @@ function renderSidebar() {
       li.textContent = user;
       items.push(li);
     }
-    ui.membersNote.hidden = room.count <= room.members.size + 1;
+    // The server names at most 100 (SPEC.md 3.3); the rest are counted.
+    const unnamed = room.count - room.members.size - 1;
+    ui.membersNote.hidden = unnamed <= 0;
+    ui.membersNote.textContent = `${unnamed} more not listed.`;
   }
   ui.members.replaceChildren(...items);
 }
@@ -293,7 +335,8 @@ function renderSidebar() {
 function entryElement(entry) {
   const li = document.createElement('li');
   li.className = entry.kind;
-  li.dataset.testid = entry.kind === 'notice' ? 'notice' : 'message';
+  li.dataset.testid = entry.gap ? 'gap' : entry.kind === 'notice' ? 'notice' : 'message';
+  if (entry.gap) li.classList.add('gap');
   if (entry.kind === 'notice') {
     li.textContent = entry.text;
     return li;

@@ -6,7 +6,7 @@
 import { DEFAULT_MAX_FRAME_SIZE, Flags, FrameDecoder, FramingError, FrameType, encodeFrame } from './frame.js';
 import { Emitter } from './emitter.js';
 import { RelayError } from './errors.js';
-import { binaryMessagePayload, frameName, helloPayload, jsonPayload, messagePayload, protocolError, readError, readHello, readId, readMessage, readObject, readRoomAnswer, } from './payloads.js';
+import { binaryMessagePayload, directPayload, frameName, helloPayload, jsonPayload, messagePayload, protocolError, readError, readHello, readId, readMessage, readObject, readJoinAnswer, readRoomAnswer, readWho, } from './payloads.js';
 /** The client's own version, sent as `clientVersion` unless one is given. */
 export const CLIENT_VERSION = 'relay-js/0.1.0';
 /** Defaults; see {@link RelayClientOptions}. */
@@ -51,6 +51,12 @@ export class RelayClient extends Emitter {
     published = new Map();
     /** Rooms to be in: joined, and re-joined after a reconnect. */
     joined = new Set();
+    /**
+     * The last message of each joined room received (or reported gone), to
+     * re-join from after a reconnect. One entry per joined room, so bounded
+     * by the server's rooms-per-connection limit.
+     */
+    positions = new Map();
     /** Heartbeat seq → when it was sent. */
     pings = new Map();
     attempts = 0;
@@ -77,6 +83,15 @@ export class RelayClient extends Emitter {
     get rooms() {
         return this.joined;
     }
+    /**
+     * Where the client is in `room`'s order: the last message received, or
+     * the JOIN answer's position before any; what a reconnect re-joins from.
+     * `undefined` for a room not joined, or on a server that numbers nothing.
+     */
+    position(room) {
+        const position = this.positions.get(room);
+        return position === undefined ? undefined : { ...position };
+    }
     /** The last heartbeat's round trip, in milliseconds. */
     get rttMs() {
         return this.rtt;
@@ -98,34 +113,93 @@ export class RelayClient extends Emitter {
             void this.dial();
         });
     }
-    /** Joins `room`; resolves with the trimmed name and the member count. */
-    async join(room) {
+    /**
+     * Joins `room`; resolves with the trimmed name, the member count, the
+     * room's `epoch` and `seq`, and its member list. With `history` or
+     * `since`, the kept messages asked for follow the answer as `message`
+     * events, after a `gap` event for any that are gone.
+     */
+    async join(room, options = {}) {
         await this.ready();
-        const answer = (await this.request(FrameType.JOIN_ROOM, { room }));
-        this.joined.add(answer.room);
-        return answer;
+        const body = { room };
+        if (options.history !== undefined && options.since !== undefined) {
+            throw new TypeError('join: give history or since, not both');
+        }
+        if (options.history !== undefined) {
+            if (!Number.isSafeInteger(options.history) || options.history < 0) {
+                throw new RangeError('join: history must be a whole number of messages, 0 or more');
+            }
+            body.history = options.history;
+        }
+        if (options.since !== undefined)
+            body.since = { epoch: options.since.epoch, seq: options.since.seq };
+        if (body.history !== undefined || body.since !== undefined)
+            this.requireSequenced('join with history or since');
+        return (await this.request(FrameType.JOIN_ROOM, body, (answer) => this.joinedRoom(answer, options)));
     }
     /** Leaves `room` (also when not in it, as the server does). */
     async leave(room) {
         // Not re-joined after a reconnect, whatever happens to this request.
         this.joined.delete(room);
         this.joined.delete(room.trim());
+        this.positions.delete(room);
+        this.positions.delete(room.trim());
         await this.ready();
         const answer = (await this.request(FrameType.LEAVE_ROOM, { room }));
         this.joined.delete(answer.room);
         return answer;
     }
-    /**
-     * Publishes a JSON value to a joined room. Success has no answer
-     * (SPEC.md 3.7); a refusal comes as an `error` event whose `requestId` is
-     * the id returned here. Throws NOT_CONNECTED unless open, FRAME_TOO_LARGE
-     * or BACKPRESSURE.
-     */
-    publish(room, content) {
+    publish(room, content, options = {}) {
+        if (options.ack === true)
+            return this.publishAcked(room, content);
         const id = this.newId();
         this.sendNow(FrameType.MESSAGE, Flags.JSON, messagePayload(room, content, id));
         this.track(id, room);
         return id;
+    }
+    publishAcked(room, content) {
+        const id = this.newId();
+        const timeoutMs = this.options.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
+        return new Promise((resolve, reject) => {
+            try {
+                this.requireSequenced('publish with ack');
+                const payload = messagePayload(room, content, id, true);
+                const timer = setTimeout(() => {
+                    this.settle(id)?.reject(RelayError.client('TIMEOUT', `no ack for a MESSAGE to ${JSON.stringify(room)} within ${timeoutMs} ms`, false));
+                }, timeoutMs);
+                this.pending.set(id, { kind: FrameType.MESSAGE, resolve: resolve, reject, timer });
+                this.sendNow(FrameType.MESSAGE, Flags.JSON, payload);
+            }
+            catch (error) {
+                this.settle(id);
+                // Content JSON cannot carry is the caller's TypeError, as for publish without ack.
+                reject(error instanceof TypeError ? error : asRelayError(error));
+            }
+        });
+    }
+    /**
+     * Sends a JSON value to one user (all of its connections) or one
+     * connection (SPEC.md 3.16); the recipient gets a `direct` event.
+     * Success has no answer; NOT_FOUND (nobody of that user or connection is
+     * connected) or FORBIDDEN comes as an `error` event with the returned
+     * `requestId`. Throws as `publish` does, and UNSUPPORTED for the original
+     * server.
+     */
+    sendDirect(to, content) {
+        this.requireSequenced('a direct message');
+        const id = this.newId();
+        this.sendNow(FrameType.MESSAGE, Flags.JSON, directPayload(to, content, id));
+        return id;
+    }
+    /**
+     * Who is in `room` now (SPEC.md 3.15): a member or not, any connection
+     * that may join it may ask. Rejects with UNSUPPORTED for a server whose
+     * JOIN answers carry no `epoch` (the original closes the connection on WHO).
+     */
+    async who(room) {
+        await this.ready();
+        this.requireSequenced('WHO');
+        return (await this.request(FrameType.WHO, { room }));
     }
     /**
      * Publishes raw bytes (SPEC.md 3.8). Binary MESSAGEs carry no id, so a
@@ -170,6 +244,8 @@ export class RelayClient extends Emitter {
                     clientVersion: this.options.clientVersion ?? CLIENT_VERSION,
                     echo: this.options.echo,
                     token,
+                    binarySeq: this.options.binarySeq,
+                    memberEvents: this.options.memberEvents,
                     id: helloId,
                 });
                 try {
@@ -197,6 +273,7 @@ export class RelayClient extends Emitter {
                 open: false,
                 hello: undefined,
                 helloId,
+                sequenced: undefined,
                 error: undefined,
                 timer: undefined,
                 heartbeat: undefined,
@@ -266,6 +343,7 @@ export class RelayClient extends Emitter {
         this.failPending(error);
         // A closed client is in no room; a later connect() starts with none.
         this.joined.clear();
+        this.positions.clear();
         for (const waiter of this.waiters)
             waiter.reject(error);
         this.waiters.clear();
@@ -295,7 +373,13 @@ export class RelayClient extends Emitter {
         const reconnected = this.everOpen;
         if (reconnected && this.joined.size > 0) {
             const rooms = [...this.joined];
-            const results = await Promise.allSettled(rooms.map((room) => this.request(FrameType.JOIN_ROOM, { room })));
+            const recover = (this.options.recover ?? true) && link.sequenced !== false;
+            const results = await Promise.allSettled(rooms.map((room) => {
+                const since = recover ? this.positions.get(room) : undefined;
+                const options = since === undefined ? {} : { since: { ...since } };
+                const body = since === undefined ? { room } : { room, since: { epoch: since.epoch, seq: since.seq } };
+                return this.request(FrameType.JOIN_ROOM, body, (answer) => this.joinedRoom(answer, options));
+            }));
             if (this.link !== link)
                 return;
             const joined = [];
@@ -308,8 +392,10 @@ export class RelayClient extends Emitter {
                 else {
                     const error = asRelayError(result.reason);
                     // A room the server refuses (FORBIDDEN, say) is given up; a lost link is retried.
-                    if (error.fromServer)
+                    if (error.fromServer) {
                         this.joined.delete(room);
+                        this.positions.delete(room);
+                    }
                     failed.push({ room, error });
                 }
             });
@@ -386,26 +472,52 @@ export class RelayClient extends Emitter {
         switch (frame.type) {
             case FrameType.HELLO: {
                 const object = readObject(frame, 'HELLO answer');
-                if (!link.open)
+                if (!link.open) {
+                    // Only the original server leaves maxFrameSize out (SPEC.md 8), and it numbers nothing.
+                    if (object.maxFrameSize === undefined)
+                        link.sequenced = false;
                     void this.opened(link, readHello(object));
+                }
                 return;
             }
-            case FrameType.JOIN_ROOM:
+            case FrameType.JOIN_ROOM: {
+                const object = readObject(frame, 'JOIN_ROOM answer');
+                const answer = readJoinAnswer(object);
+                link.sequenced = answer.epoch !== undefined;
+                this.answer(frame.type, readId(object), answer);
+                return;
+            }
             case FrameType.LEAVE_ROOM: {
-                const object = readObject(frame, `${frameName(frame.type)} answer`);
+                const object = readObject(frame, 'LEAVE_ROOM answer');
                 this.answer(frame.type, readId(object), readRoomAnswer(object));
                 return;
             }
+            case FrameType.WHO: {
+                const object = readObject(frame, 'WHO answer');
+                this.answer(frame.type, readId(object), readWho(object));
+                return;
+            }
             case FrameType.MESSAGE: {
-                const read = readMessage(frame);
+                const read = readMessage(frame, this.options.binarySeq === true);
                 if (read === null)
                     return;
-                if ('message' in read)
+                if ('message' in read) {
+                    this.advance(read.message.room, read.message.epoch, read.message.seq);
                     this.emit('message', read.message);
+                }
                 else if ('joined' in read)
                     this.emit('memberJoined', read.joined);
-                else
+                else if ('left' in read)
                     this.emit('memberLeft', read.left);
+                else if ('gap' in read) {
+                    if (read.gap.to !== undefined)
+                        this.advance(read.gap.room, read.gap.epoch, read.gap.to);
+                    this.emit('gap', read.gap);
+                }
+                else if ('ack' in read)
+                    this.settle(read.id)?.resolve(read.ack);
+                else
+                    this.emit('direct', read.direct);
                 return;
             }
             case FrameType.HEARTBEAT: {
@@ -459,7 +571,43 @@ export class RelayClient extends Emitter {
         }
         if (key === undefined)
             return;
-        this.settle(key)?.resolve(value);
+        const pending = this.settle(key);
+        pending?.onAnswer?.(value);
+        pending?.resolve(value);
+    }
+    /**
+     * A JOIN answer read: the room is joined from here on, and its position
+     * is where the replay asked for starts (SPEC.md 5.11), so that a reconnect
+     * during the replay asks again from what actually arrived.
+     */
+    joinedRoom(answer, options) {
+        this.joined.add(answer.room);
+        if (answer.epoch === undefined)
+            return;
+        const last = answer.seq ?? 0;
+        let seq = last;
+        if (options.since !== undefined) {
+            seq = options.since.epoch === answer.epoch ? Math.min(options.since.seq, last) : 0;
+        }
+        else if (options.history !== undefined) {
+            seq = Math.max(0, last - options.history);
+        }
+        this.positions.set(answer.room, { epoch: answer.epoch, seq });
+    }
+    /** A room's position moves to (`epoch`, `seq`): never back within one epoch. */
+    advance(room, epoch, seq) {
+        if (epoch === undefined || seq === undefined || !this.joined.has(room))
+            return;
+        const position = this.positions.get(room);
+        if (position === undefined || position.epoch !== epoch || seq > position.seq) {
+            this.positions.set(room, { epoch, seq });
+        }
+    }
+    /** Throws UNSUPPORTED for a server that would not understand `what` (SPEC.md 8). */
+    requireSequenced(what) {
+        if (this.link?.sequenced === false) {
+            throw RelayError.client('UNSUPPORTED', `the server does not number messages (its JOIN answers carry no epoch), so it does not support ${what}`, false);
+        }
     }
     pong(frame) {
         let seq;
@@ -481,7 +629,7 @@ export class RelayClient extends Emitter {
         this.emit('heartbeat', { rttMs });
     }
     // ---- frames out ----
-    request(kind, body) {
+    request(kind, body, onAnswer) {
         const link = this.link;
         if (link === undefined || !link.open || link.error !== undefined) {
             return Promise.reject(RelayError.client('NOT_CONNECTED', 'not connected', false));
@@ -492,7 +640,7 @@ export class RelayClient extends Emitter {
             const timer = setTimeout(() => {
                 this.settle(id)?.reject(RelayError.client('TIMEOUT', `no answer to ${frameName(kind)} ${JSON.stringify(body.room)} within ${timeoutMs} ms`, false));
             }, timeoutMs);
-            this.pending.set(id, { kind, resolve, reject, timer });
+            this.pending.set(id, { kind, onAnswer, resolve, reject, timer });
             try {
                 this.write(link, kind, Flags.JSON, jsonPayload({ ...body, id }));
             }

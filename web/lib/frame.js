@@ -24,6 +24,8 @@ export const FrameType = {
     MESSAGE: 0x04,
     HEARTBEAT: 0x05,
     ERROR: 0x06,
+    /** Who is in a room (SPEC.md 3.15); new in protocol 0.4. */
+    WHO: 0x07,
 };
 /** Payload encodings (SPEC.md 1.3); 0x03 and any higher bit are invalid. */
 export const Flags = {
@@ -177,7 +179,7 @@ export class FrameDecoder {
             this.fail('UNSUPPORTED_VERSION', `frame version ${hex(bytes[4])}; this client speaks version 1`);
         }
         const type = bytes[5];
-        if (bytes.length > 5 && (type === undefined || type < 0x01 || type > 0x06)) {
+        if (bytes.length > 5 && (type === undefined || type < 0x01 || type > 0x07)) {
             this.fail('UNKNOWN_MESSAGE_TYPE', `unknown frame type ${hex(type)}`);
         }
         const flags = bytes[6];

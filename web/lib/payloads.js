@@ -23,18 +23,40 @@ export function helloPayload(hello) {
     body.id = hello.id;
     if (hello.token !== undefined)
         body.token = hello.token;
+    // Sent only when they differ from the default: a HELLO without them is the original's.
+    if (hello.binarySeq === true)
+        body.binarySeq = true;
+    if (hello.memberEvents === false)
+        body.memberEvents = false;
     return jsonPayload(body);
 }
 /**
  * `{"room":R,"content":C,"id":N}`. Throws a `TypeError` for content JSON
  * cannot carry (`undefined`, a function), which the server would never see.
  */
-export function messagePayload(room, content, id) {
+export function messagePayload(room, content, id, ack = false) {
+    const text = contentText(content);
+    return encoder.encode(`{"room":${JSON.stringify(room)},"content":${text},"id":${JSON.stringify(id)}${ack ? ',"ack":true' : ''}}`);
+}
+/** `{"toUser":U,"content":C,"id":N}` or the same with `toConnection` (SPEC.md 3.16). */
+export function directPayload(to, content, id) {
+    const text = contentText(content);
+    const target = 'toUser' in to && typeof to.toUser === 'string'
+        ? `"toUser":${JSON.stringify(to.toUser)}`
+        : 'toConnection' in to && typeof to.toConnection === 'string'
+            ? `"toConnection":${JSON.stringify(to.toConnection)}`
+            : undefined;
+    if (target === undefined) {
+        throw new TypeError('a direct message goes to { toUser: string } or { toConnection: string }');
+    }
+    return encoder.encode(`{${target},"content":${text},"id":${JSON.stringify(id)}}`);
+}
+function contentText(content) {
     const text = JSON.stringify(content);
     if (text === undefined) {
         throw new TypeError('message content must be a JSON value (null, a number, a string, an array or an object)');
     }
-    return encoder.encode(`{"room":${JSON.stringify(room)},"content":${text},"id":${JSON.stringify(id)}}`);
+    return text;
 }
 /** `| room_len u8 | room | body |` (SPEC.md 3.8). */
 export function binaryMessagePayload(room, body) {
@@ -85,27 +107,92 @@ export function readRoomAnswer(object) {
         throw protocolError('room answer without a room');
     return { room, members: int(object.members) };
 }
-/** A delivery, a member event, or `null` for a MESSAGE of an unknown `type`. */
-export function readMessage(frame) {
+export function readJoinAnswer(object) {
+    const answer = readRoomAnswer(object);
+    const epoch = str(object.epoch);
+    return {
+        ...answer,
+        epoch,
+        seq: epoch === undefined ? undefined : int(object.seq),
+        memberList: object.memberList === undefined ? undefined : readMembers(object.memberList),
+    };
+}
+export function readWho(object) {
+    const room = str(object.room);
+    if (room === undefined)
+        throw protocolError('WHO answer without a room');
+    return { room, members: int(object.members) ?? 0, memberList: readMembers(object.memberList) };
+}
+/** A member list; entries that are not `{connectionId}` objects are skipped, as unknown keys are. */
+function readMembers(value) {
+    if (!Array.isArray(value))
+        return [];
+    const members = [];
+    for (const entry of value) {
+        if (typeof entry !== 'object' || entry === null)
+            continue;
+        const record = entry;
+        const connectionId = str(record.connectionId);
+        if (connectionId !== undefined)
+            members.push({ connectionId, user: str(record.user) });
+    }
+    return members;
+}
+/**
+ * A MESSAGE frame from the server, or `null` for one of a `type` the
+ * client does not know (SPEC.md 3.5). `binarySeq`: whether this
+ * connection's HELLO asked for the sequenced binary layout.
+ */
+export function readMessage(frame, binarySeq = false) {
     if (frame.flags === Flags.BINARY)
-        return { message: readBinaryDelivery(frame.payload) };
+        return { message: readBinaryDelivery(frame.payload, binarySeq) };
     const object = readObject(frame, 'MESSAGE');
     const room = str(object.room);
-    if (object.type !== undefined) {
-        const connectionId = str(object.connectionId);
-        if (room === undefined || connectionId === undefined)
+    switch (object.type) {
+        case undefined:
+            break;
+        case 'userJoined':
+        case 'userLeft': {
+            const connectionId = str(object.connectionId);
+            if (room === undefined || connectionId === undefined)
+                return null;
+            const event = { room, connectionId, user: str(object.user), timestamp: int(object.timestamp) };
+            return object.type === 'userJoined' ? { joined: event } : { left: event };
+        }
+        case 'gap': {
+            const epoch = str(object.epoch);
+            if (room === undefined || epoch === undefined)
+                throw protocolError('gap notice without room or epoch');
+            const from = int(object.from);
+            const to = int(object.to);
+            if ((from === undefined) !== (to === undefined) || (from !== undefined && to !== undefined && from > to)) {
+                throw protocolError('gap notice with a range that is not from ≤ to');
+            }
+            return { gap: { room, epoch, from, to, previousEpoch: str(object.previousEpoch) } };
+        }
+        case 'ack': {
+            const id = readId(object);
+            const seq = int(object.seq);
+            const epoch = str(object.epoch);
+            const members = int(object.members);
+            if (room === undefined || id === undefined || seq === undefined || epoch === undefined || members === undefined) {
+                throw protocolError('ack without room, id, seq, epoch or members');
+            }
+            return { ack: { room, seq, epoch, members }, id };
+        }
+        case 'direct': {
+            const from = str(object.from);
+            if (from === undefined)
+                throw protocolError('direct message without from');
+            return { direct: { from, user: str(object.user), content: object.content, timestamp: int(object.timestamp) } };
+        }
+        default:
             return null;
-        const event = { room, connectionId, user: str(object.user), timestamp: int(object.timestamp) };
-        if (object.type === 'userJoined')
-            return { joined: event };
-        if (object.type === 'userLeft')
-            return { left: event };
-        // SPEC.md 3.5: a MESSAGE whose type the client does not know is ignored.
-        return null;
     }
     const from = str(object.from);
     if (room === undefined || from === undefined)
         throw protocolError('delivery without room or from');
+    const epoch = str(object.epoch);
     return {
         message: {
             kind: 'json',
@@ -114,26 +201,51 @@ export function readMessage(frame) {
             user: str(object.user),
             content: object.content,
             timestamp: int(object.timestamp),
+            seq: epoch === undefined ? undefined : int(object.seq),
+            epoch,
         },
     };
 }
-/** `| room_len u8 | room | from_len u8 | from | body |` (SPEC.md 3.10). */
-function readBinaryDelivery(payload) {
+/**
+ * `| room_len u8 | room | from_len u8 | from | body |`, or with
+ * `binarySeq` `... | from | seq u64 BE | epoch_len u8 | epoch | body |`
+ * (SPEC.md 3.10). A `seq` past 2^53 loses precision as a JavaScript
+ * number, as it does in JSON; no room gets near it.
+ */
+function readBinaryDelivery(payload, binarySeq) {
     const roomEnd = 1 + (payload[0] ?? 0);
     const fromLen = payload[roomEnd];
     if (payload.length < 1 || fromLen === undefined || payload.length < roomEnd + 1 + fromLen) {
         throw protocolError('binary delivery shorter than its room and sender');
     }
+    const fromEnd = roomEnd + 1 + fromLen;
+    let bodyStart = fromEnd;
+    let seq;
+    let epoch;
     try {
+        if (binarySeq) {
+            const epochLen = payload[fromEnd + 8];
+            if (epochLen === undefined || payload.length < fromEnd + 9 + epochLen) {
+                throw protocolError('sequenced binary delivery shorter than its seq and epoch');
+            }
+            const view = new DataView(payload.buffer, payload.byteOffset + fromEnd, 8);
+            seq = Number(view.getBigUint64(0));
+            epoch = decoder.decode(payload.subarray(fromEnd + 9, fromEnd + 9 + epochLen));
+            bodyStart = fromEnd + 9 + epochLen;
+        }
         return {
             kind: 'binary',
             room: decoder.decode(payload.subarray(1, roomEnd)),
-            from: decoder.decode(payload.subarray(roomEnd + 1, roomEnd + 1 + fromLen)),
-            data: payload.subarray(roomEnd + 1 + fromLen),
+            from: decoder.decode(payload.subarray(roomEnd + 1, fromEnd)),
+            data: payload.subarray(bodyStart),
+            seq,
+            epoch,
         };
     }
     catch (cause) {
-        throw protocolError('binary delivery with a room or sender that is not UTF-8', cause);
+        if (cause instanceof RelayError)
+            throw cause;
+        throw protocolError('binary delivery with a room, sender or epoch that is not UTF-8', cause);
     }
 }
 /**

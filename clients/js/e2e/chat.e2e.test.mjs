@@ -33,10 +33,10 @@ async function openPage(name) {
   const context = await browser.newContext({ viewport: { width: 1000, height: 700 } });
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT_MS);
-  // Generous for a loaded machine. A page load that never ends is the HTTP
-  // listener leaving one of a burst of keep-alive connections unserved (seen
-  // under heavy load; tiny_http 0.12's connection pool): the failed test
-  // names the requests that hang and prints the server's log.
+  // Generous for a loaded machine. Should a page load never end (once seen
+  // under heavy load with the HTTP listener before hyper, which left one of
+  // a burst of keep-alive connections unserved), the failed test names the
+  // requests that hang and prints the server's log.
   page.setDefaultNavigationTimeout(2 * WAIT_MS);
   const problems = [];
   page.on('pageerror', (error) => problems.push(error));
@@ -134,6 +134,10 @@ async function chatAndRestart() {
   const bob = await openPage('bob');
   await join(ann.page, 'e2e');
   await join(bob.page, 'e2e');
+  // Ann was there before Bob: he knows her from the JOIN answer's member list, not from an event.
+  await bob.page.locator('[data-testid=member]', { hasText: 'ann' }).waitFor();
+  assert.equal(await bob.page.getByTestId('member-count').textContent(), '(2)');
+  assert.equal(await bob.page.getByTestId('members-note').isHidden(), true);
 
   const term = cli('cli');
   try {
@@ -180,8 +184,14 @@ async function chatAndRestart() {
   for (const { page } of [ann, bob]) {
     await page.locator('[data-testid=status][data-state=open]').waitFor();
     await page.locator('[data-testid=notice]', { hasText: 'Rejoined e2e.' }).waitFor();
+    // The re-join asked since the last message shown; the restarted server's new epoch is a gap notice.
+    await page.locator('[data-testid=gap]', { hasText: 'started over' }).waitFor();
     assert.equal(await page.getByTestId('banner').isHidden(), true);
   }
+  // A WHO refresh lists who is in the room now.
+  await ann.page.getByTestId('who-button').click();
+  await ann.page.locator('[data-testid=member]', { hasText: 'bob' }).waitFor();
+  assert.equal(await ann.page.getByTestId('member-count').textContent(), '(2)');
   await say(bob.page, 'back again');
   await sees(ann.page, 'bob', 'back again');
   await screenshot(ann.page, 'reconnected.png');

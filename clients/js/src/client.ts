@@ -9,6 +9,7 @@ import { Emitter } from './emitter.js';
 import { RelayError, type RequestId } from './errors.js';
 import {
   binaryMessagePayload,
+  directPayload,
   frameName,
   helloPayload,
   jsonPayload,
@@ -19,11 +20,20 @@ import {
   readId,
   readMessage,
   readObject,
+  readJoinAnswer,
   readRoomAnswer,
+  readWho,
+  type Ack,
+  type DirectMessage,
+  type Gap,
   type HelloAnswer,
+  type JoinAnswer,
   type MemberEvent,
   type Message,
+  type Position,
+  type Recipient,
   type RoomAnswer,
+  type WhoAnswer,
 } from './payloads.js';
 import type { Connector, Transport } from './transport.js';
 
@@ -82,6 +92,26 @@ export interface RelayClientOptions {
    * instead of buffering more. Default 4 MiB.
    */
   maxBufferedBytes?: number;
+  /**
+   * After a reconnect, re-join each room from the last message received in
+   * it (`since`, SPEC.md 5.11), so the server replays what was missed or
+   * sends a `gap` event for what it no longer has. Default true. Needs a
+   * server that keeps history (`--history-messages`); without it, what was
+   * missed is reported as a gap.
+   */
+  recover?: boolean;
+  /** Ask for `seq` and `epoch` on binary deliveries too (`binarySeq`, SPEC.md 3.1). Default false. */
+  binarySeq?: boolean;
+  /** `false`: no `memberJoined`/`memberLeft` events (SPEC.md 3.1), for big rooms; `who()` still works. */
+  memberEvents?: boolean;
+}
+
+/** What a {@link RelayClient.join} may ask for besides joining (SPEC.md 3.3); one of the two. */
+export interface JoinOptions {
+  /** Replay the room's last `history` messages (those the server keeps). */
+  history?: number;
+  /** Replay every message after this one: what a client that last saw it missed. */
+  since?: Position;
 }
 
 /** The events of a {@link RelayClient}. */
@@ -97,6 +127,14 @@ export interface RelayClientEvents {
   /** Another connection left one of the client's rooms (or disconnected). */
   memberLeft: MemberEvent;
   /**
+   * Messages asked for (a recovering re-join, or `join` with `history` or
+   * `since`) that the server no longer has: sent before the first message
+   * after them.
+   */
+  gap: Gap;
+  /** A direct message to this connection or its user. */
+  direct: DirectMessage;
+  /**
    * An error no promise receives: an ERROR about a `publish`, a fatal
    * ERROR, or the reason a connection was lost.
    */
@@ -104,7 +142,7 @@ export interface RelayClientEvents {
   /** The connection was lost and the client will retry after `delayMs`. */
   reconnecting: { attempt: number; delayMs: number; error: RelayError };
   /** After a reconnect: the rooms joined again, and those the server refused. */
-  rejoined: { rooms: RoomAnswer[]; failed: { room: string; error: RelayError }[] };
+  rejoined: { rooms: JoinAnswer[]; failed: { room: string; error: RelayError }[] };
   /** A heartbeat's round trip. */
   heartbeat: { rttMs: number };
   /** The client is `closed` for good; `error` says why, unless `close()` was called. */
@@ -135,6 +173,12 @@ const HOPELESS = new Set([
 
 interface Pending {
   kind: FrameType;
+  /**
+   * Called with the answer as soon as it is read, before any later frame:
+   * what the answer changes (a room's position) must be in place before the
+   * deliveries that follow it, which a promise's continuation would not be.
+   */
+  onAnswer?: ((value: unknown) => void) | undefined;
   resolve(value: unknown): void;
   reject(error: RelayError): void;
   timer: ReturnType<typeof setTimeout>;
@@ -147,6 +191,13 @@ interface Link {
   open: boolean;
   hello: HelloAnswer | undefined;
   helloId: RequestId;
+  /**
+   * Whether the server numbers messages (its JOIN answers carry `epoch`):
+   * only then does it know WHO, `since`, `history`, `ack` and direct
+   * messages (SPEC.md 8). `undefined` until a JOIN answer tells, and
+   * `false` at once for the original server (no `maxFrameSize` in HELLO).
+   */
+  sequenced: boolean | undefined;
   /** The fatal ERROR, or the client's reason for ending the link. */
   error: RelayError | undefined;
   timer: ReturnType<typeof setTimeout> | undefined;
@@ -175,6 +226,12 @@ export class RelayClient extends Emitter<RelayClientEvents> {
   private published = new Map<RequestId, string>();
   /** Rooms to be in: joined, and re-joined after a reconnect. */
   private joined = new Set<string>();
+  /**
+   * The last message of each joined room received (or reported gone), to
+   * re-join from after a reconnect. One entry per joined room, so bounded
+   * by the server's rooms-per-connection limit.
+   */
+  private positions = new Map<string, Position>();
   /** Heartbeat seq → when it was sent. */
   private pings = new Map<number, { sent: number; resolve(rtt: number): void; reject(e: RelayError): void }>();
   private attempts = 0;
@@ -206,6 +263,16 @@ export class RelayClient extends Emitter<RelayClientEvents> {
     return this.joined;
   }
 
+  /**
+   * Where the client is in `room`'s order: the last message received, or
+   * the JOIN answer's position before any; what a reconnect re-joins from.
+   * `undefined` for a room not joined, or on a server that numbers nothing.
+   */
+  position(room: string): Position | undefined {
+    const position = this.positions.get(room);
+    return position === undefined ? undefined : { ...position };
+  }
+
   /** The last heartbeat's round trip, in milliseconds. */
   get rttMs(): number | undefined {
     return this.rtt;
@@ -229,12 +296,29 @@ export class RelayClient extends Emitter<RelayClientEvents> {
     });
   }
 
-  /** Joins `room`; resolves with the trimmed name and the member count. */
-  async join(room: string): Promise<RoomAnswer> {
+  /**
+   * Joins `room`; resolves with the trimmed name, the member count, the
+   * room's `epoch` and `seq`, and its member list. With `history` or
+   * `since`, the kept messages asked for follow the answer as `message`
+   * events, after a `gap` event for any that are gone.
+   */
+  async join(room: string, options: JoinOptions = {}): Promise<JoinAnswer> {
     await this.ready();
-    const answer = (await this.request(FrameType.JOIN_ROOM, { room })) as RoomAnswer;
-    this.joined.add(answer.room);
-    return answer;
+    const body: { room: string } & Record<string, unknown> = { room };
+    if (options.history !== undefined && options.since !== undefined) {
+      throw new TypeError('join: give history or since, not both');
+    }
+    if (options.history !== undefined) {
+      if (!Number.isSafeInteger(options.history) || options.history < 0) {
+        throw new RangeError('join: history must be a whole number of messages, 0 or more');
+      }
+      body.history = options.history;
+    }
+    if (options.since !== undefined) body.since = { epoch: options.since.epoch, seq: options.since.seq };
+    if (body.history !== undefined || body.since !== undefined) this.requireSequenced('join with history or since');
+    return (await this.request(FrameType.JOIN_ROOM, body, (answer) =>
+      this.joinedRoom(answer as JoinAnswer, options),
+    )) as JoinAnswer;
   }
 
   /** Leaves `room` (also when not in it, as the server does). */
@@ -242,6 +326,8 @@ export class RelayClient extends Emitter<RelayClientEvents> {
     // Not re-joined after a reconnect, whatever happens to this request.
     this.joined.delete(room);
     this.joined.delete(room.trim());
+    this.positions.delete(room);
+    this.positions.delete(room.trim());
     await this.ready();
     const answer = (await this.request(FrameType.LEAVE_ROOM, { room })) as RoomAnswer;
     this.joined.delete(answer.room);
@@ -253,12 +339,68 @@ export class RelayClient extends Emitter<RelayClientEvents> {
    * (SPEC.md 3.7); a refusal comes as an `error` event whose `requestId` is
    * the id returned here. Throws NOT_CONNECTED unless open, FRAME_TOO_LARGE
    * or BACKPRESSURE.
+   *
+   * With `{ ack: true }` it returns a promise of the server's ack instead
+   * (SPEC.md 3.14): the `seq` the message got and the members it was queued
+   * for; a refusal rejects it, and so does any of the errors above.
    */
-  publish(room: string, content: unknown): RequestId {
+  publish(room: string, content: unknown): RequestId;
+  publish(room: string, content: unknown, options: { ack: true }): Promise<Ack>;
+  publish(room: string, content: unknown, options?: { ack?: boolean }): RequestId | Promise<Ack>;
+  publish(room: string, content: unknown, options: { ack?: boolean } = {}): RequestId | Promise<Ack> {
+    if (options.ack === true) return this.publishAcked(room, content);
     const id = this.newId();
     this.sendNow(FrameType.MESSAGE, Flags.JSON, messagePayload(room, content, id));
     this.track(id, room);
     return id;
+  }
+
+  private publishAcked(room: string, content: unknown): Promise<Ack> {
+    const id = this.newId();
+    const timeoutMs = this.options.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
+    return new Promise((resolve, reject) => {
+      try {
+        this.requireSequenced('publish with ack');
+        const payload = messagePayload(room, content, id, true);
+        const timer = setTimeout(() => {
+          this.settle(id)?.reject(
+            RelayError.client('TIMEOUT', `no ack for a MESSAGE to ${JSON.stringify(room)} within ${timeoutMs} ms`, false),
+          );
+        }, timeoutMs);
+        this.pending.set(id, { kind: FrameType.MESSAGE, resolve: resolve as (value: unknown) => void, reject, timer });
+        this.sendNow(FrameType.MESSAGE, Flags.JSON, payload);
+      } catch (error) {
+        this.settle(id);
+        // Content JSON cannot carry is the caller's TypeError, as for publish without ack.
+        reject(error instanceof TypeError ? error : asRelayError(error));
+      }
+    });
+  }
+
+  /**
+   * Sends a JSON value to one user (all of its connections) or one
+   * connection (SPEC.md 3.16); the recipient gets a `direct` event.
+   * Success has no answer; NOT_FOUND (nobody of that user or connection is
+   * connected) or FORBIDDEN comes as an `error` event with the returned
+   * `requestId`. Throws as `publish` does, and UNSUPPORTED for the original
+   * server.
+   */
+  sendDirect(to: Recipient, content: unknown): RequestId {
+    this.requireSequenced('a direct message');
+    const id = this.newId();
+    this.sendNow(FrameType.MESSAGE, Flags.JSON, directPayload(to, content, id));
+    return id;
+  }
+
+  /**
+   * Who is in `room` now (SPEC.md 3.15): a member or not, any connection
+   * that may join it may ask. Rejects with UNSUPPORTED for a server whose
+   * JOIN answers carry no `epoch` (the original closes the connection on WHO).
+   */
+  async who(room: string): Promise<WhoAnswer> {
+    await this.ready();
+    this.requireSequenced('WHO');
+    return (await this.request(FrameType.WHO, { room })) as WhoAnswer;
   }
 
   /**
@@ -304,6 +446,8 @@ export class RelayClient extends Emitter<RelayClientEvents> {
           clientVersion: this.options.clientVersion ?? CLIENT_VERSION,
           echo: this.options.echo,
           token,
+          binarySeq: this.options.binarySeq,
+          memberEvents: this.options.memberEvents,
           id: helloId,
         });
         try {
@@ -328,6 +472,7 @@ export class RelayClient extends Emitter<RelayClientEvents> {
         open: false,
         hello: undefined,
         helloId,
+        sequenced: undefined,
         error: undefined,
         timer: undefined,
         heartbeat: undefined,
@@ -396,6 +541,7 @@ export class RelayClient extends Emitter<RelayClientEvents> {
     this.failPending(error);
     // A closed client is in no room; a later connect() starts with none.
     this.joined.clear();
+    this.positions.clear();
     for (const waiter of this.waiters) waiter.reject(error);
     this.waiters.clear();
     const first = this.firstConnect;
@@ -423,11 +569,19 @@ export class RelayClient extends Emitter<RelayClientEvents> {
     const reconnected = this.everOpen;
     if (reconnected && this.joined.size > 0) {
       const rooms = [...this.joined];
+      const recover = (this.options.recover ?? true) && link.sequenced !== false;
       const results = await Promise.allSettled(
-        rooms.map((room) => this.request(FrameType.JOIN_ROOM, { room }) as Promise<RoomAnswer>),
+        rooms.map((room) => {
+          const since = recover ? this.positions.get(room) : undefined;
+          const options: JoinOptions = since === undefined ? {} : { since: { ...since } };
+          const body = since === undefined ? { room } : { room, since: { epoch: since.epoch, seq: since.seq } };
+          return this.request(FrameType.JOIN_ROOM, body, (answer) =>
+            this.joinedRoom(answer as JoinAnswer, options),
+          ) as Promise<JoinAnswer>;
+        }),
       );
       if (this.link !== link) return;
-      const joined: RoomAnswer[] = [];
+      const joined: JoinAnswer[] = [];
       const failed: { room: string; error: RelayError }[] = [];
       results.forEach((result, i) => {
         const room = rooms[i] as string;
@@ -436,7 +590,10 @@ export class RelayClient extends Emitter<RelayClientEvents> {
         } else {
           const error = asRelayError(result.reason);
           // A room the server refuses (FORBIDDEN, say) is given up; a lost link is retried.
-          if (error.fromServer) this.joined.delete(room);
+          if (error.fromServer) {
+            this.joined.delete(room);
+            this.positions.delete(room);
+          }
           failed.push({ room, error });
         }
       });
@@ -511,21 +668,43 @@ export class RelayClient extends Emitter<RelayClientEvents> {
     switch (frame.type) {
       case FrameType.HELLO: {
         const object = readObject(frame, 'HELLO answer');
-        if (!link.open) void this.opened(link, readHello(object));
+        if (!link.open) {
+          // Only the original server leaves maxFrameSize out (SPEC.md 8), and it numbers nothing.
+          if (object.maxFrameSize === undefined) link.sequenced = false;
+          void this.opened(link, readHello(object));
+        }
         return;
       }
-      case FrameType.JOIN_ROOM:
+      case FrameType.JOIN_ROOM: {
+        const object = readObject(frame, 'JOIN_ROOM answer');
+        const answer = readJoinAnswer(object);
+        link.sequenced = answer.epoch !== undefined;
+        this.answer(frame.type, readId(object), answer);
+        return;
+      }
       case FrameType.LEAVE_ROOM: {
-        const object = readObject(frame, `${frameName(frame.type)} answer`);
+        const object = readObject(frame, 'LEAVE_ROOM answer');
         this.answer(frame.type, readId(object), readRoomAnswer(object));
         return;
       }
+      case FrameType.WHO: {
+        const object = readObject(frame, 'WHO answer');
+        this.answer(frame.type, readId(object), readWho(object));
+        return;
+      }
       case FrameType.MESSAGE: {
-        const read = readMessage(frame);
+        const read = readMessage(frame, this.options.binarySeq === true);
         if (read === null) return;
-        if ('message' in read) this.emit('message', read.message);
-        else if ('joined' in read) this.emit('memberJoined', read.joined);
-        else this.emit('memberLeft', read.left);
+        if ('message' in read) {
+          this.advance(read.message.room, read.message.epoch, read.message.seq);
+          this.emit('message', read.message);
+        } else if ('joined' in read) this.emit('memberJoined', read.joined);
+        else if ('left' in read) this.emit('memberLeft', read.left);
+        else if ('gap' in read) {
+          if (read.gap.to !== undefined) this.advance(read.gap.room, read.gap.epoch, read.gap.to);
+          this.emit('gap', read.gap);
+        } else if ('ack' in read) this.settle(read.id)?.resolve(read.ack);
+        else this.emit('direct', read.direct);
         return;
       }
       case FrameType.HEARTBEAT: {
@@ -568,7 +747,7 @@ export class RelayClient extends Emitter<RelayClientEvents> {
   }
 
   /** Resolves the request `id`, or the oldest of its kind for the original server, which sends no ids. */
-  private answer(kind: FrameType, id: RequestId | undefined, value: RoomAnswer): void {
+  private answer(kind: FrameType, id: RequestId | undefined, value: RoomAnswer | WhoAnswer): void {
     let key = id;
     if (key === undefined) {
       for (const [pendingId, pending] of this.pending) {
@@ -579,7 +758,47 @@ export class RelayClient extends Emitter<RelayClientEvents> {
       }
     }
     if (key === undefined) return;
-    this.settle(key)?.resolve(value);
+    const pending = this.settle(key);
+    pending?.onAnswer?.(value);
+    pending?.resolve(value);
+  }
+
+  /**
+   * A JOIN answer read: the room is joined from here on, and its position
+   * is where the replay asked for starts (SPEC.md 5.11), so that a reconnect
+   * during the replay asks again from what actually arrived.
+   */
+  private joinedRoom(answer: JoinAnswer, options: JoinOptions): void {
+    this.joined.add(answer.room);
+    if (answer.epoch === undefined) return;
+    const last = answer.seq ?? 0;
+    let seq = last;
+    if (options.since !== undefined) {
+      seq = options.since.epoch === answer.epoch ? Math.min(options.since.seq, last) : 0;
+    } else if (options.history !== undefined) {
+      seq = Math.max(0, last - options.history);
+    }
+    this.positions.set(answer.room, { epoch: answer.epoch, seq });
+  }
+
+  /** A room's position moves to (`epoch`, `seq`): never back within one epoch. */
+  private advance(room: string, epoch: string | undefined, seq: number | undefined): void {
+    if (epoch === undefined || seq === undefined || !this.joined.has(room)) return;
+    const position = this.positions.get(room);
+    if (position === undefined || position.epoch !== epoch || seq > position.seq) {
+      this.positions.set(room, { epoch, seq });
+    }
+  }
+
+  /** Throws UNSUPPORTED for a server that would not understand `what` (SPEC.md 8). */
+  private requireSequenced(what: string): void {
+    if (this.link?.sequenced === false) {
+      throw RelayError.client(
+        'UNSUPPORTED',
+        `the server does not number messages (its JOIN answers carry no epoch), so it does not support ${what}`,
+        false,
+      );
+    }
   }
 
   private pong(frame: Frame): void {
@@ -601,7 +820,11 @@ export class RelayClient extends Emitter<RelayClientEvents> {
 
   // ---- frames out ----
 
-  private request(kind: FrameType, body: { room: string }): Promise<unknown> {
+  private request(
+    kind: FrameType,
+    body: { room: string } & Record<string, unknown>,
+    onAnswer?: (value: unknown) => void,
+  ): Promise<unknown> {
     const link = this.link;
     if (link === undefined || !link.open || link.error !== undefined) {
       return Promise.reject(RelayError.client('NOT_CONNECTED', 'not connected', false));
@@ -614,7 +837,7 @@ export class RelayClient extends Emitter<RelayClientEvents> {
           RelayError.client('TIMEOUT', `no answer to ${frameName(kind)} ${JSON.stringify(body.room)} within ${timeoutMs} ms`, false),
         );
       }, timeoutMs);
-      this.pending.set(id, { kind, resolve, reject, timer });
+      this.pending.set(id, { kind, onAnswer, resolve, reject, timer });
       try {
         this.write(link, kind, Flags.JSON, jsonPayload({ ...body, id }));
       } catch (error) {

@@ -22,7 +22,8 @@ export type ServerErrorCode =
   | 'TOKEN_EXPIRED'
   | 'FORBIDDEN'
   | 'RATE_LIMITED'
-  | 'OVERLOADED';
+  | 'OVERLOADED'
+  | 'NOT_FOUND';
 
 /**
  * Codes the client itself gives (never sent by a server):
@@ -34,7 +35,10 @@ export type ServerErrorCode =
  * - `PROTOCOL_ERROR`: the server broke the protocol (a malformed frame, an
  *   answer that is not JSON);
  * - `FRAME_TOO_LARGE`: the request would be over the server's `maxFrameSize`;
- * - `BACKPRESSURE`: too many bytes are waiting to be sent already.
+ * - `BACKPRESSURE`: too many bytes are waiting to be sent already;
+ * - `UNSUPPORTED`: the server does not number messages (the original
+ *   server, SPEC.md 8), so it would not understand WHO, `since`,
+ *   `history`, `ack` or a direct message, and the client did not send it.
  */
 export type ClientErrorCode =
   | 'CONNECT_FAILED'
@@ -44,7 +48,8 @@ export type ClientErrorCode =
   | 'NOT_CONNECTED'
   | 'PROTOCOL_ERROR'
   | 'FRAME_TOO_LARGE'
-  | 'BACKPRESSURE';
+  | 'BACKPRESSURE'
+  | 'UNSUPPORTED';
 
 export type ErrorCode = ServerErrorCode | ClientErrorCode | (string & {});
 

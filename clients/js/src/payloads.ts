@@ -33,6 +33,81 @@ export interface RoomAnswer {
   members: number | undefined;
 }
 
+/** A member of a room, as JOIN answers and WHO list them (SPEC.md 3.3). */
+export interface Member {
+  connectionId: string;
+  /** Its `userId`; `undefined` when it gave none. */
+  user: string | undefined;
+}
+
+/**
+ * A JOIN_ROOM answer (SPEC.md 3.3). `epoch`, `seq` and `memberList` are
+ * `undefined` from a server before protocol 0.4 (the original among them).
+ */
+export interface JoinAnswer extends RoomAnswer {
+  /** The room's epoch: `seq` counts within it. */
+  epoch: string | undefined;
+  /** The last `seq` given in the room before the answer; later deliveries have higher ones. */
+  seq: number | undefined;
+  /** The members, oldest first, at most 100 (`members` counts them all); this client among them. */
+  memberList: Member[] | undefined;
+}
+
+/** A WHO answer (SPEC.md 3.15). */
+export interface WhoAnswer {
+  room: string;
+  /** Members now; 0 for a room that does not exist. */
+  members: number;
+  /** At most 100 of them, oldest first. */
+  memberList: Member[];
+}
+
+/** Where a client is in a room's order: the last message it has, or is told it cannot have. */
+export interface Position {
+  epoch: string;
+  seq: number;
+}
+
+/**
+ * Messages of a room the client asked for and will never get (SPEC.md
+ * 3.13): `from` to `to` of `epoch` (both included), and when
+ * `previousEpoch` is set, everything that epoch had after the position the
+ * client asked from, however much it was.
+ */
+export interface Gap {
+  room: string;
+  /** The room's epoch now. */
+  epoch: string;
+  /** First `seq` of `epoch` that is gone; `undefined` when none of this epoch is. */
+  from: number | undefined;
+  /** Last `seq` of `epoch` that is gone. */
+  to: number | undefined;
+  /** The epoch the client asked from, when the room has started over since. */
+  previousEpoch: string | undefined;
+}
+
+/** A publish acknowledged (SPEC.md 3.14). */
+export interface Ack {
+  room: string;
+  /** The `seq` the message got. */
+  seq: number;
+  epoch: string;
+  /** The members it was queued for (others, and the publisher with echo). */
+  members: number;
+}
+
+/** A direct message to this connection or its user (SPEC.md 3.16). */
+export interface DirectMessage {
+  /** The sender's connection id. */
+  from: string;
+  /** The sender's user name, when it has one. */
+  user: string | undefined;
+  /** The sent JSON value, parsed. */
+  content: unknown;
+  /** Server time, milliseconds since the Unix epoch. */
+  timestamp: number | undefined;
+}
+
 /** A JSON message delivered to a room (SPEC.md 3.9). */
 export interface JsonMessage {
   kind: 'json';
@@ -45,14 +120,23 @@ export interface JsonMessage {
   content: unknown;
   /** Server time, milliseconds since the Unix epoch. */
   timestamp: number | undefined;
+  /** Its place in the room's order; `undefined` from a server before protocol 0.4. */
+  seq: number | undefined;
+  /** The room's epoch, within which `seq` counts. */
+  epoch: string | undefined;
 }
 
-/** A binary message delivered to a room (SPEC.md 3.10): no user, no timestamp. */
+/**
+ * A binary message delivered to a room (SPEC.md 3.10): no user, no
+ * timestamp, and `seq`/`epoch` only with the `binarySeq` option.
+ */
 export interface BinaryMessage {
   kind: 'binary';
   room: string;
   from: string;
   data: Uint8Array;
+  seq: number | undefined;
+  epoch: string | undefined;
 }
 
 export type Message = JsonMessage | BinaryMessage;
@@ -71,6 +155,8 @@ export interface HelloRequest {
   clientVersion?: string | undefined;
   echo?: boolean | undefined;
   token?: string | undefined;
+  binarySeq?: boolean | undefined;
+  memberEvents?: boolean | undefined;
   id: RequestId;
 }
 
@@ -85,6 +171,9 @@ export function helloPayload(hello: HelloRequest): Uint8Array {
   if (hello.echo) body.echo = true;
   body.id = hello.id;
   if (hello.token !== undefined) body.token = hello.token;
+  // Sent only when they differ from the default: a HELLO without them is the original's.
+  if (hello.binarySeq === true) body.binarySeq = true;
+  if (hello.memberEvents === false) body.memberEvents = false;
   return jsonPayload(body);
 }
 
@@ -92,12 +181,37 @@ export function helloPayload(hello: HelloRequest): Uint8Array {
  * `{"room":R,"content":C,"id":N}`. Throws a `TypeError` for content JSON
  * cannot carry (`undefined`, a function), which the server would never see.
  */
-export function messagePayload(room: string, content: unknown, id: RequestId): Uint8Array {
+export function messagePayload(room: string, content: unknown, id: RequestId, ack = false): Uint8Array {
+  const text = contentText(content);
+  return encoder.encode(
+    `{"room":${JSON.stringify(room)},"content":${text},"id":${JSON.stringify(id)}${ack ? ',"ack":true' : ''}}`,
+  );
+}
+
+/** Whom a direct message goes to (SPEC.md 3.16): every connection of a user, or one connection. */
+export type Recipient = { toUser: string } | { toConnection: string };
+
+/** `{"toUser":U,"content":C,"id":N}` or the same with `toConnection` (SPEC.md 3.16). */
+export function directPayload(to: Recipient, content: unknown, id: RequestId): Uint8Array {
+  const text = contentText(content);
+  const target =
+    'toUser' in to && typeof to.toUser === 'string'
+      ? `"toUser":${JSON.stringify(to.toUser)}`
+      : 'toConnection' in to && typeof to.toConnection === 'string'
+        ? `"toConnection":${JSON.stringify(to.toConnection)}`
+        : undefined;
+  if (target === undefined) {
+    throw new TypeError('a direct message goes to { toUser: string } or { toConnection: string }');
+  }
+  return encoder.encode(`{${target},"content":${text},"id":${JSON.stringify(id)}}`);
+}
+
+function contentText(content: unknown): string {
   const text = JSON.stringify(content);
   if (text === undefined) {
     throw new TypeError('message content must be a JSON value (null, a number, a string, an array or an object)');
   }
-  return encoder.encode(`{"room":${JSON.stringify(room)},"content":${text},"id":${JSON.stringify(id)}}`);
+  return text;
 }
 
 /** `| room_len u8 | room | body |` (SPEC.md 3.8). */
@@ -150,24 +264,95 @@ export function readRoomAnswer(object: Record<string, unknown>): RoomAnswer {
   return { room, members: int(object.members) };
 }
 
-/** A delivery, a member event, or `null` for a MESSAGE of an unknown `type`. */
-export function readMessage(
-  frame: Frame,
-): { message: Message } | { joined: MemberEvent } | { left: MemberEvent } | null {
-  if (frame.flags === Flags.BINARY) return { message: readBinaryDelivery(frame.payload) };
+export function readJoinAnswer(object: Record<string, unknown>): JoinAnswer {
+  const answer = readRoomAnswer(object);
+  const epoch = str(object.epoch);
+  return {
+    ...answer,
+    epoch,
+    seq: epoch === undefined ? undefined : int(object.seq),
+    memberList: object.memberList === undefined ? undefined : readMembers(object.memberList),
+  };
+}
+
+export function readWho(object: Record<string, unknown>): WhoAnswer {
+  const room = str(object.room);
+  if (room === undefined) throw protocolError('WHO answer without a room');
+  return { room, members: int(object.members) ?? 0, memberList: readMembers(object.memberList) };
+}
+
+/** A member list; entries that are not `{connectionId}` objects are skipped, as unknown keys are. */
+function readMembers(value: unknown): Member[] {
+  if (!Array.isArray(value)) return [];
+  const members: Member[] = [];
+  for (const entry of value as unknown[]) {
+    if (typeof entry !== 'object' || entry === null) continue;
+    const record = entry as Record<string, unknown>;
+    const connectionId = str(record.connectionId);
+    if (connectionId !== undefined) members.push({ connectionId, user: str(record.user) });
+  }
+  return members;
+}
+
+/** What a MESSAGE frame from the server is (SPEC.md 3.5, 3.9, 3.10, 3.13, 3.14, 3.16). */
+export type ServerMessage =
+  | { message: Message }
+  | { joined: MemberEvent }
+  | { left: MemberEvent }
+  | { gap: Gap }
+  | { ack: Ack; id: RequestId }
+  | { direct: DirectMessage };
+
+/**
+ * A MESSAGE frame from the server, or `null` for one of a `type` the
+ * client does not know (SPEC.md 3.5). `binarySeq`: whether this
+ * connection's HELLO asked for the sequenced binary layout.
+ */
+export function readMessage(frame: Frame, binarySeq = false): ServerMessage | null {
+  if (frame.flags === Flags.BINARY) return { message: readBinaryDelivery(frame.payload, binarySeq) };
   const object = readObject(frame, 'MESSAGE');
   const room = str(object.room);
-  if (object.type !== undefined) {
-    const connectionId = str(object.connectionId);
-    if (room === undefined || connectionId === undefined) return null;
-    const event = { room, connectionId, user: str(object.user), timestamp: int(object.timestamp) };
-    if (object.type === 'userJoined') return { joined: event };
-    if (object.type === 'userLeft') return { left: event };
-    // SPEC.md 3.5: a MESSAGE whose type the client does not know is ignored.
-    return null;
+  switch (object.type) {
+    case undefined:
+      break;
+    case 'userJoined':
+    case 'userLeft': {
+      const connectionId = str(object.connectionId);
+      if (room === undefined || connectionId === undefined) return null;
+      const event = { room, connectionId, user: str(object.user), timestamp: int(object.timestamp) };
+      return object.type === 'userJoined' ? { joined: event } : { left: event };
+    }
+    case 'gap': {
+      const epoch = str(object.epoch);
+      if (room === undefined || epoch === undefined) throw protocolError('gap notice without room or epoch');
+      const from = int(object.from);
+      const to = int(object.to);
+      if ((from === undefined) !== (to === undefined) || (from !== undefined && to !== undefined && from > to)) {
+        throw protocolError('gap notice with a range that is not from ≤ to');
+      }
+      return { gap: { room, epoch, from, to, previousEpoch: str(object.previousEpoch) } };
+    }
+    case 'ack': {
+      const id = readId(object);
+      const seq = int(object.seq);
+      const epoch = str(object.epoch);
+      const members = int(object.members);
+      if (room === undefined || id === undefined || seq === undefined || epoch === undefined || members === undefined) {
+        throw protocolError('ack without room, id, seq, epoch or members');
+      }
+      return { ack: { room, seq, epoch, members }, id };
+    }
+    case 'direct': {
+      const from = str(object.from);
+      if (from === undefined) throw protocolError('direct message without from');
+      return { direct: { from, user: str(object.user), content: object.content, timestamp: int(object.timestamp) } };
+    }
+    default:
+      return null;
   }
   const from = str(object.from);
   if (room === undefined || from === undefined) throw protocolError('delivery without room or from');
+  const epoch = str(object.epoch);
   return {
     message: {
       kind: 'json',
@@ -176,26 +361,50 @@ export function readMessage(
       user: str(object.user),
       content: object.content,
       timestamp: int(object.timestamp),
+      seq: epoch === undefined ? undefined : int(object.seq),
+      epoch,
     },
   };
 }
 
-/** `| room_len u8 | room | from_len u8 | from | body |` (SPEC.md 3.10). */
-function readBinaryDelivery(payload: Uint8Array): BinaryMessage {
+/**
+ * `| room_len u8 | room | from_len u8 | from | body |`, or with
+ * `binarySeq` `... | from | seq u64 BE | epoch_len u8 | epoch | body |`
+ * (SPEC.md 3.10). A `seq` past 2^53 loses precision as a JavaScript
+ * number, as it does in JSON; no room gets near it.
+ */
+function readBinaryDelivery(payload: Uint8Array, binarySeq: boolean): BinaryMessage {
   const roomEnd = 1 + (payload[0] ?? 0);
   const fromLen = payload[roomEnd];
   if (payload.length < 1 || fromLen === undefined || payload.length < roomEnd + 1 + fromLen) {
     throw protocolError('binary delivery shorter than its room and sender');
   }
+  const fromEnd = roomEnd + 1 + fromLen;
+  let bodyStart = fromEnd;
+  let seq: number | undefined;
+  let epoch: string | undefined;
   try {
+    if (binarySeq) {
+      const epochLen = payload[fromEnd + 8];
+      if (epochLen === undefined || payload.length < fromEnd + 9 + epochLen) {
+        throw protocolError('sequenced binary delivery shorter than its seq and epoch');
+      }
+      const view = new DataView(payload.buffer, payload.byteOffset + fromEnd, 8);
+      seq = Number(view.getBigUint64(0));
+      epoch = decoder.decode(payload.subarray(fromEnd + 9, fromEnd + 9 + epochLen));
+      bodyStart = fromEnd + 9 + epochLen;
+    }
     return {
       kind: 'binary',
       room: decoder.decode(payload.subarray(1, roomEnd)),
-      from: decoder.decode(payload.subarray(roomEnd + 1, roomEnd + 1 + fromLen)),
-      data: payload.subarray(roomEnd + 1 + fromLen),
+      from: decoder.decode(payload.subarray(roomEnd + 1, fromEnd)),
+      data: payload.subarray(bodyStart),
+      seq,
+      epoch,
     };
   } catch (cause) {
-    throw protocolError('binary delivery with a room or sender that is not UTF-8', cause);
+    if (cause instanceof RelayError) throw cause;
+    throw protocolError('binary delivery with a room, sender or epoch that is not UTF-8', cause);
   }
 }
 

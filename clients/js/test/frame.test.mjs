@@ -84,7 +84,7 @@ const malformed = [
   ['length over the maximum (16)', '00 00 00 11', 'INVALID_FRAME', 16],
   ['version 2', '00 00 00 03 02', 'UNSUPPORTED_VERSION'],
   ['type 0', '00 00 00 03 01 00', 'UNKNOWN_MESSAGE_TYPE'],
-  ['type 7', '00 00 00 03 01 07', 'UNKNOWN_MESSAGE_TYPE'],
+  ['type 8', '00 00 00 03 01 08', 'UNKNOWN_MESSAGE_TYPE'],
   ['flags 3', '00 00 00 03 01 05 03', 'INVALID_FRAME'],
   ['flags 0x80', '00 00 00 03 01 05 80', 'INVALID_FRAME'],
   ['length 4 GiB - 1', 'ff ff ff ff', 'INVALID_FRAME'],

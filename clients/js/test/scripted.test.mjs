@@ -103,7 +103,7 @@ test("the original server's answers: no ids, no maxFrameSize, {\"error\": text}"
   const joining = c.join('a');
   await new Promise((resolve) => setImmediate(resolve));
   conn.reply(FrameType.JOIN_ROOM, { status: 'joined', room: 'a' });
-  assert.deepEqual(await joining, { room: 'a', members: undefined });
+  assert.deepEqual(await joining, { room: 'a', members: undefined, epoch: undefined, seq: undefined, memberList: undefined });
   const error = next(c, 'error');
   conn.reply(FrameType.ERROR, { error: 'something went wrong' });
   const e = await error;
@@ -210,7 +210,7 @@ test('reconnect: backoff grows, jitter stays within it, rooms are re-joined, ref
     else last.reply(FrameType.ERROR, { code: 'FORBIDDEN', message: 'no', fatal: false, room, id });
   }
   const r = await rejoined;
-  assert.deepEqual(r.rooms, [{ room: 'a', members: 3 }]);
+  assert.deepEqual(r.rooms, [{ room: 'a', members: 3, epoch: undefined, seq: undefined, memberList: undefined }]);
   assert.equal(r.failed.length, 1);
   assert.equal(r.failed[0].room, 'b');
   assert.equal(r.failed[0].error.code, 'FORBIDDEN');
@@ -299,4 +299,184 @@ test('a JOIN that times out rejects with TIMEOUT and the connection carries on',
   assert.equal(c.state, 'open');
   assert.deepEqual([...c.rooms], []);
   c.close();
+});
+
+// ---- rooms with an order (SPEC.md 5.11), and the original server (SPEC.md 8) ----
+
+/** One frame's bytes for each object, joined: frames that arrive in one read. */
+function frames(...list) {
+  const parts = list.map(([type, object]) => encodeFrame(type, Flags.JSON, utf8.encode(JSON.stringify(object))));
+  return new Uint8Array(parts.reduce((a, f) => [...a, ...f], []));
+}
+
+/** Lets the client's promise continuations run, so it sends what it means to. */
+const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+/** Loses `conn`, then answers the next connection's HELLO; resolves with that connection. */
+async function reconnectAfter(s, conn, n, helloExtra = {}) {
+  conn.end({ error: new Error('reset') });
+  const again = await s.connection(n);
+  welcome(again, helloExtra);
+  await settle();
+  return again;
+}
+
+const ORIGINAL_HELLO = { status: 'connected', connectionId: 'c1' };
+
+for (const [name, helloExtra] of [
+  ['the original server (no maxFrameSize in HELLO)', { maxFrameSize: undefined, idleTimeoutMs: undefined }],
+  ['a Relay server before 0.4 (JOIN answers without epoch)', {}],
+]) {
+  test(`${name}: no since on re-join, and no WHO, ack or direct message is sent`, async () => {
+    const s = scripted({ messageFramed: false });
+    const c = new RelayClient({ transport: s.connector, reconnect: { initialDelayMs: 1, maxDelayMs: 1 } });
+    const connected = c.connect();
+    const conn = await s.connection(0);
+    welcome(conn, helloExtra);
+    await connected;
+    const joining = c.join('a');
+    await settle();
+    const { id } = conn.sentJson(1);
+    conn.raw(
+      frames(
+        [FrameType.JOIN_ROOM, { status: 'joined', room: 'a', members: 1, id }],
+        [FrameType.MESSAGE, { room: 'a', from: 'c2', content: 1, timestamp: 1 }],
+      ),
+    );
+    const answer = await joining;
+    assert.equal(answer.epoch, undefined);
+    assert.equal(c.position('a'), undefined);
+    const sent = conn.sent.length;
+    await assert.rejects(c.who('a'), { code: 'UNSUPPORTED', fromServer: false });
+    await assert.rejects(c.publish('a', 1, { ack: true }), { code: 'UNSUPPORTED' });
+    assert.throws(() => c.sendDirect({ toUser: 'bob' }, 1), { code: 'UNSUPPORTED' });
+    await assert.rejects(c.join('b', { history: 5 }), { code: 'UNSUPPORTED' });
+    assert.equal(conn.sent.length, sent, 'nothing more was sent');
+
+    const again = await reconnectAfter(s, conn, 1, helloExtra);
+    const rejoin = again.sentJson(1);
+    assert.deepEqual(Object.keys(rejoin).sort(), ['id', 'room']);
+    assert.equal(rejoin.room, 'a');
+    c.close();
+  });
+}
+
+test('the original HELLO answer alone is enough to send it no WHO', async () => {
+  const s = scripted();
+  const c = new RelayClient({ transport: s.connector, reconnect: false });
+  const connected = c.connect();
+  const conn = await s.connection(0);
+  conn.open();
+  conn.reply(FrameType.HELLO, ORIGINAL_HELLO);
+  await connected;
+  await assert.rejects(c.who('a'), { code: 'UNSUPPORTED' });
+  assert.equal(conn.sent.length, 1);
+  c.close();
+});
+
+test('positions: the JOIN answer, then each delivery in the same read; a re-join asks since the last', async () => {
+  const s = scripted({ messageFramed: false });
+  const c = new RelayClient({ transport: s.connector, reconnect: { initialDelayMs: 1, maxDelayMs: 1 } });
+  const connected = c.connect();
+  const conn = await s.connection(0);
+  welcome(conn);
+  await connected;
+  const joining = c.join('a');
+  await settle();
+  const { id } = conn.sentJson(1);
+  // The answer and two deliveries in one read: the position follows them before any promise continuation.
+  conn.raw(
+    frames(
+      [FrameType.JOIN_ROOM, { status: 'joined', room: 'a', members: 1, id, epoch: 'E1', seq: 3, memberList: [{ connectionId: 'c1' }] }],
+      [FrameType.MESSAGE, { room: 'a', from: 'c2', content: 'x', timestamp: 1, seq: 4, epoch: 'E1' }],
+      [FrameType.MESSAGE, { room: 'a', from: 'c2', content: 'y', timestamp: 1, seq: 5, epoch: 'E1' }],
+    ),
+  );
+  const answer = await joining;
+  assert.deepEqual(answer.memberList, [{ connectionId: 'c1', user: undefined }]);
+  assert.deepEqual(c.position('a'), { epoch: 'E1', seq: 5 });
+  // A delivery for a room not joined moves nothing.
+  conn.reply(FrameType.MESSAGE, { room: 'b', from: 'c2', content: 'z', timestamp: 1, seq: 9, epoch: 'E9' });
+  assert.equal(c.position('b'), undefined);
+
+  const again = await reconnectAfter(s, conn, 1);
+  const rejoin = again.sentJson(1);
+  assert.deepEqual(rejoin.since, { epoch: 'E1', seq: 5 });
+  const gaps = [];
+  c.on('gap', (g) => gaps.push(g));
+  const got = [];
+  c.on('message', (m) => got.push(m.seq));
+  again.raw(
+    frames(
+      [FrameType.JOIN_ROOM, { status: 'joined', room: 'a', members: 2, id: rejoin.id, epoch: 'E1', seq: 9 }],
+      [FrameType.MESSAGE, { type: 'gap', room: 'a', epoch: 'E1', from: 6, to: 7 }],
+      [FrameType.MESSAGE, { room: 'a', from: 'c2', content: 8, timestamp: 1, seq: 8, epoch: 'E1' }],
+    ),
+  );
+  assert.deepEqual(gaps, [{ room: 'a', epoch: 'E1', from: 6, to: 7, previousEpoch: undefined }]);
+  assert.deepEqual(got, [8]);
+  assert.deepEqual(c.position('a'), { epoch: 'E1', seq: 8 });
+  c.close();
+});
+
+test('a join with history starts the position where the replay does; recover: false re-joins plainly', async () => {
+  const s = scripted();
+  const c = new RelayClient({ transport: s.connector, recover: false, reconnect: { initialDelayMs: 1, maxDelayMs: 1 } });
+  const connected = c.connect();
+  const conn = await s.connection(0);
+  welcome(conn);
+  await connected;
+  const joining = c.join('a', { history: 4 });
+  await settle();
+  const request = conn.sentJson(1);
+  assert.equal(request.history, 4);
+  conn.reply(FrameType.JOIN_ROOM, { status: 'joined', room: 'a', members: 1, id: request.id, epoch: 'E', seq: 10 });
+  await joining;
+  assert.deepEqual(c.position('a'), { epoch: 'E', seq: 6 });
+  const again = await reconnectAfter(s, conn, 1);
+  assert.equal(again.sentJson(1).since, undefined);
+  c.close();
+});
+
+test('an ack resolves the publish by id; malformed gaps and sequenced binaries are PROTOCOL_ERROR', async () => {
+  const s = scripted();
+  const c = new RelayClient({ transport: s.connector, binarySeq: true, memberEvents: false, reconnect: false });
+  const connected = c.connect();
+  const conn = await s.connection(0);
+  conn.open();
+  const hello = conn.sentJson(0);
+  assert.equal(hello.binarySeq, true);
+  assert.equal(hello.memberEvents, false);
+  conn.reply(FrameType.HELLO, { status: 'connected', connectionId: 'c1', maxFrameSize: 1048576, id: hello.id });
+  await connected;
+  const acked = c.publish('a', 'hi', { ack: true });
+  const sent = conn.sentJson(1);
+  assert.equal(sent.ack, true);
+  conn.reply(FrameType.MESSAGE, { type: 'ack', room: 'a', id: sent.id, seq: 58, epoch: 'E', members: 3 });
+  assert.deepEqual(await acked, { room: 'a', seq: 58, epoch: 'E', members: 3 });
+
+  // room "test", from "c5", seq 58, epoch "9f86d081884c7d65", body 00 01 fe ff (SPEC.md 3.10).
+  const vector = Uint8Array.from(
+    '04 74 65 73 74 02 63 35 00 00 00 00 00 00 00 3a 10 39 66 38 36 64 30 38 31 38 38 34 63 37 64 36 35 00 01 fe ff'
+      .split(' ')
+      .map((h) => parseInt(h, 16)),
+  );
+  const message = next(c, 'message');
+  conn.raw(encodeFrame(FrameType.MESSAGE, Flags.BINARY, vector));
+  const m = await message;
+  assert.deepEqual([m.room, m.from, m.seq, m.epoch, [...m.data]], ['test', 'c5', 58, '9f86d081884c7d65', [0, 1, 0xfe, 0xff]]);
+
+  const closed = next(c, 'close');
+  conn.raw(encodeFrame(FrameType.MESSAGE, Flags.BINARY, vector.subarray(0, 20)));
+  assert.equal((await closed).error.code, 'PROTOCOL_ERROR');
+
+  const s2 = scripted();
+  const c2 = new RelayClient({ transport: s2.connector, reconnect: false });
+  const connected2 = c2.connect();
+  const conn2 = await s2.connection(0);
+  welcome(conn2);
+  await connected2;
+  const closed2 = next(c2, 'close');
+  conn2.reply(FrameType.MESSAGE, { type: 'gap', room: 'a', epoch: 'E', from: 9, to: 3 });
+  assert.equal((await closed2).error.code, 'PROTOCOL_ERROR');
 });

@@ -4,7 +4,7 @@
 
 import WebSocket from 'ws';
 
-import { RelayClient, RelayError, webSocket, type Message } from '../src/index.js';
+import { RelayClient, RelayError, webSocket, type Ack, type Gap, type Message, type WhoAnswer } from '../src/index.js';
 import { tcp } from '../src/node.js';
 
 const overWs = new RelayClient({ transport: webSocket('ws://127.0.0.1:4001/', { WebSocket }), userId: 'ann' });
@@ -33,4 +33,23 @@ export async function example(): Promise<void> {
     if (e instanceof RelayError && e.code === 'FORBIDDEN') console.log(e.detail);
   }
   overWs.close();
+}
+
+export async function rooms(client: RelayClient): Promise<void> {
+  client.on('gap', (g: Gap) => {
+    if (g.from !== undefined && g.to !== undefined) console.log(`[${g.room}] ${g.to - g.from + 1} messages missed`);
+    if (g.previousEpoch !== undefined) console.log(g.room, g.previousEpoch, '→', g.epoch);
+  });
+  client.on('direct', (d) => console.log(d.user ?? d.from, d.content, d.timestamp));
+  client.on('message', (m) => console.log(m.seq, m.epoch));
+  const joined = await client.join('news', { history: 50 });
+  console.log(joined.epoch, joined.seq, joined.members, joined.memberList?.map((m) => m.user ?? m.connectionId));
+  await client.join('news', { since: { epoch: 'e', seq: 41 } });
+  const ack: Ack = await client.publish('news', { text: 'hi' }, { ack: true });
+  const id: string | number = client.publish('news', 'no ack');
+  console.log(ack.seq, ack.members, id, client.position('news')?.seq);
+  const who: WhoAnswer = await client.who('news');
+  console.log(who.members, who.memberList.length);
+  client.sendDirect({ toUser: 'bob' }, { text: 'psst' });
+  client.sendDirect({ toConnection: 'c5' }, 1);
 }

@@ -449,7 +449,7 @@ fn config(args: &Args, names: &Names<'_>) -> Result<server::Config, String> {
             Some(url) => Some(server::ClusterConfig {
                 url: url.clone(),
                 node_id: args.node_id.clone().unwrap_or_else(server::default_node_id),
-                presence_ttl: seconds(args.cluster_presence_ttl, "cluster-presence-ttl")?,
+                presence_ttl: seconds(args.cluster_presence_ttl, "cluster-presence-ttl", names)?,
                 queue_bytes: usize::try_from(args.cluster_queue_bytes).unwrap_or(usize::MAX),
             }),
             None => None,
