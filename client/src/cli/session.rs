@@ -288,10 +288,9 @@ impl Session {
                 }
                 let unlisted = reply.members.saturating_sub(listed.len() as u64);
                 if unlisted > 0 {
-                    text.push_str(&format!(
-                        "; {unlisted} more not listed (the server lists at most {})",
-                        listed.len()
-                    ));
+                    // SPEC.md 3.15: at most 100, fewer when the answer
+                    // would pass the frame limit.
+                    text.push_str(&format!("; {unlisted} more not listed by the server"));
                 }
                 self.out.info(&text);
                 Flow::Continue
