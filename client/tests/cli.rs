@@ -96,7 +96,7 @@ fn misuse_gets_clear_messages_and_exit_1() {
         [
             "error: not in a room; join one first with: /join <room>",
             "error: unknown command /dance; type /help for the list",
-            "error: usage: /join <room>",
+            "error: usage: /join <room> [--history N]",
             "error: not in a room; nothing to leave",
         ],
         "{err}"
@@ -198,8 +198,10 @@ fn two_clis_in_the_same_room_see_each_other() {
     let line = alice.expect("hello alice");
     assert!(line.starts_with("[lobby] bob ("), "{line}");
     alice.type_line("/who");
+    // Asked of the server (WHO): every member, oldest first.
     let line = alice.expect("lobby: 2 members");
-    assert!(line.contains("joined since you: bob (c"), "{line}");
+    assert!(line.contains(": alice (c"), "{line}");
+    assert!(line.contains("(you), bob (c"), "{line}");
 
     let (status, _) = bob.finish();
     assert!(status.success());

@@ -34,6 +34,8 @@ const LEAVE_ROOM: u8 = 3;
 const MESSAGE: u8 = 4;
 const HEARTBEAT: u8 = 5;
 const ERROR: u8 = 6;
+/// New in protocol 0.4 (SPEC.md 3.15); the original closes the connection on it.
+const WHO: u8 = 7;
 const JSON: u8 = 0x01;
 
 /// The original's HELLO answer: `status`, `connectionId` and `serverVersion`
@@ -413,6 +415,14 @@ fn the_cli_chats_through_the_original_server() {
     cli.type_line("/rooms");
     assert_eq!(cli.next_line(), format!("{STDERR}rooms: r (current)"));
 
+    // No WHO for a server whose JOIN answers carry no epoch (it would close
+    // the connection): what the CLI saw instead.
+    cli.type_line("/who");
+    assert_eq!(
+        cli.next_line(),
+        format!("{STDERR}r: the server does not say how many members; joined since you: conn-2")
+    );
+
     // At the end of the input the CLI makes sure every answer is in, with a
     // HELLO, since a HEARTBEAT would never be answered.
     let started = Instant::now();
@@ -426,5 +436,14 @@ fn the_cli_chats_through_the_original_server() {
         "{}",
         lines.join("\n")
     );
-    assert_eq!(lines.len(), 7, "{}", lines.join("\n"));
+    assert_eq!(lines.len(), 8, "{}", lines.join("\n"));
+    let kinds: Vec<u8> = original
+        .received
+        .try_iter()
+        .map(|frame| frame.kind)
+        .collect();
+    assert!(
+        !kinds.contains(&WHO),
+        "a WHO went to the original: {kinds:?}"
+    );
 }

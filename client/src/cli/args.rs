@@ -215,6 +215,11 @@ pub struct Subscribe {
     /// Exit after this many seconds (exit code 0 without -n).
     #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
     pub timeout: Option<f64>,
+    /// First print up to N of each room's kept messages (the server keeps
+    /// what its --history-* flags allow), then the live ones; a gap line
+    /// says which of the N are gone. They count toward -n.
+    #[arg(long, value_name = "N")]
+    pub history: Option<u64>,
 }
 
 fn positive_seconds(text: &str) -> Result<f64, String> {

@@ -13,7 +13,7 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use client::{Body, MemberChange, MemberEvent, Message};
+use client::{Body, DirectMessage, Gap, MemberChange, MemberEvent, Message, Since};
 
 /// Whether to colour output, decided once.
 #[derive(Debug, Clone, Copy)]
@@ -52,11 +52,8 @@ impl Style {
     pub fn message(&self, message: &Message) -> String {
         let time = hms(message.timestamp.unwrap_or_else(now_ms));
         let content = match &message.body {
-            Body::Json(raw) => match message.body.as_text() {
-                Some(text) => clean(&text),
-                None => clean(raw.get()),
-            },
             Body::Binary(bytes) => self.paint(DIM, &binary_preview(bytes)),
+            json => body_text(json),
         };
         format!(
             "{} {} {}: {content}",
@@ -89,9 +86,105 @@ impl Style {
         format!("{} {reason}", self.paint(RED, "disconnected:"))
     }
 
+    /// `[room] 16 messages missed (seq 42–57)`, in red: what a recovery
+    /// could not bring back, said before the messages after it.
+    pub fn gap(&self, gap: &Gap) -> String {
+        format!(
+            "{} {}",
+            self.paint(CYAN, &format!("[{}]", clean(&gap.room))),
+            self.paint(RED, &gap_text(gap)),
+        )
+    }
+
+    /// `[direct] alice (HH:MM:SS): content`: set apart from room messages
+    /// because only this user (or connection) got it.
+    pub fn direct(&self, direct: &DirectMessage) -> String {
+        let time = hms(direct.timestamp.unwrap_or_else(now_ms));
+        let sender = direct.user.as_deref().unwrap_or(&direct.from);
+        format!(
+            "{} {} {}: {}",
+            self.paint(RED, "[direct]"),
+            self.paint(BOLD, &clean(sender)),
+            self.paint(DIM, &format!("({time})")),
+            body_text(&direct.body),
+        )
+    }
+
     /// A notice about this client's own state (joined, left, ...).
     pub fn notice(&self, text: &str) -> String {
         self.paint(GREEN, text)
+    }
+}
+
+/// A JSON body as text: a string as itself, any other value as JSON.
+fn body_text(body: &Body) -> String {
+    match body {
+        Body::Json(raw) => match body.as_text() {
+            Some(text) => clean(&text),
+            None => clean(raw.get()),
+        },
+        Body::Binary(bytes) => binary_preview(bytes),
+    }
+}
+
+/// What a gap notice means, in words: `16 messages missed (seq 42–57)`,
+/// and `history restarted: earlier messages are gone` when the room's
+/// sequence started over (SPEC.md 3.13).
+pub fn gap_text(gap: &Gap) -> String {
+    let mut parts = Vec::new();
+    if gap.previous_epoch.is_some() {
+        parts.push("history restarted: earlier messages are gone".to_owned());
+    }
+    if let (Some(from), Some(to)) = (gap.from, gap.to) {
+        let n = to.saturating_sub(from).saturating_add(1);
+        let s = if n == 1 { "" } else { "s" };
+        let range = if from == to {
+            format!("seq {from}")
+        } else {
+            format!("seq {from}\u{2013}{to}")
+        };
+        parts.push(format!("{n} message{s} missed ({range})"));
+    }
+    if parts.is_empty() {
+        parts.push("messages missed".to_owned());
+    }
+    parts.join("; ")
+}
+
+/// A gap notice as one line of JSON, as the server sent it:
+/// `{"type":"gap","room":..,"epoch":..,"from":..,"to":..}`.
+pub fn json_gap(gap: &Gap) -> String {
+    serde_json::to_string(gap).unwrap_or_default()
+}
+
+/// A direct message as one line of JSON:
+/// `{"type":"direct","from":..,"user":..,"timestamp":..,"content":..}`.
+pub fn json_direct(direct: &DirectMessage) -> String {
+    let mut line = serde_json::json!({
+        "type": "direct",
+        "from": direct.from,
+        "user": direct.user,
+        "timestamp": direct.timestamp,
+    });
+    put_content(&mut line, &direct.body);
+    line.to_string()
+}
+
+fn put_content(line: &mut serde_json::Value, body: &Body) {
+    use base64::Engine;
+    match body {
+        Body::Json(raw) => {
+            // Through a Value so the line stays one line whatever the
+            // publisher's white space.
+            let content: serde_json::Value =
+                serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null);
+            line["content"] = content;
+        }
+        Body::Binary(bytes) => {
+            line["content"] =
+                serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+            line["binary"] = serde_json::Value::Bool(true);
+        }
     }
 }
 
@@ -140,28 +233,20 @@ pub fn binary_preview(bytes: &[u8]) -> String {
 /// publisher gave none), `content` (the JSON as published; binary content
 /// as base64, with `"binary":true`) and `timestamp` (milliseconds since the
 /// Unix epoch, null when the server sent none).
-pub fn json_message(message: &Message) -> String {
-    use base64::Engine;
+pub fn json_message(message: &Message, position: Option<&Since>) -> String {
     let mut line = serde_json::json!({
         "room": message.room,
         "from": message.from,
         "user": message.user,
         "timestamp": message.timestamp,
     });
-    match &message.body {
-        Body::Json(raw) => {
-            // Through a Value so the line stays one line whatever the
-            // publisher's white space.
-            let content: serde_json::Value =
-                serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null);
-            line["content"] = content;
-        }
-        Body::Binary(bytes) => {
-            line["content"] =
-                serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
-            line["binary"] = serde_json::Value::Bool(true);
-        }
+    // A server that numbers messages gives every delivery its place: a
+    // script can resume from it, or check it saw each one.
+    if let Some(position) = position {
+        line["seq"] = position.seq.into();
+        line["epoch"] = position.epoch.clone().into();
     }
+    put_content(&mut line, &message.body);
     line.to_string()
 }
 
@@ -185,8 +270,14 @@ pub fn json_member(event: &MemberEvent) -> String {
 /// The content alone: a string as its text, other JSON as JSON text, and
 /// binary content as its bytes.
 pub fn raw_content(message: &Message) -> Vec<u8> {
-    match &message.body {
-        Body::Json(raw) => match message.body.as_text() {
+    raw_body(&message.body)
+}
+
+/// A body's bytes as written: a JSON string's text, else the JSON or the
+/// binary content.
+pub fn raw_body(body: &Body) -> Vec<u8> {
+    match body {
+        Body::Json(raw) => match body.as_text() {
             Some(text) => text.into_bytes(),
             None => raw.get().as_bytes().to_vec(),
         },
@@ -276,7 +367,7 @@ mod tests {
             r#"[physics] alice (13:45:07): {"x":1}"#
         );
         let line: serde_json::Value =
-            serde_json::from_str(&json_message(&json)).expect("one JSON object");
+            serde_json::from_str(&json_message(&json, None)).expect("one JSON object");
         assert_eq!(
             line,
             serde_json::json!({"room":"physics","from":"c3","user":"alice",
@@ -289,7 +380,7 @@ mod tests {
             ..json
         };
         let line: serde_json::Value =
-            serde_json::from_str(&json_message(&binary)).expect("one JSON object");
+            serde_json::from_str(&json_message(&binary, None)).expect("one JSON object");
         assert_eq!(
             line,
             serde_json::json!({"room":"physics","from":"c3","user":null,

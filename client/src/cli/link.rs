@@ -9,12 +9,13 @@
 //! connection under the server's idle timeout and reports a server whose
 //! keepalive answers stop coming.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use client::{Client, DisconnectReason, Event};
+use client::{Client, ClientError, DisconnectReason, Event, Recovery, RoomAck, Since};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::connect::{Dial, Login};
@@ -185,13 +186,17 @@ impl Link {
         }
     }
 
-    /// Joins every room of the list on a fresh connection; a room refused
-    /// now is reported and dropped from the list. Returns the rooms joined.
-    fn join_all(&self, client: &Client) -> Vec<String> {
+    /// Joins every room of the list on a fresh connection, each from the
+    /// last message seen there (`positions`, from the connection that
+    /// ended), so the server replays what was missed or says with a gap
+    /// notice what is gone; a room refused now is reported and dropped
+    /// from the list. Returns the rooms joined.
+    fn join_all(&self, client: &Client, positions: &HashMap<String, Since>) -> Vec<String> {
         let rooms = self.rooms().clone();
         let mut joined = Vec::new();
         for room in rooms {
-            match client.join_and_wait(&room, self.dial.timeout) {
+            let recovery = positions.get(&room).cloned().map(Recovery::Since);
+            match join_recovering(client, &room, recovery.as_ref(), self.dial.timeout) {
                 Ok(ack) => joined.push(ack.room),
                 Err(error) => {
                     self.out.error(&format!(
@@ -205,6 +210,30 @@ impl Link {
         }
         joined
     }
+}
+
+/// Joins `room`, asking for `recovery` when given, and waits for the
+/// answer. What the server replays (a gap notice, then the kept messages)
+/// follows the answer and stays queued for the event handler, in order.
+pub fn join_recovering(
+    client: &Client,
+    room: &str,
+    recovery: Option<&Recovery>,
+    timeout: Duration,
+) -> Result<RoomAck, ClientError> {
+    let Some(recovery) = recovery else {
+        return client.join_and_wait(room, timeout);
+    };
+    client.join_with(room, recovery)?;
+    let trimmed = room.trim();
+    client.wait_for(
+        timeout,
+        &format!("JOIN_ROOM answer for {trimmed:?}"),
+        |event| match event {
+            Event::Joined(ack) if ack.room == trimmed => Some(ack.clone()),
+            _ => None,
+        },
+    )
 }
 
 /// Starts the supervisor on the first login. `handler` gets every event of
@@ -297,8 +326,15 @@ fn supervise(
                 return;
             }
         };
+        // Every event of the old connection has been handled, so its
+        // positions are those of the last messages shown.
+        let positions: HashMap<String, Since> = link
+            .rooms()
+            .iter()
+            .filter_map(|room| Some((room.clone(), client.position(room)?)))
+            .collect();
         client = Arc::new(login.client);
-        let joined = link.join_all(&client);
+        let joined = link.join_all(&client, &positions);
         // Under the connection's lock, so a line typed now either waits
         // here and is sent below, or goes out on the new connection after.
         let mut slot = lock(&link.client);

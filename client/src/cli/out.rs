@@ -9,7 +9,10 @@ use std::sync::{Mutex, PoisonError};
 
 use rustyline::ExternalPrinter;
 
-use super::format::Style;
+use client::Event;
+
+use super::args::Format;
+use super::format::{self, Style};
 
 enum Sink {
     Streams,
@@ -108,5 +111,51 @@ impl Out {
             let mut printer = printer.lock().unwrap_or_else(PoisonError::into_inner);
             let _ = printer.print(format!("{text}\n"));
         }
+    }
+}
+
+/// What [`Out::delivery`] printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shown {
+    /// A room's message.
+    Message,
+    /// A gap notice or a direct message.
+    Notice,
+    /// Nothing: the event is not a delivery.
+    Nothing,
+}
+
+impl Out {
+    /// Prints a delivery (a room message, a gap notice, a direct message)
+    /// in `format`, on standard output, so a transcript keeps them in the
+    /// order they came: a gap line stands where the messages are missing.
+    pub fn delivery(&self, format: Format, event: &Event) -> Shown {
+        let (message, position) = match event {
+            Event::Message(message) => (message, None),
+            Event::Sequenced(message, position) => (message, Some(position)),
+            Event::Gap(gap) => {
+                match format {
+                    Format::Human => self.message(&self.style.gap(gap)),
+                    Format::Json => self.message(&format::json_gap(gap)),
+                    Format::Raw => self.error(&format::gap_text(gap)),
+                }
+                return Shown::Notice;
+            }
+            Event::Direct(direct) => {
+                match format {
+                    Format::Human => self.message(&self.style.direct(direct)),
+                    Format::Json => self.message(&format::json_direct(direct)),
+                    Format::Raw => self.bytes(&format::raw_body(&direct.body)),
+                }
+                return Shown::Notice;
+            }
+            _ => return Shown::Nothing,
+        };
+        match format {
+            Format::Human => self.message(&self.style.message(message)),
+            Format::Json => self.message(&format::json_message(message, position)),
+            Format::Raw => self.bytes(&format::raw_content(message)),
+        }
+        Shown::Message
     }
 }

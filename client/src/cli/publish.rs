@@ -7,8 +7,14 @@
 //! barrier: the server answers in order, so once its echo is here, every
 //! ERROR the messages caused has arrived too. Binary messages cannot carry an
 //! `id`; an ERROR without one is counted against them.
+//!
+//! A server that numbers messages (its JOIN answer has an epoch, SPEC.md 8)
+//! is asked for an ack of each JSON message (SPEC.md 3.14): then the count
+//! of accepted messages is the count of acks, each with the `seq` the
+//! message got and the members it was queued for, and the barrier only
+//! bounds the wait.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -43,6 +49,8 @@ struct Answers {
     lost: Option<String>,
     /// The barrier's echo arrived.
     done: bool,
+    /// Acks by message number: the `seq` given and the members queued for.
+    acked: BTreeMap<i64, (u64, u64)>,
 }
 
 pub fn run(args: &Args, publish: &Publish) -> Result<Exit, Failure> {
@@ -60,8 +68,8 @@ pub fn run(args: &Args, publish: &Publish) -> Result<Exit, Failure> {
     let login = dial.login()?;
     let client = login.client;
     let room = publish.room.trim().to_owned();
-    match client.join_and_wait(&room, dial.timeout) {
-        Ok(_) => {}
+    let acks = match client.join_and_wait(&room, dial.timeout) {
+        Ok(ack) => ack.position.is_some(),
         Err(ClientError::Disconnected(reason)) => {
             return Err(Failure::new(
                 Exit::Lost,
@@ -78,12 +86,12 @@ pub fn run(args: &Args, publish: &Publish) -> Result<Exit, Failure> {
                 ),
             ));
         }
-    }
+    };
     let started = Instant::now();
     let barrier = AtomicU64::new(0);
     let interval = super::link::keepalive_interval(login.hello.idle_timeout_ms);
     let (stop_keepalive, stop) = crossbeam_channel::bounded::<()>(0);
-    let (sent, bad, answers) = std::thread::scope(|scope| {
+    let (sent, bad, binary_sent, answers) = std::thread::scope(|scope| {
         let answers = scope.spawn(|| read_answers(&client, &out, &dial, &barrier));
         // `pub ROOM -` may wait on its input for longer than the server's
         // idle timeout.
@@ -94,12 +102,13 @@ pub fn run(args: &Args, publish: &Publish) -> Result<Exit, Failure> {
                 }
             }
         });
-        let (sent, bad) = match (&file, publish.message.as_deref()) {
+        let (sent, bad, binary_sent) = match (&file, publish.message.as_deref()) {
             (Some(bytes), _) => send_all(
                 &client,
                 &room,
                 std::iter::once(item(bytes.clone(), publish.binary, json)),
                 &out,
+                acks,
             ),
             (None, Some("-")) => {
                 let stdin = std::io::stdin().lock();
@@ -113,15 +122,16 @@ pub fn run(args: &Args, publish: &Publish) -> Result<Exit, Failure> {
                         // Empty lines are skipped: they are the usual end of a file.
                         (!line.is_empty()).then(|| item(line, publish.binary, json))
                     });
-                send_all(&client, &room, lines, &out)
+                send_all(&client, &room, lines, &out, acks)
             }
             (None, Some(text)) => send_all(
                 &client,
                 &room,
                 std::iter::once(item(text.as_bytes().to_vec(), publish.binary, json)),
                 &out,
+                acks,
             ),
-            (None, None) => (0, 0),
+            (None, None) => (0, 0, 0),
         };
         // The barrier: the LEAVE_ROOM's answer and the HEARTBEAT's echo come
         // after every ERROR the messages caused.
@@ -136,22 +146,27 @@ pub fn run(args: &Args, publish: &Publish) -> Result<Exit, Failure> {
             lost: Some("the thread reading the answers failed".into()),
             ..Answers::default()
         });
-        (sent, bad, answers)
+        (sent, bad, binary_sent, answers)
     });
     client.close();
     let refused = answers.refused.len() as u64 + answers.refused_without_id;
     let accepted = sent.saturating_sub(refused);
     let total = sent + bad;
     if json {
-        out.message(
-            &serde_json::json!({
-                "room": room,
-                "messages": total,
-                "accepted": if answers.done { Some(accepted) } else { None },
-                "refused": refused + bad,
-            })
-            .to_string(),
-        );
+        let mut summary = serde_json::json!({
+            "room": room,
+            "messages": total,
+            "accepted": if answers.done { Some(accepted) } else { None },
+            "refused": refused + bad,
+        });
+        if acks {
+            let seqs: Vec<u64> = answers.acked.values().map(|(seq, _)| *seq).collect();
+            summary["acked"] = (answers.acked.len() as u64).into();
+            summary["firstSeq"] = seqs.iter().min().copied().into();
+            summary["lastSeq"] = seqs.iter().max().copied().into();
+            summary["members"] = answers.acked.values().map(|(_, m)| *m).max().into();
+        }
+        out.message(&summary.to_string());
     }
     if let Some(why) = answers.lost {
         return Err(Failure::new(
@@ -167,6 +182,15 @@ pub fn run(args: &Args, publish: &Publish) -> Result<Exit, Failure> {
         dial.endpoint,
         format::rtt(started.elapsed())
     );
+    // With acks, a message counts as accepted only when its ack came: an
+    // unacked one that drew no ERROR was not confirmed either.
+    let unconfirmed = if acks {
+        let json_sent = sent.saturating_sub(binary_sent);
+        json_sent.saturating_sub(answers.acked.len() as u64 + answers.refused.len() as u64)
+    } else {
+        0
+    };
+    let accepted = accepted.saturating_sub(unconfirmed);
     if accepted == total {
         if args.format() != Format::Json {
             out.status(&format!("{text}, room {}", format::clean(&room)));
@@ -195,17 +219,21 @@ fn item(bytes: Vec<u8>, binary: bool, json: bool) -> Item {
     Item::Text(text)
 }
 
-/// Sends every item; returns how many were sent and how many could not be.
+/// Sends every item; returns how many were sent, how many could not be,
+/// and how many of those sent were binary (which carry no `id`, so no ack).
 fn send_all(
     client: &Client,
     room: &str,
     items: impl Iterator<Item = Item>,
     out: &Out,
-) -> (u64, u64) {
-    let (mut sent, mut bad) = (0u64, 0u64);
+    acks: bool,
+) -> (u64, u64, u64) {
+    let (mut sent, mut bad, mut binary) = (0u64, 0u64, 0u64);
     for (number, item) in (1i64..).zip(items) {
         let id = RequestId::Number(number);
         let result = match &item {
+            Item::Text(text) if acks => client.send_acked(room, text, id),
+            Item::Json(raw) if acks => client.send_acked(room, raw, id),
             Item::Text(text) => client.send_json_with_id(room, text, &id),
             Item::Json(raw) => client.send_json_with_id(room, raw, &id),
             Item::Binary(bytes) => client.send_binary(room, bytes),
@@ -216,7 +244,10 @@ fn send_all(
             }
         };
         match result {
-            Ok(()) => sent += 1,
+            Ok(()) => {
+                sent += 1;
+                binary += u64::from(matches!(item, Item::Binary(_)));
+            }
             Err(ClientError::Disconnected(_)) => break,
             Err(error) => {
                 out.error(&format!("message {number} not sent: {error}"));
@@ -224,7 +255,7 @@ fn send_all(
             }
         }
     }
-    (sent, bad)
+    (sent, bad, binary)
 }
 
 /// Reads events until the barrier's echo (or the end of the connection),
@@ -265,6 +296,11 @@ fn read_answers(client: &Client, out: &Out, dial: &Dial, barrier: &AtomicU64) ->
         last_heard = Instant::now();
         match event {
             Event::Heartbeat(reply) => echoed = echoed.max(reply.seq.unwrap_or(0)),
+            Event::Ack(ack) => {
+                if let RequestId::Number(n) = ack.id {
+                    answers.acked.insert(n, (ack.seq, ack.members));
+                }
+            }
             Event::Error(error) if !error.fatal => match &error.id {
                 Some(RequestId::Number(n)) => {
                     answers.refused.insert(*n);

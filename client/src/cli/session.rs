@@ -14,14 +14,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use client::{Client, ClientError, ErrorCode, Event, Hello, MemberChange};
+use client::{Client, ClientError, ErrorCode, Event, Hello, MemberChange, Recipient, Recovery};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::args::Format;
 use super::command::{self, Command};
 use super::format;
 use super::link::{Link, Outcome, State};
-use super::out::Out;
+use super::out::{Out, Shown};
 
 /// What the input loop does after a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +63,9 @@ pub struct Shared {
     /// Set by any refused request or command misuse: a script then exits 1.
     pub failed: AtomicBool,
     pub views: Mutex<HashMap<String, RoomView>>,
+    /// Whether a JOIN answer carried an epoch: then the server knows WHO
+    /// and direct messages (SPEC.md 8).
+    pub knows_who: AtomicBool,
 }
 
 /// The event handler for the [`Link`]: prints in `format`, counts failures,
@@ -74,12 +77,8 @@ pub fn handler(
     replies: Sender<Event>,
 ) -> impl FnMut(Event) + Send + 'static {
     move |event| {
+        let shown = out.delivery(format, &event);
         match &event {
-            Event::Message(message) => match format {
-                Format::Human => out.message(&out.style.message(message)),
-                Format::Json => out.message(&format::json_message(message)),
-                Format::Raw => out.bytes(&format::raw_content(message)),
-            },
             Event::Member(member) => {
                 {
                     let mut views = shared.views.lock().unwrap_or_else(PoisonError::into_inner);
@@ -109,7 +108,7 @@ pub fn handler(
             }
             _ => {}
         }
-        if !matches!(event, Event::Message(_) | Event::Member(_)) {
+        if shown == Shown::Nothing && !matches!(event, Event::Member(_)) {
             let _ = replies.send(event);
         }
     }
@@ -183,13 +182,11 @@ impl Session {
     pub fn execute(&mut self, line: &str) -> Flow {
         match Command::parse(line) {
             Command::Nothing => Flow::Continue,
-            Command::Join(room) => self.join(&room),
+            Command::Join { room, history } => self.join(&room, history),
+            Command::Direct { user, text } => self.direct(&user, &text),
             Command::Send(text) => self.send(line, &text),
             Command::Leave(room) => self.leave(room),
-            Command::Who => {
-                self.who();
-                Flow::Continue
-            }
+            Command::Who(room) => self.who(room),
             Command::Rooms => {
                 self.list_rooms();
                 Flow::Continue
@@ -235,13 +232,77 @@ impl Session {
         self.out.info(&text);
     }
 
-    /// What is known of the current room's members: the count the server
-    /// gave, and the others seen arriving since.
-    fn who(&self) {
-        let Some(room) = &self.current else {
-            self.error("not in a room; join one first with: /join <room>");
-            return;
+    /// A room's members: asked of the server with WHO when it knows WHO
+    /// (SPEC.md 8: its JOIN answers carry an epoch; the original server
+    /// closes the connection on WHO), else what this client pieced together.
+    fn who(&mut self, room: Option<String>) -> Flow {
+        let Some(room) = room.or_else(|| self.current.clone()) else {
+            self.error(
+                "not in a room; join one first with: /join <room>, or name one: /who <room>",
+            );
+            return Flow::Continue;
         };
+        let room = room.trim().to_owned();
+        if !self.shared.knows_who.load(Ordering::SeqCst) {
+            self.pieced_who(&room);
+            return Flow::Continue;
+        }
+        let client = match self.client() {
+            Ok(client) => client,
+            Err(flow) => return flow,
+        };
+        if let Err(error) = client.who(&room) {
+            return self.failed(error);
+        }
+        let waited = self.wait("answer to /who", |event| match event {
+            Event::Who(reply) => reply.room == room,
+            Event::Error(error) => !error.fatal,
+            _ => false,
+        });
+        match waited {
+            Waited::Got(Event::Who(reply)) => {
+                let name = format::clean(&reply.room);
+                let mut text = match reply.members {
+                    0 => format!("{name}: no members"),
+                    1 => format!("{name}: 1 member"),
+                    n => format!("{name}: {n} members"),
+                };
+                let me = client.connection_id();
+                let listed: Vec<String> = reply
+                    .member_list
+                    .iter()
+                    .map(|member| {
+                        let id = format::clean(&member.connection_id);
+                        let mut shown = match &member.user {
+                            Some(user) => format!("{} ({id})", format::clean(user)),
+                            None => id,
+                        };
+                        if me.as_deref() == Some(member.connection_id.as_str()) {
+                            shown.push_str(" (you)");
+                        }
+                        shown
+                    })
+                    .collect();
+                if !listed.is_empty() {
+                    text.push_str(&format!(": {}", listed.join(", ")));
+                }
+                let unlisted = reply.members.saturating_sub(listed.len() as u64);
+                if unlisted > 0 {
+                    // SPEC.md 3.15: at most 100, fewer when the answer
+                    // would pass the frame limit.
+                    text.push_str(&format!("; {unlisted} more not listed by the server"));
+                }
+                self.out.info(&text);
+                Flow::Continue
+            }
+            Waited::Lost => self.lost(),
+            _ => Flow::Continue,
+        }
+    }
+
+    /// What is known of a room's members from a server without WHO: the
+    /// count it gave on joining, and the others seen arriving since.
+    fn pieced_who(&self, room: &str) {
         let views = self
             .shared
             .views
@@ -314,13 +375,17 @@ impl Session {
         }
     }
 
-    fn join(&mut self, room: &str) -> Flow {
+    fn join(&mut self, room: &str, history: Option<u64>) -> Flow {
         let client = match self.client() {
             Ok(client) => client,
             Err(flow) => return flow,
         };
         let trimmed = room.trim();
-        if let Err(error) = client.join(trimmed) {
+        let sent = match history {
+            Some(n) => client.join_with(trimmed, &Recovery::Last(n)),
+            None => client.join(trimmed),
+        };
+        if let Err(error) = sent {
             return self.failed(error);
         }
         let waited = self.wait("answer to /join", |event| match event {
@@ -335,6 +400,14 @@ impl Session {
         });
         match waited {
             Waited::Got(Event::Joined(ack)) => {
+                if ack.position.is_some() {
+                    self.shared.knows_who.store(true, Ordering::SeqCst);
+                } else if history.is_some() {
+                    self.out.status(&format!(
+                        "{}: this server keeps no history",
+                        format::clean(&ack.room)
+                    ));
+                }
                 {
                     let mut rooms = self.link.rooms();
                     if !rooms.contains(&ack.room) {
@@ -400,6 +473,21 @@ impl Session {
                 self.error(&format!("not sent: {}", format::clean(&why)));
                 self.lost()
             }
+        }
+    }
+
+    /// Sends a direct message to every connection of `user`. The server
+    /// answers only a refusal (NOT_FOUND when the user is not connected;
+    /// an error from a server without direct messages), which the handler
+    /// prints, and a script then exits 1.
+    fn direct(&mut self, user: &str, text: &str) -> Flow {
+        let client = match self.client() {
+            Ok(client) => client,
+            Err(flow) => return flow,
+        };
+        match client.send_direct(&Recipient::User(user.into()), &text) {
+            Ok(()) => Flow::Continue,
+            Err(error) => self.failed(error),
         }
     }
 
@@ -543,9 +631,13 @@ impl Session {
         };
         let text = format!(
             "commands (every other line is a message to the current room):
-  /join <room>      join a room, or switch to one already joined
+  /join <room> [--history N]
+                    join a room, or switch to one already joined; with
+                    --history, first show up to N of its kept messages
   /leave [room]     leave a room (default: the current one)
-  /who              the current room's members, as far as the server tells
+  /who [room]       a room's members (default: the current one)
+  /msg <user> <message>
+                    a direct message to every connection of a user (/dm too)
   /rooms            list the rooms joined
   /ping             measure the round-trip time to the server
   /send <message>   send a message (//text sends /text)

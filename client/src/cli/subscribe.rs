@@ -1,18 +1,19 @@
 //! `relay sub ROOM... [-n COUNT] [--timeout SECS]`: print the rooms'
-//! messages as they arrive; stop after COUNT of them, or at the timeout.
+//! messages as they arrive (after up to N kept ones with `--history N`);
+//! stop after COUNT of them, or at the timeout.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use client::{ClientError, Event};
+use client::{ClientError, Event, Recovery};
 use crossbeam_channel::select;
 
-use super::args::{Args, Format, Subscribe};
+use super::args::{Args, Subscribe};
 use super::connect::Dial;
 use super::exit::{Exit, Failure};
 use super::format::{self, Style};
 use super::link::{self, Link, State};
-use super::out::Out;
+use super::out::{Out, Shown};
 
 /// Why the wait ended, sent by the handler.
 enum End {
@@ -29,8 +30,15 @@ pub fn run(args: &Args, subscribe: &Subscribe) -> Result<Exit, Failure> {
         .iter()
         .map(|r| r.trim().to_owned())
         .collect();
+    let recovery = subscribe.history.map(Recovery::Last);
     for room in &rooms {
-        match login.client.join_and_wait(room, dial.timeout) {
+        match link::join_recovering(&login.client, room, recovery.as_ref(), dial.timeout) {
+            // SPEC.md 8: the original server numbers nothing and keeps
+            // nothing, and its JOIN answer has no epoch.
+            Ok(ack) if recovery.is_some() && ack.position.is_none() => out.status(&format!(
+                "{}: this server keeps no history; showing live messages only",
+                format::clean(room)
+            )),
             Ok(_) => {}
             Err(ClientError::Disconnected(reason)) => {
                 return Err(Failure::new(
@@ -80,14 +88,12 @@ pub fn run(args: &Args, subscribe: &Subscribe) -> Result<Exit, Failure> {
     let seen = Arc::clone(&counter);
     let watched = Arc::clone(&link);
     let handler = move |event: Event| match event {
-        Event::Message(message) => {
+        Event::Message(_) | Event::Sequenced(..) | Event::Gap(_) | Event::Direct(_) => {
             if count.is_some_and(|n| received >= n) {
                 return;
             }
-            match format {
-                Format::Human => out.message(&out.style.message(&message)),
-                Format::Json => out.message(&format::json_message(&message)),
-                Format::Raw => out.bytes(&format::raw_content(&message)),
+            if out.delivery(format, &event) != Shown::Message {
+                return;
             }
             received += 1;
             seen.store(received, std::sync::atomic::Ordering::SeqCst);
