@@ -206,23 +206,9 @@ mod tests {
 
     fn batch() -> (Vec<u8>, Vec<Splice>) {
         let mut bytes = Vec::new();
-        let mut splices = Vec::new();
-        for n in 0..3 {
-            let frame = bytes.len();
-            let payload = format!(r#"{{"room":"r","from":"c1","content":{n},"timestamp":1}}"#);
-            protocol::encode(
-                &mut bytes,
-                protocol::MessageType::Message,
-                protocol::Flags::JSON,
-                payload.as_bytes(),
-            )
-            .unwrap();
-            splices.push(Splice {
-                frame,
-                at: bytes.len() - 1,
-                binary: false,
-            });
-        }
+        let splices = (0..3)
+            .map(|n| Splice::json_delivery(&mut bytes, "r", n))
+            .collect();
         (bytes, splices)
     }
 

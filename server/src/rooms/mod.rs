@@ -1016,23 +1016,9 @@ mod tests {
         }
         // Thirty deliveries per batch, each to be numbered.
         let mut bytes = Vec::new();
-        let mut splices = Vec::new();
-        for n in 0..30 {
-            let frame = bytes.len();
-            let payload = format!(r#"{{"room":"room","from":"c0","content":{n},"timestamp":1}}"#);
-            protocol::encode(
-                &mut bytes,
-                protocol::MessageType::Message,
-                protocol::Flags::JSON,
-                payload.as_bytes(),
-            )
-            .unwrap();
-            splices.push(Splice {
-                frame,
-                at: bytes.len() - 1,
-                binary: false,
-            });
-        }
+        let splices: Vec<Splice> = (0..30)
+            .map(|n| Splice::json_delivery(&mut bytes, "room", n))
+            .collect();
         let mut batches: Vec<Vec<u8>> = (0..10).map(|_| bytes.clone()).collect();
         let mut touched = Vec::with_capacity(100);
         let allocations = allocations_in(|| {

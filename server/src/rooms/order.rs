@@ -32,6 +32,29 @@ pub(crate) struct Splice {
     pub(crate) binary: bool,
 }
 
+/// Test batches: one helper for every module that needs numbered frames.
+#[cfg(test)]
+impl Splice {
+    /// Appends a JSON delivery of `n` in `room` to `out`, and says where
+    /// the server numbers it.
+    pub(crate) fn json_delivery(out: &mut Vec<u8>, room: &str, n: u64) -> Splice {
+        let frame = out.len();
+        let payload = format!(r#"{{"room":"{room}","from":"c1","content":{n},"timestamp":1}}"#);
+        protocol::encode(
+            out,
+            protocol::MessageType::Message,
+            protocol::Flags::JSON,
+            payload.as_bytes(),
+        )
+        .unwrap();
+        Splice {
+            frame,
+            at: out.len() - 1,
+            binary: false,
+        }
+    }
+}
+
 /// What a room keeps of its past messages (`--history-messages`,
 /// `--history-bytes`, `--history-seconds`). All zero keeps nothing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -546,26 +569,9 @@ fn insert(bytes: &[u8], splices: &[Splice], first: u64, epoch: &str, binary_seq:
 
 #[cfg(test)]
 mod tests {
-    use protocol::{MessageType, ServerMessage, Since, parse_frame};
+    use protocol::{ServerMessage, Since, parse_frame};
 
     use super::*;
-
-    fn json_delivery(out: &mut Vec<u8>, n: u64) -> Splice {
-        let frame = out.len();
-        let payload = format!(r#"{{"room":"r","from":"c1","content":{n},"timestamp":5}}"#);
-        protocol::encode(
-            out,
-            MessageType::Message,
-            protocol::Flags::JSON,
-            payload.as_bytes(),
-        )
-        .unwrap();
-        Splice {
-            frame,
-            at: out.len() - 1,
-            binary: false,
-        }
-    }
 
     fn seqs(bytes: &[u8]) -> Vec<u64> {
         let mut rest = bytes;
@@ -593,12 +599,15 @@ mod tests {
     fn messages_are_numbered_in_order_and_frames_stay_whole() {
         let mut order = order(0);
         let mut bytes = Vec::new();
-        let splices = [json_delivery(&mut bytes, 1), json_delivery(&mut bytes, 2)];
+        let splices = [
+            Splice::json_delivery(&mut bytes, "r", 1),
+            Splice::json_delivery(&mut bytes, "r", 2),
+        ];
         let sequenced = order.sequence(bytes, &splices, false, 5, None);
         assert_eq!(seqs(&sequenced.full.bytes), [1, 2]);
         assert_eq!(sequenced.last_seq, 2);
         let mut bytes = Vec::new();
-        let splices = [json_delivery(&mut bytes, 3)];
+        let splices = [Splice::json_delivery(&mut bytes, "r", 3)];
         assert_eq!(
             seqs(&order.sequence(bytes, &splices, false, 5, None).full.bytes),
             [3]
@@ -610,7 +619,7 @@ mod tests {
         let mut order = order(3);
         for n in 1..=5 {
             let mut bytes = Vec::new();
-            let splices = [json_delivery(&mut bytes, n)];
+            let splices = [Splice::json_delivery(&mut bytes, "r", n)];
             order.sequence(bytes, &splices, false, 5, None);
         }
         let epoch = order.epoch().to_string();
@@ -665,7 +674,7 @@ mod tests {
         let mut order = Order::new(limits, Arc::clone(&share));
         for n in 1..=20 {
             let mut bytes = Vec::new();
-            let splices = [json_delivery(&mut bytes, n)];
+            let splices = [Splice::json_delivery(&mut bytes, "r", n)];
             order.sequence(bytes, &splices, false, 5, None);
         }
         assert_eq!(order.history.len(), 10);
@@ -694,7 +703,7 @@ mod tests {
         for n in 1..=400 {
             for order in &mut rooms {
                 let mut bytes = Vec::new();
-                let splices = [json_delivery(&mut bytes, n)];
+                let splices = [Splice::json_delivery(&mut bytes, "r", n)];
                 order.sequence(bytes, &splices, false, 5, None);
             }
         }
@@ -737,12 +746,12 @@ mod tests {
         let mut order = order(10);
         for n in 1..=3 {
             let mut bytes = Vec::new();
-            let splices = [json_delivery(&mut bytes, n)];
+            let splices = [Splice::json_delivery(&mut bytes, "r", n)];
             order.sequence(bytes, &splices, false, 5, None);
         }
         assert_eq!(order.skip(4), (4, 7));
         let mut bytes = Vec::new();
-        let splices = [json_delivery(&mut bytes, 8)];
+        let splices = [Splice::json_delivery(&mut bytes, "r", 8)];
         let sequenced = order.sequence(bytes, &splices, false, 5, None);
         assert_eq!(sequenced.last_seq, 8);
         let since = Recovery::Since(Since {
