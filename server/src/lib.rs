@@ -81,7 +81,7 @@ mod sys;
 mod tls;
 
 pub use budget::parse_bytes;
-pub use cluster::{ClusterConfig, default_node_id};
+pub use cluster::{ClusterConfig, ClusterOrder, default_node_id};
 pub use config::{
     Budget, Config, ConfigError, MAX_MAX_FRAME, MAX_TIMEOUT, MIN_MAX_FRAME, MIN_MEMORY_BUDGET,
     RateLimits, TlsConfig, WsConfig, default_memory_budget,

@@ -78,6 +78,9 @@ impl Server {
             ),
             None => None,
         };
+        if let Some(cluster) = &config.cluster {
+            crate::cluster::room_order::check_mode(cluster).map_err(invalid)?;
+        }
         // Last of the checks, since it logs the budget it settles on.
         config.budget.memory = Some(memory_budget(&config).map_err(invalid)?);
         let listener = TcpListener::bind(config.addr)?;

@@ -22,7 +22,7 @@ use std::fmt;
 
 use crate::rooms::{Relayed, Splice};
 
-const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 1;
 
 /// A batch as relayed between nodes, borrowed from the bytes it came in.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -33,9 +33,11 @@ use std::time::Duration;
 mod changes;
 mod envelope;
 mod heartbeat;
+mod numbered;
 mod outlink;
 mod presence;
 mod publisher;
+pub(crate) mod room_order;
 mod subscriber;
 mod subscriptions;
 pub(crate) mod threads;
@@ -58,6 +60,51 @@ pub struct ClusterConfig {
     /// (`--cluster-queue-bytes`); past it, batches are dropped and
     /// reported to remote members as gaps.
     pub queue_bytes: usize,
+    /// Whose order a room's messages follow (`--cluster-order`, SPEC.md
+    /// 14.2). Every node of a cluster must use the same.
+    pub order: ClusterOrder,
+}
+
+/// `--cluster-order`: what a room's `seq` and `epoch` mean across nodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClusterOrder {
+    /// Each node numbers its rooms itself; a publisher's messages keep
+    /// their order everywhere, and no publish waits for Redis.
+    #[default]
+    Publisher,
+    /// One order per room across every node: Redis gives each batch its
+    /// `seq`s (a script per publish, one round trip), and every node
+    /// delivers in that order.
+    Room,
+}
+
+impl ClusterOrder {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterOrder::Publisher => "publisher",
+            ClusterOrder::Room => "room",
+        }
+    }
+}
+
+impl fmt::Display for ClusterOrder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ClusterOrder {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "publisher" => Ok(ClusterOrder::Publisher),
+            "room" => Ok(ClusterOrder::Room),
+            other => Err(format!(
+                "{other:?} is not an order mode; use publisher or room"
+            )),
+        }
+    }
 }
 
 impl ClusterConfig {
@@ -76,6 +123,7 @@ impl ClusterConfig {
             node_id: default_node_id(),
             presence_ttl: Self::DEFAULT_PRESENCE_TTL,
             queue_bytes: Self::DEFAULT_QUEUE_BYTES,
+            order: ClusterOrder::Publisher,
         }
     }
 
@@ -214,6 +262,9 @@ pub(crate) struct Cluster {
     pub(crate) presence_changes: changes::Changes,
     /// Connections to Redis for JOIN and WHO to read presence with.
     readers: presence::Readers,
+    /// Connections to Redis for reading rooms' positions and streams
+    /// (`--cluster-order room`).
+    order_readers: room_order::Readers,
     /// The block of connection numbers this node claimed.
     pub(crate) block: u64,
 }
@@ -244,6 +295,7 @@ impl Cluster {
             subscriptions: subscriptions::Subscriptions::default(),
             presence_changes: changes::Changes::default(),
             readers: presence::Readers::default(),
+            order_readers: room_order::Readers::default(),
             block: 0,
             config,
         })

@@ -16,6 +16,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::{ClusterCounters, Dropped, envelope};
 use crate::logging::{CLUSTER, throttled};
+use super::room_order::Refused;
+use crate::conn::outbound::Outbound;
 use crate::rooms::{RelayOut, Relayed};
 
 /// A batch waiting for Redis.
@@ -24,6 +26,9 @@ pub(super) struct Item {
     pub(super) channel: String,
     pub(super) payload: Vec<u8>,
     pub(super) messages: u32,
+    /// In the `room` order mode, a publisher's batch for Redis to number
+    /// (`room_order`): its room, and the publisher, told if it is lost.
+    pub(super) numbered: Option<(Arc<str>, Arc<Outbound>)>,
 }
 
 /// The sending side, held by the rooms.
@@ -63,9 +68,32 @@ impl Outlink {
     /// full). Called under the room's order lock, so a room's batches are
     /// queued in its order.
     pub(crate) fn offer(&self, room: &str, payload: Vec<u8>, messages: u32) -> bool {
+        self.push(room, payload, messages, None).is_ok()
+    }
+
+    /// Queues a publisher's batch for Redis to number (`room_order`), or
+    /// says why not: the publisher then gets an ERROR, and nothing of the
+    /// batch is delivered anywhere.
+    pub(crate) fn offer_numbered(
+        &self,
+        room: &Arc<str>,
+        payload: Vec<u8>,
+        messages: u32,
+        publisher: Arc<Outbound>,
+    ) -> Result<(), Refused> {
+        self.push(room, payload, messages, Some((Arc::clone(room), publisher)))
+    }
+
+    fn push(
+        &self,
+        room: &str,
+        payload: Vec<u8>,
+        messages: u32,
+        numbered: Option<(Arc<str>, Arc<Outbound>)>,
+    ) -> Result<(), Refused> {
         if !self.counters.outlink_up.load(Ordering::Acquire) {
             self.counters.dropped(Dropped::LinkDown);
-            return false;
+            return Err(Refused::LinkDown);
         }
         let size = payload.len();
         let reserved = self
@@ -78,19 +106,20 @@ impl Outlink {
             .is_ok();
         if !reserved {
             self.full(room);
-            return false;
+            return Err(Refused::QueueFull);
         }
         let item = Item {
             channel: super::channel(room),
             payload,
             messages,
+            numbered,
         };
         match self.tx.try_send(item) {
-            Ok(()) => true,
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.queued.fetch_sub(size, Ordering::AcqRel);
                 self.full(room);
-                false
+                Err(Refused::QueueFull)
             }
         }
     }
@@ -110,11 +139,15 @@ impl Outlink {
         self.queued.fetch_sub(bytes, Ordering::AcqRel);
     }
 
-    /// Drops everything queued (the link went down), counting it.
-    pub(super) fn discard(&self) {
+    /// Drops everything queued (the link went down), counting it; the
+    /// numbered batches are handed to `lost`, for their publishers.
+    pub(super) fn discard(&self, lost: &mut dyn FnMut(Item)) {
         while let Ok(item) = self.rx.try_recv() {
             self.queued.fetch_sub(item.payload.len(), Ordering::AcqRel);
             self.counters.dropped(Dropped::LinkDown);
+            if item.numbered.is_some() {
+                lost(item);
+            }
         }
     }
 }

@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
+use super::outlink::Item;
+use super::room_order::{self, NUMBER};
 use super::{Dropped, LinkState};
 use crate::shared::Shared;
 
@@ -41,18 +43,40 @@ pub(crate) fn run(shared: Arc<Shared>) {
             Ok(con) => con,
             Err(error) => {
                 link.down(url, &error);
-                outlink.discard();
+                outlink.discard(&mut |item| lost(&shared, &item));
                 std::thread::sleep(super::backoff(attempt));
                 attempt += 1;
                 continue;
             }
         };
+        // The numbering script, loaded once per connection (Redis forgets
+        // scripts when it restarts, and the connection with them).
+        let sha = if cluster.orders_rooms() {
+            match NUMBER.load(&mut con) {
+                Ok(sha) => Some(sha),
+                Err(error) => {
+                    link.down(url, &error);
+                    outlink.discard(&mut |item| lost(&shared, &item));
+                    std::thread::sleep(super::backoff(attempt));
+                    attempt += 1;
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
         attempt = 0;
+        room_order::renew_mode(&mut con, cluster);
+        let mut renewed = Instant::now();
         link.up(url);
         let mut batch = Vec::with_capacity(PIPELINE);
         let error = loop {
             if stopping() {
                 return;
+            }
+            if renewed.elapsed() >= cluster.config.presence_ttl / 3 {
+                room_order::renew_mode(&mut con, cluster);
+                renewed = Instant::now();
             }
             match outlink.rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(item) => batch.push(item),
@@ -67,10 +91,29 @@ pub(crate) fn run(shared: Arc<Shared>) {
             }
             let mut pipe = redis::pipe();
             for item in &batch {
-                pipe.cmd("PUBLISH")
-                    .arg(&item.channel)
-                    .arg(&item.payload)
-                    .ignore();
+                match (&item.numbered, &sha) {
+                    (Some((room, _)), Some(sha)) => {
+                        pipe.cmd("EVALSHA")
+                            .arg(sha)
+                            .arg(3)
+                            .arg(room_order::order_key(room))
+                            .arg(room_order::log_key(room))
+                            .arg(&item.channel)
+                            .arg(item.messages)
+                            .arg(&*crate::rooms::new_epoch())
+                            .arg(shared.config.history.messages)
+                            .arg(room_order::ROOM_TTL.as_millis() as u64)
+                            .arg(&item.payload)
+                            .arg(now_ms())
+                            .ignore();
+                    }
+                    _ => {
+                        pipe.cmd("PUBLISH")
+                            .arg(&item.channel)
+                            .arg(&item.payload)
+                            .ignore();
+                    }
+                }
             }
             let result: redis::RedisResult<()> = pipe.query(&mut con);
             let bytes: usize = batch.iter().map(|item| item.payload.len()).sum();
@@ -88,14 +131,28 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 Err(error) => {
                     // Sent or not, they are not sent again: a receiver
                     // that missed them sees the jump in the counts.
-                    for _ in batch.drain(..) {
+                    for item in batch.drain(..) {
                         cluster.counters.dropped(Dropped::LinkDown);
+                        lost(&shared, &item);
                     }
                     break error;
                 }
             }
         };
         link.down(url, &error);
-        outlink.discard();
+        outlink.discard(&mut |item| lost(&shared, &item));
     }
+}
+
+/// Tells the publisher of a numbered batch that it may be lost.
+fn lost(shared: &Shared, item: &Item) {
+    if let Some((room, publisher)) = &item.numbered {
+        room_order::tell_lost(shared, room, publisher, item.messages);
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -64,6 +64,12 @@ pub(crate) fn run(shared: Arc<Shared>) {
             attempt = 0;
             cluster.counters.inlink_down.store(false, Ordering::Release);
             link.up(url);
+            if cluster.orders_rooms() {
+                // What went by while this node was not subscribed.
+                for room in &subscribed {
+                    super::room_order::catch_up(&shared, cluster, room, &mut touched);
+                }
+            }
             loop {
                 if stopping() {
                     return;
@@ -151,6 +157,12 @@ fn relay(
     let Some(room) = message.get_channel_name().strip_prefix("relay:room:") else {
         return;
     };
+    let payload = message.get_payload_bytes();
+    if cluster.orders_rooms() && payload.first() != Some(&envelope::VERSION) {
+        // Numbered by Redis; membership events come the other way.
+        super::room_order::deliver(shared, cluster, room, payload, touched);
+        return;
+    }
     let envelope = match envelope::decode(message.get_payload_bytes(), shared.config.max_frame) {
         Ok(envelope) => envelope,
         Err(error) => {

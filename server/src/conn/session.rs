@@ -89,6 +89,9 @@ pub(crate) struct Session {
     /// The members a flush queued for, to be written to from this thread;
     /// kept between flushes so it allocates only while it grows.
     touched: Vec<Arc<Outbound>>,
+    /// The `id` to ack of the message being flushed, in the cluster's
+    /// `room` order mode, where the ack comes once Redis numbered it.
+    ack_id: Option<RequestId>,
 }
 
 impl Session {
@@ -113,6 +116,7 @@ impl Session {
             read_at: Instant::now(),
             broadcasts: 0,
             touched: Vec::new(),
+            ack_id: None,
         }
     }
 
@@ -518,16 +522,24 @@ impl Session {
         self.flush();
         let shared = Arc::clone(&self.shared);
         let event = (!member).then(|| self.member_event_batch(room, MemberChange::Joined));
-        let request = JoinRequest {
-            recovery,
-            now_ms: self.now_ms,
-            event,
-        };
         let max_frame = shared.config.max_frame as usize;
         // Before the room's lock is taken (no I/O under it): the room's
         // channel subscribed, so nothing published elsewhere after the
         // answer can pass this member by, and the other nodes' members.
         let joining = shared.cluster.as_ref().map(|cluster| cluster.joining(room));
+        // In the `room` order mode, a room new here starts where the
+        // cluster's is, read after the subscription so nothing falls
+        // between the two.
+        let numbered = shared.cluster.as_ref().filter(|c| c.orders_rooms());
+        let seed = numbered
+            .filter(|_| shared.rooms.members(room) == 0)
+            .and_then(|cluster| cluster.seed(room, &shared.config.history, shared.config.max_frame));
+        let request = JoinRequest {
+            recovery,
+            now_ms: self.now_ms,
+            event,
+            seed,
+        };
         let remote = shared
             .cluster
             .as_ref()
@@ -563,6 +575,13 @@ impl Session {
         if joined.new {
             if let Some(cluster) = &shared.cluster {
                 cluster.room_changed(&joined.name);
+            }
+            if joined.members == 1
+                && let Some(cluster) = numbered
+            {
+                // What was numbered between reading the room's position
+                // and creating it here.
+                crate::cluster::room_order::catch_up(&shared, cluster, room, &mut self.touched);
             }
             let may_publish = self.permissions.may_publish(room);
             self.rooms.insert(Arc::clone(&joined.name), may_publish);
@@ -835,6 +854,17 @@ impl Session {
     /// Sends the message just gathered, and answers its publisher with
     /// the `seq` it got (SPEC.md 3.14).
     fn ack(&mut self, room: &str, id: RequestId) {
+        if self
+            .shared
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.orders_rooms())
+        {
+            // Acked by the subscriber when Redis has numbered it.
+            self.ack_id = Some(id);
+            self.flush();
+            return;
+        }
         let Some(published) = self.flush() else {
             return;
         };
@@ -997,6 +1027,7 @@ impl Session {
         let config = &self.shared.config;
         let counters = &self.shared.counters;
         let mut published = None;
+        let mut refusal = None;
         match gathered.target.clone() {
             Target::Nowhere => {}
             Target::Myself => {
@@ -1004,6 +1035,25 @@ impl Session {
                 self.outbound
                     .offer(&gathered.batch(), &mut self.touched, &mut stalled, counters);
                 stalled.settle(config.stall_timeout, counters);
+            }
+            Target::Room { name, include_self }
+                if let Some(cluster) = self.shared.cluster.as_ref().filter(|c| c.orders_rooms()) =>
+            {
+                // Numbered by Redis, then delivered here as everywhere.
+                let ack = self.ack_id.take();
+                let to_number = crate::cluster::room_order::ToNumber {
+                    room: &name,
+                    bytes: &gathered.bytes,
+                    frames: gathered.frames,
+                    splices: &self.outbox.splices,
+                    publisher: &self.outbound,
+                    echo: include_self,
+                    ack: ack.as_ref(),
+                    now_ms: self.now_ms,
+                };
+                if let Err(refused) = cluster.number(&to_number) {
+                    refusal = Some((name, refused, gathered.frames, ack));
+                }
             }
             Target::Room { name, include_self } => {
                 let skip = (!include_self).then_some(self.outbound.id());
@@ -1027,6 +1077,17 @@ impl Session {
         self.outbox.splices.clear();
         for member in self.touched.drain(..) {
             member.flush_now(counters);
+        }
+        if let Some((room, refused, messages, id)) = refusal {
+            let message = format!(
+                "{messages} MESSAGE{} to {} not relayed: {refused}",
+                if messages == 1 { "" } else { "s" },
+                Quoted(&room)
+            );
+            let error = ErrorPayload::new(ErrorCode::RateLimited, message)
+                .retry_after(1000)
+                .about(Some(room.to_string()), id);
+            self.reply_error(error);
         }
         published
     }

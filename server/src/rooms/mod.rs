@@ -38,12 +38,14 @@ use crate::conn::outbound::{Batch, Outbound, Stalled};
 use crate::counters::Counters;
 
 mod notices;
+mod numbered;
 mod order;
 
 pub use notices::MemberBatching;
 use notices::Window;
 pub use order::HistoryLimits;
-pub(crate) use order::Splice;
+pub(crate) use numbered::NumberedBatch;
+pub(crate) use order::{Seed, SeedBatch, Splice, new_epoch};
 use order::{HistoryShare, Order};
 
 /// How many maps the rooms are spread over.
@@ -156,6 +158,9 @@ pub(crate) struct JoinRequest<'a> {
     /// The `userJoined` event for the other members, if the join makes a
     /// new member of a room that has others.
     pub(crate) event: Option<Arc<Batch>>,
+    /// Where the room stands across the cluster (`--cluster-order room`),
+    /// for a room this join creates here.
+    pub(crate) seed: Option<order::Seed>,
 }
 
 /// A published batch: where it went in the room's order.
@@ -306,6 +311,10 @@ impl Rooms {
                 return Err(refused);
             }
             let name: Arc<str> = Arc::from(room);
+            let mut order = Order::new(self.history, Arc::clone(&self.history_share));
+            if let Some(seed) = &request.seed {
+                order.seed(seed);
+            }
             let entry = Room {
                 name: Arc::clone(&name),
                 members: Vec::new(),
@@ -313,7 +322,7 @@ impl Rooms {
                 next_number: 1,
                 window: Mutex::new(Window::default()),
                 messages: AtomicU64::new(0),
-                order: Mutex::new(Order::new(self.history, Arc::clone(&self.history_share))),
+                order: Mutex::new(order),
             };
             map.insert(name, entry);
             self.memory.charge(ROOM_BYTES + room.len());

@@ -186,6 +186,25 @@ struct Origin {
     next: u64,
 }
 
+/// Where a room stands across the cluster (`--cluster-order room`), as
+/// read from Redis for a room new on this node.
+#[derive(Debug)]
+pub(crate) struct Seed {
+    pub(crate) epoch: Arc<str>,
+    pub(crate) last_seq: u64,
+    /// The newest batches of the room's stream, oldest first.
+    pub(crate) kept: Vec<SeedBatch>,
+}
+
+/// A batch read back from a room's stream.
+#[derive(Debug)]
+pub(crate) struct SeedBatch {
+    pub(crate) first: u64,
+    pub(crate) at_ms: u64,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) splices: Vec<Splice>,
+}
+
 /// A batch with its numbers in: for members that asked for `seq` in
 /// binary deliveries, and for those that did not (the same `Arc` when the
 /// batch has no binary message).
@@ -293,6 +312,36 @@ impl Order {
         };
         self.origins.push_back(origin);
         missed
+    }
+
+    /// Takes the cluster's `epoch` and position (`--cluster-order room`):
+    /// the next message is `last_seq` + 1 of that epoch. What was kept
+    /// belonged to another position, so it goes.
+    pub(crate) fn adopt(&mut self, epoch: Arc<str>, last_seq: u64) {
+        self.epoch = epoch;
+        self.last_seq = last_seq;
+        self.clear();
+    }
+
+    /// Starts a room at the cluster's position (`--cluster-order room`),
+    /// keeping the batches read from the room's stream as history, as
+    /// though this node had delivered them.
+    pub(crate) fn seed(&mut self, seed: &Seed) {
+        self.adopt(Arc::clone(&seed.epoch), 0);
+        for batch in &seed.kept {
+            if batch.first <= self.last_seq || batch.splices.is_empty() {
+                continue;
+            }
+            // A jump clears what was kept before it (`push`).
+            self.last_seq = batch.first - 1;
+            self.sequence(batch.bytes.clone(), &batch.splices, false, batch.at_ms, None);
+        }
+        if self.last_seq != seed.last_seq {
+            // What was read does not end at the position: not a run that
+            // leads to the next message, so none of it is replayed.
+            self.clear();
+            self.last_seq = seed.last_seq;
+        }
     }
 
     /// Gives `count` `seq`s to messages that will never come (missed from

@@ -146,6 +146,12 @@ struct Args {
     /// are dropped and the other nodes' members get gap notices.
     #[arg(long, env = "RELAY_CLUSTER_QUEUE_BYTES", value_parser = server::parse_bytes, default_value = "16M", requires = "cluster")]
     cluster_queue_bytes: u64,
+    /// How a room's messages are ordered across nodes: publisher (each
+    /// node numbers its own rooms; no wait for Redis) or room (one order
+    /// and one seq per room on every node, at a Redis round trip per
+    /// publish). Every node of a cluster must use the same.
+    #[arg(long, env = "RELAY_CLUSTER_ORDER", value_name = "MODE", default_value = "publisher", requires = "cluster", value_parser = |s: &str| s.parse::<server::ClusterOrder>())]
+    cluster_order: server::ClusterOrder,
     /// Also serve WebSocket here, for browsers (SPEC.md 13): one Relay
     /// frame per binary message, at path / (or /ws). Over TLS (wss://)
     /// when the --tls-* flags are given, with the same certificate.
@@ -465,6 +471,7 @@ fn config(args: &Args, names: &Names<'_>) -> Result<server::Config, String> {
                 node_id: args.node_id.clone().unwrap_or_else(server::default_node_id),
                 presence_ttl: seconds(args.cluster_presence_ttl, "cluster-presence-ttl", names)?,
                 queue_bytes: usize::try_from(args.cluster_queue_bytes).unwrap_or(usize::MAX),
+                order: args.cluster_order,
             }),
             None => None,
         },
