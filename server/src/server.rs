@@ -79,7 +79,8 @@ impl Server {
             None => None,
         };
         if let Some(cluster) = &config.cluster {
-            crate::cluster::room_order::check_mode(cluster).map_err(invalid)?;
+            crate::cluster::room_order::check_mode(cluster)
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
         }
         // Last of the checks, since it logs the budget it settles on.
         config.budget.memory = Some(memory_budget(&config).map_err(invalid)?);
