@@ -65,8 +65,14 @@ pub(crate) fn run(shared: Arc<Shared>) {
         } else {
             None
         };
+        if let Err(error) = room_order::renew_mode(&mut con, cluster) {
+            link.down(url, &error);
+            outlink.discard(&mut |item| lost(&shared, &item));
+            std::thread::sleep(super::backoff(attempt));
+            attempt += 1;
+            continue;
+        }
         attempt = 0;
-        room_order::renew_mode(&mut con, cluster);
         let mut renewed = Instant::now();
         link.up(url);
         let mut batch = Vec::with_capacity(PIPELINE);
@@ -75,7 +81,9 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 return;
             }
             if renewed.elapsed() >= cluster.config.presence_ttl / 3 {
-                room_order::renew_mode(&mut con, cluster);
+                if let Err(error) = room_order::renew_mode(&mut con, cluster) {
+                    break error;
+                }
                 renewed = Instant::now();
             }
             match outlink.rx.recv_timeout(Duration::from_millis(200)) {

@@ -75,14 +75,20 @@ return first
 });
 
 /// Reads a room's position and stream: KEYS = order hash, stream; ARGV =
-/// the first `seq` wanted (0: the newest batches), the most bytes. Returns
-/// `{epoch, last seq, first, at_ms, body, first, at_ms, body, …}` oldest
-/// first, or nothing when the room has no counter.
+/// the first `seq` wanted (0: the newest batches), the most bytes, a
+/// fresh epoch and the TTL in ms, for a room that has no counter yet (so
+/// that every node starts it in the same epoch, at 0). Returns `{epoch,
+/// last seq, first, at_ms, body, first, at_ms, body, …}`, oldest first.
 static READ: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then return {} end
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
 local out = {epoch, redis.call('HGET', KEYS[1], 'seq')}
 local from = tonumber(ARGV[1])
 local max = tonumber(ARGV[2])
@@ -170,15 +176,17 @@ pub(crate) fn check_mode(config: &ClusterConfig) -> Result<(), String> {
 
 /// Says which mode this node runs, for nodes that start later, expiring
 /// with its presence; logs a node of the other mode.
-pub(super) fn renew_mode(con: &mut redis::Connection, cluster: &Cluster) {
-    let previous: redis::RedisResult<Option<String>> = redis::cmd("SET")
+/// Also the publishing link's check that Redis is there while no batch
+/// goes out: an error here takes the link down.
+pub(super) fn renew_mode(con: &mut redis::Connection, cluster: &Cluster) -> redis::RedisResult<()> {
+    let previous: Option<String> = redis::cmd("SET")
         .arg(MODE_KEY)
         .arg(cluster.config.order.as_str())
         .arg("PX")
         .arg(cluster.config.presence_ttl.as_millis() as u64)
         .arg("GET")
-        .query(con);
-    if let Ok(Some(previous)) = previous
+        .query(con)?;
+    if let Some(previous) = previous
         && previous != cluster.config.order.as_str()
     {
         throttled!(
@@ -188,6 +196,7 @@ pub(super) fn renew_mode(con: &mut redis::Connection, cluster: &Cluster) {
             cluster.config.order
         );
     }
+    Ok(())
 }
 
 /// Why a batch was not handed to Redis for its numbers.
@@ -324,6 +333,8 @@ impl Cluster {
             .key(log_key(room))
             .arg(from)
             .arg(max_bytes)
+            .arg(&*crate::rooms::new_epoch())
+            .arg(ROOM_TTL.as_millis() as u64)
             .invoke(&mut con);
         let reply = match reply {
             Ok(reply) => reply,
