@@ -309,49 +309,86 @@ fn with_redis_down_a_message_gets_an_error_and_the_room_goes_on_after() {
     assert_eq!(ns, [json!(1), json!(3)], "n 2 was refused, never delivered");
 }
 
-#[test]
-fn a_lost_subscription_is_caught_up_from_the_stream_with_nothing_missed() {
-    if !redis_available() {
-        return;
-    }
+/// Publishes 400 messages from a node `a`, cutting every subscriber
+/// connection after the first 100, and returns what a member on node `b`
+/// got.
+fn across_a_lost_subscription(history: usize) -> Vec<Value> {
     let redis = Redis::start();
-    let a = room_node(&redis, "a", 1000);
-    let b = room_node(&redis, "b", 1000);
+    let a = room_node(&redis, "a", history);
+    let b = room_node(&redis, "b", history);
     let b_http = b.http_addr().unwrap();
     let (mut member, _) = Raw::hello(b.local_addr(), json!({ "memberEvents": false }));
     member.join("cut");
     let member = Inbox::follow(member);
     let (mut publisher, _) = Raw::hello(a.local_addr(), json!({ "memberEvents": false }));
     publisher.join("cut");
-    let publishing = std::thread::spawn(move || {
-        for n in 1..=400u64 {
-            publisher.publish("cut", json!({ "n": n }));
-            if n % 50 == 0 {
-                // Spread over the cuts below.
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        publisher
-    });
+    for n in 1..=100u64 {
+        publisher.publish("cut", json!({ "n": n }));
+    }
+    wait_until("the first 100 on b", || count_of(&member, "n") >= 100);
     let reconnects = || metric(b_http, "relay_cluster_reconnects_total");
     let before = reconnects();
-    wait_until("some traffic", || count_of(&member, "n") >= 20);
     // Every subscriber connection cut, as Redis does to one that falls
-    // behind (client-output-buffer-limit pubsub).
+    // behind (client-output-buffer-limit pubsub); a node waits 100 ms
+    // before it subscribes again, and these go by meanwhile.
     let killed = redis_command(redis.port, &["CLIENT", "KILL", "TYPE", "pubsub"]);
     assert!(killed.starts_with(':'), "{killed}");
+    for n in 101..=400u64 {
+        publisher.publish("cut", json!({ "n": n }));
+    }
     wait_until("b subscribed again", || reconnects() > before);
-    let _publisher = publishing.join().unwrap();
-    wait_until("every message on b", || count_of(&member, "n") >= 400);
-    let frames = member.frames();
+    publisher.publish("cut", json!({ "last": true }));
+    wait_until("the last message on b", || count_of(&member, "last") == 1);
+    member.frames()
+}
+
+#[test]
+fn a_lost_subscription_is_caught_up_from_the_stream_with_nothing_missed() {
+    if !redis_available() {
+        return;
+    }
+    let frames = across_a_lost_subscription(1000);
     let gaps: Vec<&Value> = frames.iter().filter(|f| is_gap(f)).collect();
     assert!(gaps.is_empty(), "the stream holds what was missed: {gaps:?}");
     let seen = deliveries(&frames);
-    let ns: Vec<u64> = seen.iter().map(|(_, _, c)| c["n"].as_u64().unwrap()).collect();
+    let ns: Vec<u64> = seen.iter().filter_map(|(_, _, c)| c["n"].as_u64()).collect();
     assert_eq!(ns, (1..=400).collect::<Vec<_>>());
     for pair in seen.windows(2) {
         assert_eq!(pair[1].0, pair[0].0 + 1);
     }
+}
+
+#[test]
+fn without_a_stream_a_lost_subscription_gives_exact_gap_notices() {
+    if !redis_available() {
+        return;
+    }
+    let frames = across_a_lost_subscription(0);
+    // Every seq once: delivered, or inside exactly one gap notice; and a
+    // message's seq is its number plus one fixed offset, so a gap covers
+    // exactly the messages that are not there.
+    let mut next = None::<u64>;
+    let mut offset = None::<u64>;
+    let mut delivered = 0;
+    for frame in &frames {
+        if is_gap(frame) {
+            let (from, to) = (frame["from"].as_u64().unwrap(), frame["to"].as_u64().unwrap());
+            assert_eq!(Some(from), next, "{frame}");
+            next = Some(to + 1);
+        } else if let Some(content) = delivery(frame) {
+            let seq = frame["seq"].as_u64().unwrap();
+            if let Some(next) = next {
+                assert_eq!(seq, next, "{frame}");
+            }
+            next = Some(seq + 1);
+            if let Some(n) = content["n"].as_u64() {
+                let at = seq - n;
+                assert_eq!(*offset.get_or_insert(at), at, "{frame}");
+                delivered += 1;
+            }
+        }
+    }
+    assert!(delivered < 400, "the cut lost nothing; the test shows nothing");
 }
 
 #[test]
