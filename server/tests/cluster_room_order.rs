@@ -162,7 +162,10 @@ fn publishers_on_three_nodes_at_once_give_every_member_one_order() {
     assert_eq!(first.len() as u64, 3 * EACH);
     for (at, inbox) in inboxes.iter().enumerate() {
         let frames = inbox.frames();
-        assert!(!frames.iter().any(is_gap), "node {at}: a gap with nothing lost");
+        assert!(
+            !frames.iter().any(is_gap),
+            "node {at}: a gap with nothing lost"
+        );
         let seen = deliveries(&frames);
         assert_eq!(seen, first, "node {at} saw another order than node 0");
     }
@@ -178,7 +181,11 @@ fn publishers_on_three_nodes_at_once_give_every_member_one_order() {
             .push(content["n"].as_u64().unwrap());
     }
     for p in 0..3 {
-        assert_eq!(per_publisher[&p], (0..EACH).collect::<Vec<_>>(), "publisher {p}");
+        assert_eq!(
+            per_publisher[&p],
+            (0..EACH).collect::<Vec<_>>(),
+            "publisher {p}"
+        );
     }
     // Acks give the cluster-wide seq each message got.
     let acks = &results[0].1;
@@ -269,7 +276,9 @@ fn with_redis_down_a_message_gets_an_error_and_the_room_goes_on_after() {
     let (mut publisher, _) = Raw::hello(a.local_addr(), json!({ "memberEvents": false }));
     publisher.join("down");
     publisher.publish("down", json!({ "n": 1 }));
-    member.wait_for("the first message", |f| delivery(f).is_some_and(|c| c["n"] == 1));
+    member.wait_for("the first message", |f| {
+        delivery(f).is_some_and(|c| c["n"] == 1)
+    });
     let epoch = deliveries(&member.frames())[0].1.clone();
 
     redis.kill();
@@ -299,13 +308,22 @@ fn with_redis_down_a_message_gets_an_error_and_the_room_goes_on_after() {
     let told = publisher.expect(MessageType::Message).json();
     assert!(is_gap(&told), "{told}");
     let ack = publisher.expect(MessageType::Message).json();
-    assert_eq!((ack["type"].as_str(), ack["seq"].as_u64()), (Some("ack"), Some(1)), "{ack}");
-    member.wait_for("the message after", |f| delivery(f).is_some_and(|c| c["n"] == 3));
+    assert_eq!(
+        (ack["type"].as_str(), ack["seq"].as_u64()),
+        (Some("ack"), Some(1)),
+        "{ack}"
+    );
+    member.wait_for("the message after", |f| {
+        delivery(f).is_some_and(|c| c["n"] == 3)
+    });
     let frames = member.frames();
     let gap = frames.iter().find(|f| is_gap(f)).expect("a gap notice");
     assert_eq!(gap["previousEpoch"], epoch.as_str(), "{gap}");
     assert_eq!(gap["epoch"], ack["epoch"], "{gap}");
-    let ns: Vec<Value> = deliveries(&frames).into_iter().map(|(_, _, c)| c["n"].clone()).collect();
+    let ns: Vec<Value> = deliveries(&frames)
+        .into_iter()
+        .map(|(_, _, c)| c["n"].clone())
+        .collect();
     assert_eq!(ns, [json!(1), json!(3)], "n 2 was refused, never delivered");
 }
 
@@ -349,9 +367,15 @@ fn a_lost_subscription_is_caught_up_from_the_stream_with_nothing_missed() {
     }
     let frames = across_a_lost_subscription(1000);
     let gaps: Vec<&Value> = frames.iter().filter(|f| is_gap(f)).collect();
-    assert!(gaps.is_empty(), "the stream holds what was missed: {gaps:?}");
+    assert!(
+        gaps.is_empty(),
+        "the stream holds what was missed: {gaps:?}"
+    );
     let seen = deliveries(&frames);
-    let ns: Vec<u64> = seen.iter().filter_map(|(_, _, c)| c["n"].as_u64()).collect();
+    let ns: Vec<u64> = seen
+        .iter()
+        .filter_map(|(_, _, c)| c["n"].as_u64())
+        .collect();
     assert_eq!(ns, (1..=400).collect::<Vec<_>>());
     for pair in seen.windows(2) {
         assert_eq!(pair[1].0, pair[0].0 + 1);
@@ -372,7 +396,10 @@ fn without_a_stream_a_lost_subscription_gives_exact_gap_notices() {
     let mut delivered = 0;
     for frame in &frames {
         if is_gap(frame) {
-            let (from, to) = (frame["from"].as_u64().unwrap(), frame["to"].as_u64().unwrap());
+            let (from, to) = (
+                frame["from"].as_u64().unwrap(),
+                frame["to"].as_u64().unwrap(),
+            );
             assert_eq!(Some(from), next, "{frame}");
             next = Some(to + 1);
         } else if let Some(content) = delivery(frame) {
@@ -388,7 +415,10 @@ fn without_a_stream_a_lost_subscription_gives_exact_gap_notices() {
             }
         }
     }
-    assert!(delivered < 400, "the cut lost nothing; the test shows nothing");
+    assert!(
+        delivered < 400,
+        "the cut lost nothing; the test shows nothing"
+    );
 }
 
 #[test]
@@ -399,9 +429,6 @@ fn a_node_of_the_other_order_mode_is_refused_at_start() {
     let redis = Redis::start();
     let _room = room_node(&redis, "r", 0);
     let config = node_config(&redis.url(), "p", TTL);
-    let refused = server::Server::bind(config).err().expect("refused");
-    assert!(
-        refused.to_string().contains("--cluster-order"),
-        "{refused}"
-    );
+    let refused = server::Server::bind(config).expect_err("refused");
+    assert!(refused.to_string().contains("--cluster-order"), "{refused}");
 }

@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use super::{ClusterCounters, Dropped, envelope};
-use crate::logging::{CLUSTER, throttled};
 use super::room_order::Refused;
+use super::{ClusterCounters, Dropped, envelope};
 use crate::conn::outbound::Outbound;
+use crate::logging::{CLUSTER, throttled};
 use crate::rooms::{RelayOut, Relayed};
 
 /// A batch waiting for Redis.

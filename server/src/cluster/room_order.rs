@@ -271,7 +271,12 @@ impl Cluster {
     /// history is on: for a room a JOIN creates on this node. `None` when
     /// Redis cannot say now (the room then starts an epoch of its own,
     /// which the first message from Redis replaces, with a gap notice).
-    pub(crate) fn seed(&self, room: &str, history: &crate::rooms::HistoryLimits, max_frame: u32) -> Option<Seed> {
+    pub(crate) fn seed(
+        &self,
+        room: &str,
+        history: &crate::rooms::HistoryLimits,
+        max_frame: u32,
+    ) -> Option<Seed> {
         let max_bytes = if history.is_on() { history.bytes } else { 0 };
         let read = self.read_order(room, 0, max_bytes)?;
         let Some((epoch, last_seq, entries)) = read else {
@@ -325,7 +330,11 @@ impl Cluster {
         };
         let mut con = con
             .map_err(|error| {
-                throttled!(CLUSTER, WARN, "cluster: room {room:?}'s order not read: {error}");
+                throttled!(
+                    CLUSTER,
+                    WARN,
+                    "cluster: room {room:?}'s order not read: {error}"
+                );
             })
             .ok()?;
         let reply: redis::RedisResult<Vec<Vec<u8>>> = READ
@@ -339,7 +348,11 @@ impl Cluster {
         let reply = match reply {
             Ok(reply) => reply,
             Err(error) => {
-                throttled!(CLUSTER, WARN, "cluster: room {room:?}'s order not read: {error}");
+                throttled!(
+                    CLUSTER,
+                    WARN,
+                    "cluster: room {room:?}'s order not read: {error}"
+                );
                 return None;
             }
         };
@@ -349,7 +362,8 @@ impl Cluster {
                 idle.push(con);
             }
         }
-        let number = |bytes: &[u8]| -> Option<u64> { std::str::from_utf8(bytes).ok()?.parse().ok() };
+        let number =
+            |bytes: &[u8]| -> Option<u64> { std::str::from_utf8(bytes).ok()?.parse().ok() };
         let mut fields = reply.into_iter();
         let Some(epoch) = fields.next() else {
             return Some(None);
@@ -357,7 +371,9 @@ impl Cluster {
         let epoch = String::from_utf8(epoch).ok()?;
         let last = number(&fields.next()?)?;
         let mut entries = Vec::new();
-        while let (Some(first), Some(at_ms), Some(body)) = (fields.next(), fields.next(), fields.next()) {
+        while let (Some(first), Some(at_ms), Some(body)) =
+            (fields.next(), fields.next(), fields.next())
+        {
             entries.push((number(&first)?, number(&at_ms).unwrap_or(0), body));
         }
         Some(Some((epoch, last, entries)))
@@ -387,7 +403,15 @@ pub(super) fn deliver(
         return;
     };
     if *epoch == *numbered.epoch && numbered.first > last + 1 {
-        fill(shared, cluster, room, &epoch, last + 1, numbered.first, touched);
+        fill(
+            shared,
+            cluster,
+            room,
+            &epoch,
+            last + 1,
+            numbered.first,
+            touched,
+        );
     }
     deliver_one(shared, cluster, room, &numbered, touched);
 }
@@ -395,7 +419,12 @@ pub(super) fn deliver(
 /// Catches `room` up from `from` to the cluster's last `seq`, from the
 /// stream (after a subscription was lost: a jump at the end of a burst
 /// would otherwise show only with the next message).
-pub(crate) fn catch_up(shared: &Shared, cluster: &Cluster, room: &str, touched: &mut Vec<Arc<Outbound>>) {
+pub(crate) fn catch_up(
+    shared: &Shared,
+    cluster: &Cluster,
+    room: &str,
+    touched: &mut Vec<Arc<Outbound>>,
+) {
     let Some((epoch, last)) = shared.rooms.position(room) else {
         return;
     };
@@ -414,7 +443,8 @@ fn fill(
     touched: &mut Vec<Arc<Outbound>>,
 ) {
     let max_bytes = shared.config.history.bytes.max(1 << 20);
-    let Some(Some((stored_epoch, last, entries))) = cluster.read_order(room, from, max_bytes) else {
+    let Some(Some((stored_epoch, last, entries))) = cluster.read_order(room, from, max_bytes)
+    else {
         return;
     };
     if stored_epoch != epoch {
@@ -470,7 +500,14 @@ fn deliver_one(
         at_ms: numbered.at_ms,
     };
     let mine = numbered.envelope.node == &*cluster.node;
-    deliver_batch(shared, cluster, room, &batch, numbered.ack.filter(|_| mine), touched);
+    deliver_batch(
+        shared,
+        cluster,
+        room,
+        &batch,
+        numbered.ack.filter(|_| mine),
+        touched,
+    );
 }
 
 fn deliver_batch(
@@ -522,7 +559,12 @@ fn deliver_batch(
         let mut bytes = Vec::new();
         if protocol::encode_json(&mut bytes, protocol::MessageType::Message, &ack).is_ok() {
             let mut stalled = Stalled::default();
-            publisher.offer(&Arc::new(Batch::new(bytes, None)), touched, &mut stalled, &shared.counters);
+            publisher.offer(
+                &Arc::new(Batch::new(bytes, None)),
+                touched,
+                &mut stalled,
+                &shared.counters,
+            );
             stalled.settle(shared.config.stall_timeout, &shared.counters);
         }
     }
@@ -550,7 +592,12 @@ pub(super) fn tell_lost(shared: &Shared, room: &str, publisher: &Arc<Outbound>, 
         shared.counters.error_sent(protocol::ErrorCode::RateLimited);
         let mut touched = Vec::new();
         let mut stalled = Stalled::default();
-        publisher.offer(&Arc::new(Batch::new(bytes, None)), &mut touched, &mut stalled, &shared.counters);
+        publisher.offer(
+            &Arc::new(Batch::new(bytes, None)),
+            &mut touched,
+            &mut stalled,
+            &shared.counters,
+        );
         stalled.settle(shared.config.stall_timeout, &shared.counters);
         for member in touched {
             member.flush_now(&shared.counters);

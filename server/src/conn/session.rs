@@ -533,7 +533,9 @@ impl Session {
         let numbered = shared.cluster.as_ref().filter(|c| c.orders_rooms());
         let seed = numbered
             .filter(|_| shared.rooms.members(room) == 0)
-            .and_then(|cluster| cluster.seed(room, &shared.config.history, shared.config.max_frame));
+            .and_then(|cluster| {
+                cluster.seed(room, &shared.config.history, shared.config.max_frame)
+            });
         let request = JoinRequest {
             recovery,
             now_ms: self.now_ms,
@@ -1037,7 +1039,8 @@ impl Session {
                 stalled.settle(config.stall_timeout, counters);
             }
             Target::Room { name, include_self }
-                if let Some(cluster) = self.shared.cluster.as_ref().filter(|c| c.orders_rooms()) =>
+                if let Some(cluster) =
+                    self.shared.cluster.as_ref().filter(|c| c.orders_rooms()) =>
             {
                 // Numbered by Redis, then delivered here as everywhere.
                 let ack = self.ack_id.take();

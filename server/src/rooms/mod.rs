@@ -43,10 +43,10 @@ mod order;
 
 pub use notices::MemberBatching;
 use notices::Window;
-pub use order::HistoryLimits;
 pub(crate) use numbered::NumberedBatch;
-pub(crate) use order::{Seed, SeedBatch, Splice, new_epoch};
+pub use order::HistoryLimits;
 use order::{HistoryShare, Order};
+pub(crate) use order::{Seed, SeedBatch, Splice, new_epoch};
 
 /// How many maps the rooms are spread over.
 pub(crate) const SHARDS: usize = 64;

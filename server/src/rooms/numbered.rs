@@ -206,7 +206,11 @@ mod tests {
     fn a_room_follows_the_clusters_numbers_once_each_with_exact_gaps() {
         let rooms = Rooms::default();
         let counters = Counters::default();
-        let (member, rx) = Outbound::new(7, QueueLimits::default());
+        let limits = QueueLimits {
+            items: 64,
+            bytes: 1 << 20,
+        };
+        let (member, rx) = Outbound::new(7, limits);
         let mut touched = Vec::new();
         let mut stalled = Stalled::default();
         let request = super::super::JoinRequest {

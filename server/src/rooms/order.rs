@@ -334,7 +334,13 @@ impl Order {
             }
             // A jump clears what was kept before it (`push`).
             self.last_seq = batch.first - 1;
-            self.sequence(batch.bytes.clone(), &batch.splices, false, batch.at_ms, None);
+            self.sequence(
+                batch.bytes.clone(),
+                &batch.splices,
+                false,
+                batch.at_ms,
+                None,
+            );
         }
         if self.last_seq != seed.last_seq {
             // What was read does not end at the position: not a run that
