@@ -15,9 +15,13 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts Redis, then `nodes` nodes with `base`'s settings and
-    /// `--cluster` pointing at it.
-    pub fn start(nodes: usize, base: &TargetOptions) -> Result<Cluster> {
+    /// Starts Redis, then `nodes` nodes with `base`'s settings,
+    /// `--cluster` pointing at it and `--cluster-order order`.
+    pub fn start(
+        nodes: usize,
+        order: server::ClusterOrder,
+        base: &TargetOptions,
+    ) -> Result<Cluster> {
         if base.addr.is_some() {
             return Err(Error::new(
                 "--cluster-nodes starts its own nodes; leave out --addr",
@@ -33,6 +37,7 @@ impl Cluster {
             let mut config = base.config.clone().unwrap_or_default();
             config.cluster = Some(server::ClusterConfig {
                 node_id: format!("chaos-{node}"),
+                order,
                 ..server::ClusterConfig::new(url.clone())
             });
             let target =

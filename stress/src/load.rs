@@ -36,6 +36,8 @@ pub struct Options {
     /// `redis-server` of the run's own (SPEC.md 14), each room's clients
     /// spread over them.
     pub cluster_nodes: usize,
+    /// With `cluster_nodes`: the nodes' `--cluster-order`.
+    pub cluster_order: server::ClusterOrder,
 }
 
 impl Default for Options {
@@ -50,6 +52,7 @@ impl Default for Options {
             threads: 2,
             quiet: false,
             cluster_nodes: 0,
+            cluster_order: server::ClusterOrder::Publisher,
         }
     }
 }
@@ -76,7 +79,11 @@ pub fn ensure_descriptors(sockets: usize, in_process: bool) -> Result<u64> {
 pub fn run(options: &Options) -> Result<Report> {
     ensure_descriptors(options.clients, options.target.addr.is_none())?;
     if options.cluster_nodes > 0 {
-        let cluster = crate::cluster::Cluster::start(options.cluster_nodes, &options.target)?;
+        let cluster = crate::cluster::Cluster::start(
+            options.cluster_nodes,
+            options.cluster_order,
+            &options.target,
+        )?;
         let report = run_on_nodes(&cluster.nodes, options);
         cluster.stop();
         return report;

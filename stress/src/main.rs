@@ -68,6 +68,11 @@ enum Scenario {
         /// clients over them (SPEC.md 14).
         #[arg(long, default_value_t = 0)]
         cluster_nodes: usize,
+        /// With --cluster-nodes: publisher (each node numbers its rooms)
+        /// or room (Redis numbers each room's messages, one order on
+        /// every node; SPEC.md 14.2).
+        #[arg(long, default_value = "publisher", value_parser = |s: &str| s.parse::<server::ClusterOrder>())]
+        cluster_order: server::ClusterOrder,
     },
     /// N clients in rooms publishing at a set rate: throughput, latency,
     /// memory.
@@ -95,6 +100,11 @@ enum Scenario {
         /// room's clients over them (SPEC.md 14).
         #[arg(long, default_value_t = 0)]
         cluster_nodes: usize,
+        /// With --cluster-nodes: publisher (each node numbers its rooms)
+        /// or room (Redis numbers each room's messages, one order on
+        /// every node; SPEC.md 14.2).
+        #[arg(long, default_value = "publisher", value_parser = |s: &str| s.parse::<server::ClusterOrder>())]
+        cluster_order: server::ClusterOrder,
     },
     /// Headline figures (fan-out, latency, rooms, setup, memory), for Relay
     /// alone or side by side with Redis and NATS (--compare).
@@ -239,6 +249,7 @@ fn run(cli: Cli) -> Result<Report, Error> {
             rooms,
             seed,
             cluster_nodes,
+            cluster_order,
         } => chaos::run(&chaos::Options {
             target,
             clients,
@@ -247,6 +258,7 @@ fn run(cli: Cli) -> Result<Report, Error> {
             seed,
             quiet,
             cluster_nodes,
+            cluster_order,
         }),
         Scenario::Load {
             clients,
@@ -256,6 +268,7 @@ fn run(cli: Cli) -> Result<Report, Error> {
             payload,
             threads,
             cluster_nodes,
+            cluster_order,
         } => load::run(&load::Options {
             target,
             clients,
@@ -266,6 +279,7 @@ fn run(cli: Cli) -> Result<Report, Error> {
             threads,
             quiet,
             cluster_nodes,
+            cluster_order,
         }),
         Scenario::Bench {
             only,

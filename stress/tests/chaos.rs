@@ -30,8 +30,7 @@ fn quick_chaos_passes_its_audit() {
 /// `redis-server` of the run's own: the audit holds with clients spread
 /// over the nodes. Under CI a missing redis-server fails the test
 /// (`.ci/run` installs it); elsewhere the test says so and skips.
-#[test]
-fn quick_chaos_across_three_nodes_passes_its_audit() {
+fn quick_chaos_across_three_nodes(order: server::ClusterOrder) {
     if stress::peer::servers::find_binary("redis-server").is_none() {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -46,6 +45,7 @@ fn quick_chaos_across_three_nodes_passes_its_audit() {
         rooms: 3,
         quiet: true,
         cluster_nodes: 3,
+        cluster_order: order,
         ..chaos::Options::default()
     };
     let report = chaos::run(&options).expect("scenario ran");
@@ -55,4 +55,15 @@ fn quick_chaos_across_three_nodes_passes_its_audit() {
     assert!(json["guaranteed_received"].as_u64() > Some(0));
     assert_eq!(json["lost"], 0);
     assert_eq!(json["final_rooms"], 0);
+}
+
+#[test]
+fn quick_chaos_across_three_nodes_passes_its_audit() {
+    quick_chaos_across_three_nodes(server::ClusterOrder::Publisher);
+}
+
+/// The same with Redis numbering every room's messages (SPEC.md 14.2).
+#[test]
+fn quick_chaos_across_three_nodes_in_room_order_passes_its_audit() {
+    quick_chaos_across_three_nodes(server::ClusterOrder::Room);
 }

@@ -41,7 +41,7 @@ use crate::auth::{AUTH_FAILED_MESSAGE, Identity, Permissions};
 use crate::counters::Tally;
 use crate::histogram::SAMPLE_EVERY;
 use crate::logging::{AUTH_FAILURES, CONNECTIONS, throttled};
-use crate::rooms::{JoinRequest, Joined, Pending, Published, Splice};
+use crate::rooms::{JoinRefused, JoinRequest, Joined, Pending, Published, Splice};
 use crate::shared::Shared;
 
 /// `Break` when the connection stops being served: a fatal error was
@@ -531,15 +531,21 @@ impl Session {
         // cluster's is, read after the subscription so nothing falls
         // between the two.
         let numbered = shared.cluster.as_ref().filter(|c| c.orders_rooms());
-        let seed = numbered
-            .filter(|_| shared.rooms.members(room) == 0)
-            .and_then(|cluster| {
+        let read_seed = || {
+            numbered.and_then(|cluster| {
                 cluster.seed(room, &shared.config.history, shared.config.max_frame)
-            });
-        let request = JoinRequest {
+            })
+        };
+        let looked = numbered.is_some() && shared.rooms.members(room) == 0;
+        let seed = if looked { read_seed() } else { None };
+        let mut request = JoinRequest {
             recovery,
             now_ms: self.now_ms,
             event,
+            // Unless Redis could not say just now: then the room starts
+            // an epoch of its own, replaced by the cluster's with a gap
+            // notice once Redis is back.
+            needs_seed: numbered.is_some() && !(looked && seed.is_none()),
             seed,
         };
         let remote = shared
@@ -552,7 +558,7 @@ impl Session {
             1
         };
         let mut stalled = Stalled::default();
-        let result = shared.rooms.join(
+        let mut result = shared.rooms.join(
             room,
             &self.outbound,
             &request,
@@ -561,6 +567,21 @@ impl Session {
             &mut self.touched,
             &mut stalled,
         );
+        if matches!(result, Err(JoinRefused::Unseeded)) {
+            // The room went (its last member left) between the look and
+            // the lock: read where the cluster's stands, once more.
+            request.seed = read_seed();
+            request.needs_seed = false;
+            result = shared.rooms.join(
+                room,
+                &self.outbound,
+                &request,
+                &shared.counters,
+                &mut answer,
+                &mut self.touched,
+                &mut stalled,
+            );
+        }
         drop(joining);
         stalled.settle(shared.config.stall_timeout, &shared.counters);
         for member in self.touched.drain(..) {

@@ -161,6 +161,10 @@ pub(crate) struct JoinRequest<'a> {
     /// Where the room stands across the cluster (`--cluster-order room`),
     /// for a room this join creates here.
     pub(crate) seed: Option<order::Seed>,
+    /// A room this join would create needs `seed`: without it the join
+    /// is refused with [`JoinRefused::Unseeded`], for the caller to read
+    /// the seed and try again.
+    pub(crate) needs_seed: bool,
 }
 
 /// A published batch: where it went in the room's order.
@@ -210,6 +214,9 @@ pub(crate) enum JoinRefused {
     Memberships(u64),
     /// The server is at its memory budget.
     Memory,
+    /// The room is not here and the join brought no seed for it
+    /// (`JoinRequest::needs_seed`): never shown to a client.
+    Unseeded,
 }
 
 impl fmt::Display for JoinRefused {
@@ -225,6 +232,9 @@ impl fmt::Display for JoinRefused {
             ),
             JoinRefused::Memory => {
                 f.write_str("the server is at its memory budget; try again later")
+            }
+            JoinRefused::Unseeded => {
+                f.write_str("the room's position in the cluster could not be read; try again")
             }
         }
     }
@@ -295,6 +305,9 @@ impl Rooms {
     ) -> Result<Joined, JoinRefused> {
         let mut map = self.shard(room).write();
         let new_room = !map.contains_key(room);
+        if new_room && request.needs_seed && request.seed.is_none() {
+            return Err(JoinRefused::Unseeded);
+        }
         if new_room {
             if self
                 .memory

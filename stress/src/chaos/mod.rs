@@ -90,6 +90,8 @@ pub struct Options {
     /// `redis-server` of the run's own (SPEC.md 14), clients spread over
     /// them.
     pub cluster_nodes: usize,
+    /// With `cluster_nodes`: the nodes' `--cluster-order`.
+    pub cluster_order: server::ClusterOrder,
 }
 
 impl Default for Options {
@@ -102,6 +104,7 @@ impl Default for Options {
             seed: None,
             quiet: false,
             cluster_nodes: 0,
+            cluster_order: server::ClusterOrder::Publisher,
         }
     }
 }
@@ -149,7 +152,11 @@ fn still_serves(from: SocketAddr, to: SocketAddr) -> std::result::Result<(), Str
 /// Runs chaos against the target, or a cluster of its own.
 pub fn run(options: &Options) -> Result<Report> {
     if options.cluster_nodes > 0 {
-        let cluster = crate::cluster::Cluster::start(options.cluster_nodes, &options.target)?;
+        let cluster = crate::cluster::Cluster::start(
+            options.cluster_nodes,
+            options.cluster_order,
+            &options.target,
+        )?;
         let nodes: Vec<&Target> = cluster.nodes.iter().collect();
         let report = run_on_nodes(&nodes, options);
         cluster.stop();
