@@ -92,8 +92,9 @@ end
 local out = {epoch, redis.call('HGET', KEYS[1], 'seq')}
 local from = tonumber(ARGV[1])
 local max = tonumber(ARGV[2])
-local entries
-if from > 0 then
+local entries = {}
+if max == 0 then
+elseif from > 0 then
   local start = string.format('%d', from) .. '-1'
   local holding = redis.call('XREVRANGE', KEYS[2], start, '-', 'COUNT', 1)
   if #holding > 0 then start = holding[1][1] end
@@ -416,9 +417,11 @@ pub(super) fn deliver(
     deliver_one(shared, cluster, room, &numbered, touched);
 }
 
-/// Catches `room` up from `from` to the cluster's last `seq`, from the
-/// stream (after a subscription was lost: a jump at the end of a burst
-/// would otherwise show only with the next message).
+/// Catches a room just created here up with what Redis numbered between
+/// reading its position and creating it (the subscriber dropped those,
+/// the room not being here yet), from the stream. Nothing is reported as
+/// a gap here: anything numbered since the subscription may still come
+/// through it; what never comes shows as a jump at the next message.
 pub(crate) fn catch_up(
     shared: &Shared,
     cluster: &Cluster,
@@ -431,8 +434,49 @@ pub(crate) fn catch_up(
     fill(shared, cluster, room, &epoch, last + 1, u64::MAX, touched);
 }
 
+/// Each local room's last `seq` in Redis, read before a new subscription
+/// is made: what was numbered up to there cannot come through it.
+pub(super) fn positions_before_subscribing(
+    shared: &Shared,
+    cluster: &Cluster,
+) -> Vec<(Arc<str>, u64)> {
+    let mut positions = Vec::new();
+    for (room, members, _) in shared.rooms.list() {
+        if members == 0 {
+            continue;
+        }
+        if let Some(Some((_, last, _))) = cluster.read_order(&room, 0, 0) {
+            positions.push((room, last));
+        }
+    }
+    positions
+}
+
+/// After a subscription was lost and made again: delivers what each room
+/// missed up to the position read before subscribing, from the stream,
+/// and reports what the stream no longer holds as a gap notice (at once,
+/// rather than at the room's next message, which may be long in coming).
+pub(super) fn recover(
+    shared: &Shared,
+    cluster: &Cluster,
+    positions: &[(Arc<str>, u64)],
+    touched: &mut Vec<Arc<Outbound>>,
+) {
+    for (room, before) in positions {
+        let Some((epoch, last)) = shared.rooms.position(room) else {
+            continue;
+        };
+        if last >= *before {
+            continue;
+        }
+        fill(shared, cluster, room, &epoch, last + 1, before + 1, touched);
+        let gap = empty_batch(&epoch, before + 1);
+        deliver_batch(shared, cluster, room, &gap, None, touched);
+    }
+}
+
 /// Delivers the batches of the room's stream from `from` on, before
-/// `until`; the rest of the jump is reported by the delivery after.
+/// `until`; a jump that is left is reported by the delivery after.
 fn fill(
     shared: &Shared,
     cluster: &Cluster,
@@ -442,9 +486,12 @@ fn fill(
     until: u64,
     touched: &mut Vec<Arc<Outbound>>,
 ) {
+    if !shared.config.history.is_on() {
+        // No stream is kept.
+        return;
+    }
     let max_bytes = shared.config.history.bytes.max(1 << 20);
-    let Some(Some((stored_epoch, last, entries))) = cluster.read_order(room, from, max_bytes)
-    else {
+    let Some(Some((stored_epoch, _, entries))) = cluster.read_order(room, from, max_bytes) else {
         return;
     };
     if stored_epoch != epoch {
@@ -458,14 +505,6 @@ fn fill(
             Ok(numbered) => deliver_one(shared, cluster, room, &numbered, touched),
             Err(_) => cluster.counters.dropped(Dropped::Malformed),
         }
-    }
-    // The end of a burst that none of the stream holds any more.
-    if until == u64::MAX
-        && let Some((_, delivered)) = shared.rooms.position(room)
-        && delivered < last
-    {
-        let gap = empty_batch(epoch, last + 1);
-        deliver_batch(shared, cluster, room, &gap, None, touched);
     }
 }
 

@@ -58,18 +58,20 @@ pub(crate) fn run(shared: Arc<Shared>) {
             if let Err(error) = pubsub.set_read_timeout(Some(POLL)) {
                 break 'connected error;
             }
+            // What went by while this node was not subscribed ends at
+            // most here (`--cluster-order room`).
+            let positions = if cluster.orders_rooms() {
+                super::room_order::positions_before_subscribing(&shared, cluster)
+            } else {
+                Vec::new()
+            };
             if let Err(error) = follow(&shared, &mut pubsub, &mut subscribed, None) {
                 break 'connected error;
             }
             attempt = 0;
             cluster.counters.inlink_down.store(false, Ordering::Release);
             link.up(url);
-            if cluster.orders_rooms() {
-                // What went by while this node was not subscribed.
-                for room in &subscribed {
-                    super::room_order::catch_up(&shared, cluster, room, &mut touched);
-                }
-            }
+            super::room_order::recover(&shared, cluster, &positions, &mut touched);
             loop {
                 if stopping() {
                     return;
