@@ -16,8 +16,12 @@
 //! - `inlink`: the subscriber thread.
 //! - `presence`: this node's share of each room's members, and reading
 //!   the other nodes' shares.
+//! - `room_order`, `numbered`: the `room` order mode (`--cluster-order
+//!   room`), where Redis numbers each room's batches and every node
+//!   delivers them from what Redis publishes.
 //!
-//! Order: a node numbers every room's deliveries itself (its own epoch per
+//! Order (the default `publisher` mode; `room_order` has the other): a
+//! node numbers every room's deliveries itself (its own epoch per
 //! room), remote messages included, so each node keeps SPEC.md 5.11 for
 //! its members on its own. Per-publisher order holds because a node
 //! queues a room's batches for Redis under that room's order lock and one
