@@ -15,6 +15,10 @@ use crate::shared::Shared;
 /// follow a room's first local member.
 const POLL: Duration = Duration::from_millis(20);
 
+/// How long a SUBSCRIBE or UNSUBSCRIBE may wait for Redis's answer before
+/// the link is taken for lost.
+const CONFIRM: Duration = Duration::from_secs(2);
+
 /// The subscriber thread: connects (with backoff), subscribes to every
 /// room with local members, follows joins and leaves, and relays what
 /// other nodes publish, until the server stops.
@@ -135,6 +139,27 @@ fn follow(
             leave.push(super::channel(&room));
         }
     }
+    if join.is_empty() && leave.is_empty() {
+        return Ok(());
+    }
+    // Waiting for Redis's confirmation reads with the socket's timeout: at
+    // POLL, a confirmation late by 20 ms (a busy machine) failed the
+    // SUBSCRIBE, and the whole link was dropped and made again, losing
+    // what was published meanwhile.
+    pubsub.set_read_timeout(Some(CONFIRM))?;
+    let changed = subscribe(cluster, pubsub, subscribed, &join, &leave);
+    pubsub.set_read_timeout(Some(POLL))?;
+    changed
+}
+
+/// Subscribes to the channels of `join` and leaves those of `leave`.
+fn subscribe(
+    cluster: &super::Cluster,
+    pubsub: &mut redis::PubSub<'_>,
+    subscribed: &mut HashSet<Arc<str>>,
+    join: &[Arc<str>],
+    leave: &[String],
+) -> redis::RedisResult<()> {
     for chunk in join.chunks(1024) {
         let channels: Vec<String> = chunk.iter().map(|room| super::channel(room)).collect();
         pubsub.subscribe(channels)?;
