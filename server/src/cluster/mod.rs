@@ -269,6 +269,8 @@ pub(crate) struct Cluster {
     /// Connections to Redis for reading rooms' positions and streams
     /// (`--cluster-order room`).
     order_readers: room_order::Readers,
+    /// Numbered batches for rooms a JOIN is creating here.
+    early: room_order::Early,
     /// The block of connection numbers this node claimed.
     pub(crate) block: u64,
 }
@@ -300,6 +302,7 @@ impl Cluster {
             presence_changes: changes::Changes::default(),
             readers: presence::Readers::default(),
             order_readers: room_order::Readers::default(),
+            early: room_order::Early::default(),
             block: 0,
             config,
         })

@@ -39,8 +39,12 @@ use crate::shared::Shared;
 pub(crate) const ROOM_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// How long reading a room's position or stream may take before a JOIN
-/// goes on without it, or a jump is reported as a gap.
-const READ_TIMEOUT: Duration = Duration::from_millis(500);
+/// goes on without it (the room then starts an epoch of its own, replaced
+/// by the cluster's with a gap notice), or a jump is reported as a gap.
+/// Longer than presence's read: a JOIN that gives up here gives its
+/// member a notice for nothing lost, so waiting is the better failure on
+/// a busy machine.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The most idle connections kept for reading rooms' positions.
 const IDLE_READERS: usize = 4;
@@ -401,25 +405,109 @@ pub(super) fn deliver(
         }
     };
     let Some((epoch, last)) = shared.rooms.position(room) else {
+        // Subscribed but not here: a JOIN is creating the room (or its
+        // last member just left); kept for the JOIN to deliver.
+        cluster.early.keep(room, payload);
         return;
     };
     if *epoch == *numbered.epoch && numbered.first > last + 1 {
-        fill(
-            shared,
-            cluster,
-            room,
-            &epoch,
-            last + 1,
-            numbered.first,
-            touched,
-        );
+        deliver_early(shared, cluster, room, touched);
+        if let Some((_, last)) = shared.rooms.position(room)
+            && numbered.first > last + 1
+        {
+            fill(
+                shared,
+                cluster,
+                room,
+                &epoch,
+                last + 1,
+                numbered.first,
+                touched,
+            );
+        }
     }
     deliver_one(shared, cluster, room, &numbered, touched);
 }
 
+/// Delivers what came for `room` before it was here, in the order it
+/// came; what the room has already is dropped by the delivery.
+fn deliver_early(shared: &Shared, cluster: &Cluster, room: &str, touched: &mut Vec<Arc<Outbound>>) {
+    for payload in cluster.early.take(room) {
+        if let Ok(numbered) = numbered::decode_published(&payload, shared.config.max_frame) {
+            deliver_one(shared, cluster, room, &numbered, touched);
+        }
+    }
+}
+
+/// Numbered batches that came for rooms that were not here yet: a JOIN
+/// subscribes to its room before it reads the room's position and creates
+/// it here, and what Redis publishes in between must reach the new member.
+/// Bounded by [`EARLY_BYTES`]; kept [`EARLY_AGE`] at most.
+#[derive(Default)]
+pub(crate) struct Early(Mutex<EarlyBatches>);
+
+#[derive(Default)]
+struct EarlyBatches {
+    batches: std::collections::VecDeque<(Arc<str>, std::time::Instant, Vec<u8>)>,
+    bytes: usize,
+}
+
+/// The most bytes of early batches a node keeps, all rooms together; past
+/// it the oldest go (and show as a gap notice, or are read from the
+/// stream).
+const EARLY_BYTES: usize = 4 << 20;
+
+/// How long an early batch is kept: longer than a JOIN waits for its
+/// subscription and its room's position together.
+const EARLY_AGE: Duration = Duration::from_secs(5);
+
+impl std::fmt::Debug for Early {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} early batches", self.0.lock().batches.len())
+    }
+}
+
+impl Early {
+    fn keep(&self, room: &str, payload: &[u8]) {
+        let now = std::time::Instant::now();
+        let mut early = self.0.lock();
+        early.bytes += payload.len();
+        early
+            .batches
+            .push_back((Arc::from(room), now, payload.to_vec()));
+        while let Some((_, at, oldest)) = early.batches.front() {
+            if early.bytes <= EARLY_BYTES && now.duration_since(*at) <= EARLY_AGE {
+                break;
+            }
+            early.bytes -= oldest.len();
+            early.batches.pop_front();
+        }
+    }
+
+    /// The batches kept for `room`, oldest first.
+    fn take(&self, room: &str) -> Vec<Vec<u8>> {
+        let mut early = self.0.lock();
+        if !early.batches.iter().any(|(r, _, _)| &**r == room) {
+            return Vec::new();
+        }
+        let mut taken = Vec::new();
+        let mut kept = std::collections::VecDeque::with_capacity(early.batches.len());
+        for (r, at, payload) in early.batches.drain(..) {
+            if &*r == room {
+                taken.push(payload);
+            } else {
+                kept.push_back((r, at, payload));
+            }
+        }
+        early.bytes -= taken.iter().map(Vec::len).sum::<usize>();
+        early.batches = kept;
+        taken
+    }
+}
+
 /// Catches a room just created here up with what Redis numbered between
-/// reading its position and creating it (the subscriber dropped those,
-/// the room not being here yet), from the stream. Nothing is reported as
+/// reading its position and creating it: what the subscriber kept for it
+/// (`Early`), then the stream. Nothing is reported as
 /// a gap here: anything numbered since the subscription may still come
 /// through it; what never comes shows as a jump at the next message.
 pub(crate) fn catch_up(
@@ -428,6 +516,7 @@ pub(crate) fn catch_up(
     room: &str,
     touched: &mut Vec<Arc<Outbound>>,
 ) {
+    deliver_early(shared, cluster, room, touched);
     let Some((epoch, last)) = shared.rooms.position(room) else {
         return;
     };
