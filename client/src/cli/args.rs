@@ -551,4 +551,55 @@ mod tests {
         assert!(args(&["ping", "-c", "0"]).is_err());
         assert!(args(&["sub"]).is_err(), "sub needs a room");
     }
+
+    #[test]
+    fn pub_takes_a_room_or_a_recipient_and_the_first_word_follows() {
+        let publish = |argv: &[&str]| match args(argv).map(|a| a.command) {
+            Ok(Some(Command::Publish(publish))) => Ok(publish),
+            Ok(other) => panic!("{other:?}"),
+            Err(error) => Err(error),
+        };
+        let room = publish(&["pub", "news", "hi"]).expect("parses");
+        assert_eq!(room.target, Target::Room("news".into()));
+        assert_eq!(room.message.as_deref(), Some("hi"));
+        let user = publish(&["pub", "--to-user", "alice", "hello"]).expect("parses");
+        assert_eq!(user.target, Target::User("alice".into()));
+        assert_eq!(user.message.as_deref(), Some("hello"));
+        let connection =
+            publish(&["pub", "-f", "x.json", "--to-connection", "c4"]).expect("parses");
+        assert_eq!(connection.target, Target::Connection("c4".into()));
+        assert_eq!(
+            (connection.message, connection.file),
+            (None, Some("x.json".into()))
+        );
+        let stdin = publish(&["pub", "--to-user", "alice", "-", "--json"]).expect("parses");
+        assert_eq!(stdin.message.as_deref(), Some("-"));
+
+        for (argv, says) in [
+            (
+                &["pub", "news", "hi", "--to-user", "a"][..],
+                "a ROOM cannot be used with --to-user",
+            ),
+            (
+                &["pub", "--to-connection", "c4", "hi", "--binary"],
+                "carries JSON content only",
+            ),
+            (
+                &["pub", "--to-user", "a", "--to-connection", "c4", "hi"],
+                "cannot be used with",
+            ),
+            (&["pub", "--to-user", " ", "hi"], "--to-user needs a name"),
+            (&["pub", "--to-user", "a"], "give the MESSAGE"),
+            (&["pub", "--to-user", "a", "hi", "-f", "x"], "not both"),
+            (&["pub", "news", "hi", "-f", "x"], "not both"),
+            (
+                &["pub"],
+                "give a ROOM, or --to-user USER or --to-connection ID",
+            ),
+        ] {
+            let error = publish(argv).expect_err("refused");
+            assert!(error.contains(says), "{argv:?}: {error}");
+            assert!(error.contains("Usage: relay pub"), "{argv:?}: {error}");
+        }
+    }
 }

@@ -81,12 +81,10 @@ impl Destination<'_> {
             }
             (Destination::Direct(to), Item::Json(raw)) => client.send_direct_with_id(to, raw, &id),
             // The command line refuses --binary with a recipient.
-            (Destination::Direct(_), Item::Binary(_)) => Err(ClientError::Io(
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "a direct message carries JSON, not bytes",
-                ),
-            )),
+            (Destination::Direct(_), Item::Binary(_)) => Err(ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a direct message carries JSON, not bytes",
+            ))),
             (_, Item::Bad(why)) => Err(ClientError::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 why.clone(),
@@ -306,11 +304,7 @@ fn join<'a>(client: &Client, room: &str, dial: &Dial) -> Result<Destination<'a>,
 /// Direct messages need a server that knows them. The original server
 /// (SPEC.md 8) does not, and never answers the HEARTBEAT the count waits
 /// for, so it is told apart by its HELLO answer and not sent any.
-fn direct<'a>(
-    client: &Client,
-    dial: &Dial,
-    to: Recipient<'a>,
-) -> Result<Destination<'a>, Failure> {
+fn direct<'a>(client: &Client, dial: &Dial, to: Recipient<'a>) -> Result<Destination<'a>, Failure> {
     if client.server_echoes_heartbeats() == Some(false) {
         return Err(Failure::new(
             Exit::Failed,
