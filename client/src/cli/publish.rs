@@ -95,11 +95,11 @@ impl Destination<'_> {
     /// A refusal in the user's words. NOT_FOUND is the one a script hits
     /// most (a typo, a user who went away), so it says what was looked for
     /// and where, instead of the server's generic sentence.
-    fn refusal(&self, error: &ServerError, endpoint: &Endpoint, me: &Me) -> String {
+    fn refusal(&self, error: &ServerError, endpoint: &Endpoint, name: Option<&str>) -> String {
         let not_found = matches!(error.code, ErrorCode::NotFound);
         match self {
             Destination::Direct(Recipient::User(user)) if not_found => {
-                let own = if me.name.as_deref() == Some(&**user) {
+                let own = if name == Some(&**user) {
                     "; your own connection does not count"
                 } else {
                     ""
@@ -109,17 +109,10 @@ impl Destination<'_> {
                     format::clean(user)
                 )
             }
-            Destination::Direct(Recipient::Connection(id)) if not_found => {
-                let own = if *id == me.connection_id {
-                    " but this one, which a direct message never comes back to"
-                } else {
-                    "; connection ids change every time a client connects"
-                };
-                format!(
-                    "no connection {} is open on {endpoint}{own}",
-                    format::clean(id)
-                )
-            }
+            Destination::Direct(Recipient::Connection(id)) if not_found => format!(
+                "no connection {} is open on {endpoint}; connection ids change every time a client connects",
+                format::clean(id)
+            ),
             _ => format::clean(&error.to_string()),
         }
     }
@@ -136,12 +129,6 @@ impl Destination<'_> {
             }
         }
     }
-}
-
-/// Who this run is on the server, to explain a NOT_FOUND about itself.
-struct Me {
-    name: Option<String>,
-    connection_id: String,
 }
 
 /// What the event side saw by the barrier.
@@ -191,10 +178,6 @@ pub fn run(args: &Args, publish: &Publish) -> Result<Exit, Failure> {
     let dial = Dial::from_args(args)?;
     let login = dial.login()?;
     let client = login.client;
-    let me = Me {
-        name: dial.name.clone(),
-        connection_id: login.hello.connection_id.clone(),
-    };
     let destination = match &publish.target {
         Target::Room(room) => join(&client, room.trim(), &dial)?,
         Target::User(user) => direct(&client, &dial, Recipient::User(user.as_str().into()))?,
@@ -209,7 +192,7 @@ pub fn run(args: &Args, publish: &Publish) -> Result<Exit, Failure> {
     let (sent, answers) = std::thread::scope(|scope| {
         let answers = scope.spawn(|| {
             read_answers(&client, &out, &dial, &barrier, |error| {
-                destination.refusal(error, &dial.endpoint, &me)
+                destination.refusal(error, &dial.endpoint, dial.name.as_deref())
             })
         });
         // `pub ROOM -` may wait on its input for longer than the server's
