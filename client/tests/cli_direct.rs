@@ -3,7 +3,7 @@
 //! counts, refusals and exit codes, against an in-process server.
 
 use client::{Client, DirectMessage, Event};
-use testkit::{start_server, start_server_with};
+use testkit::start_server;
 
 mod support;
 
@@ -182,13 +182,7 @@ fn pub_dash_sends_every_line_in_order() {
 #[test]
 fn pub_to_a_user_the_token_does_not_allow_exits_1_with_the_servers_words() {
     let tokens = "cli-direct-token-0123456789 erin join=* publish=* direct=support.*\n";
-    let server = start_server_with(server::Config {
-        auth: server::auth::AuthConfig {
-            tokens: Some(server::auth::TokenTable::parse(tokens, "test").expect("tokens")),
-            jwt: None,
-        },
-        ..server::Config::default()
-    });
+    let server = support::start_server_with_tokens(tokens);
     let addr = server.local_addr();
     let (status, _, err) = run_with_input(
         relay(

@@ -649,22 +649,8 @@ fn the_cli_subscribes_through_the_original_server() {
     original.send(MESSAGE, &member_event("userJoined", "r"));
     original.send(MESSAGE, &delivery("r", "hi", TIMESTAMP));
     let started = Instant::now();
-    let status = support::cli::wait_exit(&mut child);
+    let (status, out, err) = support::cli::finish(&mut child);
     let took = started.elapsed();
-    let mut out = String::new();
-    let mut err = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out)
-        .expect("read stdout");
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err)
-        .expect("read stderr");
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(took < PROMPTLY, "took {took:?}");
     assert!(err.contains("r: this server keeps no history"), "{err}");
