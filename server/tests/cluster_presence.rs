@@ -242,7 +242,9 @@ fn a_node_declared_gone_while_alive_announces_its_members_again() {
     // From here on it is a member like any other: its leave is heard once.
     ann.send_json(MessageType::LeaveRoom, &json!({ "room": "k" }));
     ann.expect_skipping_messages(MessageType::LeaveRoom);
-    wait_until("ann's leave", || events(&watcher, "userLeft", "k", &id) == 2);
+    wait_until("ann's leave", || {
+        events(&watcher, "userLeft", "k", &id) == 2
+    });
     probe(&mut prober, "k", "last", &[&watcher]);
     assert_eq!(events(&watcher, "userLeft", "k", &id), 2);
     assert!(metric(a.http_addr().unwrap(), "relay_cluster_outlink_up") == 1.0);
@@ -336,13 +338,20 @@ fn direct_messages_reach_users_and_connections_on_other_nodes() {
 
     // In order, as sent.
     for n in 0..20 {
-        direct(&mut ann, json!({ "toUser": "carl" }), json!(format!("n{n}"))).unwrap();
+        direct(
+            &mut ann,
+            json!({ "toUser": "carl" }),
+            json!(format!("n{n}")),
+        )
+        .unwrap();
     }
     carl.wait_for("the last", |f| f["content"] == "n19");
     let order: Vec<Value> = carl
         .frames()
         .into_iter()
-        .filter(|f| f["type"] == "direct" && f["content"].as_str().is_some_and(|c| c.starts_with('n')))
+        .filter(|f| {
+            f["type"] == "direct" && f["content"].as_str().is_some_and(|c| c.starts_with('n'))
+        })
         .map(|f| f["content"].clone())
         .collect();
     let sent: Vec<Value> = (0..20).map(|n| json!(format!("n{n}"))).collect();

@@ -43,10 +43,18 @@ pub(super) enum Malformed {
 impl fmt::Display for Malformed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Malformed::Json(error) => write!(f, "departure that is not the layout this node writes: {error}"),
+            Malformed::Json(error) => write!(
+                f,
+                "departure that is not the layout this node writes: {error}"
+            ),
             Malformed::Room => f.write_str("departure naming a room no client could have joined"),
-            Malformed::TooMany(n) => write!(f, "departure naming {n} members, over the {MAX_LEFT} one message holds"),
-            Malformed::Member => f.write_str("departure naming something that is not a connection id and a user"),
+            Malformed::TooMany(n) => write!(
+                f,
+                "departure naming {n} members, over the {MAX_LEFT} one message holds"
+            ),
+            Malformed::Member => {
+                f.write_str("departure naming something that is not a connection id and a user")
+            }
         }
     }
 }
@@ -64,9 +72,9 @@ fn events(payload: &[u8], now_ms: u64) -> Result<(String, String, Vec<u8>), Malf
     }
     let mut bytes = Vec::new();
     for (connection_id, user) in departure.left {
-        let valid_id = connection_id
-            .strip_prefix('c')
-            .is_some_and(|n| !n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit()));
+        let valid_id = connection_id.strip_prefix('c').is_some_and(|n| {
+            !n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit())
+        });
         let user = match user.strip_prefix('=') {
             None if user.is_empty() => None,
             Some(user) if user.len() <= MAX_USER_ID_LEN && !user.chars().any(char::is_control) => {
@@ -118,7 +126,10 @@ pub(super) fn receive(shared: &Shared, payload: &[u8]) {
         &mut touched,
     );
     if told {
-        cluster.counters.departed_left.fetch_add(frames, Ordering::Relaxed);
+        cluster
+            .counters
+            .departed_left
+            .fetch_add(frames, Ordering::Relaxed);
     }
     for member in touched.drain(..) {
         member.flush_now(&shared.counters);
@@ -140,7 +151,9 @@ mod tests {
         let mut out = Vec::new();
         let mut at = 0;
         while at < bytes.len() {
-            let (frame, used) = protocol::parse_frame(&bytes[at..], 1 << 20).unwrap().unwrap();
+            let (frame, used) = protocol::parse_frame(&bytes[at..], 1 << 20)
+                .unwrap()
+                .unwrap();
             out.push(serde_json::from_slice(frame.payload).unwrap());
             at += used;
         }
@@ -175,7 +188,9 @@ mod tests {
         ] {
             assert!(events(bad, 0).is_err(), "{}", String::from_utf8_lossy(bad));
         }
-        let many: Vec<_> = (0..=MAX_LEFT).map(|n| (format!("c{n}"), String::new())).collect();
+        let many: Vec<_> = (0..=MAX_LEFT)
+            .map(|n| (format!("c{n}"), String::new()))
+            .collect();
         let payload = serde_json::json!({"node":"a","room":"r","left":many}).to_string();
         assert_eq!(
             events(payload.as_bytes(), 0).err(),

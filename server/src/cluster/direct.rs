@@ -122,10 +122,9 @@ impl Cluster {
                 Ok(Elsewhere { nodes })
             }
             Recipient::User(user) => {
-                let nodes: Vec<String> = presence::ask(self, |con| {
-                    USER.arg(&*self.node).arg(&**user).invoke(con)
-                })
-                .map_err(Unasked)?;
+                let nodes: Vec<String> =
+                    presence::ask(self, |con| USER.arg(&*self.node).arg(&**user).invoke(con))
+                        .map_err(Unasked)?;
                 let nodes = nodes
                     .into_iter()
                     .map(|node| (node, Some(user.to_string())))
@@ -215,7 +214,9 @@ fn decode(input: &[u8], max_frame: u32) -> Result<Incoming<'_>, Malformed> {
         }
         1 if name.len() > 1
             && name.len() <= 21
-            && name.strip_prefix('c').is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())) =>
+            && name
+                .strip_prefix('c')
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())) =>
         {
             Recipient::Connection(name.into())
         }
@@ -306,7 +307,10 @@ mod tests {
         assert_eq!(incoming.frame, &frame[..]);
         let input = wire(1, "c81274661730000000001", &frame);
         let incoming = decode(&input, 1 << 20).unwrap();
-        assert_eq!(incoming.to, Recipient::Connection("c81274661730000000001".into()));
+        assert_eq!(
+            incoming.to,
+            Recipient::Connection("c81274661730000000001".into())
+        );
     }
 
     #[test]
@@ -318,18 +322,37 @@ mod tests {
         }
         let mut two = frame.clone();
         two.extend_from_slice(&frame);
-        assert_eq!(decode(&wire(0, "bob", &two), 1 << 20), Err(Malformed::Frame));
-        assert_eq!(decode(&wire(1, "bob", &frame), 1 << 20), Err(Malformed::Name));
-        assert_eq!(decode(&wire(0, "b\u{7}", &frame), 1 << 20), Err(Malformed::Name));
-        assert_eq!(decode(&wire(2, "bob", &frame), 1 << 20), Err(Malformed::Name));
+        assert_eq!(
+            decode(&wire(0, "bob", &two), 1 << 20),
+            Err(Malformed::Frame)
+        );
+        assert_eq!(
+            decode(&wire(1, "bob", &frame), 1 << 20),
+            Err(Malformed::Name)
+        );
+        assert_eq!(
+            decode(&wire(0, "b\u{7}", &frame), 1 << 20),
+            Err(Malformed::Name)
+        );
+        assert_eq!(
+            decode(&wire(2, "bob", &frame), 1 << 20),
+            Err(Malformed::Name)
+        );
         assert_eq!(decode(&wire(0, "bob", &frame), 16), Err(Malformed::Frame));
         let mut other = input.clone();
         other[0] = 7;
         assert_eq!(decode(&other, 1 << 20), Err(Malformed::Version(7)));
         // A MESSAGE that is not a direct message.
         let mut delivery = Vec::new();
-        protocol::encode_json(&mut delivery, MessageType::Message, &serde_json::json!({"room":"r"}))
-            .unwrap();
-        assert_eq!(decode(&wire(0, "bob", &delivery), 1 << 20), Err(Malformed::Frame));
+        protocol::encode_json(
+            &mut delivery,
+            MessageType::Message,
+            &serde_json::json!({"room":"r"}),
+        )
+        .unwrap();
+        assert_eq!(
+            decode(&wire(0, "bob", &delivery), 1 << 20),
+            Err(Malformed::Frame)
+        );
     }
 }

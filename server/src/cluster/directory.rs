@@ -97,7 +97,11 @@ pub(super) fn write(
     for id in &changed.connections {
         let field = format!("c{id}");
         match shared.open_connection(*id) {
-            Some(user) => pipe.cmd("HSET").arg(conns_key(node)).arg(field).arg(value(user.as_deref())),
+            Some(user) => pipe
+                .cmd("HSET")
+                .arg(conns_key(node))
+                .arg(field)
+                .arg(value(user.as_deref())),
             None => pipe.cmd("HDEL").arg(conns_key(node)).arg(field),
         };
         pipe.ignore();
@@ -118,7 +122,10 @@ fn write_all(shared: &Shared, node: &str, con: &mut redis::Connection) -> redis:
     let (connections, users) = shared.directory();
     let mut pipe = redis::pipe();
     pipe.atomic();
-    pipe.cmd("DEL").arg(conns_key(node)).arg(users_key(node)).ignore();
+    pipe.cmd("DEL")
+        .arg(conns_key(node))
+        .arg(users_key(node))
+        .ignore();
     for chunk in connections.chunks(1024) {
         let mut hset = redis::cmd("HSET");
         hset.arg(conns_key(node));

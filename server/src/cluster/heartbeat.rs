@@ -86,8 +86,7 @@ pub(super) fn run(shared: Arc<Shared>) {
                     None => heartbeat(&shared, cluster, &mut con, &mut written),
                 }
             };
-            let result =
-                result.and_then(|()| directory::write(&shared, &cluster.node, &mut con));
+            let result = result.and_then(|()| directory::write(&shared, &cluster.node, &mut con));
             if let Err(error) = result {
                 break Err(error);
             }
@@ -126,7 +125,10 @@ fn standing(
     }
     let gone = roster::scan(con)?;
     if gone > 0 {
-        cluster.counters.nodes_gone.fetch_add(gone, Ordering::Relaxed);
+        cluster
+            .counters
+            .nodes_gone
+            .fetch_add(gone, Ordering::Relaxed);
         tracing::warn!(
             "cluster: {gone} node(s) stopped their heartbeat for --cluster-presence-ttl and are declared gone; their members leave every room"
         );

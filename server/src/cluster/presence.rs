@@ -114,7 +114,9 @@ pub(super) fn node_key(node: &str) -> String {
 /// from the publishing link) or does not answer within [`READ_TIMEOUT`].
 pub(super) fn read(cluster: &Cluster, room: &str) -> Remote {
     let shares = ask(cluster, |con| {
-        READ.key(key(room)).arg(&*cluster.node).invoke::<Vec<Vec<u8>>>(con)
+        READ.key(key(room))
+            .arg(&*cluster.node)
+            .invoke::<Vec<Vec<u8>>>(con)
     });
     let shares = match shares {
         Ok(shares) => shares,

@@ -76,11 +76,15 @@ end
 ";
 
 fn with_mourn(body: &str) -> String {
-    format!("{}\n{body}", MOURN.replace("ARGV_GONE_MS", &GONE_MS.to_string()))
+    format!(
+        "{}\n{body}",
+        MOURN.replace("ARGV_GONE_MS", &GONE_MS.to_string())
+    )
 }
 
 /// A membership event: written into the roster and published on the
-/// room's channel, or neither. ARGV: node, op (`join`, `leave`, `sync`:
+/// room's channel, or neither. A join of a node declared gone and not yet
+/// registered again is neither: its announcement will carry it. ARGV: node, op (`join`, `leave`, `sync`:
 /// a join written without publishing), field, value, channel, payload,
 /// roster expiry in ms.
 static EVENT: LazyLock<String> = LazyLock::new(|| {
@@ -89,7 +93,8 @@ local roster = 'relay:roster:' .. ARGV[1]
 if ARGV[2] == 'leave' then
   if redis.call('HDEL', roster, ARGV[3]) == 0 then return 0 end
 else
-  if redis.call('SISMEMBER', 'relay:nodes', ARGV[1]) == 0 then return 0 end
+  if redis.call('SISMEMBER', 'relay:nodes', ARGV[1]) == 0
+     and redis.call('EXISTS', 'relay:gone:' .. ARGV[1]) == 1 then return 0 end
   if redis.call('HSET', roster, ARGV[3], ARGV[4]) == 0 then return 0 end
   redis.call('PEXPIRE', roster, ARGV[7])
   if ARGV[2] == 'sync' then return 0 end
@@ -154,6 +159,7 @@ return 1
 static TELL: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
+redis.replicate_commands()
 local n = redis.call('LINDEX', 'relay:mourning', 0)
 if not n then return 0 end
 local key = 'relay:mourn:' .. n
