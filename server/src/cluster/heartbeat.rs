@@ -109,12 +109,14 @@ fn standing(
 ) -> redis::RedisResult<()> {
     let ttl_ms = cluster.config.presence_ttl.as_millis() as u64;
     let standing = roster::beat(con, &cluster.node, ttl_ms, *first)?;
-    *first = false;
+    // The first beat declares an earlier process under this id gone, and
+    // so always finds this one back: nothing to warn about.
+    let started = std::mem::take(first);
     match standing {
         Standing::Registered | Standing::Waiting => {}
         Standing::Back | Standing::Lost => {
             let publish = standing == Standing::Back;
-            if publish {
+            if publish && !started {
                 tracing::warn!(
                     "cluster: the other nodes declared this node gone (its heartbeat did not reach Redis for --cluster-presence-ttl); its members are announced to them again"
                 );
