@@ -651,6 +651,27 @@ impl Client {
         to: &Recipient<'_>,
         content: &T,
     ) -> Result<(), ClientError> {
+        self.direct(to, content, None)
+    }
+
+    /// [`Client::send_direct`] with a request `id`: a direct message is
+    /// never acked (SPEC.md 3.16), so a sender of many tells which were
+    /// refused by the `id` their ERRORs carry back.
+    pub fn send_direct_with_id<T: Serialize + ?Sized>(
+        &self,
+        to: &Recipient<'_>,
+        content: &T,
+        id: &RequestId,
+    ) -> Result<(), ClientError> {
+        self.direct(to, content, Some(id))
+    }
+
+    fn direct<T: Serialize + ?Sized>(
+        &self,
+        to: &Recipient<'_>,
+        content: &T,
+        id: Option<&RequestId>,
+    ) -> Result<(), ClientError> {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Direct<'a, T: ?Sized> {
@@ -659,6 +680,8 @@ impl Client {
             #[serde(skip_serializing_if = "Option::is_none")]
             to_connection: Option<&'a str>,
             content: &'a T,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            id: Option<&'a RequestId>,
         }
         let (to_user, to_connection) = match to {
             Recipient::User(user) => (Some(&**user), None),
@@ -668,6 +691,7 @@ impl Client {
             to_user,
             to_connection,
             content,
+            id,
         };
         self.json_frame(MessageType::Message, &direct)
     }

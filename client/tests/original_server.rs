@@ -447,3 +447,33 @@ fn the_cli_chats_through_the_original_server() {
         "a WHO went to the original: {kinds:?}"
     );
 }
+
+#[test]
+fn the_cli_sends_no_direct_message_to_the_original_server() {
+    let original = Original::start();
+    let started = Instant::now();
+    let (status, out, err) = support::cli::run_with_input(
+        support::cli::relay(original.addr, &["pub", "--to-user", "alice", "hi"]),
+        b"",
+    );
+    let took = started.elapsed();
+    // Refused up front: the original would answer "Room name required",
+    // and never the HEARTBEAT that the count waits for.
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(out, "");
+    assert!(err.contains("does not relay direct messages"), "{err}");
+    assert!(took < PROMPTLY, "took {took:?}");
+    // Every frame the CLI sent, up to the end of its connection.
+    let mut kinds = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match original.received.recv_deadline(deadline) {
+            Ok(frame) => kinds.push(frame.kind),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                panic!("the connection did not end; frames so far: {kinds:?}")
+            }
+        }
+    }
+    assert_eq!(kinds, [HELLO], "only the login reached the original");
+}
