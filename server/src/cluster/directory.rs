@@ -9,7 +9,7 @@
 //! The heartbeat thread writes what changed within ~50 ms of a HELLO or a
 //! close (as it does presence), all of it again whenever its connection
 //! to Redis is new or Redis lost its data, and keeps both from expiring
-//! (3 TTLs); a node declared gone has both deleted (`roster`). The news of
+//! (as long as the roster); a node declared gone has both deleted (`roster`). The news of
 //! what changed is bounded: past [`Pending::MAX`] connections it is
 //! forgotten, and everything is written again.
 

@@ -5,7 +5,8 @@
 //! ```text
 //! relay:nodes            set: the nodes registered now (joined the roster, not yet declared gone)
 //! relay:roster:{node}    hash: "{connectionId} {room}" → "=user", or "" for none: the node's
-//!                        members the other nodes were told of; expires 3 TTLs after its last beat
+//!                        members the other nodes were told of; expires 10 minutes after its last
+//!                        beat (long past any node's scan, which may have a longer TTL than its own)
 //! relay:mourn:{node}     the roster of a node declared gone, while its leaves are being told
 //! relay:mourning         list: the nodes whose leaves are being told, oldest first
 //! relay:gone:{node}      "1" for an hour after the node was declared gone
@@ -51,6 +52,14 @@ pub(crate) const DEPARTED: &str = "relay:departed";
 /// How long a node remembers that it was declared gone, for when it comes
 /// back: an hour.
 const GONE_MS: u64 = 3_600_000;
+
+/// How long a node's roster and directory outlive its last heartbeat:
+/// until another node, whatever its own TTL, has declared it gone and
+/// told its leaves, and then only until no node is left to (ten minutes
+/// more).
+fn keep_ms(ttl_ms: u64) -> u64 {
+    ttl_ms.saturating_mul(3).saturating_add(600_000)
+}
 
 /// Declares node `n` gone: out of the registry, its directory deleted,
 /// its roster moved to where its leaves are told from (added to what is
@@ -106,7 +115,8 @@ return redis.call('PUBLISH', ARGV[5], ARGV[6])
 
 /// A node's heartbeat: its key renewed, its roster and directory kept
 /// from expiring, and where it stands. ARGV: node, TTL in ms, "1" on the
-/// process's first beat (an earlier process under the same id is gone).
+/// process's first beat (an earlier process under the same id is gone),
+/// how long the roster and directory outlive the last beat.
 static BEAT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(&with_mourn(
         r"
@@ -114,7 +124,7 @@ local n, ttl = ARGV[1], tonumber(ARGV[2])
 redis.call('SET', 'relay:node:' .. n, 1, 'PX', ttl)
 if ARGV[3] == '1' then mourn(n) end
 for _, key in ipairs({'relay:roster:', 'relay:conns:', 'relay:users:'}) do
-  redis.call('PEXPIRE', key .. n, 3 * ttl)
+  redis.call('PEXPIRE', key .. n, ARGV[4])
 end
 if redis.call('EXISTS', 'relay:mourn:' .. n) == 1 then return 'waiting' end
 if redis.call('SADD', 'relay:nodes', n) == 0 then return 'registered' end
@@ -240,7 +250,7 @@ impl Entry {
             .arg(&self.value)
             .arg(channel)
             .arg(payload)
-            .arg(3 * ttl_ms)
+            .arg(keep_ms(ttl_ms))
             .ignore();
     }
 }
@@ -271,6 +281,7 @@ pub(super) fn beat(
         .arg(node)
         .arg(ttl_ms)
         .arg(if first { "1" } else { "0" })
+        .arg(keep_ms(ttl_ms))
         .invoke(con)?;
     Ok(match standing.as_str() {
         "waiting" => Standing::Waiting,
