@@ -10,6 +10,13 @@
 //! ERROR the messages caused has arrived too. Binary messages cannot carry an
 //! `id`; an ERROR without one is counted against them.
 //!
+//! The original Node.js server (SPEC.md 8) never echoes a HEARTBEAT, so
+//! waiting for one would only end at the timeout, with every message sent.
+//! Against it the LEAVE_ROOM's answer is the barrier instead: it answers
+//! that in order too, and its ERRORs carry no `id`, so each one before the
+//! answer is a refusal. It sends no acks either, so there "accepted" means
+//! "sent, and no ERROR came for it by the barrier", and the summary says so.
+//!
 //! A server that numbers messages (its JOIN answer has an epoch, SPEC.md 8)
 //! is asked for an ack of each JSON message to a room (SPEC.md 3.14): then
 //! the count of accepted messages is the count of acks, each with the `seq`
@@ -131,6 +138,17 @@ impl Destination<'_> {
     }
 }
 
+/// Which answer tells the reader that every answer to the messages is in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Barrier {
+    /// The echo of a HEARTBEAT sent last: a Relay v1 server echoes every
+    /// one, and it also works where no room was joined (direct messages).
+    Echo,
+    /// The LEAVE_ROOM's answer: for a server that echoes no HEARTBEAT (the
+    /// original), which answers the LEAVE_ROOM all the same.
+    LeaveAnswer,
+}
+
 /// What the event side saw by the barrier.
 #[derive(Default)]
 struct Answers {
@@ -140,7 +158,7 @@ struct Answers {
     refused_without_id: u64,
     /// The connection ended before the barrier, and why.
     lost: Option<String>,
-    /// The barrier's echo arrived.
+    /// The barrier's answer arrived.
     done: bool,
     /// Acks by message number: the `seq` given and the members queued for.
     acked: BTreeMap<i64, (u64, u64)>,
@@ -186,12 +204,20 @@ pub fn run(args: &Args, publish: &Publish) -> Result<Exit, Failure> {
         }
     };
     let started = Instant::now();
+    let barrier_kind = match (&destination, client.server_echoes_heartbeats()) {
+        (Destination::Room { .. }, Some(false)) => Barrier::LeaveAnswer,
+        _ => Barrier::Echo,
+    };
     let barrier = AtomicU64::new(0);
     let interval = super::link::keepalive_interval(login.hello.idle_timeout_ms);
     let (stop_keepalive, stop) = crossbeam_channel::bounded::<()>(0);
     let (sent, answers) = std::thread::scope(|scope| {
         let answers = scope.spawn(|| {
-            read_answers(&client, &out, &dial, &barrier, |error| {
+            let leave_answer = match (&destination, barrier_kind) {
+                (Destination::Room { room, .. }, Barrier::LeaveAnswer) => Some(room.as_str()),
+                _ => None,
+            };
+            read_answers(&client, &out, &dial, &barrier, leave_answer, |error| {
                 destination.refusal(error, &dial.endpoint, dial.name.as_deref())
             })
         });
@@ -232,15 +258,20 @@ pub fn run(args: &Args, publish: &Publish) -> Result<Exit, Failure> {
             )))),
             (None, None) => Sent::default(),
         };
-        // The barrier: the HEARTBEAT's echo (after the LEAVE_ROOM's answer)
-        // comes after every ERROR the messages caused.
+        // The barrier: the HEARTBEAT's echo (after the LEAVE_ROOM's answer),
+        // or for the original the LEAVE_ROOM's answer itself, comes after
+        // every ERROR the messages caused. 0 means "not sent yet"; a failed
+        // send leaves the reader to see the disconnect.
         drop(stop_keepalive);
-        if let Destination::Room { room, .. } = &destination {
-            let _ = client.leave(room);
+        if let Destination::Room { room, .. } = &destination
+            && client.leave(room).is_ok()
+            && barrier_kind == Barrier::LeaveAnswer
+        {
+            barrier.store(1, Ordering::SeqCst);
         }
-        // 0 means "not sent yet"; a failed send leaves the reader to see the
-        // disconnect.
-        if let Ok(seq) = client.heartbeat() {
+        if barrier_kind == Barrier::Echo
+            && let Ok(seq) = client.heartbeat()
+        {
             barrier.store(seq, Ordering::SeqCst);
         }
         let answers = answers.join().unwrap_or_else(|_| Answers {
@@ -349,7 +380,14 @@ fn room_summary(
     let accepted = accepted.saturating_sub(unconfirmed);
     if accepted == total {
         if args.format() != Format::Json {
-            out.status(&format!("{text}, room {}", format::clean(room)));
+            // Without acks (the original server), "accepted" rests on the
+            // absence of an ERROR alone: say so rather than imply more.
+            let basis = if acks {
+                ""
+            } else {
+                " (sent, and no ERROR came back; this server sends no acks)"
+            };
+            out.status(&format!("{text}, room {}{basis}", format::clean(room)));
         }
         Ok(Exit::Ok)
     } else {
@@ -461,13 +499,16 @@ fn send_all<'a>(
     sent
 }
 
-/// Reads events until the barrier's echo (or the end of the connection),
-/// printing each refusal as `refusal` words it.
+/// Reads events until the barrier's answer (or the end of the connection),
+/// printing each refusal as `refusal` words it. `barrier` is the HEARTBEAT
+/// number to wait for, or, with `leave_answer` (the room), non-zero once
+/// the LEAVE_ROOM that is the barrier has been sent.
 fn read_answers(
     client: &Client,
     out: &Out,
     dial: &Dial,
     barrier: &AtomicU64,
+    leave_answer: Option<&str>,
     refusal: impl Fn(&ServerError) -> String,
 ) -> Answers {
     let mut answers = Answers::default();
@@ -478,9 +519,16 @@ fn read_answers(
     // The highest HEARTBEAT echo seen: the barrier's may arrive before its
     // number is stored.
     let mut echoed = 0;
+    // Likewise the LEAVE_ROOM's answer, which can come before the flag
+    // that it is the barrier is set.
+    let mut left = false;
     loop {
         let wanted = barrier.load(Ordering::SeqCst);
-        if wanted != 0 && echoed >= wanted {
+        let arrived = match leave_answer {
+            Some(_) => left,
+            None => echoed >= wanted,
+        };
+        if wanted != 0 && arrived {
             answers.done = true;
             return answers;
         }
@@ -505,6 +553,7 @@ fn read_answers(
         last_heard = Instant::now();
         match event {
             Event::Heartbeat(reply) => echoed = echoed.max(reply.seq.unwrap_or(0)),
+            Event::Left(ack) if Some(ack.room.as_str()) == leave_answer => left = true,
             Event::Ack(ack) => {
                 if let RequestId::Number(n) = ack.id {
                     answers.acked.insert(n, (ack.seq, ack.members));
