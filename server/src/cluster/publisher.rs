@@ -98,6 +98,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 }
             }
             let mut pipe = redis::pipe();
+            let ttl_ms = cluster.config.presence_ttl.as_millis() as u64;
             for item in &batch {
                 match (&item.numbered, &sha) {
                     (Some((room, _)), Some(sha)) => {
@@ -115,12 +116,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
                             .arg(now_ms())
                             .ignore();
                     }
-                    _ => {
-                        pipe.cmd("PUBLISH")
-                            .arg(&item.channel)
-                            .arg(&item.payload)
-                            .ignore();
-                    }
+                    _ => item.add_to(&mut pipe, &cluster.node, ttl_ms),
                 }
             }
             let result: redis::RedisResult<()> = pipe.query(&mut con);

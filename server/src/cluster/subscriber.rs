@@ -72,6 +72,18 @@ pub(crate) fn run(shared: Arc<Shared>) {
             if let Err(error) = follow(&shared, &mut pubsub, &mut subscribed, None) {
                 break 'connected error;
             }
+            // Departures and this node's direct messages, whatever its rooms.
+            let own = [
+                super::roster::DEPARTED.to_owned(),
+                super::direct::channel(&cluster.node),
+            ];
+            let confirmed = pubsub
+                .set_read_timeout(Some(CONFIRM))
+                .and_then(|()| pubsub.subscribe(&own))
+                .and_then(|()| pubsub.set_read_timeout(Some(POLL)));
+            if let Err(error) = confirmed {
+                break 'connected error;
+            }
             attempt = 0;
             cluster.counters.inlink_down.store(false, Ordering::Release);
             link.up(url);
@@ -182,6 +194,11 @@ fn relay(
         return;
     };
     let Some(room) = message.get_channel_name().strip_prefix("relay:room:") else {
+        if message.get_channel_name() == super::roster::DEPARTED {
+            super::departed::receive(shared, message.get_payload_bytes());
+        } else {
+            super::direct::receive(shared, message.get_payload_bytes());
+        }
         return;
     };
     let payload = message.get_payload_bytes();
