@@ -318,7 +318,10 @@ impl Cluster {
         from: u64,
         max_bytes: usize,
     ) -> Option<Option<(String, u64, Vec<(u64, u64, Vec<u8>)>)>> {
-        if !self.counters.outlink_up.load(Ordering::Acquire) {
+        // Not while Redis is known to be unreachable; but while the node
+        // is still making its first connections, try (a JOIN that gave up
+        // then would start its room in an epoch of its own).
+        if self.counters.inlink_down.load(Ordering::Acquire) {
             return None;
         }
         let pooled = self.order_readers.0.lock().pop();
