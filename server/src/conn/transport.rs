@@ -37,8 +37,8 @@ pub(crate) trait ReadHalf: Send + 'static {
     /// Reads what has already arrived, without waiting; `WouldBlock` when
     /// nothing has. A transport framed inside the stream (WebSocket) tops
     /// a read up with it, so that a busy client's reads fill what the
-    /// decoder offers, as on TCP. One that cannot say (TLS) answers
-    /// `WouldBlock`: its reads are then not topped up.
+    /// decoder offers, as on TCP. One that cannot tell answers
+    /// `WouldBlock`: reads over it are then not topped up.
     fn read_now(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
         Err(io::ErrorKind::WouldBlock.into())
     }

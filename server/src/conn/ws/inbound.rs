@@ -7,6 +7,15 @@
 //! slide left over them. A header cut by the end of a read (at most 13
 //! bytes) waits in a small stash and goes in front of the next read.
 //!
+//! The headers squeezed out leave a full read short of what the decoder
+//! offered, and the decoder grows its offer only after a read that fills
+//! it: so a read the socket filled is topped up with what has already
+//! arrived (`ReadHalf::read_now`), without waiting, until the Relay bytes
+//! fill the offer. Without it the decoder never offered more than 4 KiB,
+//! a busy publisher's frames were relayed a few dozen to a batch (where
+//! TCP's reads grow to 256 KiB), and every batch cost each member a
+//! socket write: `bench --ws` fan-out was a third of TCP's.
+//!
 //! Every message must be exactly one Relay frame. That is checked as the
 //! bytes stream by, without buffering a message: the first four bytes of a
 //! message (the Relay length) say how long it must be. A message that
@@ -192,7 +201,8 @@ impl Inbound {
         w
     }
 
-    /// Whether a header cut by the end of the last read waits in the stash.
+    /// How many bytes of a header cut by the end of the last read wait in
+    /// the stash.
     pub(crate) fn stashed(&self) -> usize {
         self.stash_len
     }
@@ -449,14 +459,9 @@ impl<R: ReadHalf> WsRead<R> {
 
     /// Reads on behind the `last.relay` Relay bytes at the front of `buf`
     /// while the last read filled its room and more has already arrived,
-    /// until `buf` is full. The headers squeezed out of a full read leave
-    /// `buf` short, and the decoder takes a read short of its offer to
-    /// mean the client had no more: it would never offer more than its
-    /// smallest read, and a busy publisher's frames would be relayed a few
-    /// KiB per batch, a hundred times the socket writes of TCP's one batch
-    /// per 256 KiB (`bench --ws` fan-out measured a third of TCP's).
-    /// Topped up, a WebSocket read fills the offer whenever a TCP one
-    /// would. Returns the Relay bytes now at the front of `buf`.
+    /// until `buf` is full, so that a WebSocket read fills the decoder's
+    /// offer whenever a TCP one would (see the module doc). Returns the
+    /// Relay bytes now at the front of `buf`.
     fn top_up(&mut self, buf: &mut [u8], last: ReadOnce) -> usize {
         let mut relay = last.relay;
         let mut filled = last.filled;
