@@ -70,16 +70,17 @@ struct Header {
 }
 
 impl Header {
-    /// Whether `bytes` start with this header's bytes. Every header has
-    /// two bytes, compared as one word: a call to `memcmp` for them cost
-    /// the swarm more than the rest of the unframing.
+    /// Whether `bytes` start with this header's bytes. The usual lengths
+    /// (2 bytes, 4 with a 16-bit length) are compared as one word: a call
+    /// to `memcmp` for them cost the swarm more than the rest of the
+    /// unframing.
     #[inline]
     fn starts(&self, bytes: &[u8]) -> bool {
-        let (Some(first), Some(rest)) = (bytes.first_chunk::<2>(), bytes.get(2..self.len)) else {
-            return false;
-        };
-        *first == [self.bytes[0], self.bytes[1]]
-            && (self.len == 2 || rest == &self.bytes[2..self.len])
+        match self.len {
+            2 => bytes.first_chunk::<2>() == self.bytes.first_chunk::<2>(),
+            4 => bytes.first_chunk::<4>() == self.bytes.first_chunk::<4>(),
+            len => bytes.get(..len) == self.bytes.get(..len),
+        }
     }
 }
 
