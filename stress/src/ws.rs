@@ -124,6 +124,23 @@ pub fn pair(addr: SocketAddr) -> (WsIn, WsOut) {
     )
 }
 
+/// XORs a payload with its mask (RFC 6455 5.3), eight bytes at a time:
+/// byte by byte, masking cost the publisher more than its socket writes.
+fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
+    let [a, b, c, d] = mask;
+    let key = u64::from_ne_bytes([a, b, c, d, a, b, c, d]);
+    let mut words = payload.chunks_exact_mut(8);
+    for word in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        word.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ key).to_ne_bytes());
+    }
+    // The tail starts at a multiple of 8, so at the mask's first byte.
+    for (i, byte) in words.into_remainder().iter_mut().enumerate() {
+        *byte ^= mask[i % 4];
+    }
+}
+
 fn invalid(why: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why.into())
 }
@@ -137,12 +154,30 @@ impl WsOut {
     /// Frames the whole Relay frames of `relay` (keeping a partial tail for
     /// later) as masked binary messages, queued.
     pub fn frame(&mut self, relay: &[u8]) {
-        self.partial.extend_from_slice(relay);
+        if self.sent == self.out.len() {
+            self.out.clear();
+            self.sent = 0;
+        }
+        if self.partial.is_empty() {
+            // The publisher writes whole frames: framed from where they lie.
+            let used = self.frame_whole(relay);
+            self.partial.extend_from_slice(&relay[used..]);
+        } else {
+            let mut partial = std::mem::take(&mut self.partial);
+            partial.extend_from_slice(relay);
+            let used = self.frame_whole(&partial);
+            partial.drain(..used);
+            self.partial = partial;
+        }
+    }
+
+    /// Frames the whole Relay frames at the start of `relay` into `out`;
+    /// returns the bytes they took.
+    fn frame_whole(&mut self, relay: &[u8]) -> usize {
         let mut at = 0;
-        while let Some(prefix) = self.partial.get(at..at + 4) {
-            let total =
-                4 + u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
-            let Some(frame) = self.partial.get(at..at + total) else {
+        while let Some(prefix) = relay[at..].first_chunk::<4>() {
+            let total = 4 + u32::from_be_bytes(*prefix) as usize;
+            let Some(frame) = relay.get(at..at + total) else {
                 break;
             };
             let mask = (self.rng.next_u64() as u32).to_ne_bytes();
@@ -151,20 +186,14 @@ impl WsOut {
                 mask: Some(mask),
                 ..FrameHeader::default()
             };
-            if self.sent == self.out.len() {
-                self.out.clear();
-                self.sent = 0;
-            }
             // Writing into a Vec cannot fail.
             let _ = header.format(total as u64, &mut self.out);
             let start = self.out.len();
             self.out.extend_from_slice(frame);
-            for (i, byte) in self.out[start..].iter_mut().enumerate() {
-                *byte ^= mask[i % 4];
-            }
+            apply_mask(&mut self.out[start..], mask);
             at += total;
         }
-        self.partial.drain(..at);
+        at
     }
 
     /// Sends what is queued as far as `socket` takes it; `WouldBlock` from
@@ -424,6 +453,27 @@ mod tests {
         // Two masked binary messages of 9 and 7 bytes.
         assert_eq!(out.out.len(), 2 + 4 + 9 + 2 + 4 + 7);
         assert_eq!(&out.out[..2], &[0x82, 0x80 | 9]);
+        // Whole and split, long enough for whole words of mask: unmasked
+        // byte by byte, the messages are the frames.
+        let long = [vec![0, 0, 0, 40, 1, 1, 1], (0..37).collect()].concat();
+        let relay = [relay.clone(), long.clone(), relay].concat();
+        for split in [relay.len(), 5, 20] {
+            out.out.clear();
+            out.sent = 0;
+            let (first, second) = relay.split_at(split.min(relay.len()));
+            out.frame(first);
+            out.frame(second);
+            let mut cursor = Cursor::new(&out.out[..]);
+            let mut unmasked = Vec::new();
+            while let Some((header, len)) = FrameHeader::parse(&mut cursor).unwrap() {
+                let at = cursor.position() as usize;
+                let mask = header.mask.unwrap();
+                let payload = &out.out[at..at + len as usize];
+                unmasked.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+                cursor.set_position((at + len as usize) as u64);
+            }
+            assert_eq!(unmasked, relay, "split at {split}");
+        }
     }
 
     /// The upgrade's answer to `input`, then: a binary message, a ping, a
