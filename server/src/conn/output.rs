@@ -18,6 +18,11 @@
 //! A publisher never waits for the lock (`try_lock`); the writer's waits are
 //! for a publisher's non-blocking write at most. A publisher that cannot
 //! finish rings the writer's doorbell, so nothing queued is left unwritten.
+//! A publisher that finds the lock held by another publisher leaves its
+//! batch to that one, which looks at the queue again before it lets go:
+//! publishers of one room, flushing the same members at once, then cost no
+//! wake-up (in the rooms bench, futex calls fell from about 2,500 to 270 a
+//! second, and the server's CPU by a fifth).
 //!
 //! The writer also keeps an eye on a client that stops reading (see
 //! `progress`): while it owes bytes it looks every check interval, blocked
@@ -50,8 +55,8 @@
 //! connection is idle (see `sys::thread::trim_stack`).
 
 use std::io::{self, IoSlice};
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, fence};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -81,6 +86,10 @@ pub(crate) trait Accounts {
 
 /// Batches written per system call at most (IOV_MAX is 1024).
 const MAX_SLICES: usize = 64;
+/// Writes a publisher's flush makes at most, taking what other publishers
+/// queued meanwhile, before it leaves the rest to the writer thread: a
+/// publisher's own client waits while it writes for others.
+const MAX_FLUSH_ROUNDS: u32 = 4;
 
 #[derive(Debug)]
 pub(crate) struct Output {
@@ -95,6 +104,10 @@ pub(crate) struct Output {
     /// Frames and bytes written to this client, readable without the lock
     /// (a `/connz` must not wait behind a blocked write).
     sent: Sent,
+    /// Set while a publisher holds the lock and will look at the queue
+    /// again before it lets go: a publisher that finds the lock held then
+    /// leaves its batch to that one instead of ringing the writer.
+    combining: AtomicBool,
 }
 
 /// A connection's output so far, written only by the lock holder.
@@ -210,6 +223,7 @@ impl Output {
             closing_at: OnceLock::new(),
             write_timeout: OnceLock::new(),
             sent: Sent::default(),
+            combining: AtomicBool::new(false),
         }
     }
 
@@ -319,9 +333,23 @@ impl Output {
     /// A publisher's flush: writes what is queued without waiting, if the
     /// output is free and the socket takes it; otherwise leaves it to the
     /// writer thread and rings it.
+    ///
+    /// Publishers of one room flush the same members at nearly the same
+    /// moment. One that finds the lock held by another publisher does not
+    /// ring: the holder takes what was queued meanwhile before it lets go
+    /// (see [`Output::combining`]), so two publishes cost no wake-up, and
+    /// often one `sendmsg` for both.
     #[inline(never)]
     pub(crate) fn flush_now(&self, outbound: &impl Accounts, counters: &Counters) -> Flushed {
         let Some(mut state) = self.state.try_lock() else {
+            // Our batch is in the queue (the caller pushed it before).
+            // Either the holder's last look at the queue comes after this
+            // fence and sees it, or the holder had stopped combining and
+            // the writer is rung.
+            fence(SeqCst);
+            if self.combining.load(Relaxed) {
+                return Flushed::Handed;
+            }
             outbound.ring();
             return Flushed::Handed;
         };
@@ -332,17 +360,29 @@ impl Output {
             outbound.ring();
             return Flushed::Handed;
         }
-        state.take_queued();
+        self.combining.store(true, Relaxed);
         let before = state.wire_out;
-        let flushed = match state.write(outbound, counters, &self.sent, Wait::No, &self.closing_at)
-        {
-            Ok(()) if state.pending.is_empty() && !state.sink_has_pending() => Flushed::All,
-            Ok(()) => Flushed::Handed,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Flushed::Handed,
-            // A real error: the writer meets it too and closes.
-            Err(_) => Flushed::Handed,
+        let mut rounds = 0;
+        let (flushed, more) = loop {
+            state.take_queued();
+            let flushed =
+                match state.write(outbound, counters, &self.sent, Wait::No, &self.closing_at) {
+                    Ok(()) if state.pending.is_empty() && !state.sink_has_pending() => Flushed::All,
+                    // Partial, would block, or a real error (which the
+                    // writer meets too, and closes).
+                    _ => Flushed::Handed,
+                };
+            rounds += 1;
+            // Stop combining, then look once more: a publisher that failed
+            // `try_lock` before this store relies on this look.
+            self.combining.store(false, Relaxed);
+            fence(SeqCst);
+            let more = state.rx.as_ref().is_some_and(|rx| !rx.is_empty());
+            if flushed == Flushed::Handed || !more || rounds == MAX_FLUSH_ROUNDS {
+                break (flushed, more);
+            }
+            self.combining.store(true, Relaxed);
         };
-        let more = state.rx.as_ref().is_some_and(|rx| !rx.is_empty());
         // Bytes left in a socket nobody watches: the clock starts now, and
         // the writer looks once housekeeping rings it.
         if !state.watching && state.wire_out > before {
@@ -763,7 +803,15 @@ mod tests {
         /// when `hold` is set.
         held: Arc<AtomicUsize>,
         hold: Arc<AtomicUsize>,
+        /// When set, the next non-waiting write says it has begun and
+        /// waits to be let go: a publisher caught holding the lock.
+        pause: Arc<Mutex<Option<Pause>>>,
     }
+
+    type Pause = (
+        crossbeam_channel::Sender<()>,
+        crossbeam_channel::Receiver<()>,
+    );
 
     impl WriteHalf for Script {
         fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
@@ -777,6 +825,11 @@ mod tests {
         }
 
         fn write_vectored_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let pause = self.pause.lock().take();
+            if let Some((begun, go_on)) = pause {
+                begun.send(()).unwrap();
+                go_on.recv().unwrap();
+            }
             let budget = self.budget.load(Ordering::Relaxed);
             if budget == 0 {
                 return Err(io::ErrorKind::WouldBlock.into());
@@ -859,6 +912,33 @@ mod tests {
         tx.send(batch(1, 10)).unwrap();
         tx.send(batch(2, 5)).unwrap();
         assert_eq!(output.flush_now(&ledger, &counters), Flushed::All);
+        assert_eq!(*script.written.lock(), [vec![1; 10], vec![2; 5]].concat());
+        assert_eq!(ledger.written.load(Ordering::Relaxed), 15);
+        assert_eq!(ledger.rings.load(Ordering::Relaxed), 0, "no writer woken");
+        assert!(!output.has_work());
+    }
+
+    #[test]
+    fn a_publisher_that_finds_another_flushing_leaves_its_batch_to_it() {
+        let (output, tx, script) = setup(usize::MAX);
+        let (output, ledger) = (Arc::new(output), Arc::new(Ledger::default()));
+        let (begun_tx, begun) = crossbeam_channel::bounded(1);
+        let (go_on, go_on_rx) = crossbeam_channel::bounded(1);
+        *script.pause.lock() = Some((begun_tx, go_on_rx));
+        tx.send(batch(1, 10)).unwrap();
+        let first = {
+            let (output, ledger) = (Arc::clone(&output), Arc::clone(&ledger));
+            std::thread::spawn(move || output.flush_now(&*ledger, &Counters::default()))
+        };
+        // The first publisher is in its write, holding the lock.
+        begun.recv_timeout(Duration::from_secs(30)).unwrap();
+        tx.send(batch(2, 5)).unwrap();
+        let counters = Counters::default();
+        assert_eq!(output.flush_now(&*ledger, &counters), Flushed::Handed);
+        assert_eq!(ledger.rings.load(Ordering::Relaxed), 0, "no writer woken");
+        go_on.send(()).unwrap();
+        assert_eq!(first.join().unwrap(), Flushed::All);
+        // The first wrote the second's batch after its own.
         assert_eq!(*script.written.lock(), [vec![1; 10], vec![2; 5]].concat());
         assert_eq!(ledger.written.load(Ordering::Relaxed), 15);
         assert_eq!(ledger.rings.load(Ordering::Relaxed), 0, "no writer woken");
