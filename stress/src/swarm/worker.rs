@@ -427,14 +427,11 @@ impl Worker {
         let mut at = 0;
         let mut delivered = 0u64;
         let mut hint = self.clients[i].content_hint;
-        loop {
-            let Some(input) = self.clients[i]
-                .stream
-                .as_mut()
-                .and_then(SwarmStream::websocket_input)
-            else {
-                break;
-            };
+        while let Some(input) = self.clients[i]
+            .stream
+            .as_mut()
+            .and_then(SwarmStream::websocket_input)
+        {
             let (unframed, used) = match input.next(&bytes[at..]) {
                 Ok(Some(next)) => next,
                 Ok(None) => break,
