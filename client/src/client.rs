@@ -38,11 +38,6 @@ pub struct Options {
     /// Speak TLS (a server's `--tls-addr` port); `None` is plain TCP. The
     /// handshake must finish within `connect_timeout`.
     pub tls: Option<TlsOptions>,
-    /// Deliver messages that carry their place in the room's order as
-    /// [`Event::Sequenced`] (message and position) rather than
-    /// [`Event::Message`]. Off by default, so code written before rooms
-    /// had an order sees every message as it did.
-    pub sequenced_events: bool,
 }
 
 impl Default for Options {
@@ -53,7 +48,6 @@ impl Default for Options {
             event_capacity: 4096,
             write_timeout: None,
             tls: None,
-            sequenced_events: false,
         }
     }
 }
@@ -234,10 +228,7 @@ impl Client {
         let local_addr = control.local_addr().map_err(ClientError::Io)?;
         let peer_addr = control.peer_addr().map_err(ClientError::Io)?;
         let (sender, events) = crossbeam_channel::bounded(options.event_capacity.max(1));
-        let shared = Arc::new(Shared {
-            sequenced_events: options.sequenced_events,
-            ..Shared::new()
-        });
+        let shared = Arc::new(Shared::new());
         let reader = reader::spawn(
             read,
             control.try_clone().map_err(ClientError::Io)?,
@@ -651,6 +642,27 @@ impl Client {
         to: &Recipient<'_>,
         content: &T,
     ) -> Result<(), ClientError> {
+        self.direct(to, content, None)
+    }
+
+    /// [`Client::send_direct`] with a request `id`: a direct message is
+    /// never acked (SPEC.md 3.16), so a sender of many tells which were
+    /// refused by the `id` their ERRORs carry back.
+    pub fn send_direct_with_id<T: Serialize + ?Sized>(
+        &self,
+        to: &Recipient<'_>,
+        content: &T,
+        id: &RequestId,
+    ) -> Result<(), ClientError> {
+        self.direct(to, content, Some(id))
+    }
+
+    fn direct<T: Serialize + ?Sized>(
+        &self,
+        to: &Recipient<'_>,
+        content: &T,
+        id: Option<&RequestId>,
+    ) -> Result<(), ClientError> {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Direct<'a, T: ?Sized> {
@@ -659,6 +671,8 @@ impl Client {
             #[serde(skip_serializing_if = "Option::is_none")]
             to_connection: Option<&'a str>,
             content: &'a T,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            id: Option<&'a RequestId>,
         }
         let (to_user, to_connection) = match to {
             Recipient::User(user) => (Some(&**user), None),
@@ -668,6 +682,7 @@ impl Client {
             to_user,
             to_connection,
             content,
+            id,
         };
         self.json_frame(MessageType::Message, &direct)
     }

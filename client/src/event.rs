@@ -22,10 +22,6 @@ pub enum Event {
     Left(RoomAck),
     /// A message published in a room this client is in.
     Message(Message),
-    /// The same, with its place in the room's order, for a client whose
-    /// [`Options::sequenced_events`](crate::Options::sequenced_events) is
-    /// on (otherwise such a message is an [`Event::Message`]).
-    Sequenced(Message, Since),
     /// Messages of a room that are gone for good: sent after a JOIN that
     /// asked for recovery, before the first message after them.
     Gap(Gap),
@@ -96,6 +92,11 @@ pub struct Message {
     /// deliveries carry none, and neither does a JSON delivery without one
     /// (or with 0).
     pub timestamp: Option<u64>,
+    /// Its place in the room's order (SPEC.md 5.11): the room's epoch and
+    /// the message's `seq`, which a JOIN with `since` resumes after. `None`
+    /// from servers that do not number messages, and for binary deliveries
+    /// unless the HELLO asked for `binarySeq`.
+    pub position: Option<Since>,
 }
 
 impl Message {

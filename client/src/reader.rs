@@ -48,8 +48,6 @@ pub(crate) struct Shared {
     /// The HELLO asked for `seq` in binary deliveries, so they come in the
     /// sequenced layout.
     pub binary_seq: AtomicBool,
-    /// Deliveries with a `seq` are [`Event::Sequenced`].
-    pub sequenced_events: bool,
     /// The last place seen in each room's order: from its JOIN answer, then
     /// from each numbered delivery; what a JOIN after a reconnect recovers
     /// from.
@@ -75,7 +73,6 @@ impl Shared {
             connection_id: Mutex::new(None),
             heartbeat_echo: AtomicU8::new(ECHO_UNKNOWN),
             binary_seq: AtomicBool::new(false),
-            sequenced_events: false,
             positions: Mutex::new(HashMap::new()),
         }
     }
@@ -105,19 +102,12 @@ impl Shared {
         }
     }
 
-    /// A delivery as an event: sequenced if asked for and numbered.
-    fn message(&self, message: Message, position: Option<Since>) -> Event {
-        match position {
-            Some(position) => {
-                self.saw(&message.room, &position.epoch, position.seq);
-                if self.sequenced_events {
-                    Event::Sequenced(message, position)
-                } else {
-                    Event::Message(message)
-                }
-            }
-            None => Event::Message(message),
+    /// A delivery as an event, its position remembered for recovery.
+    fn message(&self, message: Message) -> Event {
+        if let Some(position) = &message.position {
+            self.saw(&message.room, &position.epoch, position.seq);
         }
+        Event::Message(message)
     }
 
     pub fn reason(&self) -> Option<DisconnectReason> {
@@ -322,18 +312,17 @@ fn to_event(frame: Frame<'_>, shared: &Shared) -> Result<Option<Event>, String> 
             let malformed = |error| format!("its binary MESSAGE is malformed: {error}");
             if shared.binary_seq.load(Ordering::Relaxed) {
                 let delivery = SequencedBinaryDelivery::parse(frame.payload).map_err(malformed)?;
-                let message = Message {
+                shared.message(Message {
                     room: delivery.room.to_owned(),
                     from: delivery.from.to_owned(),
                     user: None,
                     body: Body::Binary(delivery.body.to_vec()),
                     timestamp: None,
-                };
-                let position = Since {
-                    epoch: delivery.epoch.to_owned(),
-                    seq: delivery.seq,
-                };
-                shared.message(message, Some(position))
+                    position: Some(Since {
+                        epoch: delivery.epoch.to_owned(),
+                        seq: delivery.seq,
+                    }),
+                })
             } else {
                 let delivery = BinaryDelivery::parse(frame.payload).map_err(malformed)?;
                 Event::Message(Message {
@@ -342,6 +331,7 @@ fn to_event(frame: Frame<'_>, shared: &Shared) -> Result<Option<Event>, String> 
                     user: None,
                     body: Body::Binary(delivery.body.to_vec()),
                     timestamp: None,
+                    position: None,
                 })
             }
         }
@@ -354,14 +344,14 @@ fn to_event(frame: Frame<'_>, shared: &Shared) -> Result<Option<Event>, String> 
                     }),
                     _ => None,
                 };
-                let message = Message {
+                shared.message(Message {
                     room: delivery.room.into_owned(),
                     from: delivery.from.into_owned(),
                     user: delivery.user.map(|user| user.into_owned()),
                     body: Body::Json(delivery.content.to_owned()),
                     timestamp: given(delivery.timestamp),
-                };
-                shared.message(message, position)
+                    position,
+                })
             }
             Ok(ServerMessage::Gap(gap)) => {
                 // What is gone is gone: recovery later starts after it.

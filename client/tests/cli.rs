@@ -323,14 +323,7 @@ fn help_names_the_history_file() {
 }
 
 fn start_server_with_tokens() -> server::RunningServer {
-    let tokens = "cli-test-token-0123456789 carol join=r publish=r\n";
-    start_server_with(server::Config {
-        auth: server::auth::AuthConfig {
-            tokens: Some(server::auth::TokenTable::parse(tokens, "test").expect("tokens")),
-            jwt: None,
-        },
-        ..server::Config::default()
-    })
+    support::start_server_with_tokens("cli-test-token-0123456789 carol join=r publish=r\n")
 }
 
 #[test]

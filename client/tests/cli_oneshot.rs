@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 
-use testkit::{start_server, start_server_with};
+use testkit::start_server;
 
 mod support;
 
@@ -99,13 +99,7 @@ fn pub_exits_1_unless_every_message_was_accepted() {
     // dave may join r but publish nowhere: every MESSAGE gets FORBIDDEN,
     // with its id.
     let tokens = "cli-pub-token-0123456789 dave join=r publish=elsewhere\n";
-    let server = start_server_with(server::Config {
-        auth: server::auth::AuthConfig {
-            tokens: Some(server::auth::TokenTable::parse(tokens, "test").expect("tokens")),
-            jwt: None,
-        },
-        ..server::Config::default()
-    });
+    let server = support::start_server_with_tokens(tokens);
     let addr = server.local_addr();
     let (status, _, err) = run_with_input(
         relay(

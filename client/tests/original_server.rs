@@ -447,3 +447,217 @@ fn the_cli_chats_through_the_original_server() {
         "a WHO went to the original: {kinds:?}"
     );
 }
+
+#[test]
+fn the_cli_sends_no_direct_message_to_the_original_server() {
+    let original = Original::start();
+    let started = Instant::now();
+    let (status, out, err) = support::cli::run_with_input(
+        support::cli::relay(original.addr, &["pub", "--to-user", "alice", "hi"]),
+        b"",
+    );
+    let took = started.elapsed();
+    // Refused up front: the original would answer "Room name required",
+    // and never the HEARTBEAT that the count waits for.
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(out, "");
+    assert!(err.contains("does not relay direct messages"), "{err}");
+    assert!(took < PROMPTLY, "took {took:?}");
+    // Every frame the CLI sent, up to the end of its connection.
+    let mut kinds = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match original.received.recv_deadline(deadline) {
+            Ok(frame) => kinds.push(frame.kind),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                panic!("the connection did not end; frames so far: {kinds:?}")
+            }
+        }
+    }
+    assert_eq!(kinds, [HELLO], "only the login reached the original");
+}
+
+/// Every frame the CLI sent, up to the end of its connection, HEARTBEATs
+/// (keepalives, which the original notes and never answers) left out.
+fn frames_until_closed(original: &Original) -> Vec<Received> {
+    let mut frames = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match original.received.recv_deadline(deadline) {
+            Ok(frame) if frame.kind == HEARTBEAT => {}
+            Ok(frame) => frames.push(frame),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return frames,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                let kinds: Vec<u8> = frames.iter().map(|f| f.kind).collect();
+                panic!("the connection did not end; frames so far: {kinds:?}")
+            }
+        }
+    }
+}
+
+/// Runs `relay pub ARGS` against a fresh stand-in with `input` on standard
+/// input: the exit status, standard output, standard error, how long it
+/// took, and the frames the stand-in received.
+fn publish(args: &[&str], input: &[u8]) -> (Option<i32>, String, String, Duration, Vec<Received>) {
+    let original = Original::start();
+    let mut command_args = vec!["pub"];
+    command_args.extend_from_slice(args);
+    let started = Instant::now();
+    let (status, out, err) =
+        support::cli::run_with_input(support::cli::relay(original.addr, &command_args), input);
+    let took = started.elapsed();
+    let frames = frames_until_closed(&original);
+    (status.code(), out, err, took, frames)
+}
+
+/// The JOIN, the MESSAGEs' payloads and the LEAVE, in the order sent, after
+/// the HELLO.
+fn published(frames: &[Received], room: &str) -> Vec<Value> {
+    let kinds: Vec<u8> = frames.iter().map(|f| f.kind).collect();
+    assert_eq!(kinds.first(), Some(&HELLO), "{kinds:?}");
+    assert_eq!(kinds.get(1), Some(&JOIN_ROOM), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&LEAVE_ROOM), "{kinds:?}");
+    assert_eq!(frames[1].json()["room"], room);
+    assert_eq!(frames[frames.len() - 1].json()["room"], room);
+    let middle = &frames[2..frames.len() - 1];
+    assert!(
+        middle.iter().all(|f| f.kind == MESSAGE),
+        "only MESSAGEs between the JOIN and the LEAVE: {kinds:?}"
+    );
+    middle
+        .iter()
+        .map(|f| {
+            let mut payload = f.json();
+            assert_eq!(payload["room"], room, "{payload}");
+            // The message's number, which the original ignores.
+            payload.as_object_mut().map(|o| o.remove("id"));
+            payload["content"].take()
+        })
+        .collect()
+}
+
+#[test]
+fn the_cli_publishes_a_message_to_the_original_server_promptly() {
+    let (code, out, err, took, frames) = publish(&["r", "hello"], b"");
+    // The original never echoes the HEARTBEAT the count usually waits for:
+    // its LEAVE_ROOM answer, which comes after any ERROR for a message,
+    // ends the wait.
+    assert_eq!(code, Some(0), "{err}");
+    assert!(took < PROMPTLY, "took {took:?}");
+    assert_eq!(out, "");
+    assert!(
+        err.starts_with("1 of 1 message accepted by relay://127.0.0.1:"),
+        "{err}"
+    );
+    assert!(err.contains("room r"), "{err}");
+    // No ack from this server: the summary says what "accepted" rests on.
+    assert!(err.contains("no ERROR"), "{err}");
+    assert_eq!(published(&frames, "r"), [Value::from("hello")]);
+}
+
+#[test]
+fn the_cli_publishes_standard_input_to_the_original_server_promptly() {
+    let (code, _, err, took, frames) = publish(&["r", "-"], b"one\ntwo\r\n\nthree\n");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(took < PROMPTLY, "took {took:?}");
+    assert!(err.starts_with("3 of 3 messages accepted by "), "{err}");
+    assert_eq!(
+        published(&frames, "r"),
+        [Value::from("one"), Value::from("two"), Value::from("three")]
+    );
+}
+
+#[test]
+fn the_cli_publishes_json_to_the_original_server_promptly() {
+    let (code, out, err, took, frames) = publish(&["r", "--json", r#"{"t":21.5}"#], b"");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(took < PROMPTLY, "took {took:?}");
+    let summary: Value = serde_json::from_str(out.trim()).expect("a JSON summary");
+    assert_eq!(
+        summary,
+        serde_json::json!({"room": "r", "messages": 1, "accepted": 1, "refused": 0})
+    );
+    assert_eq!(published(&frames, "r"), [serde_json::json!({"t": 21.5})]);
+}
+
+#[test]
+fn the_cli_counts_what_the_original_server_refuses() {
+    // The original takes a payload that is not JSON for one without a room
+    // and answers `{"error":"Room name required"}`, without the message's
+    // number: a refusal all the same.
+    let (code, _, err, took, frames) = publish(&["r", "--binary", "-"], b"one\ntwo\n");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(took < PROMPTLY, "took {took:?}");
+    assert_eq!(
+        err.matches("refused: Room name required").count(),
+        2,
+        "{err}"
+    );
+    assert!(err.contains("0 of 2 messages accepted by "), "{err}");
+    let kinds: Vec<u8> = frames.iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, [HELLO, JOIN_ROOM, MESSAGE, MESSAGE, LEAVE_ROOM]);
+}
+
+#[test]
+fn the_cli_says_promptly_that_the_original_server_has_no_round_trip_time() {
+    let original = Original::start();
+    let started = Instant::now();
+    let (status, out, err) =
+        support::cli::run_with_input(support::cli::relay(original.addr, &["ping"]), b"");
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(took < PROMPTLY, "took {took:?}");
+    assert_eq!(out, "");
+    assert!(err.contains("does not answer HEARTBEAT"), "{err}");
+    assert!(err.contains("no round-trip time"), "{err}");
+    let kinds: Vec<u8> = frames_until_closed(&original)
+        .iter()
+        .map(|f| f.kind)
+        .collect();
+    assert_eq!(kinds, [HELLO, HELLO]);
+}
+
+#[test]
+fn the_cli_says_promptly_that_the_original_server_has_no_stats() {
+    let original = Original::start();
+    let started = Instant::now();
+    let (status, out, err) =
+        support::cli::run_with_input(support::cli::relay(original.addr, &["stats"]), b"");
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(took < PROMPTLY, "took {took:?}");
+    assert_eq!(out, "");
+    assert!(err.contains("sends no counters"), "{err}");
+    let kinds: Vec<u8> = frames_until_closed(&original)
+        .iter()
+        .map(|f| f.kind)
+        .collect();
+    assert_eq!(kinds, [HELLO]);
+}
+
+#[test]
+fn the_cli_subscribes_through_the_original_server() {
+    let original = Original::start();
+    let mut child = support::cli::relay(
+        original.addr,
+        &["sub", "r", "-n", "1", "--history", "5", "--json"],
+    )
+    .spawn()
+    .expect("start the client binary");
+    assert_eq!(original.expect(JOIN_ROOM).json()["room"], "r");
+    original.send(MESSAGE, &member_event("userJoined", "r"));
+    original.send(MESSAGE, &delivery("r", "hi", TIMESTAMP));
+    let started = Instant::now();
+    let (status, out, err) = support::cli::finish(&mut child);
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(took < PROMPTLY, "took {took:?}");
+    assert!(err.contains("r: this server keeps no history"), "{err}");
+    let line: Value = serde_json::from_str(out.trim()).expect("one JSON line");
+    assert_eq!(line["room"], "r");
+    assert_eq!(line["from"], "conn-2");
+    assert_eq!(line["content"], "hi");
+    assert_eq!(line["timestamp"], TIMESTAMP);
+    assert!(line.get("seq").is_none(), "{line}");
+}

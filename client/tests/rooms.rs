@@ -13,11 +13,7 @@ use support::{expect_event, login};
 use testkit::{WAIT, start_server, start_server_with};
 
 fn sequenced(addr: SocketAddr, hello: &Hello) -> Client {
-    let options = Options {
-        sequenced_events: true,
-        ..Options::default()
-    };
-    let client = Client::connect_with(addr, &options).expect("connect");
+    let client = Client::connect_with(addr, &Options::default()).expect("connect");
     client.hello(hello, WAIT).expect("HELLO answer");
     client
 }
@@ -49,7 +45,7 @@ fn messages_carry_their_place_and_a_reconnect_recovers_from_it() {
     for n in 1..=5u64 {
         let (message, position) =
             expect_event(&reader, "a numbered message", |event| match event {
-                Event::Sequenced(message, position) => Some((message.clone(), position.clone())),
+                Event::Message(message) => Some((message.clone(), message.position.clone()?)),
                 _ => None,
             });
         assert_eq!(message.body.as_json(), Some(&*n.to_string()));
@@ -72,7 +68,7 @@ fn messages_carry_their_place_and_a_reconnect_recovers_from_it() {
     let mut seqs = Vec::new();
     while seqs.len() < 3 {
         match back.recv_timeout(WAIT).expect("an event") {
-            Event::Sequenced(_, position) => seqs.push(position.seq),
+            Event::Message(message) => seqs.push(message.position.expect("a position").seq),
             // The first reader's userLeft may race this join.
             Event::Joined(_) | Event::Member(_) => {}
             other => panic!("unexpected {other:?}"),
@@ -98,7 +94,7 @@ fn gaps_acks_who_and_direct_messages_arrive_as_events() {
         _ => None,
     });
     assert_eq!((gap.from, gap.to), (Some(1), Some(2)));
-    // Without sequenced_events, kept messages are ordinary messages.
+    // Kept messages are messages like live ones.
     let kept = expect_event(&bob, "a kept message", |event| match event {
         Event::Message(message) => message.body.as_json().map(str::to_owned),
         _ => None,
@@ -144,8 +140,8 @@ fn binary_messages_carry_their_place_when_the_hello_asks() {
     publisher.send_json("bin", "first").expect("send");
     publisher.send_binary("bin", &[0, 1, 2]).expect("send");
     let (message, position) = expect_event(&reader, "the binary message", |event| match event {
-        Event::Sequenced(message, position) if message.body.as_bytes().is_some() => {
-            Some((message.clone(), position.clone()))
+        Event::Message(message) if message.body.as_bytes().is_some() => {
+            Some((message.clone(), message.position.clone()?))
         }
         _ => None,
     });

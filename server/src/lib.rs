@@ -28,7 +28,9 @@
 //!   queued, buffered or put in rooms; `shed`: what the server does past
 //!   it (cut the heaviest connections with OVERLOADED).
 //! - `cluster/`: rooms shared with other nodes through Redis (`--cluster`):
-//!   the bounded link out, the subscriber in, cluster-wide presence.
+//!   the bounded link out, the subscriber in, cluster-wide presence, the
+//!   members of a node that goes leaving everywhere, and direct messages
+//!   across nodes.
 //! - `per_address`: connections per IP address (`--max-connections-per-ip`).
 //! - `shared`: what all connection threads share (settings, rooms,
 //!   counters, the registry of live connections).

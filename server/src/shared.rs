@@ -185,6 +185,10 @@ impl Shared {
 
     pub(crate) fn unregister(&self, id: u64) {
         let peer = self.registry.lock().remove(&id);
+        if let Some(cluster) = &self.cluster {
+            let user = peer.as_ref().and_then(|peer| peer.outbound.user());
+            cluster.directory.changed(id, user);
+        }
         if let Some(user) = peer.as_ref().and_then(|peer| peer.outbound.user()) {
             let mut users = self.users.lock();
             if let Some(ids) = users.get_mut(user) {
@@ -200,6 +204,44 @@ impl Shared {
     /// Notes that connection `id` is `user`'s, once its HELLO settled it.
     pub(crate) fn add_user(&self, user: &str, id: u64) {
         self.users.lock().entry(user.into()).or_default().push(id);
+    }
+
+    /// Whether connection `id` is open (past its HELLO, not closing), and
+    /// if so its user: for the cluster's directory.
+    pub(crate) fn open_connection(&self, id: u64) -> Option<Option<Box<str>>> {
+        let registry = self.registry.lock();
+        let peer = registry.get(&id)?;
+        let open = !peer.outbound.is_closing()
+            && peer.outbound.state().get() != crate::conn::ConnState::Init;
+        open.then(|| peer.outbound.user().map(Into::into))
+    }
+
+    /// How many connections of `user` are open now.
+    pub(crate) fn user_connections(&self, user: &str) -> usize {
+        self.users.lock().get(user).map_or(0, Vec::len)
+    }
+
+    /// Every open connection with its user, and every user with how many
+    /// connections it has: the cluster's directory, whole.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn directory(&self) -> (Vec<(u64, Option<Box<str>>)>, Vec<(Box<str>, usize)>) {
+        let connections = self
+            .registry
+            .lock()
+            .values()
+            .filter(|peer| {
+                !peer.outbound.is_closing()
+                    && peer.outbound.state().get() != crate::conn::ConnState::Init
+            })
+            .map(|peer| (peer.id(), peer.outbound.user().map(Into::into)))
+            .collect();
+        let users = self
+            .users
+            .lock()
+            .iter()
+            .map(|(user, ids)| (user.clone(), ids.len()))
+            .collect();
+        (connections, users)
     }
 
     /// Every live connection now.

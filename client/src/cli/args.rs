@@ -80,8 +80,10 @@ pub fn with_default_subcommand(
     argv
 }
 
-/// Flags every subcommand takes, before or after its name.
+/// Flags every subcommand takes, before or after its name. Listed after a
+/// subcommand's own flags in its help.
 #[derive(Debug, clap::Args)]
+#[command(next_display_order = 100)]
 pub struct Global {
     /// The server to talk to (see Addresses above; default localhost:4000).
     #[arg(
@@ -168,8 +170,9 @@ pub enum Command {
         /// The server's port, when ADDRESS has none.
         port: Option<u16>,
     },
-    /// Publish to a room and say how many messages the server accepted;
-    /// exits 0 only if it accepted all of them.
+    /// Publish to a room, or send direct messages to a user or connection,
+    /// and say how many messages the server accepted; exits 0 only if it
+    /// accepted all of them.
     #[command(name = "pub")]
     Publish(Publish),
     /// Print the messages of one or more rooms as they arrive.
@@ -185,22 +188,166 @@ pub enum Command {
     },
 }
 
+/// Where `relay pub` sends its messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A room, joined for the run.
+    Room(String),
+    /// Every connection of a user, as direct messages (SPEC.md 3.16).
+    User(String),
+    /// One connection, by its `connectionId`, as direct messages.
+    Connection(String),
+}
+
+/// `relay pub`, as the command line means it: clap reads [`PublishWords`],
+/// and [`PublishWords::resolve`] decides what the positional words are.
+#[derive(Debug)]
+pub struct Publish {
+    pub target: Target,
+    /// The message, or `-` for each line of standard input; `None` with
+    /// `file`.
+    pub message: Option<String>,
+    pub file: Option<PathBuf>,
+    pub binary: bool,
+}
+
+/// `relay pub` as clap reads it. Positionals are filled in order, so in
+/// `pub --to-user alice hello` the first word, "hello", lands in `room`:
+/// with a recipient it is the message, and a second word means a ROOM was
+/// given too. Clap cannot say that, so [`PublishWords::resolve`] does, and
+/// its errors are clap's, printed with the usage and exit code 2.
 #[derive(Debug, clap::Args)]
 #[command(
-    group(clap::ArgGroup::new("what").required(true).args(["message", "file"])),
-    override_usage = "relay pub [OPTIONS] ROOM (MESSAGE | - | -f FILE)"
+    group(clap::ArgGroup::new("recipient").args(["to_user", "to_connection"])),
+    override_usage = "relay pub [OPTIONS] ROOM (MESSAGE | - | -f FILE)\n       \
+                      relay pub [OPTIONS] (--to-user USER | --to-connection ID) (MESSAGE | - | -f FILE)"
 )]
-pub struct Publish {
+pub struct PublishWords {
     /// The room; it is joined once for all the messages, and left after.
-    pub room: String,
+    /// Not with --to-user or --to-connection, which send to a recipient
+    /// instead of a room.
+    #[arg(value_name = "ROOM")]
+    room: Option<String>,
     /// The message, or - to send each line of standard input as one.
-    pub message: Option<String>,
+    message: Option<String>,
     /// Send the whole file as one message.
     #[arg(long, short = 'f', value_name = "FILE")]
-    pub file: Option<PathBuf>,
-    /// Send the content as raw bytes (a BINARY message), not as text.
+    file: Option<PathBuf>,
+    /// Send the content as raw bytes (a BINARY message), not as text. Rooms
+    /// only: direct messages carry JSON.
     #[arg(long, conflicts_with = "json")]
-    pub binary: bool,
+    binary: bool,
+    /// Send each message to every connection of USER as a direct message,
+    /// joining no room. Exits 1 if USER is not connected (the sender's own
+    /// connection does not count) or the token does not allow messaging
+    /// them.
+    #[arg(long, value_name = "USER")]
+    to_user: Option<String>,
+    /// Send each message to the one connection whose connectionId is ID
+    /// (as `/who` or a delivery's `from` shows it) as a direct message.
+    #[arg(long, value_name = "ID")]
+    to_connection: Option<String>,
+}
+
+impl PublishWords {
+    /// Sorts the positional words into ROOM and MESSAGE, and refuses the
+    /// combinations clap cannot see.
+    fn resolve(self) -> Result<Publish, clap::Error> {
+        use clap::error::ErrorKind;
+        // Formatted with `pub`'s own usage, which shows both forms.
+        let error = |kind, text: String| {
+            let mut args = <Args as clap::CommandFactory>::command();
+            // Built first, so `pub` has the global flags its own checks name.
+            args.build();
+            match args.find_subcommand_mut("pub") {
+                Some(publish) => publish.error(kind, text),
+                None => args.error(kind, text),
+            }
+        };
+        let recipient = match (self.to_user, self.to_connection) {
+            (Some(user), _) => Some(("--to-user", Target::User(user))),
+            (None, Some(id)) => Some(("--to-connection", Target::Connection(id))),
+            (None, None) => None,
+        };
+        let (target, message) = match recipient {
+            None => match self.room {
+                Some(room) => (Target::Room(room), self.message),
+                None => {
+                    return Err(error(
+                        ErrorKind::MissingRequiredArgument,
+                        "give a ROOM, or --to-user USER or --to-connection ID".into(),
+                    ));
+                }
+            },
+            Some((flag, target)) => {
+                if self.message.is_some() {
+                    return Err(error(
+                        ErrorKind::ArgumentConflict,
+                        format!(
+                            "a ROOM cannot be used with {flag}: messages go to a room or to a \
+                             recipient, not both (quote a message that has spaces)"
+                        ),
+                    ));
+                }
+                if self.binary {
+                    return Err(error(
+                        ErrorKind::ArgumentConflict,
+                        format!(
+                            "--binary cannot be used with {flag}: a direct message carries JSON \
+                             content only (SPEC.md 3.16); send text, or JSON with --json"
+                        ),
+                    ));
+                }
+                let name = match &target {
+                    Target::User(name) | Target::Connection(name) | Target::Room(name) => name,
+                };
+                if name.trim().is_empty() {
+                    return Err(error(
+                        ErrorKind::InvalidValue,
+                        format!("{flag} needs a name; it was empty"),
+                    ));
+                }
+                (target, self.room)
+            }
+        };
+        match (&message, &self.file) {
+            (Some(_), Some(_)) => Err(error(
+                ErrorKind::ArgumentConflict,
+                "give the MESSAGE or -f FILE, not both".into(),
+            )),
+            (None, None) => Err(error(
+                ErrorKind::MissingRequiredArgument,
+                "give the MESSAGE, - to send each line of standard input, or -f FILE".into(),
+            )),
+            _ => Ok(Publish {
+                target,
+                message,
+                file: self.file,
+                binary: self.binary,
+            }),
+        }
+    }
+}
+
+impl clap::FromArgMatches for Publish {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Publish, clap::Error> {
+        PublishWords::from_arg_matches(matches)?.resolve()
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Publish::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for Publish {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        PublishWords::augment_args(command)
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        PublishWords::augment_args_for_update(command)
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -403,5 +550,56 @@ mod tests {
         assert!(args(&["sub", "r", "--timeout", "0"]).is_err());
         assert!(args(&["ping", "-c", "0"]).is_err());
         assert!(args(&["sub"]).is_err(), "sub needs a room");
+    }
+
+    #[test]
+    fn pub_takes_a_room_or_a_recipient_and_the_first_word_follows() {
+        let publish = |argv: &[&str]| match args(argv).map(|a| a.command) {
+            Ok(Some(Command::Publish(publish))) => Ok(publish),
+            Ok(other) => panic!("{other:?}"),
+            Err(error) => Err(error),
+        };
+        let room = publish(&["pub", "news", "hi"]).expect("parses");
+        assert_eq!(room.target, Target::Room("news".into()));
+        assert_eq!(room.message.as_deref(), Some("hi"));
+        let user = publish(&["pub", "--to-user", "alice", "hello"]).expect("parses");
+        assert_eq!(user.target, Target::User("alice".into()));
+        assert_eq!(user.message.as_deref(), Some("hello"));
+        let connection =
+            publish(&["pub", "-f", "x.json", "--to-connection", "c4"]).expect("parses");
+        assert_eq!(connection.target, Target::Connection("c4".into()));
+        assert_eq!(
+            (connection.message, connection.file),
+            (None, Some("x.json".into()))
+        );
+        let stdin = publish(&["pub", "--to-user", "alice", "-", "--json"]).expect("parses");
+        assert_eq!(stdin.message.as_deref(), Some("-"));
+
+        for (argv, says) in [
+            (
+                &["pub", "news", "hi", "--to-user", "a"][..],
+                "a ROOM cannot be used with --to-user",
+            ),
+            (
+                &["pub", "--to-connection", "c4", "hi", "--binary"],
+                "carries JSON content only",
+            ),
+            (
+                &["pub", "--to-user", "a", "--to-connection", "c4", "hi"],
+                "cannot be used with",
+            ),
+            (&["pub", "--to-user", " ", "hi"], "--to-user needs a name"),
+            (&["pub", "--to-user", "a"], "give the MESSAGE"),
+            (&["pub", "--to-user", "a", "hi", "-f", "x"], "not both"),
+            (&["pub", "news", "hi", "-f", "x"], "not both"),
+            (
+                &["pub"],
+                "give a ROOM, or --to-user USER or --to-connection ID",
+            ),
+        ] {
+            let error = publish(argv).expect_err("refused");
+            assert!(error.contains(says), "{argv:?}: {error}");
+            assert!(error.contains("Usage: relay pub"), "{argv:?}: {error}");
+        }
     }
 }

@@ -38,9 +38,6 @@ impl Dial {
         let options = Options {
             connect_timeout: timeout,
             tls: endpoint.tls.then(|| args.tls_options()),
-            // Deliveries carry their place in the room's order, for --json
-            // and for recovering after a reconnect.
-            sequenced_events: true,
             ..Options::default()
         };
         // With a token the server names the user; only an explicit --name

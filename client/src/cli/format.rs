@@ -13,7 +13,7 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use client::{Body, DirectMessage, Gap, MemberChange, MemberEvent, Message, Since};
+use client::{Body, DirectMessage, Gap, MemberChange, MemberEvent, Message};
 
 /// Whether to colour output, decided once.
 #[derive(Debug, Clone, Copy)]
@@ -233,7 +233,7 @@ pub fn binary_preview(bytes: &[u8]) -> String {
 /// publisher gave none), `content` (the JSON as published; binary content
 /// as base64, with `"binary":true`) and `timestamp` (milliseconds since the
 /// Unix epoch, null when the server sent none).
-pub fn json_message(message: &Message, position: Option<&Since>) -> String {
+pub fn json_message(message: &Message) -> String {
     let mut line = serde_json::json!({
         "room": message.room,
         "from": message.from,
@@ -242,7 +242,7 @@ pub fn json_message(message: &Message, position: Option<&Since>) -> String {
     });
     // A server that numbers messages gives every delivery its place: a
     // script can resume from it, or check it saw each one.
-    if let Some(position) = position {
+    if let Some(position) = &message.position {
         line["seq"] = position.seq.into();
         line["epoch"] = position.epoch.clone().into();
     }
@@ -353,6 +353,7 @@ mod tests {
                 serde_json::value::RawValue::from_string("\"hi\"".into()).expect("valid JSON"),
             ),
             timestamp: Some(1_704_116_707_000),
+            position: None,
         };
         assert_eq!(style.message(&message), "[physics] c3 (13:45:07): hi");
         let json = Message {
@@ -367,7 +368,7 @@ mod tests {
             r#"[physics] alice (13:45:07): {"x":1}"#
         );
         let line: serde_json::Value =
-            serde_json::from_str(&json_message(&json, None)).expect("one JSON object");
+            serde_json::from_str(&json_message(&json)).expect("one JSON object");
         assert_eq!(
             line,
             serde_json::json!({"room":"physics","from":"c3","user":"alice",
@@ -380,7 +381,7 @@ mod tests {
             ..json
         };
         let line: serde_json::Value =
-            serde_json::from_str(&json_message(&binary, None)).expect("one JSON object");
+            serde_json::from_str(&json_message(&binary)).expect("one JSON object");
         assert_eq!(
             line,
             serde_json::json!({"room":"physics","from":"c3","user":null,

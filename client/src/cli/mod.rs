@@ -10,7 +10,8 @@
 //!   ([`command`] reads a line into one); [`interactive`] is the rustyline
 //!   front end and [`piped`] the one for scripts; [`complete`] and
 //!   [`history`] serve the line editor.
-//! - [`publish`], [`subscribe`], [`stats`], [`ping`]: the one-shot
+//! - [`publish`] (to a room, or direct messages to a user or connection),
+//!   [`subscribe`], [`stats`], [`ping`]: the one-shot
 //!   subcommands.
 //! - [`format`], [`out`]: how lines look, and which stream they go to.
 

@@ -130,9 +130,8 @@ impl Out {
     /// in `format`, on standard output, so a transcript keeps them in the
     /// order they came: a gap line stands where the messages are missing.
     pub fn delivery(&self, format: Format, event: &Event) -> Shown {
-        let (message, position) = match event {
-            Event::Message(message) => (message, None),
-            Event::Sequenced(message, position) => (message, Some(position)),
+        let message = match event {
+            Event::Message(message) => message,
             Event::Gap(gap) => {
                 match format {
                     Format::Human => self.message(&self.style.gap(gap)),
@@ -153,7 +152,7 @@ impl Out {
         };
         match format {
             Format::Human => self.message(&self.style.message(message)),
-            Format::Json => self.message(&format::json_message(message, position)),
+            Format::Json => self.message(&format::json_message(message)),
             Format::Raw => self.bytes(&format::raw_content(message)),
         }
         Shown::Message

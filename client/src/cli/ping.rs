@@ -36,6 +36,17 @@ pub fn run(args: &Args, count: u32) -> Result<Exit, Failure> {
                     ),
                 ));
             }
+            // The original Node.js server (SPEC.md 8): found out at once
+            // from its HELLO answers, not by waiting for the timeout.
+            Err(ClientError::NotAvailable { .. }) => {
+                return Err(Failure::new(
+                    Exit::Failed,
+                    format!(
+                        "{} does not answer HEARTBEAT, so there is no round-trip time to measure; it answers like the original Node.js Relay server (SPEC.md 8)",
+                        dial.endpoint
+                    ),
+                ));
+            }
             Err(error) => {
                 return Err(Failure::new(
                     Exit::Failed,

@@ -88,7 +88,7 @@ pub fn run(args: &Args, subscribe: &Subscribe) -> Result<Exit, Failure> {
     let seen = Arc::clone(&counter);
     let watched = Arc::clone(&link);
     let handler = move |event: Event| match event {
-        Event::Message(_) | Event::Sequenced(..) | Event::Gap(_) | Event::Direct(_) => {
+        Event::Message(_) | Event::Gap(_) | Event::Direct(_) => {
             if count.is_some_and(|n| received >= n) {
                 return;
             }

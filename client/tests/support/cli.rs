@@ -49,7 +49,12 @@ pub fn run_with_input(mut command: Command, input: &[u8]) -> (ExitStatus, String
     // The client may already have exited: a broken pipe is fine.
     let _ = stdin.write_all(input);
     drop(stdin);
-    let status = wait_exit(&mut child);
+    finish(&mut child)
+}
+
+/// Waits for the child to exit; returns status, stdout, stderr.
+pub fn finish(child: &mut Child) -> (ExitStatus, String, String) {
+    let status = wait_exit(child);
     let mut out = String::new();
     let mut err = String::new();
     child

@@ -30,3 +30,15 @@ pub fn expect_event<T>(client: &Client, what: &str, pick: impl FnMut(&Event) -> 
         Err(error) => panic!("waiting for {what}: {error}"),
     }
 }
+
+/// A server that logs clients in with the token table `tokens` (SPEC.md
+/// 11.1: `TOKEN USER PERMISSIONS…` per line).
+pub fn start_server_with_tokens(tokens: &str) -> server::RunningServer {
+    testkit::start_server_with(server::Config {
+        auth: server::auth::AuthConfig {
+            tokens: Some(server::auth::TokenTable::parse(tokens, "test").expect("tokens")),
+            jwt: None,
+        },
+        ..server::Config::default()
+    })
+}

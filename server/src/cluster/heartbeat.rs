@@ -1,14 +1,17 @@
 //! The heartbeat thread: keeps this node's share of each room's members
-//! in Redis (see `presence`), its claims alive, and tells the other nodes
-//! how much it relayed in each room.
+//! in Redis (see `presence`), its claims, roster and directory alive,
+//! tells the other nodes how much it relayed in each room, and declares
+//! gone the nodes whose heartbeat expired (see `roster`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::Cluster;
+use super::outlink::Announce;
 use super::presence::{Share, key, node_key};
+use super::roster::{self, Standing};
+use super::{Cluster, directory};
 use crate::shared::Shared;
 
 /// The presence thread: keeps this node's shares and its heartbeat, and
@@ -22,6 +25,9 @@ pub(super) fn run(shared: Arc<Shared>) {
     let ttl = cluster.config.presence_ttl;
     let beat = ttl / 3;
     let mut written: HashSet<Arc<str>> = HashSet::new();
+    // Until a heartbeat got through: the first says an earlier process
+    // under this id is gone.
+    let mut first = true;
     let mut attempt = 0;
     let stopping = || shared.shutting_down.load(Ordering::Acquire);
     while !stopping() {
@@ -43,9 +49,18 @@ pub(super) fn run(shared: Arc<Shared>) {
             }
         };
         attempt = 0;
+        // Whatever was lost with the last connection is written again.
+        cluster.directory.everything();
         let mut next_beat = Instant::now();
         let result: redis::RedisResult<()> = loop {
             if stopping() {
+                // Gone by its own word: the other nodes' members hear its
+                // members leave now, not a TTL later.
+                if let Err(error) = roster::leave(&mut con, &cluster.node) {
+                    tracing::warn!(
+                        "cluster: cannot tell the other nodes this node is stopping ({error}); its members leave there once its heartbeat expires"
+                    );
+                }
                 let mut pipe = redis::pipe();
                 pipe.cmd("DEL").arg(node_key(&cluster.node)).ignore();
                 pipe.cmd("DEL")
@@ -62,7 +77,8 @@ pub(super) fn run(shared: Arc<Shared>) {
                 next_beat = now + beat;
                 cluster.presence_changes.take();
                 shared.rooms.announce_relayed(&*cluster.outlink);
-                heartbeat(&shared, cluster, &mut con, &mut written)
+                standing(&shared, cluster, &mut con, &mut first)
+                    .and_then(|()| heartbeat(&shared, cluster, &mut con, &mut written))
             } else {
                 match cluster.presence_changes.take() {
                     Some(rooms) if rooms.is_empty() => Ok(()),
@@ -70,6 +86,7 @@ pub(super) fn run(shared: Arc<Shared>) {
                     None => heartbeat(&shared, cluster, &mut con, &mut written),
                 }
             };
+            let result = result.and_then(|()| directory::write(&shared, &cluster.node, &mut con));
             if let Err(error) = result {
                 break Err(error);
             }
@@ -79,6 +96,70 @@ pub(super) fn run(shared: Arc<Shared>) {
             tracing::debug!("cluster: presence link lost: {error}");
         }
     }
+}
+
+/// The node's heartbeat proper (see `roster`): where it stands, and what
+/// that asks of it; then the scan for nodes whose heartbeat expired, and
+/// the telling of their members' leaves.
+fn standing(
+    shared: &Shared,
+    cluster: &Cluster,
+    con: &mut redis::Connection,
+    first: &mut bool,
+) -> redis::RedisResult<()> {
+    let ttl_ms = cluster.config.presence_ttl.as_millis() as u64;
+    let standing = roster::beat(con, &cluster.node, ttl_ms, *first)?;
+    // The first beat declares an earlier process under this id gone, and
+    // so always finds this one back: nothing to warn about.
+    let started = std::mem::take(first);
+    match standing {
+        Standing::Registered | Standing::Waiting => {}
+        Standing::Back | Standing::Lost => {
+            let publish = standing == Standing::Back;
+            if publish && !started {
+                tracing::warn!(
+                    "cluster: the other nodes declared this node gone (its heartbeat did not reach Redis for --cluster-presence-ttl); its members are announced to them again"
+                );
+            }
+            announce(shared, cluster, publish);
+            cluster.directory.everything();
+        }
+    }
+    let gone = roster::scan(con)?;
+    if gone > 0 {
+        cluster
+            .counters
+            .nodes_gone
+            .fetch_add(gone, Ordering::Relaxed);
+        tracing::warn!(
+            "cluster: {gone} node(s) stopped their heartbeat for --cluster-presence-ttl and are declared gone; their members leave every room"
+        );
+    }
+    roster::tell(con)
+}
+
+/// Every local member's `userJoined` into the roster, published to the
+/// other nodes when `publish` (see `roster`).
+fn announce(shared: &Shared, cluster: &Cluster, publish: bool) {
+    let outlink = Announce {
+        outlink: &cluster.outlink,
+        publish,
+    };
+    let now_ms = super::departed::now_ms();
+    shared
+        .rooms
+        .announce_members(&outlink, &mut |room, member| {
+            let event = protocol::MemberEvent {
+                change: protocol::MemberChange::Joined,
+                room: room.to_owned(),
+                connection_id: format!("c{}", member.id()),
+                user: member.user().map(str::to_owned),
+                timestamp: now_ms,
+            };
+            let mut bytes = Vec::new();
+            protocol::encode_json(&mut bytes, protocol::MessageType::Message, &event).ok()?;
+            Some(bytes)
+        });
 }
 
 /// Every local room's share, the rooms this node no longer has taken
@@ -93,7 +174,9 @@ fn heartbeat(
     rooms.extend(written.iter().cloned());
     rooms.sort_unstable();
     rooms.dedup();
-    // The node's key first: a share is only read while it exists.
+    // The node's key first (renewed by `standing` too, but this runs on
+    // its own when changes were too many to list): a share is only read
+    // while it exists.
     redis::cmd("SET")
         .arg(node_key(&cluster.node))
         .arg(1)

@@ -16,6 +16,10 @@
 //! - `inlink`: the subscriber thread.
 //! - `presence`: this node's share of each room's members, and reading
 //!   the other nodes' shares.
+//! - `roster`: the members each node told the others of, so that a node
+//!   that goes has its members leave everywhere; `departed` tells them.
+//! - `directory` and `direct`: which connections and users each node has,
+//!   and direct messages to them across nodes.
 //!
 //! Order: a node numbers every room's deliveries itself (its own epoch per
 //! room), remote messages included, so each node keeps SPEC.md 5.11 for
@@ -31,11 +35,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 mod changes;
+mod departed;
+mod direct;
+mod directory;
 mod envelope;
 mod heartbeat;
 mod outlink;
 mod presence;
 mod publisher;
+mod roster;
 mod subscriber;
 mod subscriptions;
 pub(crate) mod threads;
@@ -168,6 +176,18 @@ pub(crate) struct ClusterCounters {
     /// the messages they covered.
     pub(crate) gaps: AtomicU64,
     pub(crate) gap_messages: AtomicU64,
+    /// Other nodes this node's scan declared gone (their heartbeat
+    /// expired), and `userLeft` events this node's members got for the
+    /// members of nodes that went.
+    pub(crate) nodes_gone: AtomicU64,
+    pub(crate) departed_left: AtomicU64,
+    /// Direct messages queued for other nodes, dropped on the way out
+    /// (queue full, link down), delivered here from other nodes, and
+    /// received for connections no longer open here.
+    pub(crate) directs_out: AtomicU64,
+    pub(crate) directs_dropped: AtomicU64,
+    pub(crate) directs_in: AtomicU64,
+    pub(crate) directs_undelivered: AtomicU64,
 }
 
 /// Why a relayed batch was dropped.
@@ -216,6 +236,8 @@ pub(crate) struct Cluster {
     readers: presence::Readers,
     /// The block of connection numbers this node claimed.
     pub(crate) block: u64,
+    /// This node's connections whose entry in the directory changed.
+    pub(crate) directory: directory::Pending,
 }
 
 /// What a cluster-wide answer adds to this node's own members.
@@ -245,6 +267,7 @@ impl Cluster {
             presence_changes: changes::Changes::default(),
             readers: presence::Readers::default(),
             block: 0,
+            directory: directory::Pending::default(),
             config,
         })
     }
@@ -275,9 +298,6 @@ impl Cluster {
     /// with the presence heartbeat, so a claim outlives its node by the
     /// TTL at most); without Redis, the random block is used unclaimed.
     pub(crate) fn first_connection_id(&mut self) -> u64 {
-        /// Each node's block: ten billion connections before a number could
-        /// be another block's.
-        const BLOCK: u64 = 10_000_000_000;
         /// Blocks to draw from: as many as fit in a u64 of numbers.
         const BLOCKS: u64 = u64::MAX / BLOCK - 1;
         let ttl_ms = self.config.presence_ttl.as_millis() as u64;
@@ -287,6 +307,14 @@ impl Cluster {
             .get_connection_with_timeout(Duration::from_secs(2))
         {
             Ok(mut con) => {
+                // A restarted node is a new node: what an earlier process
+                // under this id told the others of leaves now.
+                if let Err(error) = roster::leave(&mut con, &self.node) {
+                    tracing::warn!(
+                        "cluster: cannot tell the other nodes that an earlier node {:?} is gone ({error}); its members leave once its heartbeat expires",
+                        &*self.node
+                    );
+                }
                 for _ in 0..16 {
                     let claimed: redis::RedisResult<Option<String>> = redis::cmd("SET")
                         .arg(block_key(block))
@@ -317,6 +345,10 @@ impl Cluster {
         block * BLOCK + 1
     }
 }
+
+/// Each node's block of connection numbers: ten billion connections
+/// before a number could be another block's.
+pub(crate) const BLOCK: u64 = 10_000_000_000;
 
 /// A random number (the process's random hash keys, the clock).
 fn random() -> u64 {

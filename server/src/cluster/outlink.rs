@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+use super::roster::{Change, Entry};
 use super::{ClusterCounters, Dropped, envelope};
 use crate::logging::{CLUSTER, throttled};
 use crate::rooms::{RelayOut, Relayed};
@@ -24,6 +25,24 @@ pub(super) struct Item {
     pub(super) channel: String,
     pub(super) payload: Vec<u8>,
     pub(super) messages: u32,
+    /// For a membership event: its roster entry, written by the script
+    /// that publishes it (see `roster`).
+    pub(super) entry: Option<Entry>,
+}
+
+impl Item {
+    /// Adds what publishes this item to `pipe`.
+    pub(super) fn add_to(&self, pipe: &mut redis::Pipeline, node: &str, ttl_ms: u64) {
+        match &self.entry {
+            Some(entry) => entry.add_to(pipe, node, ttl_ms, &self.channel, &self.payload),
+            None => {
+                pipe.cmd("PUBLISH")
+                    .arg(&self.channel)
+                    .arg(&self.payload)
+                    .ignore();
+            }
+        }
+    }
 }
 
 /// The sending side, held by the rooms.
@@ -58,16 +77,32 @@ impl Outlink {
         self.queued.load(Ordering::Relaxed)
     }
 
-    /// Queues `payload` (an envelope) for `room`'s channel, without
-    /// waiting; false if it was dropped (the link is down or the queue
-    /// full). Called under the room's order lock, so a room's batches are
-    /// queued in its order.
+    /// Queues `payload` (an envelope) for `room`'s channel, as
+    /// [`Outlink::offer_item`] does.
+    #[cfg(test)]
     pub(crate) fn offer(&self, room: &str, payload: Vec<u8>, messages: u32) -> bool {
+        self.offer_item(
+            room,
+            Item {
+                channel: super::channel(room),
+                payload,
+                messages,
+                entry: None,
+            },
+        )
+    }
+
+    /// Queues `item` without waiting; false if it was dropped (the link
+    /// is down or the queue full). A room's batches are offered under its
+    /// order lock, so they are queued in its order. `about` names the room
+    /// (or, for a direct message, the node) in the log line of a full
+    /// queue.
+    pub(super) fn offer_item(&self, about: &str, item: Item) -> bool {
         if !self.counters.outlink_up.load(Ordering::Acquire) {
             self.counters.dropped(Dropped::LinkDown);
             return false;
         }
-        let size = payload.len();
+        let size = item.payload.len();
         let reserved = self
             .queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
@@ -77,30 +112,25 @@ impl Outlink {
             })
             .is_ok();
         if !reserved {
-            self.full(room);
+            self.full(about);
             return false;
         }
-        let item = Item {
-            channel: super::channel(room),
-            payload,
-            messages,
-        };
         match self.tx.try_send(item) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.queued.fetch_sub(size, Ordering::AcqRel);
-                self.full(room);
+                self.full(about);
                 false
             }
         }
     }
 
-    fn full(&self, room: &str) {
+    fn full(&self, about: &str) {
         self.counters.dropped(Dropped::QueueFull);
         throttled!(
             CLUSTER,
             WARN,
-            "cluster: the queue to Redis holds {} bytes, its limit; a batch for room {room:?} is dropped and the other nodes' members get a gap notice (raise --cluster-queue-bytes, or Redis is too slow)",
+            "cluster: the queue to Redis holds {} bytes, its limit; a batch for {about:?} is dropped (a room's members elsewhere get a gap notice; a direct message is lost) (raise --cluster-queue-bytes, or Redis is too slow)",
             self.max_bytes
         );
     }
@@ -119,10 +149,58 @@ impl Outlink {
     }
 }
 
+impl Outlink {
+    /// Queues `batch` of `room`, and with a membership event the roster
+    /// entry `sync` asks for (see `roster`): the event's own (a join or a
+    /// leave), or a join written without being published.
+    pub(super) fn relay_with(&self, room: &str, batch: &Relayed<'_>, sync: bool) {
+        let entry = member_event(batch).map(|event| {
+            let change = match event.change {
+                _ if sync => Change::Sync,
+                protocol::MemberChange::Joined => Change::Join,
+                protocol::MemberChange::Left => Change::Leave,
+            };
+            Entry::new(change, &event.connection_id, room, event.user.as_deref())
+        });
+        let item = Item {
+            channel: super::channel(room),
+            payload: envelope::encode(&self.node, batch),
+            messages: batch.splices.len() as u32,
+            entry,
+        };
+        self.offer_item(room, item);
+    }
+}
+
+/// The membership event a batch carries, if it is one: a batch of one
+/// frame and no message is a `userJoined` or `userLeft` (`rooms`), which
+/// this node encoded itself.
+fn member_event(batch: &Relayed<'_>) -> Option<protocol::MemberEvent> {
+    if !batch.splices.is_empty() || batch.frames != 1 {
+        return None;
+    }
+    let (frame, _) = protocol::parse_frame(batch.bytes, u32::MAX).ok()??;
+    serde_json::from_slice(frame.payload).ok()
+}
+
 impl RelayOut for Outlink {
     fn relay(&self, room: &str, batch: &Relayed<'_>) {
-        let envelope = envelope::encode(&self.node, batch);
-        self.offer(room, envelope, batch.splices.len() as u32);
+        self.relay_with(room, batch, false);
+    }
+}
+
+/// The outlink as the rooms use it to announce this node's members again
+/// (see `roster`): each join written into the roster, and published only
+/// when `publish`.
+#[derive(Debug)]
+pub(super) struct Announce<'a> {
+    pub(super) outlink: &'a Outlink,
+    pub(super) publish: bool,
+}
+
+impl RelayOut for Announce<'_> {
+    fn relay(&self, room: &str, batch: &Relayed<'_>) {
+        self.outlink.relay_with(room, batch, !self.publish);
     }
 }
 

@@ -63,6 +63,38 @@ impl std::fmt::Debug for Readers {
     }
 }
 
+/// Asks Redis `question` on one of the idle reading connections (or a
+/// new one), waiting [`READ_TIMEOUT`] at most; an error when Redis is down
+/// (known from the publishing link), slow or wrong.
+pub(super) fn ask<T>(
+    cluster: &Cluster,
+    question: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+) -> Result<T, String> {
+    if !cluster.counters.outlink_up.load(Ordering::Acquire) {
+        return Err("Redis is unreachable".to_owned());
+    }
+    let pooled = cluster.readers.0.lock().pop();
+    let mut con = match pooled {
+        Some(con) => con,
+        None => cluster
+            .client
+            .get_connection_with_timeout(READ_TIMEOUT)
+            .and_then(|con| {
+                con.set_read_timeout(Some(READ_TIMEOUT))?;
+                con.set_write_timeout(Some(READ_TIMEOUT))?;
+                Ok(con)
+            })
+            .map_err(|error| error.to_string())?,
+    };
+    let answer = question(&mut con).map_err(|error| error.to_string())?;
+    // A connection whose question failed is dropped: it may be mid-answer.
+    let mut idle = cluster.readers.0.lock();
+    if idle.len() < IDLE_READERS {
+        idle.push(con);
+    }
+    Ok(answer)
+}
+
 /// One node's share of a room.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Share {
@@ -81,33 +113,12 @@ pub(super) fn node_key(node: &str) -> String {
 /// The other nodes' members of `room`; nothing when Redis is down (known
 /// from the publishing link) or does not answer within [`READ_TIMEOUT`].
 pub(super) fn read(cluster: &Cluster, room: &str) -> Remote {
-    if !cluster.counters.outlink_up.load(Ordering::Acquire) {
-        return Remote::default();
-    }
-    let pooled = cluster.readers.0.lock().pop();
-    let con = match pooled {
-        Some(con) => Ok(con),
-        None => cluster
-            .client
-            .get_connection_with_timeout(READ_TIMEOUT)
-            .and_then(|con| {
-                con.set_read_timeout(Some(READ_TIMEOUT))?;
-                con.set_write_timeout(Some(READ_TIMEOUT))?;
-                Ok(con)
-            }),
-    };
-    let mut con = match con {
-        Ok(con) => con,
-        Err(error) => {
-            throttled!(
-                CLUSTER,
-                WARN,
-                "cluster: presence of {room:?} not read: {error}; answering with this node's members"
-            );
-            return Remote::default();
-        }
-    };
-    let shares: Vec<Vec<u8>> = match READ.key(key(room)).arg(&*cluster.node).invoke(&mut con) {
+    let shares = ask(cluster, |con| {
+        READ.key(key(room))
+            .arg(&*cluster.node)
+            .invoke::<Vec<Vec<u8>>>(con)
+    });
+    let shares = match shares {
         Ok(shares) => shares,
         Err(error) => {
             throttled!(
@@ -118,12 +129,6 @@ pub(super) fn read(cluster: &Cluster, room: &str) -> Remote {
             return Remote::default();
         }
     };
-    {
-        let mut idle = cluster.readers.0.lock();
-        if idle.len() < IDLE_READERS {
-            idle.push(con);
-        }
-    }
     let mut remote = Remote::default();
     for share in shares {
         let Ok(share) = serde_json::from_slice::<Share>(&share) else {

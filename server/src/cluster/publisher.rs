@@ -66,11 +66,9 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 }
             }
             let mut pipe = redis::pipe();
+            let ttl_ms = cluster.config.presence_ttl.as_millis() as u64;
             for item in &batch {
-                pipe.cmd("PUBLISH")
-                    .arg(&item.channel)
-                    .arg(&item.payload)
-                    .ignore();
+                item.add_to(&mut pipe, &cluster.node, ttl_ms);
             }
             let result: redis::RedisResult<()> = pipe.query(&mut con);
             let bytes: usize = batch.iter().map(|item| item.payload.len()).sum();

@@ -61,6 +61,14 @@ pub(crate) fn run(shared: Arc<Shared>) {
             if let Err(error) = follow(&shared, &mut pubsub, &mut subscribed, None) {
                 break 'connected error;
             }
+            // Departures and this node's direct messages, whatever its rooms.
+            let own = [
+                super::roster::DEPARTED.to_owned(),
+                super::direct::channel(&cluster.node),
+            ];
+            if let Err(error) = pubsub.subscribe(&own) {
+                break 'connected error;
+            }
             attempt = 0;
             cluster.counters.inlink_down.store(false, Ordering::Release);
             link.up(url);
@@ -149,6 +157,11 @@ fn relay(
         return;
     };
     let Some(room) = message.get_channel_name().strip_prefix("relay:room:") else {
+        if message.get_channel_name() == super::roster::DEPARTED {
+            super::departed::receive(shared, message.get_payload_bytes());
+        } else {
+            super::direct::receive(shared, message.get_payload_bytes());
+        }
         return;
     };
     let envelope = match envelope::decode(message.get_payload_bytes(), shared.config.max_frame) {

@@ -262,6 +262,11 @@ impl Session {
                     self.outbound
                         .set_options(hello.binary_seq, hello.member_events.unwrap_or_default());
                     self.set_identity(user, hello.echo);
+                    if let Some(cluster) = &self.shared.cluster {
+                        cluster
+                            .directory
+                            .changed(self.outbound.id(), self.user.as_deref());
+                    }
                 } else if hello.token.is_some()
                     && self.config().auth.is_on()
                     && let Err(error) = self.refresh(&hello)
@@ -861,10 +866,27 @@ impl Session {
             Some(user) => self.permissions.may_direct(user),
             None => self.permissions.may_direct(""),
         };
-        let permitted = match to {
+        let user_allowed = match to {
             Recipient::User(user) => allowed(Some(user)),
-            Recipient::Connection(_) => recipients.iter().all(|r| allowed(r.user())),
+            Recipient::Connection(_) => true,
         };
+        // In a cluster, the other nodes the recipient is on (SPEC.md 14.1).
+        let shared = Arc::clone(&self.shared);
+        let (elsewhere, unasked) = match &shared.cluster {
+            Some(cluster) if user_allowed => match cluster.elsewhere(to) {
+                Ok(elsewhere) => (elsewhere.nodes, None),
+                Err(unasked) => (Vec::new(), Some(unasked)),
+            },
+            _ => (Vec::new(), None),
+        };
+        let permitted = user_allowed
+            && match to {
+                Recipient::User(_) => true,
+                Recipient::Connection(_) => {
+                    recipients.iter().all(|r| allowed(r.user()))
+                        && elsewhere.iter().all(|(_, user)| allowed(user.as_deref()))
+                }
+            };
         if !permitted {
             let message = format!(
                 "MESSAGE to {what} {}: your token does not allow direct messages to them",
@@ -873,11 +895,17 @@ impl Session {
             self.reply_error(ErrorPayload::new(ErrorCode::Forbidden, message).about(None, id));
             return;
         }
-        if recipients.is_empty() {
-            let message = format!(
-                "MESSAGE to {what} {}: no such {what} is connected",
-                Quoted(name)
-            );
+        if recipients.is_empty() && elsewhere.is_empty() {
+            let message = match unasked {
+                None => format!(
+                    "MESSAGE to {what} {}: no such {what} is connected",
+                    Quoted(name)
+                ),
+                Some(unasked) => format!(
+                    "MESSAGE to {what} {}: no such {what} is connected to this node, and {unasked}; try again",
+                    Quoted(name)
+                ),
+            };
             self.reply_error(ErrorPayload::new(ErrorCode::NotFound, message).about(None, id));
             return;
         }
@@ -903,10 +931,15 @@ impl Session {
                 return;
             }
         }
-        // In order with what this connection already sent to them.
+        // In order with what this connection already sent to them, here
+        // and (through the one publishing connection) on other nodes.
         self.flush();
+        if let Some(cluster) = &shared.cluster {
+            for (node, _) in &elsewhere {
+                cluster.send_direct(node, to, &bytes);
+            }
+        }
         let batch = Arc::new(Batch::new(bytes, None));
-        let shared = Arc::clone(&self.shared);
         let mut stalled = Stalled::default();
         for recipient in &recipients {
             recipient.offer(&batch, &mut self.touched, &mut stalled, &shared.counters);

@@ -361,6 +361,36 @@ fn cluster_metrics(
             "Messages those gap notices covered.",
             &c.gap_messages,
         ),
+        (
+            "cluster_nodes_gone",
+            "Other nodes this node declared gone: their heartbeat expired.",
+            &c.nodes_gone,
+        ),
+        (
+            "cluster_departed_left",
+            "userLeft events local members got for the members of nodes that went.",
+            &c.departed_left,
+        ),
+        (
+            "cluster_directs_out",
+            "Direct messages queued for other nodes.",
+            &c.directs_out,
+        ),
+        (
+            "cluster_directs_dropped",
+            "Direct messages for other nodes dropped: the queue to Redis was full or the link down.",
+            &c.directs_dropped,
+        ),
+        (
+            "cluster_directs_in",
+            "Direct messages from other nodes delivered to local connections.",
+            &c.directs_in,
+        ),
+        (
+            "cluster_directs_undelivered",
+            "Direct messages from other nodes whose recipient was no longer open here.",
+            &c.directs_undelivered,
+        ),
     ] {
         counters.push((name, help, value.load(Relaxed)));
     }

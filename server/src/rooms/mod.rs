@@ -767,6 +767,71 @@ impl Rooms {
         }
     }
 
+    /// Relays a `userJoined` (from `event`) for every member of every
+    /// room to `outlink`, each under its room's locks and in its room's
+    /// relayed order like any event, so none comes between a member's own
+    /// events: for a node of a cluster that was declared gone to announce
+    /// its members again (SPEC.md 14.3). Takes each shard's read lock in
+    /// turn; the work is one event per membership (`--max-memberships`).
+    pub(crate) fn announce_members(
+        &self,
+        outlink: &dyn RelayOut,
+        event: &mut dyn FnMut(&str, &Outbound) -> Option<Vec<u8>>,
+    ) {
+        for shard in self.shards.iter() {
+            let map = shard.0.read();
+            for (name, room) in map.iter() {
+                let mut order = room.order.lock();
+                for member in &room.members {
+                    let Some(bytes) = event(name, member) else {
+                        continue;
+                    };
+                    let first = order.relay(0);
+                    let relayed = Relayed {
+                        epoch: order.epoch(),
+                        first,
+                        frames: 1,
+                        splices: &[],
+                        bytes: &bytes,
+                    };
+                    outlink.relay(name, &relayed);
+                }
+            }
+        }
+    }
+
+    /// Queues membership events that come from the cluster rather than a
+    /// node (the leaves of a node that is gone, SPEC.md 14.3) for this
+    /// node's members of `room` that take events, in the room's order of
+    /// deliveries; `false` if the room is not here.
+    pub(crate) fn tell_remote(
+        &self,
+        room: &str,
+        events: &Arc<Batch>,
+        stall: Duration,
+        counters: &Counters,
+        touched: &mut Vec<Arc<Outbound>>,
+    ) -> bool {
+        let mut stalled = Stalled::default();
+        {
+            let map = self.shard(room).read();
+            let Some(entry) = map.get(room) else {
+                return false;
+            };
+            let _order = entry.order.lock();
+            entry
+                .messages
+                .fetch_add(u64::from(events.frames), Ordering::Relaxed);
+            for member in &entry.members {
+                if !member.quiet() {
+                    member.offer(events, touched, &mut stalled, counters);
+                }
+            }
+        }
+        stalled.settle(stall, counters);
+        true
+    }
+
     /// The members of `room` now, for WHO: their count, and a page of at
     /// most `limit` (at most `MAX_MEMBER_LIST`) oldest first, those whose
     /// membership number is above `after`, each with its number; and

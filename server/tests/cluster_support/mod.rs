@@ -192,3 +192,24 @@ pub fn publish_raw(port: u16, channel: &str, payload: &[u8]) {
         "PUBLISH answers with the number of subscribers: the one node whose member joined"
     );
 }
+
+/// Sends one command to the Redis on `port` (RESP written by hand) and
+/// returns the first line of its answer.
+pub fn command(port: u16, args: &[&str]) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        answer.push(byte[0]);
+    }
+    String::from_utf8_lossy(&answer).trim_end().to_owned()
+}
