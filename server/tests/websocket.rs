@@ -681,6 +681,25 @@ fn wss_uses_the_tls_certificate_and_shows_in_connz() {
         message
     };
     assert_eq!(message["content"], "over wss");
+    // A burst written at once: the server reads it over TLS in reads
+    // topped up across the WebSocket headers, and relays all of it.
+    const BURST: u64 = 3000;
+    for k in 0..BURST {
+        let frame = json_frame(
+            MessageType::Message,
+            &json!({ "room": "lobby", "content": k }),
+        );
+        wss.socket.write(Message::Binary(frame.into())).unwrap();
+    }
+    wss.socket.flush().unwrap();
+    let mut next = 0;
+    while next < BURST {
+        let message = tcp.expect(MessageType::Message).json();
+        if message.get("type").is_none() {
+            assert_eq!(message["content"], next, "{message}");
+            next += 1;
+        }
+    }
     // /connz names the transport; /config.json says where and how.
     let http = server.http_addr().unwrap();
     let connz = http_get(http, "/connz");

@@ -157,12 +157,23 @@ impl SwarmStream {
     }
 }
 
-impl Read for SwarmStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl SwarmStream {
+    /// Reads what has arrived: Relay bytes, except over WebSocket, where
+    /// it is the socket's bytes, for [`SwarmStream::websocket_input`] to
+    /// find the messages in where they lie.
+    pub fn read_wire(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             SwarmStream::Plain(stream) => stream.read(buf),
             SwarmStream::Tls(tls) => tls.read(buf),
-            SwarmStream::Ws(ws) => ws.input.read(&mut ws.stream, buf),
+            SwarmStream::Ws(ws) => ws.stream.read(buf),
+        }
+    }
+
+    /// The WebSocket read direction, for a WebSocket connection.
+    pub fn websocket_input(&mut self) -> Option<&mut crate::ws::WsIn> {
+        match self {
+            SwarmStream::Ws(ws) => Some(&mut ws.input),
+            _ => None,
         }
     }
 }

@@ -115,6 +115,32 @@ fn a_server_in_its_own_process_has_its_cpu_measured() {
 }
 
 #[test]
+fn over_websocket_every_delivery_arrives_in_order_as_over_tcp() {
+    // Messages big enough for 16-bit WebSocket lengths, and many per
+    // publisher write: the swarm finds each payload in its reads, and the
+    // server's reads of the publisher are topped up across headers.
+    let options = bench::Options {
+        which: vec![Which::Fanout, Which::Latency],
+        ws: true,
+        payload: 300,
+        ..quick()
+    };
+    let report = bench::run(&options).expect("scenario ran");
+    assert!(report.passed, "{}", report.render());
+    let run = first_run(&report.json, "relay");
+    let fanout = run["fanout"].as_array().expect("fan-out runs");
+    let over_ws: Vec<_> = fanout.iter().filter(|f| f["websocket"] == true).collect();
+    assert_eq!(over_ws.len(), 2, "{fanout:?}");
+    for f in over_ws {
+        assert_eq!(f["all_delivered_in_order"], true, "{f}");
+        assert_eq!(f["deliveries"], f["expected"], "{f}");
+        assert_eq!(f["out_of_order"], 0, "{f}");
+    }
+    let text = report.render();
+    assert!(text.contains("over WebSocket"), "{text}");
+}
+
+#[test]
 fn compare_says_which_peers_are_missing_and_runs_the_rest() {
     let options = bench::Options {
         which: vec![Which::Setup],

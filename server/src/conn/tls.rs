@@ -370,6 +370,24 @@ impl ReadHalf for TlsRead {
         }
     }
 
+    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let stream = &*self.stream;
+        let mut session = stream.lock();
+        loop {
+            if let Some(result) = session.take_plaintext(buf) {
+                return result;
+            }
+            // A backlog to flush first is for `read`, which may wait.
+            if session.pending() > MAX_BACKLOG {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            match session.receive(&stream.socket)? {
+                Received::Records | Received::Eof => continue,
+                Received::Nothing => return Err(io::ErrorKind::WouldBlock.into()),
+            }
+        }
+    }
+
     fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
         self.read_timeout = timeout;
         Ok(())

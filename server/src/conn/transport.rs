@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::progress::check_interval;
-use crate::sys::socket::{reset_on_close, send_vectored_now, unsent_bytes};
+use crate::sys::socket::{recv_now, reset_on_close, send_vectored_now, unsent_bytes};
 use crate::sys::wake::{WaitMask, wait_readable};
 
 /// A connection's bytes, before they are handed to its two threads.
@@ -33,6 +33,15 @@ pub(crate) trait ReadHalf: Send + 'static {
     /// Reads what has arrived, waiting at most the read timeout; a timeout
     /// is `WouldBlock` or `TimedOut`.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Reads what has already arrived, without waiting; `WouldBlock` when
+    /// nothing has. A transport framed inside the stream (WebSocket) tops
+    /// a read up with it, so that a busy client's reads fill what the
+    /// decoder offers, as on TCP. One that cannot tell answers
+    /// `WouldBlock`: reads over it are then not topped up.
+    fn read_now(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
 
     /// How long [`ReadHalf::read`] may wait.
     fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()>;
@@ -215,6 +224,10 @@ pub(crate) struct TcpRead(Arc<TcpStream>);
 impl ReadHalf for TcpRead {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         (&*self.0).read(buf)
+    }
+
+    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        recv_now(&*self.0, buf)
     }
 
     fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {

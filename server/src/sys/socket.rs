@@ -39,6 +39,27 @@ pub(crate) fn send_vectored_now(
     }
 }
 
+/// Reads what has already arrived on `socket` into `buf`, without waiting,
+/// whatever the socket's timeout (`recv` with `MSG_DONTWAIT`).
+/// `WouldBlock` when nothing has.
+pub(crate) fn recv_now(socket: &impl AsRawFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    // SAFETY: recv writes at most `buf.len()` bytes into `buf`, which is
+    // borrowed mutably for the call.
+    let n = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// Makes the close of `socket` reset the connection (`SO_LINGER` with a
 /// zero timeout), discarding what the kernel still holds for the peer: for
 /// a client given up on, whose backlog must not outlive its connection.

@@ -172,10 +172,7 @@ impl Publisher {
                 let reader = socket.try_clone().context("cloning the publisher socket")?;
                 let writer = socket.try_clone().context("cloning the publisher socket")?;
                 (
-                    Box::new(crate::ws::WsReader {
-                        socket: reader,
-                        ws: input,
-                    }),
+                    Box::new(crate::ws::WsReader::new(reader, input)),
                     Box::new(crate::ws::WsWriter {
                         socket: writer,
                         ws: output,

@@ -3,7 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 
 use crate::tls::SwarmStream;
+use crate::ws::Unframed;
 use mio::{Events, Interest, Poll, Token};
 
 use super::content;
@@ -365,14 +366,21 @@ impl Worker {
             let Some(stream) = self.clients[i].stream.as_mut() else {
                 return false;
             };
-            match stream.read(&mut buf[filled..]) {
+            match stream.read_wire(&mut buf[filled..]) {
                 Ok(0) => return true,
                 Ok(n) => {
                     self.totals.bytes_read += n as u64;
                     filled += n;
-                    let used = self.process(i, &buf[..filled], now_ns());
+                    let used = if self.plan.ws {
+                        self.process_ws(i, &buf[..filled], now_ns())
+                    } else {
+                        self.process(i, &buf[..filled], now_ns())
+                    };
                     buf.copy_within(used..filled, 0);
                     filled -= used;
+                    if self.ws_closed(i) {
+                        return true;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -393,13 +401,8 @@ impl Worker {
             match dialect::next_event(system, &bytes[at..], &mut hint) {
                 Ok(Some((event, used))) => {
                     at += used;
-                    match event {
-                        Event::Delivery(content) => {
-                            if self.deliver(i, content, now) {
-                                delivered += 1;
-                            }
-                        }
-                        other => self.answer(i, other),
+                    if self.event(i, event, now) {
+                        delivered += 1;
                     }
                 }
                 Ok(None) => break,
@@ -412,13 +415,90 @@ impl Worker {
                 }
             }
         }
+        self.processed(i, hint, delivered, now);
+        at
+    }
+
+    /// [`Worker::process`] over WebSocket: `bytes` are the socket's, and
+    /// each message's payload, one Relay frame (SPEC.md 13.4), is handled
+    /// where it lies in them. Returns the bytes used.
+    fn process_ws(&mut self, i: usize, bytes: &[u8], now: u64) -> usize {
+        let system = self.plan.system;
+        let mut at = 0;
+        let mut delivered = 0u64;
+        let mut hint = self.clients[i].content_hint;
+        while let Some(input) = self.clients[i]
+            .stream
+            .as_mut()
+            .and_then(SwarmStream::websocket_input)
+        {
+            let (unframed, used) = match input.next(&bytes[at..]) {
+                Ok(Some(next)) => next,
+                Ok(None) => break,
+                Err(_) => {
+                    // Not WebSocket as the server sends it: as in
+                    // `process`, no boundary in what is buffered is
+                    // trusted.
+                    self.totals.foreign += 1;
+                    at = bytes.len();
+                    break;
+                }
+            };
+            at += used;
+            let fragments;
+            let payload = match unframed {
+                Unframed::Relay(payload) => payload,
+                Unframed::Fragmented => {
+                    fragments = input.take_fragments();
+                    &fragments[..]
+                }
+                Unframed::Skipped => continue,
+                Unframed::Closed => break,
+            };
+            match dialect::next_event(system, payload, &mut hint) {
+                Ok(Some((event, used))) if used == payload.len() => {
+                    if self.event(i, event, now) {
+                        delivered += 1;
+                    }
+                }
+                // Less or more than one frame.
+                _ => self.totals.foreign += 1,
+            }
+        }
+        self.processed(i, hint, delivered, now);
+        at
+    }
+
+    /// Whether client `i`'s server sent its WebSocket close.
+    fn ws_closed(&mut self, i: usize) -> bool {
+        self.clients[i]
+            .stream
+            .as_mut()
+            .and_then(SwarmStream::websocket_input)
+            .is_some_and(|input| input.closed())
+    }
+
+    /// Handles one event for client `i`; returns whether it is a delivery
+    /// that counts.
+    #[inline]
+    fn event(&mut self, i: usize, event: Event<'_>, now: u64) -> bool {
+        match event {
+            Event::Delivery(content) => self.deliver(i, content, now),
+            other => {
+                self.answer(i, other);
+                false
+            }
+        }
+    }
+
+    /// Counts what one read brought client `i`.
+    fn processed(&mut self, i: usize, hint: usize, delivered: u64, now: u64) {
         self.clients[i].content_hint = hint;
         if delivered > 0 {
             self.totals.delivered += delivered;
             self.totals.last_delivery_ns = now;
             self.live.delivered.fetch_add(delivered, Ordering::Relaxed);
         }
-        at
     }
 
     /// A delivery's content for client `i`; returns whether it counts (a

@@ -20,21 +20,30 @@
 //! code, which the output names ([`WriteHalf::ended_with`]; SPEC.md
 //! 13.5), or echo the client's close.
 //!
-//! Before, each member's writer copied every frame behind its header into
-//! a buffer of its own (up to 64 KiB) and sent that: `bench --ws` fan-out
+//! Before, each member's writer copied every frame behind its header into a
+//! buffer of its own (up to 64 KiB) and sent that: `bench --ws` fan-out
 //! 1→100 was about a third of TCP's on a quiet machine (6.84 M against
 //! 22.5 M deliveries/s). Handing the kernel a header and a payload slice
-//! per frame instead was worse still (29% where the copy gave 46%). With
-//! the shared framing the server's per-member work is TCP's; measured in
-//! one session on the shared 2-core machine (load average 3 to 14, other
-//! builds and tests running), `bench --ws --only fanout,latency --repeat 3`
-//! gave WebSocket 39–57% of TCP's fan-out 1→100 (median of five runs 50%)
-//! and 34–49% at 1→10, where the copying writer gave 39–98% and 30–50% in
-//! runs interleaved with them: on that machine the load moves the figures
-//! more than the change does. At the one quiet moment (load 3), it gave
-//! 9.65 M against TCP's 22.2 M deliveries/s, 44%. What is left is the
-//! kernel's (the socket copies, the same as TCP's) and the bench client's
-//! WebSocket parsing, which shares the two cores with the server.
+//! per frame instead was worse still (29% where the copy gave 46%). The
+//! shared framing made a member's write TCP's, yet fan-out stayed near a
+//! third (6.59 M against 19.25 M, quiet machine): the rest was elsewhere.
+//! The server's reads of a publisher never grew past 4 KiB (see `inbound`:
+//! the squeezed-out headers kept each one short of the decoder's offer), so a
+//! batch carried a few dozen frames and cost every member a socket write:
+//! some 70,000 `sendmsg` a second for a third of the deliveries TCP made
+//! with 4,000. And the bench's own WebSocket client copied every payload
+//! once more and parsed every header, on the same two cores. With reads
+//! topped up and the client taking payloads where they lie, the server
+//! spends per delivery over WebSocket what it spends over TCP (perf, same
+//! run). Seven runs of `bench --ws --only fanout,latency --repeat 3`,
+//! interleaved with seven of the build before, on the shared 2-core machine
+//! (load average 3 to 17, other engineers building), gave WebSocket a
+//! median 95% of TCP's fan-out 1→100 (before 48%) and 98% at 1→10 (before
+//! 41%); ranges 74–110% (before 31–64%) and 54–116% (before 27–50%),
+//! leaving out of the first one run in which TCP's fan-out fell to 3 M
+//! (127% before, 182% after). Latency p50 was 104 µs against TCP's 92
+//! (before 110 against 102), p99 as noisy as the load. Not yet measured on
+//! a quiet machine.
 
 use std::io::{self, Cursor, IoSlice};
 use std::sync::Arc;
