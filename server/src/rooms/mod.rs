@@ -670,12 +670,12 @@ impl Rooms {
                 if Some(member.id()) == skip || (pending.splices.is_empty() && member.quiet()) {
                     continue;
                 }
-                let batch = if member.binary_seq() {
-                    &sequenced.full
-                } else {
-                    &sequenced.plain
-                };
-                if member.offer(batch, touched, &mut stalled, counters) {
+                if member.offer(
+                    sequenced.for_member(member),
+                    touched,
+                    &mut stalled,
+                    counters,
+                ) {
                     queued += 1;
                 }
             }
@@ -751,12 +751,12 @@ impl Rooms {
                     if batch.splices.is_empty() && member.quiet() {
                         continue;
                     }
-                    let numbered = if member.binary_seq() {
-                        &sequenced.full
-                    } else {
-                        &sequenced.plain
-                    };
-                    member.offer(numbered, touched, &mut stalled, counters);
+                    member.offer(
+                        sequenced.for_member(member),
+                        touched,
+                        &mut stalled,
+                        counters,
+                    );
                 }
             }
             missed

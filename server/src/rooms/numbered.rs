@@ -134,12 +134,12 @@ impl Rooms {
                         continue;
                     }
                 }
-                let numbered = if member.binary_seq() {
-                    &sequenced.full
-                } else {
-                    &sequenced.plain
-                };
-                if member.offer(numbered, touched, &mut stalled, counters) {
+                if member.offer(
+                    sequenced.for_member(member),
+                    touched,
+                    &mut stalled,
+                    counters,
+                ) {
                     delivery.queued += 1;
                 }
             }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use protocol::{Gap, LENGTH_PREFIX, Recovery, push_seq_binary, push_seq_json};
 
 use crate::budget::MemoryBudget;
-use crate::conn::outbound::Batch;
+use crate::conn::outbound::{Batch, Outbound};
 
 /// Where one message frame of a batch takes its `seq` and `epoch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +214,18 @@ pub(crate) struct Sequenced {
     pub(crate) plain: Arc<Batch>,
     /// The last `seq` given to the batch's messages.
     pub(crate) last_seq: u64,
+}
+
+impl Sequenced {
+    /// The encoding for a member: with `seq` in binary deliveries if its
+    /// HELLO asked for that (`binarySeq`), else the original layout.
+    pub(crate) fn for_member(&self, member: &Outbound) -> &Arc<Batch> {
+        if member.binary_seq() {
+            &self.full
+        } else {
+            &self.plain
+        }
+    }
 }
 
 /// What a joining member is sent before the live messages.
