@@ -12,18 +12,7 @@ use std::thread;
 use client::{Event, Recipient};
 use support::cli::{Live, STDERR, relay, run_script, wait_exit};
 use support::{expect_event, login};
-use testkit::{WAIT, start_server_with};
-
-fn with_history(messages: usize) -> server::Config {
-    server::Config {
-        history: server::HistoryLimits {
-            messages,
-            bytes: 1 << 20,
-            max_age: None,
-        },
-        ..Default::default()
-    }
-}
+use testkit::{WAIT, start_server_with, with_history};
 
 /// Publishes `range` to `room` and waits until the server has relayed them
 /// (the acks say so), so a later join finds them kept. The publisher is

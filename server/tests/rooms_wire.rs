@@ -8,7 +8,7 @@
 
 use protocol::{Flags, MessageType};
 use serde_json::{Value, json};
-use testkit::{OwnedFrame, Raw, raw_frame, start_server, start_server_with};
+use testkit::{OwnedFrame, Raw, raw_frame, start_server, start_server_with, with_history};
 
 /// The payloads of SPEC.md's `server: KIND` examples, in document order.
 fn examples(kind: &str) -> Vec<Vec<u8>> {
@@ -60,17 +60,6 @@ fn as_in_example(sent: &OwnedFrame, example: &[u8]) -> String {
 /// connection id an example shows (ids count from c1 on a fresh server).
 fn placeholders(addr: std::net::SocketAddr, n: usize) -> Vec<Raw> {
     (0..n).map(|_| Raw::hello(addr, json!({})).0).collect()
-}
-
-fn history(messages: usize) -> ::server::Config {
-    ::server::Config {
-        history: ::server::HistoryLimits {
-            messages,
-            bytes: 1 << 20,
-            max_age: None,
-        },
-        ..Default::default()
-    }
 }
 
 #[test]
@@ -181,7 +170,7 @@ fn gap_notices_are_as_in_the_spec() {
     let example = |i: usize| -> Value { serde_json::from_slice(&examples[i]).unwrap() };
 
     // 60 messages, 3 kept (58 to 60): since 41 lacks 42 to 57.
-    let server = start_server_with(history(3));
+    let server = start_server_with(with_history(3));
     let (mut publisher, _) = Raw::hello(server.local_addr(), json!({}));
     publisher.join("news");
     for n in 1..=60 {
@@ -210,7 +199,7 @@ fn gap_notices_are_as_in_the_spec() {
 
     // An epoch the room no longer has: 5 messages, 2 kept.
     for (kept, expected) in [(2, 1), (5, 2)] {
-        let server = start_server_with(history(kept));
+        let server = start_server_with(with_history(kept));
         let (mut publisher, _) = Raw::hello(server.local_addr(), json!({}));
         publisher.join("news");
         for n in 1..=5 {

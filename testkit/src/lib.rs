@@ -50,4 +50,4 @@ pub use frames::{
 };
 pub use raw::{Raw, WAIT, wait_until};
 #[cfg(feature = "server")]
-pub use server::{start_server, start_server_with};
+pub use server::{start_server, start_server_with, with_history};

@@ -29,3 +29,16 @@ pub fn start_server_with(config: Config) -> RunningServer {
         .spawn()
         .expect("start the test server")
 }
+
+/// The default configuration, keeping the last `messages` of each room
+/// (and at most 1 MiB of them) for recovery and history (SPEC.md 5.11).
+pub fn with_history(messages: usize) -> Config {
+    Config {
+        history: server::HistoryLimits {
+            messages,
+            bytes: 1 << 20,
+            max_age: None,
+        },
+        ..Config::default()
+    }
+}

@@ -288,7 +288,7 @@ pub(crate) struct Cluster {
     readers: presence::Readers,
     /// Connections to Redis for reading rooms' positions and streams
     /// (`--cluster-order room`).
-    order_readers: room_order::Readers,
+    order_readers: presence::Readers,
     /// Numbered batches for rooms a JOIN is creating here.
     early: room_order::Early,
     /// The block of connection numbers this node claimed.
@@ -322,8 +322,8 @@ impl Cluster {
             changes: changes::Changes::default(),
             subscriptions: subscriptions::Subscriptions::default(),
             presence_changes: changes::Changes::default(),
-            readers: presence::Readers::default(),
-            order_readers: room_order::Readers::default(),
+            readers: presence::Readers::new("presence", presence::READ_TIMEOUT),
+            order_readers: presence::Readers::new("order", room_order::READ_TIMEOUT),
             early: room_order::Early::default(),
             block: 0,
             directory: directory::Pending::default(),

@@ -45,21 +45,56 @@ return out
     )
 });
 
-/// The most idle connections kept for reading presence; more are opened
-/// when more connection threads read at once, and closed after.
+/// The most idle connections a pool of [`Readers`] keeps; more are
+/// opened when more connection threads read at once, and closed after.
 const IDLE_READERS: usize = 4;
 
 /// How long a JOIN or WHO waits for Redis at most before it answers with
 /// this node's members alone.
-const READ_TIMEOUT: Duration = Duration::from_millis(500);
+pub(super) const READ_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Idle connections for reading presence.
-#[derive(Default)]
-pub(crate) struct Readers(Mutex<Vec<redis::Connection>>);
+/// Idle connections for short reads on a connection thread (presence, a
+/// room's position), each bounded by the pool's timeout.
+pub(crate) struct Readers {
+    idle: Mutex<Vec<redis::Connection>>,
+    timeout: Duration,
+    what: &'static str,
+}
 
 impl std::fmt::Debug for Readers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} idle presence readers", self.0.lock().len())
+        write!(f, "{} idle {} readers", self.idle.lock().len(), self.what)
+    }
+}
+
+impl Readers {
+    pub(super) fn new(what: &'static str, timeout: Duration) -> Readers {
+        Readers {
+            idle: Mutex::new(Vec::new()),
+            timeout,
+            what,
+        }
+    }
+
+    /// An idle connection, or a new one whose connect, reads and writes
+    /// each take the pool's timeout at most.
+    pub(super) fn take(&self, client: &redis::Client) -> redis::RedisResult<redis::Connection> {
+        if let Some(con) = self.idle.lock().pop() {
+            return Ok(con);
+        }
+        let con = client.get_connection_with_timeout(self.timeout)?;
+        con.set_read_timeout(Some(self.timeout))?;
+        con.set_write_timeout(Some(self.timeout))?;
+        Ok(con)
+    }
+
+    /// Keeps `con` for the next read. Only a connection whose last
+    /// question was answered comes back: a failed one may be mid-answer.
+    pub(super) fn give_back(&self, con: redis::Connection) {
+        let mut idle = self.idle.lock();
+        if idle.len() < IDLE_READERS {
+            idle.push(con);
+        }
     }
 }
 
@@ -73,25 +108,12 @@ pub(super) fn ask<T>(
     if !cluster.counters.outlink_up.load(Ordering::Acquire) {
         return Err("Redis is unreachable".to_owned());
     }
-    let pooled = cluster.readers.0.lock().pop();
-    let mut con = match pooled {
-        Some(con) => con,
-        None => cluster
-            .client
-            .get_connection_with_timeout(READ_TIMEOUT)
-            .and_then(|con| {
-                con.set_read_timeout(Some(READ_TIMEOUT))?;
-                con.set_write_timeout(Some(READ_TIMEOUT))?;
-                Ok(con)
-            })
-            .map_err(|error| error.to_string())?,
-    };
+    let mut con = cluster
+        .readers
+        .take(&cluster.client)
+        .map_err(|error| error.to_string())?;
     let answer = question(&mut con).map_err(|error| error.to_string())?;
-    // A connection whose question failed is dropped: it may be mid-answer.
-    let mut idle = cluster.readers.0.lock();
-    if idle.len() < IDLE_READERS {
-        idle.push(con);
-    }
+    cluster.readers.give_back(con);
     Ok(answer)
 }
 

@@ -15,6 +15,24 @@ use crate::shared::Shared;
 /// Batches published in one pipeline at most: one write, one read.
 const PIPELINE: usize = 256;
 
+/// A publishing connection, ready: the numbering script loaded on it in
+/// room order mode (its SHA; Redis forgets scripts when it restarts, and
+/// the connection with them), and this node's order mode written.
+fn connect(cluster: &super::Cluster) -> redis::RedisResult<(redis::Connection, Option<String>)> {
+    let mut con = cluster
+        .client
+        .get_connection_with_timeout(Duration::from_secs(1))?;
+    con.set_write_timeout(Some(Duration::from_secs(2)))?;
+    con.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let sha = if cluster.orders_rooms() {
+        Some(NUMBER.load(&mut con)?)
+    } else {
+        None
+    };
+    room_order::renew_mode(&mut con, cluster)?;
+    Ok((con, sha))
+}
+
 /// The publisher thread: connects (with backoff), then publishes what is
 /// queued, a pipeline at a time, until the server stops.
 pub(crate) fn run(shared: Arc<Shared>) {
@@ -31,16 +49,8 @@ pub(crate) fn run(shared: Arc<Shared>) {
     let mut attempt = 0;
     let stopping = || shared.shutting_down.load(Ordering::Acquire);
     while !stopping() {
-        let connected = cluster
-            .client
-            .get_connection_with_timeout(Duration::from_secs(1))
-            .and_then(|con| {
-                con.set_write_timeout(Some(Duration::from_secs(2)))?;
-                con.set_read_timeout(Some(Duration::from_secs(2)))?;
-                Ok(con)
-            });
-        let mut con = match connected {
-            Ok(con) => con,
+        let (mut con, sha) = match connect(cluster) {
+            Ok(connected) => connected,
             Err(error) => {
                 link.down(url, &error);
                 outlink.discard(&mut |item| lost(&shared, &item));
@@ -49,29 +59,6 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 continue;
             }
         };
-        // The numbering script, loaded once per connection (Redis forgets
-        // scripts when it restarts, and the connection with them).
-        let sha = if cluster.orders_rooms() {
-            match NUMBER.load(&mut con) {
-                Ok(sha) => Some(sha),
-                Err(error) => {
-                    link.down(url, &error);
-                    outlink.discard(&mut |item| lost(&shared, &item));
-                    std::thread::sleep(super::backoff(attempt));
-                    attempt += 1;
-                    continue;
-                }
-            }
-        } else {
-            None
-        };
-        if let Err(error) = room_order::renew_mode(&mut con, cluster) {
-            link.down(url, &error);
-            outlink.discard(&mut |item| lost(&shared, &item));
-            std::thread::sleep(super::backoff(attempt));
-            attempt += 1;
-            continue;
-        }
         attempt = 0;
         let mut renewed = Instant::now();
         link.up(url);

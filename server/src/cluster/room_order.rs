@@ -44,10 +44,7 @@ pub(crate) const ROOM_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Longer than presence's read: a JOIN that gives up here gives its
 /// member a notice for nothing lost, so waiting is the better failure on
 /// a busy machine.
-const READ_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The most idle connections kept for reading rooms' positions.
-const IDLE_READERS: usize = 4;
+pub(super) const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The key that says which order mode the cluster's nodes run.
 const MODE_KEY: &str = "relay:order-mode";
@@ -141,16 +138,6 @@ pub(crate) fn order_key(room: &str) -> String {
 /// The stream of a room's numbered batches.
 pub(crate) fn log_key(room: &str) -> String {
     format!("relay:log:{room}")
-}
-
-/// Idle connections for reading rooms' positions.
-#[derive(Default)]
-pub(crate) struct Readers(Mutex<Vec<redis::Connection>>);
-
-impl std::fmt::Debug for Readers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} idle order readers", self.0.lock().len())
-    }
 }
 
 /// Checks, before a node starts, that the cluster's other nodes run the
@@ -324,19 +311,9 @@ impl Cluster {
         if self.counters.inlink_down.load(Ordering::Acquire) {
             return None;
         }
-        let pooled = self.order_readers.0.lock().pop();
-        let con = match pooled {
-            Some(con) => Ok(con),
-            None => self
-                .client
-                .get_connection_with_timeout(READ_TIMEOUT)
-                .and_then(|con| {
-                    con.set_read_timeout(Some(READ_TIMEOUT))?;
-                    con.set_write_timeout(Some(READ_TIMEOUT))?;
-                    Ok(con)
-                }),
-        };
-        let mut con = con
+        let mut con = self
+            .order_readers
+            .take(&self.client)
             .map_err(|error| {
                 throttled!(
                     CLUSTER,
@@ -364,12 +341,7 @@ impl Cluster {
                 return None;
             }
         };
-        {
-            let mut idle = self.order_readers.0.lock();
-            if idle.len() < IDLE_READERS {
-                idle.push(con);
-            }
-        }
+        self.order_readers.give_back(con);
         let number =
             |bytes: &[u8]| -> Option<u64> { std::str::from_utf8(bytes).ok()?.parse().ok() };
         let mut fields = reply.into_iter();

@@ -72,6 +72,31 @@ struct Room {
     order: Mutex<Order>,
 }
 
+impl Room {
+    /// Whether a batch needs its second encoding: only when it has a
+    /// binary message and a member takes binary deliveries without `seq`.
+    fn plain_wanted(&self, splices: &[Splice]) -> bool {
+        splices.iter().any(|splice| splice.binary) && self.members.iter().any(|m| !m.binary_seq())
+    }
+
+    /// Offers every member a gap notice (SPEC.md 3.13), encoded once.
+    fn tell_gap(
+        &self,
+        gap: &protocol::Gap,
+        touched: &mut Vec<Arc<Outbound>>,
+        stalled: &mut Stalled,
+        counters: &Counters,
+    ) {
+        let mut bytes = Vec::new();
+        if protocol::encode_json(&mut bytes, protocol::MessageType::Message, gap).is_ok() {
+            let notice = Arc::new(Batch::new(bytes, None));
+            for member in &self.members {
+                member.offer(&notice, touched, stalled, counters);
+            }
+        }
+    }
+}
+
 impl fmt::Debug for Room {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.members.len();
@@ -641,10 +666,7 @@ impl Rooms {
                 .messages
                 .fetch_add(u64::from(pending.frames), Ordering::Relaxed);
             let mut order = entry.order.lock();
-            // A second encoding only when the batch has a binary message
-            // and a member takes binary deliveries without `seq`.
-            let plain_wanted = pending.splices.iter().any(|splice| splice.binary)
-                && entry.members.iter().any(|m| !m.binary_seq());
+            let plain_wanted = entry.plain_wanted(pending.splices);
             if let Some(outlink) = &self.outlink {
                 // Under the order lock: the room's batches leave in its
                 // order, each counted whether or not it gets through.
@@ -726,20 +748,13 @@ impl Rooms {
                     to: Some(to),
                     previous_epoch: None,
                 };
-                let mut bytes = Vec::new();
-                if protocol::encode_json(&mut bytes, protocol::MessageType::Message, &gap).is_ok() {
-                    let notice = Arc::new(Batch::new(bytes, None));
-                    for member in &entry.members {
-                        member.offer(&notice, touched, &mut stalled, counters);
-                    }
-                }
+                entry.tell_gap(&gap, touched, &mut stalled, counters);
             }
             if batch.frames > 0 {
                 entry
                     .messages
                     .fetch_add(u64::from(batch.frames), Ordering::Relaxed);
-                let plain_wanted = batch.splices.iter().any(|splice| splice.binary)
-                    && entry.members.iter().any(|m| !m.binary_seq());
+                let plain_wanted = entry.plain_wanted(batch.splices);
                 let sequenced = order.sequence(
                     batch.bytes.to_vec(),
                     batch.splices,

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Rooms, Splice};
-use crate::conn::outbound::{Batch, Outbound, Stalled};
+use crate::conn::outbound::{Outbound, Stalled};
 use crate::counters::Counters;
 
 /// A batch as Redis numbered it.
@@ -108,13 +108,7 @@ impl Rooms {
                 delivery.missed = missed;
             }
             if let Some(gap) = gap {
-                let mut bytes = Vec::new();
-                if protocol::encode_json(&mut bytes, protocol::MessageType::Message, &gap).is_ok() {
-                    let notice = Arc::new(Batch::new(bytes, None));
-                    for member in &entry.members {
-                        member.offer(&notice, touched, &mut stalled, counters);
-                    }
-                }
+                entry.tell_gap(&gap, touched, &mut stalled, counters);
             }
             if batch.splices.is_empty() {
                 // Only the jump to report (`room_order::catch_up`).
@@ -124,8 +118,7 @@ impl Rooms {
             entry
                 .messages
                 .fetch_add(splices.len() as u64, Ordering::Relaxed);
-            let plain_wanted = splices.iter().any(|splice| splice.binary)
-                && entry.members.iter().any(|m| !m.binary_seq());
+            let plain_wanted = entry.plain_wanted(&splices);
             let sequenced = order.sequence(bytes, &splices, plain_wanted, batch.at_ms, None);
             for member in &entry.members {
                 if member.id() == batch.from {
